@@ -1,0 +1,55 @@
+# One-command set-up and entry points. Everything lives in a virtual environment ($(VENV)).
+#   make test   - set up, then run the test suite
+#   make demo   - set up, then generate a small Sudoku set, train HRM on it, evaluate, show answers
+# On machines without an NVIDIA GPU the pinned CPU build of torch is installed first, so pip
+# never pulls the multi-GB CUDA build. With a GPU, an already-installed torch is kept
+# (use VENV_FLAGS=--system-site-packages to reuse a system-wide CUDA torch).
+
+PYTHON      ?= python3
+VENV        ?= .venv
+VENV_FLAGS  ?=
+CPU_TORCH   ?= torch==2.13.0
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip
+STAMP       := $(VENV)/.installed
+
+.PHONY: setup test demo browser benchmark clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "[setup] NVIDIA GPU found: keeping/installing a CUDA build of torch"; \
+	elif $(PY) -c "import torch" >/dev/null 2>&1; then \
+		echo "[setup] torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	else \
+		echo "[setup] no NVIDIA GPU: installing the CPU build $(CPU_TORCH)"; \
+		$(PIP) install -q $(CPU_TORCH); \
+	fi
+	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
+	@touch $@
+
+# Headless Chromium for the visualizer test. Best effort: installs Debian's packages when we
+# are root with apt; otherwise the browser test says it is skipped and why.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "[setup] installing chromium + chromium-driver for the visualizer test"; \
+		(apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1)) || \
+		echo "[setup] could not install chromium; the visualizer test will be skipped"; \
+	else echo "[setup] chromium not installed and cannot install it here; the visualizer test will be skipped"; fi
+
+test: $(STAMP) browser
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+benchmark: $(STAMP)
+	$(PY) scripts/benchmark_optim.py
+	$(PY) scripts/benchmark.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache demo_run
