@@ -1,0 +1,244 @@
+"""Build the dominoes dataset: pick the best move in a block-game position (SPEC section 9).
+
+    python dataset/build_domino_dataset.py --output-dir data/domino-opt --num-games 2000 --num-aug 0
+
+Each scenario comes from a real game: two players draw 7 tiles each from a shuffled double-six
+set and play random legal moves (block game: no drawing, a player who cannot play passes)
+until one goes out or both are stuck. One of the positions where the player to move had a
+legal move is taken at random, so table lengths run from 0 to 13 and hand sizes from 7 to 1.
+The label is the move the policy (``--policy``, default ``max-chain``) picks; see
+``dataset/domino.py`` for the encoding and the policies.
+
+Output: ``train/`` and ``test/`` (set ``all``), ``identifiers.json`` and ``domino.json``
+(the policy and options, read by the inspector so it checks against the right policy).
+Train scenarios each get ``--num-aug`` copies with the pips renamed by a random bijection of
+0..6, whose labels are recomputed (a renaming changes pip sums, hence tie-breaks); a scenario
+and its copies form one group. Test is never augmented and never shares a scenario with train.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+from typing import Dict, List, Literal, Optional, Sequence, Set, Tuple
+
+import numpy as np
+import pydantic
+from tqdm import tqdm
+
+if __package__ in (None, ""):
+    # Run as `python dataset/build_domino_dataset.py`: make `dataset.*` importable.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dataset.common import (DatasetError, PuzzleDatasetMetadata, atomic_output_dir, save_identifiers,
+                            save_metadata, save_set)
+from dataset.domino import (HAND_MAX, POLICIES, SEQ_LEN, VOCAB_SIZE, Scenario, choose_move, encode, encode_label,
+                            full_set, legal_moves, play, relabel)
+
+POLICY_FILE = "domino.json"
+
+
+class DominoDatasetConfig(pydantic.BaseModel):
+    """Options of the builder (one per command-line flag)."""
+
+    output_dir: str = "data/domino"
+    num_games: int = pydantic.Field(2000, ge=1, description="valid scenarios per split (one per game)")
+    subsample_size: Optional[int] = pydantic.Field(None, ge=1, description="keep this many train scenarios")
+    num_aug: int = pydantic.Field(0, ge=0, description="pip-relabelled copies of each train scenario")
+    policy: Literal["max-chain", "heaviest"] = "max-chain"
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios from play
+
+
+def random_game_position(rng: np.random.Generator) -> Scenario:
+    """Play one random two-player block game and return one of its decision points at random."""
+    tiles = full_set()
+    order = rng.permutation(len(tiles))
+    hands = [sorted(tiles[i] for i in order[:HAND_MAX]), sorted(tiles[i] for i in order[HAND_MAX:2 * HAND_MAX])]
+    player = int(rng.integers(2))
+    state = [Scenario(table=(), hand=tuple(hands[0])), Scenario(table=(), hand=tuple(hands[1]))]
+    decisions: List[Scenario] = []
+    passes = 0
+    while passes < 2:
+        me = state[player]
+        moves = legal_moves(me.ends, me.hand)
+        if moves:
+            decisions.append(me)
+            me = play(me, moves[int(rng.integers(len(moves)))])
+            state[player] = me
+            state[1 - player] = Scenario(table=me.table, hand=state[1 - player].hand)
+            passes = 0
+            if not me.hand:
+                break
+        else:
+            passes += 1
+        player = 1 - player
+    return decisions[int(rng.integers(len(decisions)))]
+
+
+def draw_scenarios(rng: np.random.Generator, count: int, exclude: Set[bytes], desc: str) -> List[Scenario]:
+    """``count`` distinct scenarios from random games, none of whose encodings is in ``exclude``."""
+    found: List[Scenario] = []
+    seen = set(exclude)
+    max_games = 100 * count + 1000  # distinct positions are plentiful; this only guards a loop
+    games = 0
+    with tqdm(total=count, desc=desc, unit="scenario") as bar:
+        while len(found) < count:
+            if games >= max_games:
+                raise DatasetError(f"found only {len(found)} distinct scenarios in {games} games; ask for fewer")
+            games += 1
+            scenario = random_game_position(rng)
+            key = encode(scenario).tobytes()
+            if key in seen:
+                continue
+            seen.add(key)
+            found.append(scenario)
+            bar.update(1)
+    return found
+
+
+def augmentations(rng: np.random.Generator, scenario: Scenario, num_aug: int) -> List[Scenario]:
+    """Up to ``num_aug`` distinct pip renamings of ``scenario`` (never the scenario itself)."""
+    seen = {encode(scenario).tobytes()}
+    copies: List[Scenario] = []
+    for _ in range(5 * num_aug):  # a few renamings can coincide (e.g. swapping unused pips)
+        if len(copies) == num_aug:
+            break
+        perm = rng.permutation(7)
+        copy = relabel(scenario, perm.tolist())
+        key = encode(copy).tobytes()
+        if key not in seen:
+            seen.add(key)
+            copies.append(copy)
+    return copies
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def split_arrays(groups: Sequence[Sequence[Scenario]], policy: str, desc: str) -> Dict[str, np.ndarray]:
+    """Encode the scenarios (every one its own puzzle, each inner list a group) with policy labels."""
+    inputs, labels = [], []
+    group_indices = [0]
+    with tqdm(total=sum(len(g) for g in groups), desc=desc, unit="example") as bar:
+        for group in groups:
+            for scenario in group:
+                inputs.append(encode(scenario))
+                labels.append(encode_label(choose_move(scenario, policy)))
+                bar.update(1)
+            group_indices.append(len(inputs))
+    n = len(inputs)
+    return {
+        "inputs": np.stack(inputs).astype(np.uint8),
+        "labels": np.stack(labels).astype(np.uint8),
+        "puzzle_identifiers": np.zeros(n, dtype=np.int32),
+        "puzzle_indices": np.arange(n + 1, dtype=np.int32),
+        "group_indices": np.array(group_indices, dtype=np.int32),
+    }
+
+
+def distribution(scenarios: Sequence[Scenario]) -> Dict[str, Dict[int, int]]:
+    """Counts of table lengths and hand sizes, for the build summary."""
+    return {
+        "table_length": dict(sorted(collections.Counter(len(s.table) for s in scenarios).items())),
+        "hand_size": dict(sorted(collections.Counter(len(s.hand) for s in scenarios).items())),
+    }
+
+
+def build(config: DominoDatasetConfig) -> Dict[str, Dict[str, Dict[int, int]]]:
+    """Generate both splits and write the dataset; returns the per-split distributions."""
+    summary = {}
+    with atomic_output_dir(config.output_dir) as tmp:
+        # Separate streams per split: the test set does not change when train options do.
+        test = draw_scenarios(np.random.default_rng([config.seed, 1]), config.num_games, set(), "test scenarios")
+        test_keys = {encode(s).tobytes() for s in test}
+        train = draw_scenarios(np.random.default_rng([config.seed, 0]), config.num_games, test_keys, "train scenarios")
+        if config.subsample_size is not None and config.subsample_size < len(train):
+            keep = np.random.default_rng([config.seed, 2]).choice(len(train), config.subsample_size, replace=False)
+            train = [train[i] for i in np.sort(keep)]
+
+        aug_rng = np.random.default_rng([config.seed, 3])
+        splits = {
+            "train": [[s] + augmentations(aug_rng, s, config.num_aug) for s in train],
+            "test": [[s] for s in test],
+        }
+        for split, groups in splits.items():
+            arrays = split_arrays(groups, config.policy, f"{split} labels ({config.policy})")
+            save_set(os.path.join(tmp, split), "all", arrays)
+            save_metadata(os.path.join(tmp, split), PuzzleDatasetMetadata(
+                pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN,
+                num_puzzle_identifiers=1, total_groups=len(groups), mean_puzzle_examples=1.0,
+                total_puzzles=len(arrays["inputs"]), sets=["all"]))
+            summary[split] = distribution([s for g in groups for s in g])
+        save_identifiers(tmp, ["<blank>"])
+        with open(os.path.join(tmp, POLICY_FILE), "w") as f:
+            json.dump(config.model_dump(exclude={"output_dir"}), f, indent=1)
+    return summary
+
+
+def read_policy(data_path: str) -> str:
+    """The policy a dataset was built with (from its ``domino.json``)."""
+    path = os.path.join(data_path, POLICY_FILE)
+    try:
+        with open(path) as f:
+            policy = json.load(f)["policy"]
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: missing; not a domino dataset built by build_domino_dataset.py "
+                           "(pass --policy to say which policy made the labels)") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise DatasetError(f"{path}: not a valid policy file (needs {{\"policy\": ...}})") from None
+    if policy not in POLICIES:
+        raise DatasetError(f"{path}: unknown policy {policy!r}")
+    return policy
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one `error: ...` line."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> DominoDatasetConfig:
+    parser = _OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Underscore spellings too, as the original builders' argdantic CLIs accept both.
+    parser.add_argument("--output-dir", "--output_dir", default=DominoDatasetConfig.model_fields["output_dir"].default)
+    parser.add_argument("--num-games", "--num_games", type=int, default=2000, help="scenarios per split")
+    parser.add_argument("--subsample-size", "--subsample_size", type=int, default=None,
+                        help="keep this many of the train scenarios (before augmentation)")
+    parser.add_argument("--num-aug", "--num_aug", type=int, default=0, help="relabelled copies per train scenario")
+    parser.add_argument("--policy", choices=POLICIES, default="max-chain")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        return DominoDatasetConfig(**vars(args))
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        flag = "--" + str(err["loc"][0]).replace("_", "-")
+        parser.exit(2, f"error: {flag} {err['msg'].lower()} (got {err['input']})\n")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    config = parse_args(argv)
+    try:
+        summary = build(config)
+    except (DatasetError, OSError) as e:
+        sys.exit(f"error: {e}")
+    print(f"wrote {config.output_dir} (policy {config.policy})")
+    for split, dist in summary.items():
+        for name, counts in dist.items():
+            print(f"  {split} {name}: " + " ".join(f"{k}:{v}" for k, v in counts.items()))
+
+
+if __name__ == "__main__":
+    main()
