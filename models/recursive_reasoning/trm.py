@@ -1,0 +1,89 @@
+"""Tiny Recursive Model (TRM, arXiv 2510.04871).
+
+One small network (``L_level``) does both jobs of HRM's two modules: it refines the latent
+``z_L`` from (``z_H`` + input) ``L_cycles`` times, then updates the answer state ``z_H`` from
+``z_L``. ``H_cycles - 1`` such rounds run without gradient and the last one with gradient.
+With ``mlp_t`` the attention is replaced by an MLP across the sequence axis.
+"""
+from __future__ import annotations
+
+from typing import Dict, Literal, Tuple
+
+import pydantic
+import torch
+
+from models.act import ACTCarry, ACTInner, ACTModel, ACTModelConfig, InnerCarry
+from models.layers import PostNormBlock, ReasoningModule
+
+
+class TinyRecursiveReasoningModel_ACTV1Config(ACTModelConfig):
+    H_layers: int = 0  # unused: TRM has a single module; kept so HRM-style configs load
+    pos_encodings: Literal["rope", "learned", "none"]
+    mlp_t: bool = False
+    # Positions prepended for the puzzle embedding; 0: ceil(puzzle_emb_ndim / hidden_size) as HRM.
+    # Without a puzzle embedding (puzzle_emb_ndim=0) nothing is prepended, whatever this says.
+    puzzle_emb_len: int = 16
+    no_ACT_continue: bool = True
+
+    @pydantic.model_validator(mode="after")
+    def _check_trm(self):
+        if self.puzzle_emb_len < 0:
+            raise ValueError(f"puzzle_emb_len must be >= 0, got {self.puzzle_emb_len}")
+        if self.puzzle_emb_len and self.puzzle_emb_ndim > self.puzzle_emb_len * self.hidden_size:
+            raise ValueError(f"puzzle_emb_ndim ({self.puzzle_emb_ndim}) does not fit in puzzle_emb_len*hidden_size "
+                             f"({self.puzzle_emb_len}*{self.hidden_size})")
+        return self
+
+
+TinyRecursiveReasoningModel_ACTV1InnerCarry = InnerCarry
+TinyRecursiveReasoningModel_ACTV1Carry = ACTCarry
+
+
+class TinyRecursiveReasoningModel_ACTV1_Inner(ACTInner):
+    def __init__(self, config: TinyRecursiveReasoningModel_ACTV1Config):
+        super().__init__()
+        puzzle_emb_len = 0
+        if config.puzzle_emb_ndim > 0:
+            puzzle_emb_len = config.puzzle_emb_len or -(config.puzzle_emb_ndim // -config.hidden_size)
+        self._build_io(config, puzzle_emb_len=puzzle_emb_len)
+        mlp_t_seq_len = config.seq_len + puzzle_emb_len if config.mlp_t else None
+        self.L_level = ReasoningModule(layers=[
+            PostNormBlock(hidden_size=config.hidden_size, num_heads=config.num_heads, expansion=config.expansion,
+                          rms_norm_eps=config.rms_norm_eps, mlp_t_seq_len=mlp_t_seq_len)
+            for _ in range(config.L_layers)])
+        self._build_carry_init()
+
+    def forward(self, carry: InnerCarry, batch: Dict[str, torch.Tensor]) -> Tuple[InnerCarry, torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        cos_sin = self.cos_sin()
+        input_embeddings = self._input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+        z_H, z_L = carry.z_H, carry.z_L
+
+        with torch.no_grad():
+            for _ in range(self.config.H_cycles - 1):
+                for _ in range(self.config.L_cycles):
+                    z_L = self.L_level(z_L, z_H + input_embeddings, cos_sin=cos_sin)
+                z_H = self.L_level(z_H, z_L, cos_sin=cos_sin)
+
+        # The last round is back-propagated through (all its L steps and the H step).
+        for _ in range(self.config.L_cycles):
+            z_L = self.L_level(z_L, z_H + input_embeddings, cos_sin=cos_sin)
+        z_H = self.L_level(z_H, z_L, cos_sin=cos_sin)
+
+        new_carry = InnerCarry(z_H=z_H.detach(), z_L=z_L.detach())
+        return new_carry, *self._heads(z_H)
+
+
+class TinyRecursiveReasoningModel_ACTV1(ACTModel):
+    """TRM with ACT. With ``no_ACT_continue`` (default) a row halts in training when
+    ``q_halt > 0`` and no ``q_continue`` target is learned; otherwise HRM's rule and Q target."""
+
+    config_class = TinyRecursiveReasoningModel_ACTV1Config
+    inner_class = TinyRecursiveReasoningModel_ACTV1_Inner
+
+    def halt_signal(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
+        if self.config.no_ACT_continue:
+            return q_halt_logits > 0
+        return super().halt_signal(q_halt_logits, q_continue_logits)
+
+    def uses_q_continue(self) -> bool:
+        return not self.config.no_ACT_continue

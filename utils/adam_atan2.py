@@ -1,0 +1,146 @@
+"""AdamATan2: Adam with ``atan2(m, sqrt(v))`` in place of ``m / (sqrt(v) + eps)``.
+
+Per parameter, at step ``t``::
+
+    p *= 1 - lr * weight_decay
+    m  = lerp(m, g,  1 - beta1)
+    v  = lerp(v, g², 1 - beta2)
+    p -= lr / (1 - beta1^t) * atan2(m, sqrt(v) / sqrt(1 - beta2^t))
+
+atan2 is bounded and scale-invariant, so there is no epsilon to tune. The CUDA kernel of the
+``adam-atan2`` package is used when it imports and the parameters are on CUDA; otherwise a
+built-in implementation with the same state layout (``step``, ``exp_avg``, ``exp_avg_sq``).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import List, Tuple
+
+import torch
+from torch.optim.optimizer import Optimizer, ParamsT
+
+# Elements per chunk in the CPU path: small enough that one chunk's p, g, m, v and scratch stay
+# in L2 cache through all the update's operations, large enough to amortise per-call overhead.
+_CPU_CHUNK = 1 << 15
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_backend():
+    try:
+        import adam_atan2_backend  # type: ignore[import-not-found]
+        return adam_atan2_backend
+    except Exception:
+        return None
+
+
+class AdamATan2(Optimizer):
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), weight_decay: float = 1e-2):
+        if not 0.0 <= lr:
+            raise ValueError(f"AdamATan2: invalid learning rate {lr} (must be >= 0; the schedule may start at 0)")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"AdamATan2: invalid betas {betas} (each in [0, 1))")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"AdamATan2: invalid weight_decay {weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        for group in self.param_groups:
+            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdamATan2 does not support sparse gradients")
+                state = self.state[p]
+                if len(state) == 0:
+                    # Like torch.optim.Adam: the step count lives on the CPU (no device sync to
+                    # read it), except for the CUDA kernel, which reads it on the device.
+                    on_kernel = p.is_cuda and _cuda_backend() is not None
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device if on_kernel else "cpu")
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                params.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+
+            if params:
+                beta1, beta2 = group["betas"]
+                adam_atan2(params, grads, exp_avgs, exp_avg_sqs, steps,
+                           lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"])
+        return loss
+
+
+def adam_atan2(params: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs: List[torch.Tensor], exp_avg_sqs: List[torch.Tensor],
+               steps: List[torch.Tensor], lr: float, beta1: float, beta2: float, weight_decay: float) -> None:
+    """Functional update of a list of parameters (the step counters are incremented here)."""
+    backend = _cuda_backend()
+    if backend is not None and params[0].is_cuda and all(s.is_cuda for s in steps):
+        torch._foreach_add_(steps, 1)
+        backend.adam_atan2_cuda_impl_(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, weight_decay)
+        return
+
+    # Bias corrections depend on the step, which is normally the same for every parameter.
+    by_step = {}
+    for i, s in enumerate(steps):
+        s.add_(1)
+        by_step.setdefault(float(s), []).append(i)
+
+    for t, idx in by_step.items():
+        bias_correction1 = 1 - beta1 ** t
+        bias_correction2_sqrt = math.sqrt(1 - beta2 ** t)
+        step_size = lr / bias_correction1
+        decay = 1 - lr * weight_decay
+        p, g, m, v = ([xs[i] for i in idx] for xs in (params, grads, exp_avgs, exp_avg_sqs))
+        if p[0].is_cuda:
+            _update_foreach(p, g, m, v, step_size, bias_correction2_sqrt, decay, beta1, beta2)
+        else:
+            _update_chunked(p, g, m, v, step_size, bias_correction2_sqrt, decay, beta1, beta2)
+
+
+def _update_foreach(p, g, m, v, step_size, bias_correction2_sqrt, decay, beta1, beta2):
+    """GPU path: multi-tensor kernels over the whole list, one pass per operation."""
+    if decay != 1:
+        torch._foreach_mul_(p, decay)
+    torch._foreach_lerp_(m, g, 1 - beta1)
+    torch._foreach_mul_(v, beta2)
+    torch._foreach_addcmul_(v, g, g, value=1 - beta2)
+    denom = torch._foreach_sqrt(v)
+    torch._foreach_div_(denom, bias_correction2_sqrt)
+    for m_i, d_i in zip(m, denom):  # no foreach atan2 in torch; one kernel per tensor
+        torch.atan2(m_i, d_i, out=d_i)
+    torch._foreach_add_(p, denom, alpha=-step_size)
+
+
+def _update_chunked(p, g, m, v, step_size, bias_correction2_sqrt, decay, beta1, beta2):
+    """CPU path: run the whole update chunk by chunk so each chunk stays in cache.
+
+    The foreach ops are a loop of whole-tensor passes on CPU, memory-bound at ~8 passes over
+    every state tensor; chunking turns that into roughly one.
+    """
+    scratch = None
+    for p_i, g_i, m_i, v_i in zip(p, g, m, v):
+        if not (p_i.is_contiguous() and g_i.is_contiguous() and m_i.is_contiguous() and v_i.is_contiguous()):
+            _update_foreach([p_i], [g_i], [m_i], [v_i], step_size, bias_correction2_sqrt, decay, beta1, beta2)
+            continue
+        pf, gf, mf, vf = p_i.view(-1), g_i.view(-1), m_i.view(-1), v_i.view(-1)
+        if scratch is None or scratch.dtype != pf.dtype:
+            scratch = torch.empty(_CPU_CHUNK, dtype=pf.dtype)
+        for start in range(0, pf.numel(), _CPU_CHUNK):
+            end = min(start + _CPU_CHUNK, pf.numel())
+            pc, gc, mc, vc, d = pf[start:end], gf[start:end], mf[start:end], vf[start:end], scratch[: end - start]
+            if decay != 1:
+                pc.mul_(decay)
+            mc.lerp_(gc, 1 - beta1)
+            vc.mul_(beta2).addcmul_(gc, gc, value=1 - beta2)
+            torch.sqrt(vc, out=d).div_(bias_correction2_sqrt)
+            torch.atan2(mc, d, out=d)
+            pc.add_(d, alpha=-step_size)
