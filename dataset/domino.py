@@ -19,10 +19,13 @@ empty table.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from dataset.common import DATASET_FIELDS, DatasetError, load_metadata
 
 MAX_PIP = 6
 NUM_TILES = 28                  # double-six set
@@ -283,3 +286,68 @@ def relabel(scenario: Scenario, perm: Sequence[int]) -> Scenario:
 def describe_move(move: Move) -> str:
     a, b, where = move
     return f"[{a}|{b}] at the {WHERE_NAMES[where]}"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a built dataset and drawing tiles (inspector and visualizer)
+
+
+@dataclass
+class DominoSplit:
+    """One split of a domino dataset on disk (the arrays of its first set)."""
+
+    name: str
+    set_name: str
+    inputs: np.ndarray
+    labels: np.ndarray
+    puzzle_indices: np.ndarray
+    group_indices: np.ndarray
+    puzzle_identifiers: np.ndarray
+    num_puzzle_identifiers: int
+
+    def locate(self, index: int) -> str:
+        """'train example 5 (puzzle 5, group 2)': where an example sits, for messages."""
+        puzzle = int(np.searchsorted(self.puzzle_indices, index, side="right")) - 1
+        group = int(np.searchsorted(self.group_indices, puzzle, side="right")) - 1
+        return f"{self.name} example {index} (puzzle {puzzle}, group {group})"
+
+
+def read_split(data_path: str, split: str) -> DominoSplit:
+    """Load ``data_path/split`` and check its shape as a domino dataset; raise DatasetError if not."""
+    split_dir = os.path.join(data_path, split)
+    if not os.path.isdir(split_dir):
+        raise DatasetError(f"{split_dir}: no such split folder")
+    meta = load_metadata(split_dir)
+    if meta.seq_len != SEQ_LEN or meta.vocab_size != VOCAB_SIZE:
+        raise DatasetError(f"{split_dir}: seq_len {meta.seq_len} / vocab {meta.vocab_size}, "
+                           f"a domino dataset has {SEQ_LEN} / {VOCAB_SIZE}")
+    set_name = meta.sets[0]
+    arrays = {}
+    for field in DATASET_FIELDS:
+        path = os.path.join(split_dir, f"{set_name}__{field}.npy")
+        try:
+            arrays[field] = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"{path}: not a readable .npy array, truncated or damaged? ({e})") from None
+        if arrays[field].dtype.kind not in "iu":
+            raise DatasetError(f"{path}: integer array expected, found {arrays[field].dtype}")
+    inputs, labels = arrays["inputs"], arrays["labels"]
+    if inputs.ndim != 2 or inputs.shape[1] != SEQ_LEN or labels.shape != inputs.shape:
+        raise DatasetError(f"{split_dir}: inputs {inputs.shape} and labels {labels.shape} must both be [N, {SEQ_LEN}]")
+    pi, gi = np.asarray(arrays["puzzle_indices"]), np.asarray(arrays["group_indices"])
+    if pi.ndim != 1 or len(pi) < 1 or pi[0] != 0 or pi[-1] != len(inputs) or (np.diff(pi) < 0).any():
+        raise DatasetError(f"{split_dir}: puzzle_indices must rise from 0 to the number of examples {len(inputs)}")
+    if gi.ndim != 1 or len(gi) < 1 or gi[0] != 0 or gi[-1] != len(pi) - 1 or (np.diff(gi) < 0).any():
+        raise DatasetError(f"{split_dir}: group_indices must rise from 0 to the number of puzzles {len(pi) - 1}")
+    ids = np.asarray(arrays["puzzle_identifiers"])
+    if ids.shape != (len(pi) - 1,) or (len(ids) and (ids.min() < 0 or ids.max() >= meta.num_puzzle_identifiers)):
+        raise DatasetError(f"{split_dir}: puzzle_identifiers must hold one id in 0..{meta.num_puzzle_identifiers - 1} per puzzle")
+    return DominoSplit(split, set_name, inputs, labels, pi, gi, ids, meta.num_puzzle_identifiers)
+
+
+def tile_str(tile: Sequence[int]) -> str:
+    return f"[{tile[0]}|{tile[1]}]"
+
+
+def table_str(table: Sequence[Tile]) -> str:
+    return "".join(tile_str(t) for t in table) if table else "(empty)"
