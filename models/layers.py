@@ -146,9 +146,19 @@ def select_attention_backend(device_type: str, dtype: torch.dtype, requested: st
     return backend
 
 
+@torch._dynamo.assume_constant_result
+def current_attention_backend(device_type: str, dtype: torch.dtype) -> str:
+    """The backend for these tensors under the current environment.
+
+    A constant for ``torch.compile``: evaluated once while tracing (so the choice is logged and
+    the environment read eagerly) instead of being traced into the graph.
+    """
+    return select_attention_backend(device_type, dtype, _requested_backend())
+
+
 def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, causal: bool = False) -> torch.Tensor:
     """Scaled dot-product attention on ``[B, S, heads, head_dim]`` tensors through the selected backend."""
-    backend = select_attention_backend(query.device.type, query.dtype, _requested_backend())
+    backend = current_attention_backend(query.device.type, query.dtype)
     if backend == "sdpa":
         out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), is_causal=causal)
         return out.transpose(1, 2)

@@ -20,11 +20,6 @@ from typing import List, Tuple
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
 
-# Elements per chunk in the CPU path: small enough that one chunk's p, g, m, v and scratch stay
-# in L2 cache through all the update's operations, large enough to amortise per-call overhead.
-_CPU_CHUNK = 1 << 15
-
-
 @functools.lru_cache(maxsize=None)
 def _cuda_backend():
     try:
@@ -95,52 +90,17 @@ def adam_atan2(params: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs: 
         by_step.setdefault(float(s), []).append(i)
 
     for t, idx in by_step.items():
-        bias_correction1 = 1 - beta1 ** t
-        bias_correction2_sqrt = math.sqrt(1 - beta2 ** t)
-        step_size = lr / bias_correction1
-        decay = 1 - lr * weight_decay
+        step_size = lr / (1 - beta1 ** t)
+        inv_bias_correction2_sqrt = 1 / math.sqrt(1 - beta2 ** t)
         p, g, m, v = ([xs[i] for i in idx] for xs in (params, grads, exp_avgs, exp_avg_sqs))
-        if p[0].is_cuda:
-            _update_foreach(p, g, m, v, step_size, bias_correction2_sqrt, decay, beta1, beta2)
-        else:
-            _update_chunked(p, g, m, v, step_size, bias_correction2_sqrt, decay, beta1, beta2)
 
-
-def _update_foreach(p, g, m, v, step_size, bias_correction2_sqrt, decay, beta1, beta2):
-    """GPU path: multi-tensor kernels over the whole list, one pass per operation."""
-    if decay != 1:
-        torch._foreach_mul_(p, decay)
-    torch._foreach_lerp_(m, g, 1 - beta1)
-    torch._foreach_mul_(v, beta2)
-    torch._foreach_addcmul_(v, g, g, value=1 - beta2)
-    denom = torch._foreach_sqrt(v)
-    torch._foreach_div_(denom, bias_correction2_sqrt)
-    for m_i, d_i in zip(m, denom):  # no foreach atan2 in torch; one kernel per tensor
-        torch.atan2(m_i, d_i, out=d_i)
-    torch._foreach_add_(p, denom, alpha=-step_size)
-
-
-def _update_chunked(p, g, m, v, step_size, bias_correction2_sqrt, decay, beta1, beta2):
-    """CPU path: run the whole update chunk by chunk so each chunk stays in cache.
-
-    The foreach ops are a loop of whole-tensor passes on CPU, memory-bound at ~8 passes over
-    every state tensor; chunking turns that into roughly one.
-    """
-    scratch = None
-    for p_i, g_i, m_i, v_i in zip(p, g, m, v):
-        if not (p_i.is_contiguous() and g_i.is_contiguous() and m_i.is_contiguous() and v_i.is_contiguous()):
-            _update_foreach([p_i], [g_i], [m_i], [v_i], step_size, bias_correction2_sqrt, decay, beta1, beta2)
-            continue
-        pf, gf, mf, vf = p_i.view(-1), g_i.view(-1), m_i.view(-1), v_i.view(-1)
-        if scratch is None or scratch.dtype != pf.dtype:
-            scratch = torch.empty(_CPU_CHUNK, dtype=pf.dtype)
-        for start in range(0, pf.numel(), _CPU_CHUNK):
-            end = min(start + _CPU_CHUNK, pf.numel())
-            pc, gc, mc, vc, d = pf[start:end], gf[start:end], mf[start:end], vf[start:end], scratch[: end - start]
-            if decay != 1:
-                pc.mul_(decay)
-            mc.lerp_(gc, 1 - beta1)
-            vc.mul_(beta2).addcmul_(gc, gc, value=1 - beta2)
-            torch.sqrt(vc, out=d).div_(bias_correction2_sqrt)
-            torch.atan2(mc, d, out=d)
-            pc.add_(d, alpha=-step_size)
+        if weight_decay != 0:
+            torch._foreach_mul_(p, 1 - lr * weight_decay)
+        torch._foreach_lerp_(m, g, 1 - beta1)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, g, g, value=1 - beta2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_mul_(denom, inv_bias_correction2_sqrt)
+        for m_i, d_i in zip(m, denom):  # torch has no foreach atan2: one (parallel) kernel per tensor
+            torch.atan2(m_i, d_i, out=d_i)
+        torch._foreach_add_(p, denom, alpha=-step_size)

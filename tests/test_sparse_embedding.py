@@ -1,0 +1,54 @@
+"""Sparse puzzle embedding and its SignSGD optimizer."""
+import torch
+
+from models.sparse_embedding import CastedSparseEmbedding, CastedSparseEmbeddingSignSGD_Distributed
+
+
+def make(num=6, dim=4, batch=5):
+    torch.manual_seed(0)
+    emb = CastedSparseEmbedding(num, dim, batch_size=batch, init_std=1.0, cast_to=torch.float32)
+    return emb, CastedSparseEmbeddingSignSGD_Distributed(emb.buffers(), world_size=1, lr=0.1, weight_decay=0.5)
+
+
+def test_weights_is_a_buffer_and_locals_are_not_saved():
+    emb, _ = make()
+    assert list(emb.parameters()) == []
+    assert set(emb.state_dict()) == {"weights"}
+
+
+def test_eval_reads_table_train_routes_grad_to_local_weights():
+    emb, _ = make()
+    ids = torch.tensor([1, 3, 3, 0, 5], dtype=torch.int32)
+    emb.eval()
+    assert torch.equal(emb(ids), emb.weights[ids])
+    emb.train()
+    out = emb(ids)
+    assert torch.equal(out, emb.weights[ids]) and torch.equal(emb.local_ids, ids)
+    out.sum().backward()
+    assert torch.equal(emb.local_weights.grad, torch.ones(5, 4))
+
+
+def test_signsgd_updates_only_batch_rows_and_sums_duplicates_before_sign():
+    emb, opt = make()
+    before = emb.weights.clone()
+    ids = torch.tensor([1, 3, 3, 0, 0], dtype=torch.int32)
+    emb.train()
+    emb(ids)
+    # id 3 appears twice with gradients +1 and -3 in column 0: the sum is -2, so sign is -1.
+    # Taking signs first and summing would give 0 (no move) for that element.
+    grad = torch.zeros(5, 4)
+    grad[1, 0], grad[2, 0] = 1.0, -3.0
+    grad[0] = torch.tensor([0.5, -0.5, 0.0, 2.0])
+    grad[3, 1], grad[4, 1] = 2.0, -2.0  # id 0: cancels to exactly 0 -> only decay
+    emb.local_weights.grad = grad
+    opt.step()
+
+    lr, wd = 0.1, 0.5
+    expected = before.clone()
+    summed = {1: grad[0], 3: grad[1] + grad[2], 0: grad[3] + grad[4]}
+    for row, g in summed.items():
+        expected[row] = before[row] * (1 - lr * wd) - lr * torch.sign(g)
+    torch.testing.assert_close(emb.weights, expected)
+    for untouched in (2, 4, 5):
+        assert torch.equal(emb.weights[untouched], before[untouched]), "rows not in the batch must not decay"
+    assert emb.weights[3, 0] > before[3, 0] * (1 - lr * wd)  # moved up: sign of the summed gradient
