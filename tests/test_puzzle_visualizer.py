@@ -1,0 +1,304 @@
+"""puzzle_visualizer.html in a real headless Chromium: datasets go in through the page's folder picker.
+
+ChromeDriver accepts a folder path for an ``<input webkitdirectory>``, so the page reads the
+files through its own File API code, exactly as when a person picks the folder.
+Set UPDATE_SCREENSHOT=1 to rewrite docs/visualizer.png from the ARC view.
+"""
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+
+from dataset.common import PuzzleDatasetMetadata, save_identifiers, save_metadata, save_set
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGE = "file://" + os.path.join(ROOT, "puzzle_visualizer.html")
+REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "reference", "datasets")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+XSS_NAME = "<img src=x onerror=alert(1)>"
+
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    reason="chromium and chromedriver are not installed (run `make browser` as root to install them)")
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
+from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def driver():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    # Headless and with every background service off: this machine has no network.
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1100,760"):
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options.add_argument(f"--user-data-dir={profile}")
+    d = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+    yield d
+    d.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_folder(driver, folder, split=None):
+    """Load the page afresh, pick ``folder`` with the folder input, optionally switch split."""
+    driver.get(PAGE)
+    driver.find_element(By.ID, "folder").send_keys(str(folder))
+    state = wait_settled(driver)
+    if split is not None:
+        Select(driver.find_element(By.ID, "split")).select_by_value(split)
+        state = wait_settled(driver)
+    return state
+
+
+def wait_settled(driver):
+    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+                                    in ("ready", "error"))
+    return driver.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+
+
+def press(driver, key, times=1):
+    body = driver.find_element(By.TAG_NAME, "body")
+    for _ in range(times):
+        before = driver.find_element(By.ID, "view").get_attribute("data-example")
+        body.send_keys(key)
+        WebDriverWait(driver, 5).until(lambda d: d.find_element(By.ID, "view").get_attribute("data-example") != before)
+        wait_settled(driver)
+
+
+def panel_cells(driver, panel_index):
+    """(data-token, textContent) of every grid cell of panel ``panel_index``, in reading order."""
+    return driver.execute_script(
+        "const p = document.querySelectorAll('#view .panel')[arguments[0]];"
+        "return Array.from(p.querySelectorAll('.cell'), c => [Number(c.dataset.token), c.textContent,"
+        " c.dataset.colour === undefined ? null : Number(c.dataset.colour), c.className]);", panel_index)
+
+
+def write_dataset(root, split, inputs, labels, puzzle_indices=None, group_indices=None, puzzle_ids=None,
+                  names=("<blank>",), vocab=None):
+    """A dataset split in the project's format, written with dataset/common.py."""
+    n = len(inputs)
+    pidx = np.arange(n + 1) if puzzle_indices is None else np.asarray(puzzle_indices)
+    gidx = np.arange(len(pidx)) if group_indices is None else np.asarray(group_indices)
+    ids = np.zeros(len(pidx) - 1, np.int32) if puzzle_ids is None else np.asarray(puzzle_ids)
+    save_set(os.path.join(root, split), "all", {
+        "inputs": inputs, "labels": labels, "puzzle_identifiers": ids.astype(np.int32),
+        "puzzle_indices": pidx.astype(np.int32), "group_indices": gidx.astype(np.int32)})
+    save_metadata(os.path.join(root, split), PuzzleDatasetMetadata(
+        pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab or int(inputs.max()) + 1,
+        seq_len=inputs.shape[1], num_puzzle_identifiers=len(names), total_groups=len(gidx) - 1,
+        mean_puzzle_examples=n / (len(pidx) - 1), sets=["all"]))
+    save_identifiers(root, list(names))
+
+
+# ----------------------------------------------------------------------------------------------
+# Sudoku and maze: the files written by the original builders (uint8), or a small one of ours
+
+
+def reference_or_skip(name, tmp_path):
+    src = os.path.join(REFERENCE, name)
+    if not os.path.isdir(src):
+        pytest.skip(f"reference fixtures not found at {src}")
+    dst = tmp_path / name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_sudoku_reference_cells_and_keyboard(driver, tmp_path):
+    folder = reference_or_skip("sudoku", tmp_path)
+    assert open_folder(driver, folder, split="test") == "ready"
+    assert driver.find_element(By.ID, "view").get_attribute("data-kind") == "sudoku"
+    press(driver, Keys.ARROW_RIGHT, 3)   # one puzzle per group here: example 3 is group 3
+    assert driver.find_element(By.ID, "group").get_attribute("value") == "3"
+    x = np.load(folder / "test" / "all__inputs.npy")[3]
+    y = np.load(folder / "test" / "all__labels.npy")[3]
+    shown_in, shown_out = panel_cells(driver, 0), panel_cells(driver, 1)
+    assert [c[1] for c in shown_in] == [str(t - 1) if t >= 2 else "" for t in x]
+    assert [c[1] for c in shown_out] == [str(t - 1) for t in y]
+    # blanks of the puzzle are marked as the cells to fill in the solution
+    assert ["filled" in c[3] for c in shown_out] == [t == 1 for t in x]
+    press(driver, Keys.PAGE_UP)
+    assert driver.find_element(By.ID, "global").get_attribute("value") == "2"
+    # the manual override shows the same tokens as plain numbers
+    Select(driver.find_element(By.ID, "kind")).select_by_value("generic")
+    WebDriverWait(driver, 5).until(lambda d: d.find_element(By.ID, "view").get_attribute("data-kind") == "generic")
+    x2 = np.load(folder / "test" / "all__inputs.npy")[2]
+    assert [c[0] for c in panel_cells(driver, 0)] == x2.tolist()
+
+
+def test_sudoku_6x6_int32(driver, tmp_path):
+    solution = np.array([[1, 2, 3, 4, 5, 6], [4, 5, 6, 1, 2, 3], [2, 3, 1, 5, 6, 4],
+                         [5, 6, 4, 2, 3, 1], [3, 1, 2, 6, 4, 5], [6, 4, 5, 3, 1, 2]]).ravel()
+    puzzle = solution.copy()
+    puzzle[::3] = 0
+    folder = tmp_path / "sixes"   # no hint in the name: the kind comes from seq_len 36 and vocab 8
+    write_dataset(folder, "train", (puzzle + 1)[None].astype(np.int32), (solution + 1)[None].astype(np.int32), vocab=8)
+    assert open_folder(driver, folder) == "ready"
+    assert driver.find_element(By.ID, "view").get_attribute("data-kind") == "sudoku"
+    cells = panel_cells(driver, 0)
+    assert [c[1] for c in cells] == [str(d) if d else "" for d in puzzle]
+    # 2x3 boxes: thick line after column 3 and after rows 2 and 4
+    assert ["box-r" in c[3] for c in cells[:6]] == [False, False, True, False, False, False]
+    assert ["box-b" in cells[r * 6][3] for r in range(6)] == [False, True, False, True, False, False]
+
+
+def test_maze_reference(driver, tmp_path):
+    folder = reference_or_skip("maze", tmp_path)
+    assert open_folder(driver, folder) == "ready"
+    assert driver.find_element(By.ID, "view").get_attribute("data-kind") == "maze"
+    driver.find_element(By.ID, "global").clear()
+    driver.find_element(By.ID, "global").send_keys("5", Keys.ENTER)
+    WebDriverWait(driver, 5).until(lambda d: d.find_element(By.ID, "view").get_attribute("data-example") == "5")
+    y = np.load(folder / "train" / "all__labels.npy")[5]
+    cells = panel_cells(driver, 1)
+    assert [c[1] for c in cells] == ["# SGo"[t - 1] for t in y]
+    assert "o" in [c[1] for c in cells]   # the solution path is drawn
+
+
+# ----------------------------------------------------------------------------------------------
+# ARC: a tiny dataset in the ARC encoding, with a hostile identifier name
+
+
+def arc_encode(grid):
+    """30x30 with colours as 2..11, PAD 0 and EOS (1) just below and right of the grid."""
+    grid = np.asarray(grid)
+    out = np.zeros((30, 30), np.uint8)
+    h, w = grid.shape
+    out[:h, :w] = grid + 2
+    out[h, :w + 1] = 1
+    out[:h + 1, w] = 1
+    return out.ravel()
+
+
+@pytest.fixture(scope="module")
+def arc_folder(tmp_path_factory):
+    # ARC-like pictures: a few coloured rectangles on black
+    rng = np.random.default_rng(0)
+    grids = []
+    for _ in range(4):
+        g = np.zeros((rng.integers(6, 11), rng.integers(6, 11)), np.int64)
+        for colour in rng.choice(np.arange(1, 10), size=3, replace=False):
+            r, c = rng.integers(0, g.shape[0] - 2), rng.integers(0, g.shape[1] - 2)
+            g[r:r + rng.integers(1, 4), c:c + rng.integers(1, 5)] = colour
+        grids.append(g)
+    inputs = np.stack([arc_encode(g) for g in grids])
+    labels = np.stack([arc_encode(np.rot90(g)) for g in grids]).astype(np.int32)   # mixed dtypes on purpose
+    folder = tmp_path_factory.mktemp("arc") / "arc-tiny"
+    # group 0 = puzzles 0 (examples 0, 1) and 1 (example 2); group 1 = puzzle 2 (example 3)
+    write_dataset(folder, "train", inputs, labels, puzzle_indices=[0, 2, 3, 4], group_indices=[0, 2, 3],
+                  puzzle_ids=[1, 2, 1], names=("<blank>", "task_a", XSS_NAME), vocab=12)
+    return folder, grids
+
+
+def test_arc_colours_and_identifier_is_text(driver, arc_folder, tmp_path):
+    folder, grids = arc_folder
+    assert open_folder(driver, folder) == "ready"
+    assert driver.find_element(By.ID, "view").get_attribute("data-kind") == "arc"
+    assert driver.find_element(By.ID, "identifier").text == "task_a"
+    press(driver, Keys.ARROW_DOWN)   # next puzzle: example 2, named like an HTML tag
+    assert driver.find_element(By.ID, "view").get_attribute("data-example") == "2"
+    identifier = driver.find_element(By.ID, "identifier")
+    assert identifier.text == XSS_NAME
+    assert driver.execute_script("return document.getElementById('identifier').childElementCount") == 0
+    assert driver.execute_script("return document.querySelectorAll('img').length") == 0
+    with pytest.raises(TimeoutException):
+        WebDriverWait(driver, 0.5).until(EC.alert_is_present())
+    # the cells: the grid's colours, then the EOS border
+    g = grids[2]
+    h, w = g.shape
+    cells = panel_cells(driver, 0)
+    rows = max(h, w) + 1          # the label (rotated) may be the larger of the two
+    cols = max(h, w) + 1
+    assert len(cells) == rows * cols
+    shown = np.array([c[2] if c[2] is not None else -1 for c in cells]).reshape(rows, cols)
+    assert (shown[:h, :w] == g).all()
+    assert all("eos" in cells[h * cols + c][3] for c in range(w + 1))
+    label = np.array([c[2] if c[2] is not None else -1 for c in panel_cells(driver, 1)]).reshape(rows, cols)
+    assert (label[:w, :h] == np.rot90(g)).all()
+    assert driver.find_element(By.CSS_SELECTOR, "#view .cell[data-colour]").value_of_css_property("background-color")
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        press(driver, Keys.ARROW_UP)
+        driver.set_window_size(1100, 720)
+        os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
+        driver.save_screenshot(os.path.join(ROOT, "docs", "visualizer.png"))
+        driver.set_window_size(1100, 760)
+
+
+# ----------------------------------------------------------------------------------------------
+# Domino, generic numbers, and broken folders
+
+
+def test_domino(driver, tmp_path):
+    from dataset.build_domino_dataset import DominoDatasetConfig, build
+    folder = tmp_path / "domino-small"
+    build(DominoDatasetConfig(output_dir=str(folder), num_games=30, seed=1))
+    x = np.load(folder / "test" / "all__inputs.npy")
+    y = np.load(folder / "test" / "all__labels.npy")
+    index = int(np.flatnonzero((x[:, 6] != 0) & (x[:, 58] != 0))[0])  # >= 4 tiles on the table, >= 2 in hand
+    assert open_folder(driver, folder, split="test") == "ready"
+    assert driver.find_element(By.ID, "view").get_attribute("data-kind") == "domino"
+    press(driver, Keys.ARROW_RIGHT, index)
+    table = [e.get_attribute("data-tile") for e in driver.find_elements(By.CSS_SELECTOR, ".domino-table .tile")]
+    assert table == [f"{x[index][k] - 1}|{x[index][k + 1] - 1}" for k in range(0, 56, 2) if x[index][k]]
+    hand = {e.get_attribute("data-tile"): e.get_attribute("class")
+            for e in driver.find_elements(By.CSS_SELECTOR, ".domino-hand .tile")}
+    left, right = x[index][70] - 1, x[index][71] - 1
+    target = f"{y[index][0] - 1}|{y[index][1] - 1}"
+    assert len(hand) == (x[index][56:70] != 0).sum() // 2
+    for tile, cls in hand.items():
+        a, b = map(int, tile.split("|"))
+        expected = "target" if tile == target else "playable" if {a, b} & {left, right} else None
+        assert (expected in cls.split()) if expected else cls.split() == ["tile"], (tile, cls)
+    where = {1: "at the left end", 2: "at the right end", 3: "to open the empty table"}[int(y[index][2])]
+    assert driver.find_element(By.ID, "target").text == f"Target: play [{target}] {where}"
+    assert not driver.find_elements(By.CSS_SELECTOR, ".problem")
+
+
+def test_generic_int64_and_uint16(driver, tmp_path):
+    folder = tmp_path / "numbers"
+    inputs = (np.arange(2 * 30).reshape(2, 30) * 1001).astype(np.int64)   # values past 255 and 65535
+    labels = np.arange(2 * 30).reshape(2, 30).astype(np.uint16) * 700
+    write_dataset(folder, "test", inputs, labels, vocab=70000)
+    assert open_folder(driver, folder) == "ready"
+    assert driver.find_element(By.ID, "view").get_attribute("data-kind") == "generic"
+    press(driver, Keys.END)
+    assert [c[0] for c in panel_cells(driver, 0)][:30] == inputs[1].tolist()
+    assert [c[0] for c in panel_cells(driver, 1)][:30] == labels[1].tolist()
+
+
+def test_folder_without_dataset_json(driver, tmp_path):
+    folder = tmp_path / "just-files"
+    os.makedirs(folder / "train")
+    np.save(folder / "train" / "all__inputs.npy", np.zeros((2, 4), np.uint8))
+    assert open_folder(driver, folder) == "error"
+    message = driver.find_element(By.ID, "message").text
+    assert "No dataset.json" in message and "just-files" in message
+    assert not driver.find_element(By.ID, "nav").is_displayed()
+    assert driver.find_elements(By.CSS_SELECTOR, "#view *") == []
+
+
+def test_truncated_npy(driver, arc_folder, tmp_path):
+    folder = tmp_path / "arc-cut"
+    shutil.copytree(arc_folder[0], folder)
+    path = folder / "train" / "all__inputs.npy"
+    path.write_bytes(path.read_bytes()[:1000])
+    assert open_folder(driver, folder) == "error"
+    message = driver.find_element(By.ID, "message").text
+    assert "train/all__inputs.npy" in message and "truncated" in message and "3600 bytes" in message
+    # a file cut inside its header, and a dataset.json that is not JSON
+    path.write_bytes(b"\x93NUMPY\x01\x00")
+    assert open_folder(driver, folder) == "error"
+    assert "all__inputs.npy" in driver.find_element(By.ID, "message").text
+    (folder / "train" / "dataset.json").write_text("{not json")
+    assert open_folder(driver, folder) == "error"
+    assert "dataset.json: not valid JSON" in driver.find_element(By.ID, "message").text
