@@ -228,7 +228,7 @@ def test_arc_colours_and_identifier_is_text(driver, arc_folder, tmp_path):
     assert driver.find_element(By.CSS_SELECTOR, "#view .cell[data-colour]").value_of_css_property("background-color")
     if os.environ.get("UPDATE_SCREENSHOT"):
         press(driver, Keys.ARROW_UP)
-        driver.set_window_size(1100, 720)
+        driver.set_window_size(1100, 800)
         os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
         driver.save_screenshot(os.path.join(ROOT, "docs", "visualizer.png"))
         driver.set_window_size(1100, 760)
