@@ -9,11 +9,14 @@ A dataset directory holds ``train/`` and ``test/``; each has ``dataset.json``
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import shutil
+import sys
 import tempfile
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import pydantic
@@ -134,3 +137,183 @@ def atomic_output_dir(output_dir: str) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers shared by the Sudoku, maze and ARC builders.
+
+def run_cli(main: Callable[[Optional[Sequence[str]]], None], argv: Optional[Sequence[str]] = None) -> None:
+    """Run a builder's ``main``; a :class:`DatasetError` becomes ``error: <message>`` and exit status 1.
+
+    User mistakes (bad files, bad options) get one clear line instead of a traceback.
+    """
+    try:
+        main(argv)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        sys.exit(130)
+
+
+def resolve_source_csv(source_repo: str, set_name: str) -> str:
+    """Path of ``<set_name>.csv``: from a local folder when ``source_repo`` is one, else from Hugging Face.
+
+    The download (the original builders' only source) needs a network; when it fails the
+    error says how to work offline instead.
+    """
+    if os.path.isdir(source_repo):
+        path = os.path.join(source_repo, f"{set_name}.csv")
+        if not os.path.isfile(path):
+            raise DatasetError(f"{path}: missing; a local --source-repo folder must hold train.csv and test.csv")
+        return path
+    try:
+        from huggingface_hub import hf_hub_download
+        return hf_hub_download(source_repo, f"{set_name}.csv", repo_type="dataset")
+    except Exception as e:  # any network / hub failure ends in the same advice
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DatasetError(
+            f"--source-repo {source_repo}: not a local folder, and downloading {set_name}.csv from Hugging Face "
+            f"failed ({type(e).__name__}: {reason}). To work offline, pass --source-repo <folder holding train.csv "
+            "and test.csv> or generate puzzles with --generate N") from None
+
+
+class PuzzleCSV:
+    """Fast reader for the builders' CSV layout: a header line, then ``source,question,answer,rating``.
+
+    The whole file is scanned with numpy (line and comma positions) instead of Python's csv
+    module, so a few-million-row file parses in about a second. Quoted files fall back to the
+    csv module once and are then handled the same way. Fields are extracted on demand for the
+    rows that are actually used.
+    """
+
+    FIELDS = ("source", "question", "answer", "rating")
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise DatasetError(f"{path}: cannot read ({e.strerror})") from None
+        if b'"' in raw:
+            raw = self._unquote(raw)
+        buf = np.frombuffer(raw, dtype=np.uint8)
+        newlines = np.flatnonzero(buf == ord("\n"))
+        starts = np.concatenate([[0], newlines + 1])
+        ends = np.concatenate([newlines, [buf.size]])
+        if b"\r" in raw:  # Windows line ends
+            has_cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == ord("\r"))
+            ends = ends - has_cr
+        line_numbers = np.arange(1, starts.size + 1)
+        nonempty = ends > starts
+        starts, ends, line_numbers = starts[nonempty], ends[nonempty], line_numbers[nonempty]
+        if starts.size == 0:
+            raise DatasetError(f"{path}: empty file; expected a header line 'source,question,answer,rating'")
+        # The first line is the header (skipped, as the original does).
+        starts, ends, line_numbers = starts[1:], ends[1:], line_numbers[1:]
+
+        commas = np.flatnonzero(buf == ord(","))
+        first = np.searchsorted(commas, starts)
+        count = np.searchsorted(commas, ends) - first
+        bad = np.flatnonzero(count != 3)
+        if bad.size:
+            i = bad[0]
+            raise DatasetError(f"{path}: line {line_numbers[i]}: expected 4 comma-separated fields "
+                               f"(source,question,answer,rating), found {count[i] + 1}")
+        c1, c2, c3 = commas[first], commas[first + 1], commas[first + 2]
+        self._buf = buf
+        self.line_numbers = line_numbers
+        self._bounds = {
+            "source": (starts, c1),
+            "question": (c1 + 1, c2),
+            "answer": (c2 + 1, c3),
+            "rating": (c3 + 1, ends),
+        }
+
+    def __len__(self) -> int:
+        return self.line_numbers.size
+
+    def _unquote(self, raw: bytes) -> bytes:
+        rows = list(csv.reader(io.StringIO(raw.decode("utf-8", errors="replace"))))
+        for i, row in enumerate(rows):
+            if any(("," in field) or ("\n" in field) for field in row):
+                raise DatasetError(f"{self.path}: line {i + 1}: a field contains a comma or line break")
+        return "\n".join(",".join(row) for row in rows).encode()
+
+    def lengths(self, field: str) -> np.ndarray:
+        start, end = self._bounds[field]
+        return end - start
+
+    def fixed_width(self, field: str, rows: np.ndarray, width: int) -> np.ndarray:
+        """``[len(rows), width]`` uint8 character codes of ``field`` (callers check lengths first)."""
+        start = self._bounds[field][0][rows]
+        return self._buf[start[:, None] + np.arange(width)]
+
+    def check_width(self, field: str, width: int) -> None:
+        """Every row's ``field`` must have exactly ``width`` characters."""
+        bad = np.flatnonzero(self.lengths(field) != width)
+        if bad.size:
+            i = bad[0]
+            raise DatasetError(f"{self.path}: line {self.line_numbers[i]}: {field} has {self.lengths(field)[i]} "
+                               f"characters, expected {width}")
+
+    def ratings(self) -> np.ndarray:
+        """The ``rating`` column as int64 (non-negative integers)."""
+        start, end = self._bounds["rating"]
+        length = end - start
+        width = int(length.max()) if length.size else 0
+        if width > 18:
+            i = int(np.argmax(length))
+            raise DatasetError(f"{self.path}: line {self.line_numbers[i]}: rating is not an integer")
+        j = np.arange(width)
+        inside = j[None, :] < length[:, None]
+        chars = np.where(inside, self._buf[np.minimum(start[:, None] + j, self._buf.size - 1)], ord("0"))
+        bad = np.flatnonzero((length == 0) | np.any(inside & ((chars < ord("0")) | (chars > ord("9"))), axis=1))
+        if bad.size:
+            i = bad[0]
+            text = bytes(self._buf[start[i]: end[i]]).decode(errors="replace")
+            raise DatasetError(f"{self.path}: line {self.line_numbers[i]}: rating {text!r} is not a non-negative integer")
+        # Right-align the digits so every column has a fixed power of ten.
+        power = (length[:, None] - 1 - j[None, :]).clip(min=0)
+        return np.sum(np.where(inside, (chars - ord("0")).astype(np.int64) * (10 ** power), 0), axis=1)
+
+
+def subsample_rows(num_rows: int, subsample_size: Optional[int], rng: np.random.Generator) -> np.ndarray:
+    """Row indices to keep: a random subset without replacement (in random order, as the original), or all."""
+    if subsample_size is not None and subsample_size < num_rows:
+        return rng.choice(num_rows, size=subsample_size, replace=False)
+    return np.arange(num_rows)
+
+
+class NpyWriter:
+    """Write one ``.npy`` array of known shape block by block, so the whole array never sits in memory."""
+
+    def __init__(self, path: str, shape: Sequence[int], dtype: np.dtype):
+        self.path, self.shape, self.dtype = path, tuple(int(s) for s in shape), np.dtype(dtype)
+        self._rows = 0
+        self._file = open(path, "wb")
+        np.lib.format.write_array_header_1_0(self._file, {
+            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape})
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.shape[1:]:
+            raise ValueError(f"{self.path}: block shape {block.shape} does not fit array shape {self.shape}")
+        self._rows += block.shape[0]
+        self._file.write(block.data)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._rows != self.shape[0]:
+            raise ValueError(f"{self.path}: wrote {self._rows} rows, header says {self.shape[0]}")
+
+    def __enter__(self) -> "NpyWriter":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._file.close()
