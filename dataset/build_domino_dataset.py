@@ -1,4 +1,4 @@
-"""Build the dominoes dataset: pick the best move in a block-game position (SPEC section 9).
+"""Build the dominoes dataset: pick the best move in a block-game position.
 
     python dataset/build_domino_dataset.py --output-dir data/domino-opt --num-games 2000 --num-aug 0
 
@@ -102,17 +102,17 @@ def draw_scenarios(rng: np.random.Generator, count: int, exclude: Set[bytes], de
     return found
 
 
-def augmentations(rng: np.random.Generator, scenario: Scenario, num_aug: int) -> List[Scenario]:
-    """Up to ``num_aug`` distinct pip renamings of ``scenario`` (never the scenario itself)."""
+def augmentations(rng: np.random.Generator, scenario: Scenario, num_aug: int, exclude: Set[bytes]) -> List[Scenario]:
+    """Up to ``num_aug`` distinct pip renamings of ``scenario``, none equal to it or in ``exclude``."""
     seen = {encode(scenario).tobytes()}
     copies: List[Scenario] = []
-    for _ in range(5 * num_aug):  # a few renamings can coincide (e.g. swapping unused pips)
+    for _ in range(5 * num_aug):  # renamings can coincide (e.g. swapping pips absent from the position)
         if len(copies) == num_aug:
             break
         perm = rng.permutation(7)
         copy = relabel(scenario, perm.tolist())
         key = encode(copy).tobytes()
-        if key not in seen:
+        if key not in seen and key not in exclude:
             seen.add(key)
             copies.append(copy)
     return copies
@@ -165,7 +165,8 @@ def build(config: DominoDatasetConfig) -> Dict[str, Dict[str, Dict[int, int]]]:
 
         aug_rng = np.random.default_rng([config.seed, 3])
         splits = {
-            "train": [[s] + augmentations(aug_rng, s, config.num_aug) for s in train],
+            # A renamed copy may equal a test scenario: those copies are skipped, so no test input is seen in training.
+            "train": [[s] + augmentations(aug_rng, s, config.num_aug, test_keys) for s in train],
             "test": [[s] for s in test],
         }
         for split, groups in splits.items():
@@ -210,15 +211,19 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> DominoDatasetConfig:
-    parser = _OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Command line -> validated config; a bad value exits with one `error: ...` line."""
+    parser = _OneLineParser(description=__doc__.split("\n\n")[0])
     # Underscore spellings too, as the original builders' argdantic CLIs accept both.
-    parser.add_argument("--output-dir", "--output_dir", default=DominoDatasetConfig.model_fields["output_dir"].default)
-    parser.add_argument("--num-games", "--num_games", type=int, default=2000, help="scenarios per split")
+    parser.add_argument("--output-dir", "--output_dir", default=DominoDatasetConfig.model_fields["output_dir"].default,
+                        help="dataset folder to write (replaced as a whole once the build succeeds)")
+    parser.add_argument("--num-games", "--num_games", type=int, default=2000,
+                        help="scenarios per split, one per random game (default 2000)")
     parser.add_argument("--subsample-size", "--subsample_size", type=int, default=None,
                         help="keep this many of the train scenarios (before augmentation)")
-    parser.add_argument("--num-aug", "--num_aug", type=int, default=0, help="relabelled copies per train scenario")
-    parser.add_argument("--policy", choices=POLICIES, default="max-chain")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-aug", "--num_aug", type=int, default=0,
+                        help="pip-relabelled copies per train scenario, labels recomputed (default 0)")
+    parser.add_argument("--policy", choices=POLICIES, default="max-chain", help="which move is the label (default max-chain)")
+    parser.add_argument("--seed", type=int, default=0, help="same seed and options, same files (default 0)")
     args = parser.parse_args(argv)
     try:
         return DominoDatasetConfig(**vars(args))
@@ -229,6 +234,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> DominoDatasetConfig:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Build the dataset the command line asks for and print the table/hand distributions."""
     config = parse_args(argv)
     try:
         summary = build(config)

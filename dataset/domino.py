@@ -69,6 +69,7 @@ class Scenario:
 
 
 def canonical(tile: Sequence[int]) -> Tile:
+    """The tile written with its smaller half first."""
     a, b = int(tile[0]), int(tile[1])
     return (a, b) if a <= b else (b, a)
 
@@ -284,6 +285,7 @@ def relabel(scenario: Scenario, perm: Sequence[int]) -> Scenario:
 
 
 def describe_move(move: Move) -> str:
+    """'[a|b] at the left end' and the like, for messages."""
     a, b, where = move
     return f"[{a}|{b}] at the {WHERE_NAMES[where]}"
 
@@ -346,8 +348,10 @@ def read_split(data_path: str, split: str) -> DominoSplit:
 
 
 def tile_str(tile: Sequence[int]) -> str:
+    """'[a|b]'."""
     return f"[{tile[0]}|{tile[1]}]"
 
 
 def table_str(table: Sequence[Tile]) -> str:
+    """The chain as '[a|b][b|c]...', or '(empty)'."""
     return "".join(tile_str(t) for t in table) if table else "(empty)"

@@ -65,6 +65,7 @@ def inspect(data_path: str, split: str, num: int, policy: Optional[str] = None) 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Command line entry point; a broken dataset exits 1 with one `error: ...` line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-path", "--data_path", required=True)
     parser.add_argument("--split", default="train")

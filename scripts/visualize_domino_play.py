@@ -66,6 +66,7 @@ def draw(scenario: Scenario, target: Move, policy: Optional[str]) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Command line entry point; a bad path, index or example exits 1 with one `error: ...` line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-path", "--data_path", required=True)
     parser.add_argument("--split", default="train")
