@@ -57,6 +57,7 @@ def open_folder(driver, folder, split=None):
     state = wait_settled(driver)
     if split is not None:
         Select(driver.find_element(By.ID, "split")).select_by_value(split)
+        WebDriverWait(driver, 10).until(lambda d: f"/ {split} /" in d.find_element(By.ID, "summary").text)
         state = wait_settled(driver)
     return state
 
