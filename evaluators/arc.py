@@ -1,0 +1,132 @@
+"""ARC evaluation (``evaluators: [{name: arc@ARC}]``): pass@K by voting over augmentations.
+
+Every augmented copy of a test puzzle yields a prediction. Each prediction is cropped to its
+grid, mapped back through the inverse of the copy's augmentation, and counted as a vote for that
+grid. Candidates are ranked by votes (ties: mean sigmoid(q_halt)); a test input counts as solved
+at K when the right grid is among the top K. ``submission.json`` holds the top 2 per test input.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from dataset.common import PuzzleDatasetMetadata
+
+ARC_GRID = 30
+
+
+def crop_prediction(tokens: np.ndarray) -> np.ndarray:
+    """The largest top-left rectangle of a 30x30 token grid holding only colours (tokens 2..11),
+    returned as colours 0..9. This is how the original reads a grid out of a model's output."""
+    grid = tokens.reshape(ARC_GRID, ARC_GRID)
+    is_colour = (grid >= 2) & (grid <= 11)
+    # Row r may extend right as far as its leading run of colours, and no further than the rows above.
+    run = np.where(is_colour.all(axis=1, keepdims=True), ARC_GRID, np.argmin(is_colour, axis=1)[:, None])[:, 0]
+    widths = np.minimum.accumulate(run)
+    areas = widths * np.arange(1, ARC_GRID + 1)
+    best = int(np.argmax(areas))  # first maximum: fewest rows, as the original's strict ">" scan
+    if areas[best] == 0:
+        return np.zeros((0, 0), dtype=np.uint8)
+    return (grid[: best + 1, : widths[best]] - 2).astype(np.uint8)
+
+
+class ARC:
+    required_outputs = {"inputs", "puzzle_identifiers", "q_halt_logits", "preds"}
+
+    def __init__(self, data_path: str, eval_metadata: PuzzleDatasetMetadata, submission_K: int = 2,
+                 pass_Ks: Sequence[int] = (1, 2, 5, 10, 100, 1000), aggregated_voting: bool = True):
+        self.pass_Ks = tuple(pass_Ks)
+        self.submission_K = submission_K
+        self.blank_identifier_id = eval_metadata.blank_identifier_id
+        self.enabled = True
+
+        identifiers = os.path.join(data_path, "identifiers.json")
+        test_puzzles = os.path.join(data_path, "test_puzzles.json")
+        if not (os.path.isfile(identifiers) and os.path.isfile(test_puzzles)):
+            # Not ARC data (e.g. Sudoku with the default evaluator list): say so once, then do nothing.
+            print(f"ARC evaluator: {data_path} has no test_puzzles.json/identifiers.json; not ARC data, evaluator disabled")
+            self.enabled = False
+            return
+        with open(identifiers) as f:
+            self.identifier_map: List[str] = json.load(f)
+        with open(test_puzzles) as f:
+            self.test_puzzles: Dict[str, Any] = json.load(f)
+        self.begin_eval()
+
+    def begin_eval(self) -> None:
+        """Forget the previous evaluation's votes (the original accumulated them by accident)."""
+        self._local_hmap: Dict[str, np.ndarray] = {}
+        self._local_preds: Dict[str, Dict[str, List[Tuple[str, float]]]] = {}
+
+    def update_batch(self, batch: Dict[str, torch.Tensor], preds: Dict[str, torch.Tensor]) -> None:
+        if not self.enabled:
+            return
+        from dataset.build_arc_dataset import grid_hash, inverse_aug
+
+        identifiers = batch["puzzle_identifiers"].cpu().numpy()
+        keep = identifiers != self.blank_identifier_id  # padding rows of the last batch
+        inputs = batch["inputs"].cpu().numpy()[keep]
+        predictions = preds["preds"].cpu().numpy()[keep]
+        q = preds["q_halt_logits"].to(torch.float64).sigmoid().cpu().numpy()[keep]
+
+        for identifier, inp, pred, q_value in zip(identifiers[keep], inputs, predictions, q):
+            name = self.identifier_map[identifier]
+            orig_name, undo = inverse_aug(name)
+            input_hash = grid_hash(undo(crop_prediction(inp)))
+            grid = undo(crop_prediction(pred))
+            pred_hash = grid_hash(grid)
+            self._local_hmap[pred_hash] = grid
+            self._local_preds.setdefault(orig_name, {}).setdefault(input_hash, []).append((pred_hash, float(q_value)))
+
+    def result(self, save_path: Optional[str], rank: int, world_size: int, group=None) -> Optional[Dict[str, float]]:
+        if not self.enabled:
+            return None
+        from dataset.build_arc_dataset import arc_grid_to_np, grid_hash
+
+        gathered: List[Any] = [(self._local_hmap, self._local_preds)]
+        if world_size > 1:
+            gathered = [None] * world_size if rank == 0 else None  # type: ignore[assignment]
+            dist.gather_object((self._local_hmap, self._local_preds), gathered, dst=0, group=group)
+        if rank != 0:
+            return None
+
+        submission: Dict[str, List[Dict[str, Any]]] = {}
+        correct = np.zeros(len(self.pass_Ks))
+        for name, puzzle in self.test_puzzles.items():
+            submission[name] = []
+            solved = np.zeros(len(self.pass_Ks))
+            for pair in puzzle["test"]:
+                input_hash = grid_hash(arc_grid_to_np(pair["input"]))
+                label_hash = grid_hash(arc_grid_to_np(pair["output"]))
+
+                votes: Dict[str, List[float]] = {}  # hash -> [count, sum of q]
+                for _hmap, preds in gathered:
+                    for h, q in preds.get(name, {}).get(input_hash, []):
+                        v = votes.setdefault(h, [0, 0.0])
+                        v[0] += 1
+                        v[1] += q
+                if not votes:
+                    print(f"Puzzle {name} has no predictions.")
+                    continue
+                ranked = sorted(votes.items(), key=lambda kv: (kv[1][0], kv[1][1] / kv[1][0]), reverse=True)
+                for i, k in enumerate(self.pass_Ks):
+                    solved[i] += any(h == label_hash for h, _ in ranked[:k])
+
+                grids = []
+                for h, _ in ranked[: self.submission_K]:
+                    grids.append(next(hmap[h] for hmap, _ in gathered if h in hmap))
+                while len(grids) < self.submission_K:
+                    grids.append(grids[0])
+                submission[name].append({f"attempt_{i + 1}": g.tolist() for i, g in enumerate(grids)})
+            correct += solved / len(puzzle["test"])
+
+        if save_path is not None:
+            from utils.checkpoint import atomic_write_text
+            os.makedirs(save_path, exist_ok=True)
+            atomic_write_text(os.path.join(save_path, "submission.json"), json.dumps(submission))
+        return {f"ARC/pass@{k}": float(correct[i] / max(len(self.test_puzzles), 1)) for i, k in enumerate(self.pass_Ks)}
