@@ -124,6 +124,10 @@ def atomic_output_dir(output_dir: str) -> Iterator[str]:
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+    # mkdtemp makes a private (0700) folder; give the dataset the permissions of a normal mkdir.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         yield tmp
         old = None
