@@ -30,8 +30,9 @@ if __package__ in (None, ""):
 from dataset.common import (DatasetError, PuzzleCSV, PuzzleDatasetMetadata, atomic_output_dir, resolve_source_csv,
                             run_cli, save_identifiers, save_metadata, save_set, subsample_rows)
 
-# Grid size -> (box rows, box columns). 6x6 Sudoku has boxes of 2 rows x 3 columns.
-SUDOKU_BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
+# Grid sizes the builder reads and generates -> (box rows, box columns). 6x6 and 8x8 Sudoku have
+# boxes of 2x3 and 2x4; CSV digits are single characters, hence n <= 9.
+SUDOKU_BOXES = {4: (2, 2), 6: (2, 3), 8: (2, 4), 9: (3, 3)}
 
 # Augmented copies are produced in chunks of about this many, to bound the index temporaries.
 _AUG_CHUNK = 1 << 16
@@ -55,9 +56,11 @@ class SudokuBuildConfig(pydantic.BaseModel):
 # Validity
 
 def box_shape(n: int) -> Tuple[int, int]:
-    if n not in SUDOKU_BOXES:
-        raise DatasetError(f"Sudoku grid size {n} is not supported; use one of {sorted(SUDOKU_BOXES)}")
-    return SUDOKU_BOXES[n]
+    """Box ``(rows, cols)`` of an n x n Sudoku: the most square split, rows <= cols (6 -> 2x3, 9 -> 3x3)."""
+    rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    if rows == 1 and n > 1:
+        raise DatasetError(f"Sudoku grid size {n} is prime: it has no boxes")
+    return rows, n // rows
 
 
 def sudoku_units(n: int) -> np.ndarray:
@@ -351,7 +354,8 @@ def build_sudoku_dataset(config: SudokuBuildConfig) -> None:
     rng = np.random.default_rng(config.seed)
     if config.generate is not None:
         n = config.grid
-        box_shape(n)
+        if n not in SUDOKU_BOXES:
+            raise DatasetError(f"--grid {n} is not supported; use one of {sorted(SUDOKU_BOXES)}")
         num_test = config.generate_test if config.generate_test is not None else max(1, config.generate // 10)
         q, a, rating = generate_sudoku(config.generate + num_test, n, rng, desc=f"generate {n}x{n}")
         print(f"generated {q.shape[0]} {n}x{n} puzzles; rating (solver guesses) "
