@@ -1,0 +1,190 @@
+"""dataset/common.py: dihedral transforms, metadata I/O, atomic output, the fast CSV reader, CLI errors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dataset.common import (DIHEDRAL_INVERSE, DatasetError, NpyWriter, PuzzleCSV, PuzzleDatasetMetadata,
+                            atomic_output_dir, dihedral_transform, inverse_dihedral_transform, load_metadata,
+                            resolve_source_csv, run_cli, save_identifiers, save_metadata, save_set, subsample_rows)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Dihedral transforms
+
+def test_dihedral_transforms_match_their_definitions():
+    g = np.arange(6).reshape(2, 3)  # not square, no symmetry
+    expected = [g, np.rot90(g), np.rot90(g, 2), np.rot90(g, 3), g[:, ::-1], g[::-1, :], g.T, np.rot90(g)[:, ::-1]]
+    for tid, want in enumerate(expected):
+        np.testing.assert_array_equal(dihedral_transform(g, tid), want)
+    # The 8 symmetries of a generic square grid are all different.
+    sq = np.arange(9).reshape(3, 3)
+    assert len({dihedral_transform(sq, t).tobytes() for t in range(8)}) == 8
+    # Transform 7 is the anti-diagonal reflection: (r, c) -> (n-1-c, n-1-r).
+    np.testing.assert_array_equal(dihedral_transform(sq, 7), sq[::-1, ::-1].T)
+
+
+def test_inverse_dihedral_restores_and_inverse_table():
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 10, size=(4, 7))
+    for tid in range(8):
+        np.testing.assert_array_equal(inverse_dihedral_transform(dihedral_transform(g, tid), tid), g)
+        np.testing.assert_array_equal(dihedral_transform(dihedral_transform(g, tid), DIHEDRAL_INVERSE[tid]), g)
+    assert DIHEDRAL_INVERSE == [0, 3, 2, 1, 4, 5, 6, 7]
+
+
+def test_dihedral_acts_on_last_two_axes_of_a_batch():
+    batch = np.random.default_rng(1).integers(0, 5, size=(3, 4, 4))
+    for tid in range(8):
+        out = dihedral_transform(batch, tid)
+        for i in range(3):
+            np.testing.assert_array_equal(out[i], dihedral_transform(batch[i], tid))
+    with pytest.raises(ValueError):
+        dihedral_transform(batch, 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Metadata, arrays, identifiers, atomic output
+
+def _meta(**kw):
+    base = dict(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=11, seq_len=4,
+                num_puzzle_identifiers=1, total_groups=1, mean_puzzle_examples=1.0, sets=["all"])
+    base.update(kw)
+    return PuzzleDatasetMetadata(**base)
+
+
+def test_metadata_round_trip_and_clear_errors(tmp_path):
+    save_metadata(str(tmp_path), _meta(total_puzzles=3))
+    assert load_metadata(str(tmp_path)).total_puzzles == 3
+    with pytest.raises(DatasetError, match="dataset.json: missing"):
+        load_metadata(str(tmp_path / "nowhere"))
+    (tmp_path / "dataset.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="not a valid dataset.json"):
+        load_metadata(str(tmp_path))
+    (tmp_path / "dataset.json").write_text(json.dumps({"pad_id": 0}))
+    with pytest.raises(DatasetError, match="not a valid dataset.json"):
+        load_metadata(str(tmp_path))
+
+
+def test_save_set_and_identifiers(tmp_path):
+    arrays = {"inputs": np.ones((2, 4), np.uint8), "labels": np.ones((2, 4), np.uint8),
+              "puzzle_identifiers": np.zeros(2, np.int32), "puzzle_indices": np.arange(3, dtype=np.int32),
+              "group_indices": np.array([0, 2], np.int32)}
+    save_set(str(tmp_path / "train"), "all", arrays)
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(np.load(tmp_path / "train" / f"all__{k}.npy"), v)
+    with pytest.raises(ValueError, match="missing arrays"):
+        save_set(str(tmp_path / "x"), "all", {"inputs": arrays["inputs"]})
+    save_identifiers(str(tmp_path), ["<blank>", "a|||t1|||0123456789"])
+    assert json.loads((tmp_path / "identifiers.json").read_text()) == ["<blank>", "a|||t1|||0123456789"]
+
+
+def test_atomic_output_dir_replaces_only_on_success(tmp_path):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(str(out)) as tmp:
+            (open(os.path.join(tmp, "new.txt"), "w")).write("half")
+            raise RuntimeError("builder failed")
+    assert sorted(os.listdir(tmp_path)) == ["ds"]  # no temporary folder left behind
+    assert (out / "old.txt").read_text() == "old"
+    with atomic_output_dir(str(out)) as tmp:
+        (open(os.path.join(tmp, "new.txt"), "w")).write("complete")
+    assert sorted(os.listdir(out)) == ["new.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["ds"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetError, match="not a folder"):
+        with atomic_output_dir(str(tmp_path / "file")):
+            pass
+
+
+def test_npy_writer_streams_blocks(tmp_path):
+    path = str(tmp_path / "a.npy")
+    with NpyWriter(path, (5, 3), np.uint8) as w:
+        w.write(np.arange(6).reshape(2, 3))
+        w.write(np.arange(9).reshape(3, 3))
+    np.testing.assert_array_equal(np.load(path), np.concatenate([np.arange(6), np.arange(9)]).reshape(5, 3))
+    w = NpyWriter(str(tmp_path / "b.npy"), (4, 3), np.int32)
+    w.write(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="wrote 1 rows"):
+        w.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# CSV reader and sources
+
+def test_puzzle_csv_fields_ratings_and_line_endings(tmp_path):
+    body = "source,question,answer,rating\ns1,ab.,abc,7\ns2,..c,abc,12\n\n"
+    for name, text in [("unix.csv", body), ("dos.csv", body.replace("\n", "\r\n")),
+                       ("quoted.csv", 'source,question,answer,rating\n"s1","ab.",abc,7\ns2,..c,"abc",12\n')]:
+        path = tmp_path / name
+        path.write_bytes(text.encode())
+        table = PuzzleCSV(str(path))
+        assert len(table) == 2
+        assert table.fixed_width("question", np.arange(2), 3).tobytes() == b"ab...c"
+        assert table.fixed_width("answer", np.array([1]), 3).tobytes() == b"abc"
+        np.testing.assert_array_equal(table.ratings(), [7, 12])
+        np.testing.assert_array_equal(table.line_numbers, [2, 3])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("source,question,answer,rating\ns,abc,abc,1\ns,abc,abc\n", "line 3: expected 4 comma-separated fields"),
+    ("source,question,answer,rating\ns,abc,abc,x1\n", "line 2: rating 'x1' is not a non-negative integer"),
+    ("", "empty file"),
+])
+def test_puzzle_csv_errors_name_the_line(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=message):
+        PuzzleCSV(str(path)).ratings()
+    with pytest.raises(DatasetError, match="cannot read"):
+        PuzzleCSV(str(tmp_path / "missing.csv"))
+
+
+def test_check_width_names_the_line(tmp_path):
+    path = tmp_path / "w.csv"
+    path.write_text("h\ns,abc,abc,1\ns,abcd,abc,1\n")
+    with pytest.raises(DatasetError, match=r"w.csv: line 3: question has 4 characters, expected 3"):
+        PuzzleCSV(str(path)).check_width("question", 3)
+
+
+def test_resolve_source_csv_local_folder(tmp_path):
+    (tmp_path / "train.csv").write_text("x")
+    assert resolve_source_csv(str(tmp_path), "train") == os.path.join(str(tmp_path), "train.csv")
+    with pytest.raises(DatasetError, match="test.csv: missing"):
+        resolve_source_csv(str(tmp_path), "test")
+
+
+def test_subsample_rows_is_seeded_and_without_replacement():
+    a = subsample_rows(100, 10, np.random.default_rng(3))
+    b = subsample_rows(100, 10, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    assert len(set(a.tolist())) == 10
+    np.testing.assert_array_equal(subsample_rows(5, 10, np.random.default_rng(0)), np.arange(5))
+    np.testing.assert_array_equal(subsample_rows(5, None, np.random.default_rng(0)), np.arange(5))
+
+
+def test_run_cli_turns_dataset_errors_into_one_line(capsys):
+    def failing(argv):
+        raise DatasetError("some/file.csv: line 3: bad")
+    with pytest.raises(SystemExit) as e:
+        run_cli(failing, [])
+    assert e.value.code == 1
+    assert capsys.readouterr().err == "error: some/file.csv: line 3: bad\n"
+
+
+def test_hugging_face_failure_says_how_to_work_offline(tmp_path):
+    # HF_HUB_OFFLINE makes the hub client fail at once instead of trying the network.
+    code = ("from dataset.common import resolve_source_csv, run_cli\n"
+            "run_cli(lambda argv: resolve_source_csv('sapientinc/no-such-repo-for-tests', 'train'))\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert res.stderr.startswith("error: --source-repo sapientinc/no-such-repo-for-tests: not a local folder")
+    assert "To work offline" in res.stderr and "Traceback" not in res.stderr
