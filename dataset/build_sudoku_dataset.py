@@ -107,6 +107,8 @@ def read_sudoku_csv(path: str, min_difficulty: Optional[int], subsample_size: Op
     rows = np.arange(len(table))
     if min_difficulty is not None:
         rows = rows[table.ratings() >= min_difficulty]
+        if rows.size == 0:
+            raise DatasetError(f"{path}: no puzzle has rating >= --min-difficulty {min_difficulty}")
     if rng is not None:
         rows = rows[subsample_rows(rows.size, subsample_size, rng)]
 

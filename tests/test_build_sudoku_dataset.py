@@ -1,0 +1,223 @@
+"""Sudoku builder: same output as the original on its CSVs, valid augmentations for every grid size,
+generated puzzles with exactly one solution (checked by a separate solver), clear errors on bad input."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dataset.build_sudoku_dataset import (SUDOKU_BOXES, augment_set, box_shape, generate_sudoku, invalid_solutions,
+                                          inconsistent_with_clues)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILDER = os.path.join(ROOT, "dataset", "build_sudoku_dataset.py")
+REFERENCE = os.path.join(ROOT, "..", "shared", "reference", "datasets")
+FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+needs_reference = pytest.mark.skipif(not os.path.isdir(REFERENCE),
+                                     reason="../shared/reference/datasets not present (fixtures of the original code)")
+
+
+def run_builder(*args, module=False, cwd=ROOT):
+    cmd = [sys.executable, "-m", "dataset.build_sudoku_dataset"] if module else [sys.executable, BUILDER]
+    return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def load_split(path, split):
+    return {f: np.load(os.path.join(path, split, f"all__{f}.npy")) for f in FIELDS}
+
+
+def reference_source(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(os.path.join(REFERENCE, "raw", "sudoku_train.csv"), src / "train.csv")
+    shutil.copy(os.path.join(REFERENCE, "raw", "sudoku_test.csv"), src / "test.csv")
+    return src
+
+
+def count_solutions(grid, n, limit=2):
+    """Independent plain backtracking solver (sets, fewest-candidates cell first): solutions up to ``limit``."""
+    br, bc = box_shape(n)
+    grid = list(grid)
+
+    def candidates(i):
+        r, c = divmod(i, n)
+        used = {grid[r * n + k] for k in range(n)} | {grid[k * n + c] for k in range(n)}
+        r0, c0 = r - r % br, c - c % bc
+        used |= {grid[(r0 + a) * n + c0 + b] for a in range(br) for b in range(bc)}
+        return [d for d in range(1, n + 1) if d not in used]
+
+    def search(limit):
+        blanks = [i for i in range(n * n) if grid[i] == 0]
+        if not blanks:
+            return 1
+        options, cell = min(((candidates(i), i) for i in blanks), key=lambda t: len(t[0]))
+        found = 0
+        for d in options:
+            grid[cell] = d
+            found += search(limit - found)
+            grid[cell] = 0
+            if found >= limit:
+                break
+        return found
+
+    return search(limit)
+
+
+def write_csv(path, rows):
+    with open(path, "w") as f:
+        f.write("source,question,answer,rating\n")
+        for q, a, r in rows:
+            f.write(f"gen,{q},{a},{r}\n")
+
+
+def grids_to_csv_rows(puzzles, solutions, ratings):
+    return [("".join(str(d) if d else "." for d in q), "".join(map(str, a)), r)
+            for q, a, r in zip(puzzles, solutions, ratings)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Same output as the original
+
+@needs_reference
+@pytest.mark.parametrize("module", [False, True])
+def test_reference_csvs_build_the_reference_arrays(tmp_path, module):
+    out = tmp_path / "out"
+    res = run_builder("--source-repo", reference_source(tmp_path), "--output-dir", out, module=module)
+    assert res.returncode == 0, res.stderr
+    for split in ("train", "test"):
+        ours, ref = load_split(out, split), load_split(os.path.join(REFERENCE, "sudoku"), split)
+        for f in FIELDS:
+            np.testing.assert_array_equal(ours[f], ref[f], err_msg=f"{split} {f}")
+        ours_meta = json.load(open(out / split / "dataset.json"))
+        ref_meta = json.load(open(os.path.join(REFERENCE, "sudoku", split, "dataset.json")))
+        assert {k: ours_meta[k] for k in ref_meta} == ref_meta
+    assert json.load(open(out / "identifiers.json")) == ["<blank>"]
+
+
+@needs_reference
+def test_augmented_csv_build_groups_copies_and_keeps_them_valid(tmp_path):
+    out = tmp_path / "out"
+    res = run_builder("--source-repo", reference_source(tmp_path), "--output-dir", out, "--num_aug", 20,
+                      "--subsample-size", 10, "--min-difficulty", 2, "--seed", 3)
+    assert res.returncode == 0, res.stderr
+    train, test = load_split(out, "train"), load_split(out, "test")
+    assert train["inputs"].shape == (10 * 21, 81)
+    np.testing.assert_array_equal(train["group_indices"], np.arange(0, 211, 21))
+    np.testing.assert_array_equal(train["puzzle_indices"], np.arange(211))
+    # copy 0 of each group is an original row rated >= 2 (the reference rows are rated 0, 1, 2, 3, 4, 0, ...)
+    ref = load_split(os.path.join(REFERENCE, "sudoku"), "train")
+    originals = {row.tobytes(): i for i, row in enumerate(ref["inputs"])}
+    picked = [originals[row.tobytes()] for row in train["inputs"][::21]]
+    assert len(set(picked)) == 10 and all(i % 5 >= 2 for i in picked)
+    assert not invalid_solutions(train["labels"] - 1, 9).any()
+    assert not inconsistent_with_clues(train["inputs"] - 1, train["labels"] - 1).any()
+    # test is filtered by difficulty like train (as the original), never subsampled nor augmented
+    with open(os.path.join(REFERENCE, "raw", "sudoku_test.csv")) as f:
+        test_ratings = [int(line.rsplit(",", 1)[1]) for line in f.read().splitlines()[1:]]
+    assert test["inputs"].shape == (sum(r >= 2 for r in test_ratings), 81)
+    meta = json.load(open(out / "train" / "dataset.json"))
+    assert meta["total_groups"] == 10 and meta["mean_puzzle_examples"] == 1 and meta["total_puzzles"] == 210
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmentation and generation for every grid size
+
+@pytest.mark.parametrize("n", sorted(SUDOKU_BOXES))
+def test_every_augmented_copy_is_a_valid_puzzle(n):
+    rng = np.random.default_rng(n)
+    puzzles, solutions, _ = generate_sudoku(4, n, rng)
+    inputs, labels = augment_set(puzzles, solutions, n, 60, rng)
+    assert inputs.shape == (4 * 61, n * n)
+    np.testing.assert_array_equal(inputs[::61], puzzles)
+    assert not invalid_solutions(labels, n).any()
+    assert not inconsistent_with_clues(inputs, labels).any()
+    # blanks stay blanks: every copy keeps its source's number of clues
+    np.testing.assert_array_equal((inputs > 0).sum(1), np.repeat((puzzles > 0).sum(1), 61))
+    assert len({row.tobytes() for row in labels}) > 30  # the copies actually differ
+    # the checker itself rejects a broken grid (two cells of one row swapped across boxes)
+    broken = labels[:1].copy()
+    broken[0, [0, n - 1]] = broken[0, [n - 1, 0]]
+    assert invalid_solutions(broken, n).all()
+
+
+@pytest.mark.parametrize("n, count", [(4, 12), (6, 10), (9, 3)])
+def test_generated_puzzles_have_exactly_one_solution(n, count):
+    puzzles, solutions, ratings = generate_sudoku(count, n, np.random.default_rng(100 + n))
+    assert len({p.tobytes() for p in puzzles}) == count
+    assert not invalid_solutions(solutions, n).any() and not inconsistent_with_clues(puzzles, solutions).any()
+    assert ratings.dtype == np.int64 and (ratings >= 0).all()
+    for p in puzzles:
+        assert count_solutions(p, n) == 1
+        # minimal: removing any clue gives a second solution
+        clue = int(np.flatnonzero(p)[0])
+        q = p.copy()
+        q[clue] = 0
+        assert count_solutions(q, n) == 2
+
+
+def test_generate_cli_writes_a_6x6_dataset(tmp_path):
+    out = tmp_path / "s6"
+    res = run_builder("--generate", 6, "--generate-test", 3, "--grid", 6, "--num-aug", 4, "--output-dir", out)
+    assert res.returncode == 0, res.stderr
+    meta = json.load(open(out / "train" / "dataset.json"))
+    assert (meta["seq_len"], meta["vocab_size"], meta["total_groups"]) == (36, 8, 6)
+    train, test = load_split(out, "train"), load_split(out, "test")
+    assert train["inputs"].shape == (30, 36) and test["inputs"].shape == (3, 36)
+    np.testing.assert_array_equal(train["group_indices"], [0, 5, 10, 15, 20, 25, 30])
+    assert not invalid_solutions(train["labels"] - 1, 6).any()
+    # train and test puzzles are distinct
+    assert not {r.tobytes() for r in train["inputs"][::5]} & {r.tobytes() for r in test["inputs"]}
+    again = tmp_path / "again"
+    assert run_builder("--generate", 6, "--generate-test", 3, "--grid", 6, "--num-aug", 4, "--output-dir", again).returncode == 0
+    np.testing.assert_array_equal(load_split(again, "train")["labels"], train["labels"])  # seeded
+
+
+def test_generated_csv_round_trip_keeps_6x6(tmp_path):
+    puzzles, solutions, ratings = generate_sudoku(5, 6, np.random.default_rng(0))
+    write_csv(tmp_path / "train.csv", grids_to_csv_rows(puzzles, solutions, ratings))
+    write_csv(tmp_path / "test.csv", grids_to_csv_rows(puzzles[:2], solutions[:2], ratings[:2]))
+    res = run_builder("--source-repo", tmp_path, "--output-dir", tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    np.testing.assert_array_equal(load_split(tmp_path / "out", "train")["inputs"], puzzles + 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: one line naming file and row, nothing written
+
+GOOD_Q = ".........376..9.2....54....4.2.3..816.............47.9...9.....94.....3.8......16"
+GOOD_A = "254367198376189425189542673492736581617895342538214769763921854941658237825473916"
+
+
+@pytest.mark.parametrize("q, a, message", [
+    (GOOD_Q[:-1], GOOD_A, "line 3: question has 80 characters, expected 81"),
+    (GOOD_Q[:-1] + "x", GOOD_A, "line 3: question has a character outside '.' and 1..9"),
+    (GOOD_Q, GOOD_A[:-1] + "0", "line 3: answer has a character outside 1..9"),
+    ("3" + GOOD_Q[1:], GOOD_A, "line 3: answer contradicts a clue of the question"),
+    (GOOD_Q, GOOD_A[1:] + GOOD_A[:1], "line 3: answer"),
+])
+def test_bad_csv_rows_are_clear_errors(tmp_path, q, a, message):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_csv(src / "train.csv", [(GOOD_Q, GOOD_A, 0), (q, a, 1)])
+    write_csv(src / "test.csv", [(GOOD_Q, GOOD_A, 0)])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous build")
+    res = run_builder("--source-repo", src, "--output-dir", out)
+    assert res.returncode == 1
+    assert res.stderr.startswith(f"error: {src / 'train.csv'}: {message}"), res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert os.listdir(out) == ["keep.txt"] and sorted(os.listdir(tmp_path)) == ["out", "src"]
+
+
+def test_missing_local_csv_and_bad_options(tmp_path):
+    (tmp_path / "train.csv").write_text("source,question,answer,rating\n")
+    res = run_builder("--source-repo", tmp_path, "--output-dir", tmp_path / "out")
+    assert res.returncode == 1 and "no puzzles after the header line" in res.stderr
+    res = run_builder("--generate", 3, "--grid", 5)
+    assert res.returncode == 2 and "invalid choice" in res.stderr
+    res = run_builder("--num-aug", -1)
+    assert res.returncode == 2 and "--num-aug must be non-negative" in res.stderr
