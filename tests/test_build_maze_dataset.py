@@ -1,0 +1,156 @@
+"""Maze builder: same output as the original on its CSVs, 8 dihedral forms with --aug, generated labels
+are unique shortest paths (checked with a separate breadth-first search), clear errors on bad input."""
+import collections
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dataset.build_maze_dataset import CHARSET, generate_mazes
+from dataset.common import dihedral_transform
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILDER = os.path.join(ROOT, "dataset", "build_maze_dataset.py")
+REFERENCE = os.path.join(ROOT, "..", "shared", "reference", "datasets")
+FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+needs_reference = pytest.mark.skipif(not os.path.isdir(REFERENCE),
+                                     reason="../shared/reference/datasets not present (fixtures of the original code)")
+
+
+def run_builder(*args, module=False):
+    cmd = [sys.executable, "-m", "dataset.build_maze_dataset"] if module else [sys.executable, BUILDER]
+    return subprocess.run(cmd + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def load_split(path, split):
+    return {f: np.load(os.path.join(path, split, f"all__{f}.npy")) for f in FIELDS}
+
+
+def reference_source(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(os.path.join(REFERENCE, "raw", "maze_train.csv"), src / "train.csv")
+    shutil.copy(os.path.join(REFERENCE, "raw", "maze_test.csv"), src / "test.csv")
+    return src
+
+
+def shortest_paths(grid):
+    """Plain BFS from S over non-wall cells: (distance to G, number of shortest paths to G, dist map)."""
+    n = grid.shape[0]
+    start = tuple(np.argwhere(grid == "S")[0])
+    goal = tuple(np.argwhere(grid == "G")[0])
+    dist, ways = {start: 0}, {start: 1}
+    queue = collections.deque([start])
+    while queue:
+        r, c = queue.popleft()
+        for nb in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+            if 0 <= nb[0] < n and 0 <= nb[1] < n and grid[nb] != "#":
+                if nb not in dist:
+                    dist[nb], ways[nb] = dist[(r, c)] + 1, 0
+                    queue.append(nb)
+                if dist[nb] == dist[(r, c)] + 1:
+                    ways[nb] += ways[(r, c)]
+    return dist[goal], ways[goal], start, goal
+
+
+# ----------------------------------------------------------------------------------------------
+# Same output as the original
+
+@needs_reference
+@pytest.mark.parametrize("module", [False, True])
+def test_reference_csvs_build_the_reference_arrays(tmp_path, module):
+    out = tmp_path / "out"
+    res = run_builder("--source-repo", reference_source(tmp_path), "--output-dir", out, module=module)
+    assert res.returncode == 0, res.stderr
+    for split in ("train", "test"):
+        ours, ref = load_split(out, split), load_split(os.path.join(REFERENCE, "maze"), split)
+        for f in FIELDS:
+            np.testing.assert_array_equal(ours[f], ref[f], err_msg=f"{split} {f}")
+        ours_meta = json.load(open(out / split / "dataset.json"))
+        ref_meta = json.load(open(os.path.join(REFERENCE, "maze", split, "dataset.json")))
+        assert {k: ours_meta[k] for k in ref_meta} == ref_meta
+    assert json.load(open(out / "identifiers.json")) == ["<blank>"]
+
+
+@needs_reference
+def test_aug_gives_the_8_dihedral_forms_as_one_group(tmp_path):
+    out = tmp_path / "out"
+    assert run_builder("--source-repo", reference_source(tmp_path), "--output-dir", out, "--aug").returncode == 0
+    ref = load_split(os.path.join(REFERENCE, "maze"), "train")
+    train = load_split(out, "train")
+    n = 11
+    assert train["inputs"].shape == (24 * 8, n * n)
+    np.testing.assert_array_equal(train["group_indices"], np.arange(0, 24 * 8 + 1, 8))
+    for i in range(24):
+        for t in range(8):
+            for f in ("inputs", "labels"):
+                want = dihedral_transform(ref[f][i].reshape(n, n), t).ravel()
+                np.testing.assert_array_equal(train[f][i * 8 + t], want)
+    assert load_split(out, "test")["inputs"].shape == (8, n * n)  # test is never augmented
+
+
+# ----------------------------------------------------------------------------------------------
+# Generated mazes
+
+def test_generated_labels_are_unique_shortest_paths():
+    size = 15
+    questions, answers, lengths = generate_mazes(12, size, np.random.default_rng(4))
+    for q, a, length in zip(questions, answers, lengths):
+        grid = np.array(list(q.tobytes().decode())).reshape(size, size)
+        label = np.array(list(a.tobytes().decode())).reshape(size, size)
+        assert set(grid.ravel()) <= set("# SG") and (grid == "S").sum() == 1 and (grid == "G").sum() == 1
+        assert (grid[0] == "#").all() and (grid[-1] == "#").all() and (grid[:, 0] == "#").all()
+        dist, ways, start, goal = shortest_paths(grid)
+        assert ways == 1 and dist == length
+        # the marked cells plus S and G form one path of exactly that many steps
+        path = {tuple(x) for x in np.argwhere(label == "o")}
+        assert len(path) == dist - 1 and all(grid[p] == " " for p in path)
+        assert np.array_equal(label[label != "o"], grid[label != "o"])
+        cur, steps, remaining = start, 0, set(path)
+        while cur != goal:
+            nxt = [nb for nb in ((cur[0] + 1, cur[1]), (cur[0] - 1, cur[1]), (cur[0], cur[1] + 1), (cur[0], cur[1] - 1))
+                   if nb in remaining or (nb == goal and not remaining)]
+            assert len(nxt) == 1
+            cur = nxt[0]
+            remaining.discard(cur)
+            steps += 1
+        assert steps == dist
+    assert lengths.min() > size  # long paths are preferred
+
+
+def test_generate_cli_writes_dataset_and_reports_lengths(tmp_path):
+    out = tmp_path / "gen"
+    res = run_builder("--generate", 10, "--generate-test", 2, "--size", 13, "--aug", "--output-dir", out)
+    assert res.returncode == 0, res.stderr
+    assert "path length (steps S->G): min" in res.stdout
+    meta = json.load(open(out / "train" / "dataset.json"))
+    assert (meta["seq_len"], meta["vocab_size"], meta["total_groups"]) == (169, len(CHARSET) + 1, 10)
+    train = load_split(out, "train")
+    assert train["inputs"].shape == (80, 169) and train["inputs"].max() <= 4 and train["labels"].max() == 5
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+
+ROW = "#####" "#S  #" "# # #" "#  G#" "#####"
+SOLVED = "#####" "#Soo#" "# #o#" "#  G#" "#####"
+
+
+@pytest.mark.parametrize("q, a, message", [
+    (ROW[:-1], SOLVED, "line 3: question has 24 characters, expected 25"),
+    (ROW[:-1] + "x", SOLVED, "line 3: character outside the maze charset"),
+    (ROW, SOLVED.replace("# #o#", "#  o#"), "line 3: answer differs from the question"),  # a wall vanished
+])
+def test_bad_csv_rows_are_clear_errors(tmp_path, q, a, message):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, rows in (("train.csv", [(ROW, SOLVED), (q, a)]), ("test.csv", [(ROW, SOLVED)])):
+        (src / name).write_text("source,question,answer,rating\n" + "".join(f"gen,{x},{y},0\n" for x, y in rows))
+    res = run_builder("--source-repo", src, "--output-dir", tmp_path / "out")
+    assert res.returncode == 1
+    assert res.stderr.startswith(f"error: {src / 'train.csv'}: {message}"), res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()
