@@ -672,19 +672,21 @@ def build_arc_dataset(config: ARCBuildConfig) -> None:
         subsets = [s for d in dirs for s in load_subsets_dirs(d)]
 
     test_names = {config.test_set_name, config.test_set_name2}
+    # Validate every grid first (in file order), so a bad file is reported before any work starts.
+    converted = [(subset, [convert_task(name, raw, source, subset in test_names) for name, raw, source in puzzles])
+                 for subset, puzzles in subsets]
+
     stream = LegacyRandomStream(config.seed)
     tasks: List[ARCTask] = []
     test_puzzles: Dict[str, dict] = {}
-    for subset, puzzles in subsets:
-        stream.shuffle(puzzles)
-        to_test = subset in test_names
-        for name, raw, source in tqdm(puzzles, desc=f"{subset} augment", unit="task", leave=False):
-            task = convert_task(name, raw, source, to_test)
-            if to_test:
-                test_puzzles[name] = raw
+    for subset, subset_tasks in converted:
+        stream.shuffle(subset_tasks)
+        for task in tqdm(subset_tasks, desc=f"{subset} augment", unit="task", leave=False):
+            if subset in test_names:
+                test_puzzles[task.name] = task.raw
             plan_augmentations(task, config.num_aug, stream)
             tasks.append(task)
-        print(f"{subset}: {len(puzzles)} tasks")
+        print(f"{subset}: {len(subset_tasks)} tasks")
     t_plan = time.perf_counter()
 
     # Identifiers in order of first appearance: train split first (every task has train examples).
