@@ -1,0 +1,72 @@
+"""Shared helpers for tests that run the real command-line programs on tiny generated data."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference"
+
+# A tiny HRM / TRM that trains in about a second per run on a laptop CPU.
+TINY_HRM = ["arch.hidden_size=32", "arch.num_heads=2", "arch.H_layers=1", "arch.L_layers=1", "arch.H_cycles=1",
+            "arch.L_cycles=1", "arch.halt_max_steps=2", "+arch.forward_dtype=float32"]
+TINY_TRM = ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=1",
+            "arch.halt_max_steps=2", "arch.puzzle_emb_len=1", "arch.forward_dtype=float32"]
+
+
+def test_env(**extra: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.update(WANDB_MODE="disabled", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def run(cmd: List[str], cwd: Optional[Path] = None, env: Optional[Dict[str, str]] = None, timeout: int = 300,
+        check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command with W&B off; on failure show its output in the assertion."""
+    proc = subprocess.run(cmd, cwd=str(cwd or REPO), env=env or test_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def pretrain(*overrides: str, cwd: Optional[Path] = None, check: bool = True, env=None, timeout: int = 300):
+    return run([sys.executable, str(REPO / "pretrain.py"), *overrides], cwd=cwd, check=check, env=env, timeout=timeout)
+
+
+def torchrun(*args: str, cwd: Optional[Path] = None, check: bool = True, env=None, timeout: int = 300):
+    return run([sys.executable, "-m", "torch.distributed.run", *args], cwd=cwd, check=check, env=env, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_weights(path) -> Dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def max_rel_diff(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(((a[k].double() - b[k].double()).abs().max() / a[k].double().abs().max().clamp_min(1e-12)).item() for k in a)
+
+
+def build_sudoku(output_dir: Path, grid: int, n_train: int, n_test: int, num_aug: int = 0, seed: int = 0) -> Path:
+    from dataset.build_sudoku_dataset import SudokuBuildConfig, build_sudoku_dataset
+    build_sudoku_dataset(SudokuBuildConfig(generate=n_train, generate_test=n_test, grid=grid, num_aug=num_aug,
+                                           seed=seed, output_dir=str(output_dir)))
+    return output_dir
+
+
+@pytest.fixture(scope="session")
+def sudoku4(tmp_path_factory) -> Path:
+    """48 generated 4x4 puzzles (+16 test), 1 augmentation each: 48 groups, 96 puzzles."""
+    return build_sudoku(tmp_path_factory.mktemp("data") / "sudoku-4x4", grid=4, n_train=48, n_test=16, num_aug=1)
