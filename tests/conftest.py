@@ -19,7 +19,7 @@ TINY_TRM = ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.
             "arch.halt_max_steps=2", "arch.puzzle_emb_len=1", "arch.forward_dtype=float32"]
 
 
-def test_env(**extra: str) -> Dict[str, str]:
+def subprocess_env(**extra: str) -> Dict[str, str]:
     env = dict(os.environ)
     env.update(WANDB_MODE="disabled", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -30,7 +30,7 @@ def test_env(**extra: str) -> Dict[str, str]:
 def run(cmd: List[str], cwd: Optional[Path] = None, env: Optional[Dict[str, str]] = None, timeout: int = 300,
         check: bool = True) -> subprocess.CompletedProcess:
     """Run a command with W&B off; on failure show its output in the assertion."""
-    proc = subprocess.run(cmd, cwd=str(cwd or REPO), env=env or test_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=str(cwd or REPO), env=env or subprocess_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
     return proc
