@@ -179,6 +179,10 @@ def load_synced_config(raw: Dict[str, Any], info: DistInfo) -> PretrainConfig:
                     if getattr(config, key) is None:
                         setattr(config, key, saved.get(key))
                 check_resume_config(config, saved)
+                saved_world = torch.load(ckpt.train_state_paths(folder, step, 0)[0], map_location="cpu", weights_only=False, mmap=True)["world_size"]
+                if saved_world != info.world_size:
+                    raise ConfigError(f"resume: the run used {saved_world} process(es), this one has {info.world_size}; "
+                                      "resume with the same number of processes")
             payload = fill_names(config)
         except (ConfigError, ValueError, OSError) as e:
             payload = ConfigError(str(e))
@@ -557,9 +561,6 @@ def save_resume_state(config: PretrainConfig, train_state: TrainState, info: Dis
 
 
 def restore_resume_state(train_state: TrainState, shared: Dict[str, Any], own: Dict[str, Any], info: DistInfo) -> None:
-    if shared["world_size"] != info.world_size:
-        raise ConfigError(f"resume: the run used {shared['world_size']} processes, this one has {info.world_size}; "
-                          "resume with the same number of processes")
     load_state_dict_flexible(train_state.model, shared["model"], source="resume state")
     for opt, sd in zip(train_state.optimizers, shared["optimizers"]):
         opt.load_state_dict(sd)

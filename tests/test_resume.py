@@ -1,0 +1,94 @@
+"""Exact resume: a run killed (SIGKILL) mid-pass and resumed, or resumed from the state saved at
+an evaluation, ends with the same weights, optimizer states, EMA and step as an uninterrupted run."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, TINY_HRM, load_weights, pretrain, subprocess_env, torchrun
+
+FINAL = 24  # 48 groups x 4 epochs / batch 8
+
+
+def args(data, ck, *extra):
+    # Exploration on (random halting) and EMA on: the RNG and EMA state must be restored too.
+    return [f"data_path={data}", "epochs=4", "eval_interval=2", "global_batch_size=8", "evaluators=[]", "lr=3e-3",
+            "lr_warmup_steps=2", *TINY_HRM, "arch.halt_max_steps=3", "arch.halt_exploration_prob=0.5", "ema=True",
+            "checkpoint_interval_steps=5", f"checkpoint_path={ck}", "+run_name=r", *extra]
+
+
+def full_state(ck, step):
+    return torch.load(ck / f"step_{step}.train_state.pt", map_location="cpu", weights_only=False)
+
+
+def assert_identical(ck_a, ck_b):
+    assert load_weights(ck_a / f"step_{FINAL}").keys() == load_weights(ck_b / f"step_{FINAL}").keys()
+    for k, v in load_weights(ck_a / f"step_{FINAL}").items():
+        assert torch.equal(v, load_weights(ck_b / f"step_{FINAL}")[k]), f"EMA weights differ at {k}"
+    a, b = full_state(ck_a, FINAL), full_state(ck_b, FINAL)
+    assert a["step"] == b["step"] == FINAL
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), f"weights differ at {k}"
+    for opt_a, opt_b in zip(a["optimizers"], b["optimizers"]):
+        for pid, st in opt_a["state"].items():
+            for name, t in st.items():
+                assert torch.equal(t, opt_b["state"][pid][name]), f"optimizer state {pid}/{name} differs"
+    for k, v in a["ema"].items():
+        assert torch.equal(v, b["ema"][k])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(sudoku4, tmp_path_factory):
+    ck = tmp_path_factory.mktemp("full") / "ck"
+    pretrain(*args(sudoku4, ck))
+    # Interval states are replaced by newer ones; the states saved at evaluations stay.
+    assert sorted(f for f in os.listdir(ck) if f.endswith("train_state.pt")) == ["step_12.train_state.pt", "step_24.train_state.pt"]
+    return ck
+
+
+def test_killed_mid_pass_then_resumed_equals_uninterrupted(uninterrupted, sudoku4, tmp_path):
+    ck = tmp_path / "ck"
+    proc = subprocess.Popen([sys.executable, str(REPO / "pretrain.py"), *args(sudoku4, ck)], cwd=str(REPO), env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (ck / "step_5.train_state.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    states = sorted(int(f.split("_")[1].split(".")[0]) for f in os.listdir(ck) if f.endswith("train_state.pt"))
+    assert states and states[-1] % 12 != 0, f"expected a mid-pass state, found {states}"
+
+    out = pretrain(*args(sudoku4, ck, f"resume={ck}")).stdout
+    assert f"Resumed from {ck} at step {states[-1]}" in out
+    assert_identical(uninterrupted, ck)
+
+
+def test_resume_from_evaluation_state_in_another_folder(uninterrupted, sudoku4, tmp_path):
+    ck = tmp_path / "moved"
+    ck.mkdir()
+    for name in ("all_config.yaml", "step_12.train_state.pt", "step_12.train_state.rank0.pt"):
+        shutil.copy(uninterrupted / name, ck / name)
+    pretrain(*args(sudoku4, ck, f"resume={ck}/step_12"))
+    assert_identical(uninterrupted, ck)
+
+
+def test_resume_refuses_a_changed_config(uninterrupted, sudoku4, tmp_path):
+    proc = pretrain(*args(sudoku4, tmp_path / "x", f"resume={uninterrupted}", "lr=1e-3"), check=False)
+    assert proc.returncode == 2
+    assert "resume: config differs from the run being resumed (lr: 0.003 -> 0.001)" in proc.stderr
+
+
+def test_resume_refuses_another_number_of_processes(uninterrupted, sudoku4, tmp_path):
+    proc = torchrun("--nproc-per-node", "2", str(REPO / "pretrain.py"), *args(sudoku4, uninterrupted, f"resume={uninterrupted}"), check=False)
+    assert proc.returncode != 0
+    assert "resume: the run used 1 process(es), this one has 2" in proc.stderr
+
+
+def test_resume_of_a_folder_without_state(sudoku4, tmp_path):
+    proc = pretrain(*args(sudoku4, tmp_path / "x", f"resume={tmp_path}"), check=False)
+    assert proc.returncode == 2 and "no step_N.train_state.pt in this folder" in proc.stderr
