@@ -73,9 +73,16 @@ def sudoku_units(n: int) -> np.ndarray:
 
 def invalid_solutions(solutions: np.ndarray, n: int) -> np.ndarray:
     """Boolean per row of ``[N, n*n]`` digit grids (values 1..n): True where some unit is not a permutation."""
-    units = sudoku_units(n)
-    grouped = np.sort(solutions[:, units], axis=-1)  # [N, 3n, n]
-    return np.any(grouped != np.arange(1, n + 1), axis=(1, 2))
+    # A unit of n cells is a permutation of 1..n iff the OR of the bits 1 << digit covers all n.
+    # uint16 bits (n <= 15) and chunks of rows keep the [rows, 3n, n] temporaries small.
+    units, full = sudoku_units(n), (1 << (n + 1)) - 2
+    bad = np.empty(solutions.shape[0], dtype=bool)
+    for start in range(0, solutions.shape[0], _AUG_CHUNK):
+        digits = solutions[start: start + _AUG_CHUNK]
+        out_of_range = np.any((digits < 1) | (digits > n), axis=1)
+        bits = np.left_shift(np.uint16(1), np.clip(digits, 0, 15).astype(np.uint16))[:, units]
+        bad[start: start + _AUG_CHUNK] = np.any(np.bitwise_or.reduce(bits, axis=-1) != full, axis=1) | out_of_range
+    return bad
 
 
 def inconsistent_with_clues(puzzles: np.ndarray, solutions: np.ndarray) -> np.ndarray:
@@ -155,14 +162,19 @@ def shuffle_sudoku(puzzles: np.ndarray, solutions: np.ndarray, n: int, rng: np.r
         inner = rng.permuted(np.broadcast_to(np.arange(block), (k, n // block, block)), axis=2)
         return (bands[:, :, None] * block + inner).reshape(k, n)
 
-    rows, cols = line_permutation(br), line_permutation(bc)
-    # New cell (i, j) comes from old (rows[i], cols[j]), or from (cols[j], rows[i]) after a transpose.
-    straight = rows[:, :, None] * n + cols[:, None, :]
-    flipped = cols[:, None, :] * n + rows[:, :, None]
-    source = np.where(transpose[:, None, None], flipped, straight).reshape(k, n * n)
+    rows, cols = line_permutation(br).astype(np.int32), line_permutation(bc).astype(np.int32)
+    # New cell (i, j) comes from old flat index rows[i]*n + cols[j], or cols[j]*n + rows[i] after a
+    # transpose: in both cases row_part[i] + col_part[j], one broadcast add. The offset of each
+    # copy's row in the stacked input is folded in, so a single flat gather (np.take) does it all.
+    row_weight = np.where(transpose, 1, n).astype(np.int32)[:, None]
+    row_part = rows * row_weight + (np.arange(k, dtype=np.int32) * (n * n))[:, None]
+    col_part = cols * (n + 1 - row_weight)  # the other weight: n when rows weigh 1, else 1
+    flat_source = (row_part[:, :, None] + col_part[:, None, :]).ravel()
+    map_offset = (np.arange(k) * (n + 1))[:, None]
 
     def apply(x: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(digit_map, np.take_along_axis(x, source, axis=1), axis=1)
+        moved = np.take(np.ascontiguousarray(x).ravel(), flat_source).reshape(k, n * n)
+        return np.take(digit_map.ravel(), moved + map_offset)
 
     return apply(puzzles), apply(solutions)
 
@@ -170,21 +182,20 @@ def shuffle_sudoku(puzzles: np.ndarray, solutions: np.ndarray, n: int, rng: np.r
 def augment_set(puzzles: np.ndarray, solutions: np.ndarray, n: int, num_aug: int, rng: np.random.Generator,
                 desc: str = "augment") -> Tuple[np.ndarray, np.ndarray]:
     """Each puzzle followed by ``num_aug`` shuffled copies: ``[N * (1 + num_aug), n*n]``."""
-    copies = 1 + num_aug
-    total = puzzles.shape[0] * copies
-    out_q = np.empty((total, n * n), dtype=np.uint8)
+    num, cells = puzzles.shape[0], n * n
+    out_q = np.empty((num, 1 + num_aug, cells), dtype=np.uint8)
     out_a = np.empty_like(out_q)
-    out_q[::copies], out_a[::copies] = puzzles, solutions  # copy 0 of every group is the original
-    if num_aug == 0:
-        return out_q, out_a
-    aug_rows = np.flatnonzero(np.arange(total) % copies != 0)
-    with tqdm(total=aug_rows.size, desc=desc, unit="puzzle", unit_scale=True, leave=False) as bar:
-        for start in range(0, aug_rows.size, _AUG_CHUNK):
-            rows = aug_rows[start: start + _AUG_CHUNK]
-            src = rows // copies
-            out_q[rows], out_a[rows] = shuffle_sudoku(puzzles[src], solutions[src], n, rng)
-            bar.update(rows.size)
-    return out_q, out_a
+    out_q[:, 0], out_a[:, 0] = puzzles, solutions  # copy 0 of every group is the original
+    if num_aug > 0:
+        per_chunk = max(1, _AUG_CHUNK // num_aug)  # source puzzles per vectorised step
+        with tqdm(total=num * num_aug, desc=desc, unit="puzzle", unit_scale=True, leave=False) as bar:
+            for start in range(0, num, per_chunk):
+                src = np.repeat(np.arange(start, min(num, start + per_chunk)), num_aug)
+                q, a = shuffle_sudoku(puzzles[src], solutions[src], n, rng)
+                out_q[start: start + per_chunk, 1:] = q.reshape(-1, num_aug, cells)
+                out_a[start: start + per_chunk, 1:] = a.reshape(-1, num_aug, cells)
+                bar.update(src.size)
+    return out_q.reshape(-1, cells), out_a.reshape(-1, cells)
 
 
 # ----------------------------------------------------------------------------------------------
