@@ -20,6 +20,7 @@ translation. Augmented task names are ``<name>|||t<transform>|||<colour map digi
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import glob
 import hashlib
 import json
@@ -613,21 +614,35 @@ def write_split(output_dir: str, split: str, tasks: List[ARCTask], identifier_of
 
     identifiers, puzzle_indices, group_indices = [], [0], [0]
     largest = max(len(t.versions) * n for t, (_, n) in zip(tasks, pairs_of))
-    buffer = np.empty(2 * largest * SEQ_LEN + 1, dtype=np.uint8)
+    # Two buffers: while a writer thread copies one group to disk (file writes release the GIL and
+    # cost as much as the encoding), the next group is encoded into the other buffer.
+    buffers = [np.empty(2 * largest * SEQ_LEN + 1, dtype=np.uint8) for _ in range(2)]
+    pending: List[Optional[concurrent.futures.Future]] = [None, None]
+
+    def write_blocks(block_in: np.ndarray, block_out: np.ndarray) -> None:
+        inputs.write(block_in)
+        labels.write(block_out)
+
     with NpyWriter(os.path.join(split_dir, "all__inputs.npy"), (total_examples, SEQ_LEN), np.uint8) as inputs, \
-            NpyWriter(os.path.join(split_dir, "all__labels.npy"), (total_examples, SEQ_LEN), np.uint8) as labels:
-        for task, (offset, num_pairs) in zip(tqdm(tasks, desc=f"{split} encode", unit="task", leave=False), pairs_of):
+            NpyWriter(os.path.join(split_dir, "all__labels.npy"), (total_examples, SEQ_LEN), np.uint8) as labels, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:  # one worker: writes stay in order
+        for i, (task, (offset, num_pairs)) in enumerate(zip(tqdm(tasks, desc=f"{split} encode", unit="task",
+                                                                 leave=False), pairs_of)):
             geo = task.geometry
             bounds = _version_bounds(geo, offset, num_pairs)
             plan = [(num_pairs, *bounds[t]) for t, _ in task.versions]
             offsets_r, offsets_c = _translations(stream, plan, translate)
-            block_in, block_out = encode_group(task, geo, offset, num_pairs, offsets_r, offsets_c, buffer)
-            inputs.write(block_in)
-            labels.write(block_out)
+            if pending[i % 2] is not None:
+                pending[i % 2].result()  # that buffer's previous group is on disk: reuse it
+            block_in, block_out = encode_group(task, geo, offset, num_pairs, offsets_r, offsets_c, buffers[i % 2])
+            pending[i % 2] = writer.submit(write_blocks, block_in, block_out)
             for name in task.names:
                 identifiers.append(identifier_of[name])
                 puzzle_indices.append(puzzle_indices[-1] + num_pairs)
             group_indices.append(len(identifiers))
+        for future in pending:
+            if future is not None:
+                future.result()  # surface write errors before the files are closed
 
     arrays = {"puzzle_identifiers": identifiers, "puzzle_indices": puzzle_indices, "group_indices": group_indices}
     for key, values in arrays.items():
