@@ -147,6 +147,18 @@ def test_train_batches_are_full_and_picks_stay_inside_one_puzzle(tmp_path):
     assert all(b["inputs"].shape[0] == 6 and torch.all(b["inputs"][:, 0] > 0) for _, b, _ in ds)
 
 
+@pytest.mark.parametrize("puzzles, groups, epochs, want", [
+    ([1] * 5, [1] * 5, 1, 1),  # 5 examples per pass, batches of 4: one batch, 1 example dropped
+    ([1] * 5, [1] * 5, 3, 3),  # 15 examples: three batches, 3 dropped
+    ([3, 3, 3], [1, 1, 1], 1, 1),  # 3 + 1 (truncated pick) fill a batch; the last 3 examples are dropped
+])
+def test_train_drops_the_incomplete_last_batch(tmp_path, puzzles, groups, epochs, want):
+    write_dataset(str(tmp_path), puzzles, groups)
+    batches = list(PuzzleDataset(config([str(tmp_path)], global_batch_size=4, epochs_per_iter=epochs)))
+    assert len(batches) == want
+    assert all(example_ids(b).size == 4 and n == 4 for _, b, n in batches)
+
+
 def test_train_is_deterministic_and_seed_dependent(tmp_path):
     write_dataset(str(tmp_path), PUZZLES, GROUPS)
     runs = [[example_ids(b) for _, b, _ in PuzzleDataset(config([str(tmp_path)], epochs_per_iter=3, seed=s))]
