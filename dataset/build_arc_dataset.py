@@ -38,7 +38,7 @@ if __package__ in (None, ""):
     # Run as `python dataset/build_arc_dataset.py`: make the `dataset` package importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dataset.common import (DatasetError, NpyWriter, PuzzleDatasetMetadata, atomic_output_dir, dihedral_transform,
+from dataset.common import (DatasetError, NpyWriter, PuzzleDatasetMetadata, atomic_output_dir,
                             inverse_dihedral_transform, run_cli, save_identifiers, save_metadata)
 
 ARC_MAX_GRID_SIZE = 30
@@ -412,7 +412,7 @@ class _TaskGeometry:
 
     A transform only moves cells, so the cell values and their order are shared; ``rows[t]``,
     ``cols[t]`` are each cell's position after transform ``t`` (closed formulas, checked
-    against :func:`dihedral_transform` in the tests) and ``shapes[t]`` the grids' shapes.
+    against ``dataset.common.dihedral_transform`` in the tests) and ``shapes[t]`` the grids' shapes.
     ``eos_*[t]`` list the EOS cells (row below, column right of each grid) in grid coordinates.
     """
 
