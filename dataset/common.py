@@ -15,8 +15,10 @@ import json
 import mmap
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import urllib.parse
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -173,15 +175,42 @@ def resolve_source_csv(source_repo: str, set_name: str) -> str:
         if not os.path.isfile(path):
             raise DatasetError(f"{path}: missing; a local --source-repo folder must hold train.csv and test.csv")
         return path
+    offline_advice = ("To work offline, pass --source-repo <folder holding train.csv and test.csv> "
+                      "or generate puzzles with --generate N")
     try:
         from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise DatasetError(f"--source-repo {source_repo}: not a local folder, and huggingface_hub is not installed. "
+                           + offline_advice) from None
+    # Without a network the hub client retries for ~20 s before failing; when the hub's host does
+    # not even resolve, only the local download cache is searched, and the failure is immediate.
+    if not _hub_host_resolves():
+        try:
+            return hf_hub_download(source_repo, f"{set_name}.csv", repo_type="dataset", local_files_only=True)
+        except Exception:
+            raise DatasetError(f"--source-repo {source_repo}: not a local folder, Hugging Face is unreachable (offline) "
+                               f"and {set_name}.csv is not in its download cache. " + offline_advice) from None
+    print(f"downloading {set_name}.csv from Hugging Face dataset {source_repo} ...", flush=True)
+    try:
         return hf_hub_download(source_repo, f"{set_name}.csv", repo_type="dataset")
     except Exception as e:  # any network / hub failure ends in the same advice
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DatasetError(
-            f"--source-repo {source_repo}: not a local folder, and downloading {set_name}.csv from Hugging Face "
-            f"failed ({type(e).__name__}: {reason}). To work offline, pass --source-repo <folder holding train.csv "
-            "and test.csv> or generate puzzles with --generate N") from None
+        raise DatasetError(f"--source-repo {source_repo}: not a local folder, and downloading {set_name}.csv from "
+                           f"Hugging Face failed ({type(e).__name__}: {reason}). " + offline_advice) from None
+
+
+def _hub_host_resolves() -> bool:
+    """Whether the Hugging Face endpoint's host name resolves (always assumed so behind a proxy)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except (OSError, UnicodeError):
+        return False
 
 
 class PuzzleCSV:
