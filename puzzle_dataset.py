@@ -195,6 +195,21 @@ class PuzzleDataset(IterableDataset):
         self._iters = config.start_iter  # pass counter, as the original's ``self._iters``
         self._skip_batches = config.skip_batches
 
+    @property
+    def pass_counter(self) -> int:
+        """Passes drawn so far (the original's ``_iters``); the next train stream uses ``seed + pass_counter + 1``.
+
+        Every ``__iter__`` in train mode advances it by ``num_streams`` (one per set of each folder,
+        1 for the usual single-set dataset). Note that inside a DataLoader worker the worker's copy
+        advances, not this one.
+        """
+        return self._iters
+
+    @property
+    def num_streams(self) -> int:
+        """Number of (set, folder) streams iterated one after another per pass."""
+        return len(self._sources)
+
     # ------------------------------------------------------------------ metadata
     def _merge_metadata(self, metas: List[PuzzleDatasetMetadata],
                         per_path_sources: List[List[_Source]]) -> PuzzleDatasetMetadata:

@@ -195,6 +195,7 @@ def test_resume_with_start_iter_and_skip_batches(tmp_path):
     uninterrupted = PuzzleDataset(config([str(tmp_path)], epochs_per_iter=4))
     first = [example_ids(b) for _, b, _ in uninterrupted]
     second = [example_ids(b) for _, b, _ in uninterrupted]
+    assert uninterrupted.pass_counter == 2 and uninterrupted.num_streams == 1
     # Interrupted after 3 batches of the second pass: start_iter=1 (one pass done), skip 3.
     resumed = PuzzleDataset(config([str(tmp_path)], epochs_per_iter=4, start_iter=1, skip_batches=3))
     got = [example_ids(b) for _, b, _ in resumed]
