@@ -41,9 +41,10 @@ _TOKEN_CHECK_ROWS = 1 << 16
 class PuzzleDatasetConfig(pydantic.BaseModel):
     """Loader settings. ``dataset_path`` (HRM spelling) is accepted and becomes ``[dataset_path]``.
 
-    ``start_iter`` is the pass counter to start from (the next train pass uses
-    ``seed + start_iter + 1``); ``skip_batches`` batches of the first train pass are drawn but
-    not read, so that a resumed run sees exactly the batches an uninterrupted run would.
+    ``start_iter`` is the number of train passes (``__iter__`` calls) already made: the next pass
+    uses ``seed + start_iter + 1`` for a single-set dataset, as the original's pass counter;
+    ``skip_batches`` batches of that first pass (counted over all its sets and folders) are drawn
+    but not read, so that a resumed run sees exactly the batches an uninterrupted run would.
     """
 
     seed: int
@@ -192,7 +193,9 @@ class PuzzleDataset(IterableDataset):
         self.metadata = self._merge_metadata(metas, per_path_sources)
 
         self._data_loaded = False
-        self._iters = config.start_iter  # pass counter, as the original's ``self._iters``
+        # The original's ``self._iters``: it advances once per stream, so after ``start_iter``
+        # completed passes it stands at start_iter * streams.
+        self._iters = config.start_iter * len(self._sources)
         self._skip_batches = config.skip_batches
 
     @property

@@ -208,6 +208,20 @@ def test_resume_with_start_iter_and_skip_batches(tmp_path):
     assert not all(np.array_equal(a, b) for a, b in zip(first, second))
 
 
+def test_resume_of_merged_folders(tmp_path):
+    # Two folders = two streams per pass (each advances the original's counter); start_iter counts passes.
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    write_dataset(a, PUZZLES, GROUPS)
+    write_dataset(b, [2, 1, 3], [1, 2])
+    uninterrupted = PuzzleDataset(config([a, b], epochs_per_iter=3))
+    list(uninterrupted)
+    second = [example_ids(batch) for _, batch, _ in uninterrupted]
+    assert uninterrupted.pass_counter == 4 and uninterrupted.num_streams == 2
+    resumed = PuzzleDataset(config([a, b], epochs_per_iter=3, start_iter=1, skip_batches=len(second) - 2))
+    got = [example_ids(batch) for _, batch, _ in resumed]
+    assert len(got) == 2 and all(np.array_equal(x, y) for x, y in zip(got, second[-2:]))
+
+
 def test_dataloader_worker_keeps_the_pass_counter(tmp_path):
     write_dataset(str(tmp_path), PUZZLES, GROUPS)
     direct = PuzzleDataset(config([str(tmp_path)], epochs_per_iter=2))
