@@ -21,7 +21,7 @@ TINY_TRM = ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.
 
 def subprocess_env(**extra: str) -> Dict[str, str]:
     env = dict(os.environ)
-    env.update(WANDB_MODE="disabled", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0")
+    env.update(WANDB_MODE="disabled", PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
@@ -41,7 +41,9 @@ def pretrain(*overrides: str, cwd: Optional[Path] = None, check: bool = True, en
 
 
 def torchrun(*args: str, cwd: Optional[Path] = None, check: bool = True, env=None, timeout: int = 300):
-    return run([sys.executable, "-m", "torch.distributed.run", *args], cwd=cwd, check=check, env=env, timeout=timeout)
+    """Several processes on 2 cores: one thread each, or they slow each other down."""
+    return run([sys.executable, "-m", "torch.distributed.run", *args], cwd=cwd, check=check,
+               env=env or subprocess_env(OMP_NUM_THREADS="1"), timeout=timeout)
 
 
 def free_port() -> int:

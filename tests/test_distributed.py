@@ -47,7 +47,7 @@ def test_two_nodes_on_localhost_match_one(single, sudoku4, tmp_path):
     procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                                f"--node-rank={node}", "--master-addr", "127.0.0.1", f"--master-port={port}",
                                str(REPO / "pretrain.py"), *args(sudoku4, ck)],
-                              cwd=str(REPO), env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              cwd=str(REPO), env=subprocess_env(OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for node in (0, 1)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
