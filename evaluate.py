@@ -26,7 +26,8 @@ import torch
 import yaml
 
 from dataset.common import DatasetError
-from pretrain import ConfigError, PretrainConfig, create_dataloader, create_evaluators, evaluate, init_train_state, parse_config
+from pretrain import (ConfigError, PretrainConfig, create_dataloader, create_evaluators, evaluate, init_train_state, parse_config,
+                      user_error_message)
 from utils.distributed import cleanup, init_distributed
 from utils.functions import load_state_dict_flexible
 
@@ -111,7 +112,7 @@ def main(argv=None) -> None:
         run(eval_cfg)
     except (ConfigError, DatasetError) as e:
         if int(os.environ.get("RANK", "0")) == 0:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {user_error_message(e)}", file=sys.stderr)
         sys.exit(2)
 
 

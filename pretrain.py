@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -713,6 +714,15 @@ def _run(raw_config: Dict[str, Any], info: DistInfo) -> PretrainConfig:
     return config
 
 
+def user_error_message(e: BaseException) -> str:
+    """One line for the user. Errors raised in a DataLoader worker arrive wrapped in the worker's
+    traceback text; keep only the original message (its last line)."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        text = re.sub(r"^[\w.]+: ", "", text.splitlines()[-1])
+    return text
+
+
 def main() -> None:
     import hydra
     from omegaconf import OmegaConf
@@ -724,7 +734,7 @@ def main() -> None:
             launch(raw)  # type: ignore[arg-type]
         except (ConfigError, DatasetError, FloatingPointError) as e:
             if int(os.environ.get("RANK", "0")) == 0:
-                print(f"error: {e}", file=sys.stderr)
+                print(f"error: {user_error_message(e)}", file=sys.stderr)
             sys.exit(2)
 
     _entry()

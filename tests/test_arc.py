@@ -1,0 +1,154 @@
+"""The ARC evaluator (evaluators/arc.py) on a real dataset built from synthetic tasks."""
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run
+from dataset.common import load_metadata
+from evaluators.arc import ARC, crop_prediction
+
+
+def original_crop(tokens):
+    """The original evaluator's scan, restated as loops: an independent reference."""
+    grid = tokens.reshape(30, 30)
+    max_area, max_size, num_c = 0, (0, 0), 30
+    for num_r in range(1, 31):
+        for c in range(1, num_c + 1):
+            x = grid[num_r - 1, c - 1]
+            if x < 2 or x > 11:
+                num_c = c - 1
+                break
+        if num_r * num_c > max_area:
+            max_area, max_size = num_r * num_c, (num_r, num_c)
+    return (grid[:max_size[0], :max_size[1]] - 2).astype(np.uint8)
+
+
+def test_crop_matches_the_original_scan():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        grid = np.zeros((30, 30), dtype=np.int64)
+        h, w = rng.integers(0, 31, size=2)
+        grid[:h, :w] = rng.integers(2, 12, size=(h, w))
+        if h < 30:
+            grid[h, :w] = 1
+        if rng.random() < 0.5:  # holes and ragged edges, as an untrained model outputs
+            grid[rng.integers(0, 30, 5), rng.integers(0, 30, 5)] = rng.integers(0, 12, 5)
+        assert np.array_equal(crop_prediction(grid.reshape(-1)), original_crop(grid.reshape(-1)))
+
+
+@pytest.fixture(scope="module")
+def arc_data(tmp_path_factory):
+    """Four synthetic tasks (flip / recolour); two of them are the evaluation (test) subset."""
+    root = tmp_path_factory.mktemp("arc")
+    rng = np.random.default_rng(1)
+
+    def task(kind):
+        def pair(h, w):
+            x = rng.integers(0, 10, size=(h, w))
+            y = np.fliplr(x) if kind == "flip" else np.where(x == 0, 5, x)
+            return {"input": x.tolist(), "output": y.tolist()}
+        return {"train": [pair(3, 4), pair(4, 3), pair(2, 5)], "test": [pair(3, 3), pair(4, 4)]}
+
+    subsets = {"training": {"t_flip": task("flip"), "t_col": task("col")}, "evaluation": {"e_flip": task("flip"), "e_col": task("col")}}
+    for subset, tasks in subsets.items():
+        (root / f"arc-agi_{subset}_challenges.json").write_text(json.dumps(
+            {n: {"train": t["train"], "test": [{"input": p["input"]} for p in t["test"]]} for n, t in tasks.items()}))
+        (root / f"arc-agi_{subset}_solutions.json").write_text(json.dumps({n: [p["output"] for p in t["test"]] for n, t in tasks.items()}))
+    out = root / "data"
+    run([sys.executable, "-m", "dataset.build_arc_dataset", "--input-file-prefix", str(root / "arc-agi"), "--output-dir", str(out),
+         "--subsets", "training", "evaluation", "--test-set-name", "evaluation", "--num-aug", "3"])
+    test = {k: np.load(out / "test" / f"all__{k}.npy") for k in ("inputs", "labels", "puzzle_identifiers", "puzzle_indices")}
+    puzzle_of = np.searchsorted(test["puzzle_indices"], np.arange(len(test["inputs"])), side="right") - 1
+    batch = {"inputs": torch.from_numpy(test["inputs"].astype(np.int32)),
+             "puzzle_identifiers": torch.from_numpy(test["puzzle_identifiers"][puzzle_of].astype(np.int32))}
+    return out, batch, torch.from_numpy(test["labels"].astype(np.int64))
+
+
+def evaluator(out):
+    return ARC(data_path=str(out), eval_metadata=load_metadata(str(out / "test")))
+
+
+def corrupt(labels, rows, cells=None):
+    """Predictions whose (augmented) grid has another colour at ``cells`` (default: the top-left cell)."""
+    cells = torch.zeros_like(rows) if cells is None else cells
+    wrong = labels.clone()
+    wrong[rows, cells] = torch.where(wrong[rows, cells] == 2, 3, 2)
+    return wrong
+
+
+def score(ev, batch, preds, q=None, save_path=None):
+    q = torch.zeros(len(preds)) if q is None else q
+    ev.begin_eval()
+    ev.update_batch(batch, {"preds": preds, "q_halt_logits": q})
+    return ev.result(save_path, rank=0, world_size=1)
+
+
+def test_right_predictions_score_one_and_write_submission(arc_data, tmp_path):
+    out, batch, labels = arc_data
+    ev = evaluator(out)
+    result = score(ev, batch, labels, save_path=str(tmp_path))
+    assert result["ARC/pass@1"] == 1.0 and result["ARC/pass@1000"] == 1.0
+    submission = json.loads((tmp_path / "submission.json").read_text())
+    truth = json.loads((out / "test_puzzles.json").read_text())
+    assert set(submission) == {"e_flip", "e_col"}
+    for name, attempts in submission.items():
+        assert [a["attempt_1"] for a in attempts] == [p["output"] for p in truth[name]["test"]]
+
+
+def test_wrong_predictions_score_zero_and_each_evaluation_starts_clean(arc_data):
+    out, batch, labels = arc_data
+    ev = evaluator(out)
+    assert score(ev, batch, labels)["ARC/pass@1"] == 1.0
+    # A second evaluation with wrong answers must not see the first one's votes.
+    result = score(ev, batch, corrupt(labels, torch.arange(len(labels))))
+    assert result["ARC/pass@1"] == 0.0 and result["ARC/pass@1000"] == 0.0
+
+
+def version_index(names):
+    """0 for an original puzzle, 1.. for its augmented versions in order of appearance."""
+    seen = {}
+    out = []
+    for name in names:
+        versions = seen.setdefault(name.split("|||")[0], [])
+        if name not in versions:
+            versions.append(name)
+        out.append(versions.index(name))
+    return torch.tensor(out)
+
+
+def test_voting_over_augmented_copies(arc_data):
+    out, batch, labels = arc_data
+    ev = evaluator(out)
+    n = len(labels)
+    version = version_index([ev.identifier_map[i] for i in batch["puzzle_identifiers"].tolist()])
+    originals, copies = version == 0, version > 0
+    assert int(version.max()) == 3  # each test input appears in 4 versions (original + 3 augmentations)
+
+    # 3 of 4 versions right: the right grid wins on votes, even though the wrong one is more confident.
+    q = torch.where(originals, 5.0, -5.0)
+    assert score(ev, batch, corrupt(labels, originals.nonzero()[:, 0]), q)["ARC/pass@1"] == 1.0
+
+    # Only the originals right; version k gets its first k cells wrong, so after mapping back the
+    # wrong grids are all different (a bijection keeps the number of wrong cells): every candidate
+    # has one vote and the mean sigmoid(q_halt) decides the order.
+    preds = labels.clone()
+    for row in copies.nonzero()[:, 0].tolist():
+        preds = corrupt(preds, torch.full((int(version[row]),), row), cells=torch.arange(int(version[row])))
+    q = torch.where(originals, -5.0, 5.0)
+    result = score(ev, batch, preds, q)
+    assert result["ARC/pass@1"] == 0.0 and result["ARC/pass@2"] == 0.0 and result["ARC/pass@5"] == 1.0
+    assert score(ev, batch, preds, -q)["ARC/pass@1"] == 1.0  # now the right grid is the most confident
+
+
+def test_non_arc_data_disables_the_evaluator_once(tmp_path, capsys):
+    from dataset.common import PuzzleDatasetMetadata
+    meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=11, seq_len=81,
+                                 num_puzzle_identifiers=1, total_groups=1, mean_puzzle_examples=1, sets=["all"])
+    ev = ARC(data_path=str(tmp_path), eval_metadata=meta)
+    ev.begin_eval()
+    ev.update_batch({"inputs": torch.zeros(1, 81)}, {"preds": torch.zeros(1, 81)})
+    assert ev.result(None, rank=0, world_size=1) is None
+    assert capsys.readouterr().out.count("evaluator disabled") == 1
