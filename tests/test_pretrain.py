@@ -194,3 +194,18 @@ def test_global_batch_not_divisible_by_processes(sudoku4, tmp_path):
     proc = torchrun("--nproc-per-node", "3", str(REPO / "pretrain.py"), *_tiny(sudoku4, f"checkpoint_path={tmp_path / 'c'}"), check=False)
     assert proc.returncode != 0
     assert "global_batch_size (8) is not divisible by the number of processes (3)" in proc.stderr
+
+
+def test_bad_token_found_in_the_loader_worker_is_one_line(sudoku4, tmp_path):
+    import shutil
+
+    import numpy as np
+    data = tmp_path / "bad"
+    shutil.copytree(sudoku4, data)
+    inputs = np.load(data / "train" / "all__inputs.npy")
+    inputs[3, 5] = 99
+    np.save(data / "train" / "all__inputs.npy", inputs)
+    proc = pretrain(*_tiny(data, f"checkpoint_path={tmp_path / 'c'}"), check=False)
+    assert proc.returncode == 2
+    assert f"error: {data}/train/all__inputs.npy: tokens must lie in [0, vocab_size=6); got 1 .. 99" in proc.stderr
+    assert "Traceback" not in proc.stderr
