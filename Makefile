@@ -49,6 +49,7 @@ demo: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark_optim.py
+	$(PY) scripts/benchmark_builders.py
 	$(PY) scripts/benchmark.py
 
 clean:

@@ -1,0 +1,195 @@
+"""Training and evaluation throughput of HRM / TRM at the Sudoku shapes.
+
+    python scripts/benchmark.py                      # both models; GPU if present, else a reduced CPU run
+    python scripts/benchmark.py --arch hrm --batch 768 --steps 30 --compile both
+    python scripts/benchmark.py --device cpu --batch 16
+
+Measures, on random Sudoku-shaped batches (seq_len 81, vocab 11, one puzzle identifier):
+training steps/s and examples/s (forward + backward + both optimizers, ACT carry kept), model
+FLOPs per training step computed analytically, achieved TFLOP/s, peak memory, and evaluation
+examples/s (every example runs halt_max_steps segments).
+
+FLOPs count matmuls only (2 per multiply-add): every segment's forward recursion including the
+no-grad cycles, the backward of the 1-step-gradient part (2x its forward), and the extra forward
+that computes HRM's Q target. Defaults: HRM = config/arch/hrm_v1.yaml, TRM = config/arch/trm.yaml
+with the Sudoku command line of SPEC 12 (L_layers 2, H_cycles 3, L_cycles 6), global batch 768.
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from models.layers import _find_multiple  # noqa: E402
+from models.losses import ACTLossHead  # noqa: E402
+from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed  # noqa: E402
+from utils.adam_atan2 import AdamATan2  # noqa: E402
+from utils.functions import load_model_class  # noqa: E402
+
+SEQ_LEN, VOCAB = 81, 11
+ARCHS = {
+    "hrm": dict(name="hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1", H_cycles=2, L_cycles=2, H_layers=4, L_layers=4,
+                hidden_size=512, num_heads=8, expansion=4, pos_encodings="rope", halt_max_steps=16, halt_exploration_prob=0.1),
+    "trm": dict(name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", H_cycles=3, L_cycles=6, H_layers=0, L_layers=2,
+                hidden_size=512, num_heads=8, expansion=4, pos_encodings="rope", halt_max_steps=16, halt_exploration_prob=0.1,
+                mlp_t=False, puzzle_emb_len=16, no_ACT_continue=True),
+}
+
+
+def block_flops(cfg, tokens_per_row, rows):
+    """Forward matmul FLOPs of one block over ``rows`` sequences of ``tokens_per_row`` positions."""
+    d, e = cfg["hidden_size"], cfg["expansion"]
+    inter = _find_multiple(round(e * d * 2 / 3), 256)
+    tokens = tokens_per_row * rows
+    mlp = 2 * tokens * 3 * d * inter
+    if cfg.get("mlp_t"):
+        inter_t = _find_multiple(round(e * tokens_per_row * 2 / 3), 256)
+        mixer = 2 * d * rows * 3 * tokens_per_row * inter_t
+    else:
+        mixer = 2 * tokens * 4 * d * d + 2 * 2 * tokens * tokens_per_row * d  # qkv + o projections; QK^T and AV
+    return mixer + mlp
+
+
+def model_flops(cfg, batch):
+    """``(forward FLOPs of one ACT segment, FLOPs of one training step)``."""
+    is_trm = "trm" in cfg["name"]
+    puzzle_len = cfg.get("puzzle_emb_len", 0) if is_trm else -(cfg["puzzle_emb_ndim"] // -cfg["hidden_size"])
+    S = SEQ_LEN + (puzzle_len if cfg["puzzle_emb_ndim"] > 0 else 0)
+    block = block_flops(cfg, S, batch)
+    heads = 2 * batch * S * cfg["hidden_size"] * (VOCAB + 2)
+    H, L = cfg["H_cycles"], cfg["L_cycles"]
+    if is_trm:
+        layer_calls = H * (L + 1) * cfg["L_layers"]  # each of H rounds: L updates of z_L and one of z_H
+        grad_layer_calls = (L + 1) * cfg["L_layers"]
+        q_target = not cfg.get("no_ACT_continue", True)
+    else:
+        layer_calls = H * L * cfg["L_layers"] + H * cfg["H_layers"]
+        grad_layer_calls = cfg["L_layers"] + cfg["H_layers"]
+        q_target = True
+    segment = layer_calls * block + heads
+    step = segment + 2 * (grad_layer_calls * block + heads)
+    if q_target and cfg["halt_max_steps"] > 1:
+        step += segment  # bootstrapped Q target: one more forward in no-grad
+    return segment, step
+
+
+def peak_memory(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2 ** 30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB (process RSS)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench(arch, args, device, compile_model):
+    cfg = dict(ARCHS[arch], batch_size=args.batch, seq_len=SEQ_LEN, vocab_size=VOCAB, num_puzzle_identifiers=1,
+               forward_dtype=args.dtype)
+    cfg["puzzle_emb_ndim"] = cfg["hidden_size"]
+    if args.hidden:
+        cfg["hidden_size"] = cfg["puzzle_emb_ndim"] = args.hidden
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with torch.device(device):
+        model = ACTLossHead(load_model_class(cfg["name"])({k: v for k, v in cfg.items() if k != "name"}), "stablemax_cross_entropy")
+    optimizers = [CastedSparseEmbeddingSignSGD_Distributed(model.model.puzzle_emb.buffers(), world_size=1, lr=1e-4, weight_decay=0.1),
+                  AdamATan2(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95))]
+    runner = torch.compile(model) if compile_model else model
+    gen = torch.Generator().manual_seed(0)
+    batch = {"inputs": torch.randint(1, VOCAB, (args.batch, SEQ_LEN), generator=gen, dtype=torch.int32),
+             "labels": torch.randint(2, VOCAB, (args.batch, SEQ_LEN), generator=gen, dtype=torch.int32),
+             "puzzle_identifiers": torch.zeros(args.batch, dtype=torch.int32)}
+    batch = {k: v.to(device) for k, v in batch.items()}
+
+    def train_step(carry):
+        carry, loss, _, _, _ = runner(carry=carry, batch=batch, return_keys=[])
+        ((1 / args.batch) * loss).backward()
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad()
+        return carry
+
+    model.train()
+    carry = model.initial_carry(batch)
+    t_compile = time.perf_counter()
+    for _ in range(args.warmup):
+        carry = train_step(carry)
+    sync(device)
+    warmup_s = time.perf_counter() - t_compile
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        carry = train_step(carry)
+    sync(device)
+    train_s = (time.perf_counter() - t0) / args.steps
+
+    model.eval()
+    with torch.inference_mode():
+        def eval_batch():
+            c = model.initial_carry(batch)
+            for _ in range(cfg["halt_max_steps"]):
+                c, *_ = runner(carry=c, batch=batch, return_keys=["preds"])
+        eval_batch()
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(args.eval_batches):
+            eval_batch()
+        sync(device)
+        eval_s = (time.perf_counter() - t0) / args.eval_batches
+
+    segment, step = model_flops(cfg, args.batch)
+    return {
+        "arch": arch, "device": str(device), "dtype": args.dtype, "compile": compile_model, "batch": args.batch,
+        "hidden": cfg["hidden_size"], "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        "warmup_s": round(warmup_s, 1),
+        "train_steps_per_s": round(1 / train_s, 3), "train_examples_per_s": round(args.batch / train_s, 1),
+        "train_GFLOP_per_step": round(step / 1e9, 1), "train_TFLOP_per_s": round(step / train_s / 1e12, 3),
+        "eval_examples_per_s": round(args.batch / eval_s, 1),
+        "eval_TFLOP_per_s": round(segment * cfg["halt_max_steps"] / eval_s / 1e12, 3),
+        "peak_memory_GiB": round(peak_memory(device), 2),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=["hrm", "trm", "both"], default="both")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=None, help="global batch (default 768 on GPU, 16 on CPU)")
+    parser.add_argument("--hidden", type=int, default=None, help="hidden size (default 512, the Sudoku config)")
+    parser.add_argument("--dtype", default="bfloat16", help="forward dtype (bfloat16 as the configs; float32 is faster on CPUs without bf16)")
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps (default 20 on GPU, 3 on CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 on GPU, 1 on CPU)")
+    parser.add_argument("--eval-batches", type=int, default=None)
+    parser.add_argument("--compile", choices=["auto", "on", "off", "both"], default="auto", help="auto: on for CUDA, off on CPU")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    args.batch = args.batch or (768 if gpu else 16)
+    args.steps = args.steps or (20 if gpu else 3)
+    args.eval_batches = args.eval_batches or (5 if gpu else 1)
+    args.warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
+    modes = {"auto": [gpu], "on": [True], "off": [False], "both": [False, True]}[args.compile]
+    print(f"torch {torch.__version__}, device {device}" + (f" ({torch.cuda.get_device_name()})" if gpu else f", {torch.get_num_threads()} threads"))
+
+    results = []
+    for arch in (["hrm", "trm"] if args.arch == "both" else [args.arch]):
+        for compile_model in modes:
+            r = bench(arch, args, device, compile_model)
+            results.append(r)
+            print(json.dumps(r))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
