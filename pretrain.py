@@ -643,6 +643,9 @@ def _run(raw_config: Dict[str, Any], info: DistInfo) -> PretrainConfig:
         n_params = sum(x.numel() for x in train_state.model.parameters())
         print(f"{config.arch.name.split('@')[-1]}: {n_params / 1e6:.2f}M parameters, {train_state.total_steps} steps, "
               f"device {info.device}, {world_size} process(es); checkpoints in {config.checkpoint_path}")
+        if info.device.type == "cpu" and config.arch.__pydantic_extra__.get("forward_dtype", "bfloat16") == "bfloat16":
+            print("note: bfloat16 matmuls are slow on most CPUs (7x slower than float32 on this project's test machine); "
+                  "for speed add +arch.forward_dtype=float32 (HRM) or arch.forward_dtype=float32 (TRM)")
         run = init_wandb(config.project_name, config.run_name, config.model_dump())  # type: ignore[arg-type]
         if not resume:
             run.log({"num_params": n_params}, step=0)
