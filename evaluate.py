@@ -29,7 +29,7 @@ from dataset.common import DatasetError
 from pretrain import (ConfigError, PretrainConfig, create_dataloader, create_evaluators, evaluate, init_train_state, parse_config,
                       user_error_message)
 from utils.distributed import cleanup, init_distributed
-from utils.functions import load_state_dict_flexible
+from utils.functions import load_state_dict_flexible, validation_error_line
 
 DEFAULT_SAVE_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
 
@@ -108,7 +108,7 @@ def main(argv=None) -> None:
         try:
             eval_cfg = EvalConfig(**raw)  # type: ignore[arg-type]
         except pydantic.ValidationError as e:
-            raise ConfigError("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
+            raise ConfigError(validation_error_line(e)) from None
         run(eval_cfg)
     except (ConfigError, DatasetError) as e:
         if int(os.environ.get("RANK", "0")) == 0:

@@ -34,7 +34,8 @@ from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, PuzzleDatasetMeta
 from utils import checkpoint as ckpt
 from utils.adam_atan2 import AdamATan2
 from utils.distributed import DistInfo, broadcast_object, cleanup, init_distributed
-from utils.functions import get_model_source_path, load_model_class, load_state_dict_flexible, strip_compile_prefix
+from utils.functions import (get_model_source_path, load_model_class, load_state_dict_flexible, strip_compile_prefix,
+                             validation_error_line)
 
 DEFAULT_DATA_PATH = "data/arc-aug-1000"
 
@@ -129,12 +130,7 @@ def parse_config(raw: Dict[str, Any]) -> PretrainConfig:
     try:
         return PretrainConfig(**raw)
     except pydantic.ValidationError as e:
-        problems = []
-        for err in e.errors():
-            where = ".".join(str(x) for x in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{where}: {msg}" if where else msg)
-        raise ConfigError("config: " + "; ".join(problems)) from None
+        raise ConfigError(f"config: {validation_error_line(e)}") from None
 
 
 def fill_names(config: PretrainConfig) -> PretrainConfig:

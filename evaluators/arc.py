@@ -1,9 +1,10 @@
 """ARC evaluation (``evaluators: [{name: arc@ARC}]``): pass@K by voting over augmentations.
 
 Every augmented copy of a test puzzle yields a prediction. Each prediction is cropped to its
-grid, mapped back through the inverse of the copy's augmentation, and counted as a vote for that
-grid. Candidates are ranked by votes (ties: mean sigmoid(q_halt)); a test input counts as solved
-at K when the right grid is among the top K. ``submission.json`` holds the top 2 per test input.
+grid (``crop_arc_grid``, as the original reads a grid out of a 30x30 output), mapped back through
+the inverse of the copy's augmentation, and counted as a vote for that grid. Candidates are ranked
+by votes (ties: mean sigmoid(q_halt)); a test input counts as solved at K when the right grid is
+among the top K. ``submission.json`` holds the top 2 per test input.
 """
 from __future__ import annotations
 
@@ -16,24 +17,6 @@ import torch
 import torch.distributed as dist
 
 from dataset.common import PuzzleDatasetMetadata
-
-ARC_GRID = 30
-
-
-def crop_prediction(tokens: np.ndarray) -> np.ndarray:
-    """The largest top-left rectangle of a 30x30 token grid holding only colours (tokens 2..11),
-    returned as colours 0..9. This is how the original reads a grid out of a model's output."""
-    grid = tokens.reshape(ARC_GRID, ARC_GRID)
-    is_colour = (grid >= 2) & (grid <= 11)
-    # Row r may extend right as far as its leading run of colours, and no further than the rows above.
-    run = np.where(is_colour.all(axis=1, keepdims=True), ARC_GRID, np.argmin(is_colour, axis=1)[:, None])[:, 0]
-    widths = np.minimum.accumulate(run)
-    areas = widths * np.arange(1, ARC_GRID + 1)
-    best = int(np.argmax(areas))  # first maximum: fewest rows, as the original's strict ">" scan
-    if areas[best] == 0:
-        return np.zeros((0, 0), dtype=np.uint8)
-    return (grid[: best + 1, : widths[best]] - 2).astype(np.uint8)
-
 
 class ARC:
     required_outputs = {"inputs", "puzzle_identifiers", "q_halt_logits", "preds"}
@@ -66,7 +49,7 @@ class ARC:
     def update_batch(self, batch: Dict[str, torch.Tensor], preds: Dict[str, torch.Tensor]) -> None:
         if not self.enabled:
             return
-        from dataset.build_arc_dataset import grid_hash, inverse_aug
+        from dataset.build_arc_dataset import crop_arc_grid, grid_hash, inverse_aug
 
         identifiers = batch["puzzle_identifiers"].cpu().numpy()
         keep = identifiers != self.blank_identifier_id  # padding rows of the last batch
@@ -77,8 +60,8 @@ class ARC:
         for identifier, inp, pred, q_value in zip(identifiers[keep], inputs, predictions, q):
             name = self.identifier_map[identifier]
             orig_name, undo = inverse_aug(name)
-            input_hash = grid_hash(undo(crop_prediction(inp)))
-            grid = undo(crop_prediction(pred))
+            input_hash = grid_hash(undo(crop_arc_grid(inp)))
+            grid = undo(crop_arc_grid(pred))
             pred_hash = grid_hash(grid)
             self._local_hmap[pred_hash] = grid
             self._local_preds.setdefault(orig_name, {}).setdefault(input_hash, []).append((pred_hash, float(q_value)))

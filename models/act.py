@@ -19,6 +19,7 @@ from torch import nn
 from models.common import trunc_normal_init_
 from models.layers import CastedEmbedding, CastedLinear, RotaryEmbedding
 from models.sparse_embedding import CastedSparseEmbedding
+from utils.functions import validation_error_line
 
 
 class ACTModelConfig(pydantic.BaseModel):
@@ -67,12 +68,7 @@ def parse_model_config(config_cls, config_dict: dict, model_name: str):
     try:
         return config_cls(**config_dict)
     except pydantic.ValidationError as e:
-        problems = []
-        for err in e.errors():
-            where = ".".join(str(x) for x in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{where}: {msg}" if where else msg)
-        raise ValueError(f"{model_name} config: " + "; ".join(problems)) from None
+        raise ValueError(f"{model_name} config: {validation_error_line(e)}") from None
 
 
 @dataclass

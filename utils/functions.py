@@ -5,6 +5,7 @@ import importlib
 import inspect
 from typing import Dict, Mapping
 
+import pydantic
 import torch
 from torch import nn
 
@@ -35,6 +36,16 @@ def load_model_class(identifier: str, prefix: str = "models."):
 def get_model_source_path(identifier: str, prefix: str = "models.") -> str:
     """Source file of the module an identifier names (copied next to checkpoints)."""
     return inspect.getsourcefile(_resolve(identifier, prefix)[0])  # type: ignore[return-value]
+
+
+def validation_error_line(e: pydantic.ValidationError) -> str:
+    """A pydantic error as one line: ``field: problem; other.field: problem``."""
+    problems = []
+    for err in e.errors():
+        where = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(problems)
 
 
 def strip_compile_prefix(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
