@@ -22,7 +22,7 @@ import collections
 import json
 import os
 import sys
-from typing import Dict, List, Literal, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Literal, Optional, Sequence, Set
 
 import numpy as np
 import pydantic

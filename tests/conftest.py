@@ -4,7 +4,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 import torch
@@ -66,6 +66,44 @@ def build_sudoku(output_dir: Path, grid: int, n_train: int, n_test: int, num_aug
     build_sudoku_dataset(SudokuBuildConfig(generate=n_train, generate_test=n_test, grid=grid, num_aug=num_aug,
                                            seed=seed, output_dir=str(output_dir)))
     return output_dir
+
+
+# ---- the original builders' outputs (../shared/reference/datasets) ----------------------------
+
+REFERENCE_DATASETS = REFERENCE / "datasets"
+needs_reference_datasets = pytest.mark.skipif(not REFERENCE_DATASETS.is_dir(),
+                                              reason="../shared/reference/datasets not present (fixtures of the original code)")
+
+
+def load_split(path, split) -> Dict[str, Any]:
+    import numpy as np
+    from dataset.common import DATASET_FIELDS
+    return {f: np.load(os.path.join(path, split, f"all__{f}.npy")) for f in DATASET_FIELDS}
+
+
+def reference_csv_source(tmp_path: Path, name: str) -> Path:
+    """A folder holding the reference raw CSVs of ``name`` (sudoku, maze) as train.csv / test.csv."""
+    import shutil
+    src = tmp_path / "src"
+    src.mkdir()
+    for split in ("train", "test"):
+        shutil.copy(REFERENCE_DATASETS / "raw" / f"{name}_{split}.csv", src / f"{split}.csv")
+    return src
+
+
+def assert_same_as_reference(out: Path, name: str) -> None:
+    """``out`` holds the arrays (values) and dataset.json fields the original builder wrote for ``name``."""
+    import json
+
+    import numpy as np
+    for split in ("train", "test"):
+        ours, ref = load_split(out, split), load_split(REFERENCE_DATASETS / name, split)
+        for f, expected in ref.items():
+            np.testing.assert_array_equal(ours[f], expected, err_msg=f"{split} {f}")
+        ours_meta = json.loads((out / split / "dataset.json").read_text())
+        ref_meta = json.loads((REFERENCE_DATASETS / name / split / "dataset.json").read_text())
+        assert {k: ours_meta[k] for k in ref_meta} == ref_meta
+    assert json.loads((out / "identifiers.json").read_text()) == ["<blank>"]
 
 
 @pytest.fixture(scope="session")

@@ -96,7 +96,6 @@ def version_index(names):
 def test_voting_over_augmented_copies(arc_data):
     out, batch, labels = arc_data
     ev = evaluator(out)
-    n = len(labels)
     version = version_index([ev.identifier_map[i] for i in batch["puzzle_identifiers"].tolist()])
     originals, copies = version == 0, version > 0
     assert int(version.max()) == 3  # each test input appears in 4 versions (original + 3 augmentations)

@@ -3,22 +3,20 @@ are unique shortest paths (checked with a separate breadth-first search), clear 
 import collections
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from conftest import REFERENCE_DATASETS, assert_same_as_reference, load_split, needs_reference_datasets, reference_csv_source
 from dataset.build_maze_dataset import CHARSET, generate_mazes
 from dataset.common import dihedral_transform
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILDER = os.path.join(ROOT, "dataset", "build_maze_dataset.py")
-REFERENCE = os.path.join(ROOT, "..", "shared", "reference", "datasets")
-FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
-needs_reference = pytest.mark.skipif(not os.path.isdir(REFERENCE),
-                                     reason="../shared/reference/datasets not present (fixtures of the original code)")
+REFERENCE = str(REFERENCE_DATASETS)
+needs_reference = needs_reference_datasets
 
 
 def run_builder(*args, module=False):
@@ -26,16 +24,8 @@ def run_builder(*args, module=False):
     return subprocess.run(cmd + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def load_split(path, split):
-    return {f: np.load(os.path.join(path, split, f"all__{f}.npy")) for f in FIELDS}
-
-
 def reference_source(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    shutil.copy(os.path.join(REFERENCE, "raw", "maze_train.csv"), src / "train.csv")
-    shutil.copy(os.path.join(REFERENCE, "raw", "maze_test.csv"), src / "test.csv")
-    return src
+    return reference_csv_source(tmp_path, "maze")
 
 
 def shortest_paths(grid):
@@ -66,14 +56,7 @@ def test_reference_csvs_build_the_reference_arrays(tmp_path, module):
     out = tmp_path / "out"
     res = run_builder("--source-repo", reference_source(tmp_path), "--output-dir", out, module=module)
     assert res.returncode == 0, res.stderr
-    for split in ("train", "test"):
-        ours, ref = load_split(out, split), load_split(os.path.join(REFERENCE, "maze"), split)
-        for f in FIELDS:
-            np.testing.assert_array_equal(ours[f], ref[f], err_msg=f"{split} {f}")
-        ours_meta = json.load(open(out / split / "dataset.json"))
-        ref_meta = json.load(open(os.path.join(REFERENCE, "maze", split, "dataset.json")))
-        assert {k: ours_meta[k] for k in ref_meta} == ref_meta
-    assert json.load(open(out / "identifiers.json")) == ["<blank>"]
+    assert_same_as_reference(out, "maze")
 
 
 @needs_reference

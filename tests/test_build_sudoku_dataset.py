@@ -2,7 +2,6 @@
 generated puzzles with exactly one solution (checked by a separate solver), clear errors on bad input."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -11,13 +10,12 @@ import pytest
 
 from dataset.build_sudoku_dataset import (SUDOKU_BOXES, augment_set, box_shape, generate_sudoku, invalid_solutions,
                                           inconsistent_with_clues)
+from conftest import REFERENCE_DATASETS, assert_same_as_reference, load_split, needs_reference_datasets, reference_csv_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILDER = os.path.join(ROOT, "dataset", "build_sudoku_dataset.py")
-REFERENCE = os.path.join(ROOT, "..", "shared", "reference", "datasets")
-FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
-needs_reference = pytest.mark.skipif(not os.path.isdir(REFERENCE),
-                                     reason="../shared/reference/datasets not present (fixtures of the original code)")
+REFERENCE = str(REFERENCE_DATASETS)
+needs_reference = needs_reference_datasets
 
 
 def run_builder(*args, module=False, cwd=ROOT):
@@ -25,16 +23,8 @@ def run_builder(*args, module=False, cwd=ROOT):
     return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def load_split(path, split):
-    return {f: np.load(os.path.join(path, split, f"all__{f}.npy")) for f in FIELDS}
-
-
 def reference_source(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    shutil.copy(os.path.join(REFERENCE, "raw", "sudoku_train.csv"), src / "train.csv")
-    shutil.copy(os.path.join(REFERENCE, "raw", "sudoku_test.csv"), src / "test.csv")
-    return src
+    return reference_csv_source(tmp_path, "sudoku")
 
 
 def count_solutions(grid, n, limit=2):
@@ -87,14 +77,7 @@ def test_reference_csvs_build_the_reference_arrays(tmp_path, module):
     out = tmp_path / "out"
     res = run_builder("--source-repo", reference_source(tmp_path), "--output-dir", out, module=module)
     assert res.returncode == 0, res.stderr
-    for split in ("train", "test"):
-        ours, ref = load_split(out, split), load_split(os.path.join(REFERENCE, "sudoku"), split)
-        for f in FIELDS:
-            np.testing.assert_array_equal(ours[f], ref[f], err_msg=f"{split} {f}")
-        ours_meta = json.load(open(out / split / "dataset.json"))
-        ref_meta = json.load(open(os.path.join(REFERENCE, "sudoku", split, "dataset.json")))
-        assert {k: ours_meta[k] for k in ref_meta} == ref_meta
-    assert json.load(open(out / "identifiers.json")) == ["<blank>"]
+    assert_same_as_reference(out, "sudoku")
 
 
 @needs_reference

@@ -4,7 +4,6 @@ ChromeDriver accepts a folder path for an ``<input webkitdirectory>``, so the pa
 files through its own File API code, exactly as when a person picks the folder.
 Set UPDATE_SCREENSHOT=1 to rewrite docs/visualizer.png from the ARC view.
 """
-import json
 import os
 import shutil
 import tempfile

@@ -4,7 +4,6 @@ generated data in place of the downloads, and 2 processes where the line asks fo
 import glob
 import json
 import os
-import shutil
 import sys
 
 import pytest

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 import torch
-from torch import nn
 
 from models.act import ACTCarry, ACTInner, ACTModel, ACTModelConfig, InnerCarry
 from models.layers import PostNormBlock, ReasoningModule
