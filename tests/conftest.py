@@ -110,3 +110,15 @@ def assert_same_as_reference(out: Path, name: str) -> None:
 def sudoku4(tmp_path_factory) -> Path:
     """48 generated 4x4 puzzles (+16 test), 1 augmentation each: 48 groups, 96 puzzles."""
     return build_sudoku(tmp_path_factory.mktemp("data") / "sudoku-4x4", grid=4, n_train=48, n_test=16, num_aug=1)
+
+
+@pytest.fixture(scope="session")
+def trained_hrm(sudoku4, tmp_path_factory):
+    """A tiny HRM trained for 12 steps on ``sudoku4`` (EMA on, evaluated every 6 steps), shared by the
+    tests that need a real checkpoint: returns (checkpoint folder, {step: logged "all" eval metrics})."""
+    import json
+    ck = tmp_path_factory.mktemp("trained_hrm") / "ck"
+    pretrain(f"data_path={sudoku4}", "epochs=2", "eval_interval=1", "global_batch_size=8", "evaluators=[]", "lr=3e-3",
+             "lr_warmup_steps=1", *TINY_HRM, "arch.halt_max_steps=3", "ema=True", f"checkpoint_path={ck}", "+run_name=e")
+    logged = {line["step"]: line["all"] for line in map(json.loads, (ck / "eval_metrics.jsonl").read_text().splitlines())}
+    return ck, logged

@@ -11,13 +11,9 @@ from conftest import REPO, TINY_HRM, load_weights, pretrain, run, torchrun
 EVAL = [sys.executable, str(REPO / "evaluate.py")]
 
 
-@pytest.fixture(scope="module")
-def trained(sudoku4, tmp_path_factory):
-    ck = tmp_path_factory.mktemp("eval") / "ck"
-    pretrain(f"data_path={sudoku4}", "epochs=2", "eval_interval=1", "global_batch_size=8", "evaluators=[]", "lr=3e-3",
-             "lr_warmup_steps=1", *TINY_HRM, "arch.halt_max_steps=3", "ema=True", f"checkpoint_path={ck}", "+run_name=e")
-    logged = {line["step"]: line["all"] for line in map(json.loads, (ck / "eval_metrics.jsonl").read_text().splitlines())}
-    return ck, logged
+@pytest.fixture
+def trained(trained_hrm):
+    return trained_hrm
 
 
 def printed_metrics(stdout):
