@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from typing import List, Optional
 
@@ -26,9 +25,12 @@ import torch
 import yaml
 
 from dataset.common import DatasetError
-from pretrain import (ConfigError, PretrainConfig, create_dataloader, create_evaluators, evaluate, init_train_state, parse_config,
-                      user_error_message)
+from pretrain import PretrainConfig, init_train_state, parse_config, user_error_message
+from utils.build import create_dataloader, create_evaluators
+from utils.checkpoint import step_of
+from utils.config import ConfigError, check_batch_divisible
 from utils.distributed import cleanup, init_distributed
+from utils.evaluation import evaluate
 from utils.functions import load_state_dict_flexible, validation_error_line
 
 DEFAULT_SAVE_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
@@ -69,8 +71,7 @@ def run(eval_cfg: EvalConfig):
     info = init_distributed()
     try:
         config = load_run_config(eval_cfg)
-        if config.global_batch_size % info.world_size:
-            raise ConfigError(f"global_batch_size ({config.global_batch_size}) is not divisible by the number of processes ({info.world_size})")
+        check_batch_divisible(config.global_batch_size, info.world_size)
         train_loader, train_metadata = create_dataloader(config, "train", test_set_mode=False, epochs_per_iter=1,
                                                          global_batch_size=config.global_batch_size, rank=info.rank, world_size=info.world_size)
         eval_loader, eval_metadata = create_dataloader(config, "test", test_set_mode=True, epochs_per_iter=1,
@@ -84,8 +85,7 @@ def run(eval_cfg: EvalConfig):
             load_state_dict_flexible(train_state.model, state_dict, source=f"checkpoint={eval_cfg.checkpoint}")
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        m = re.match(r"^step_(\d+)$", os.path.basename(eval_cfg.checkpoint))
-        train_state.step = int(m.group(1)) if m else 0
+        train_state.step = step_of(eval_cfg.checkpoint) or 0
 
         if info.rank == 0:
             print(f"Evaluating {eval_cfg.checkpoint} (halt_max_steps={config.arch.__pydantic_extra__['halt_max_steps']}, "

@@ -14,10 +14,9 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pydantic
 import torch
@@ -25,23 +24,21 @@ import torch.distributed as dist
 import tqdm
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader
 
 from dataset.common import DatasetError
 from models.ema import EMAHelper
-from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
-from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, PuzzleDatasetMetadata
+from puzzle_dataset import PuzzleDatasetMetadata
 from utils import checkpoint as ckpt
-from utils.adam_atan2 import AdamATan2
+from utils.build import create_dataloader, create_evaluators, create_model, create_optimizers
+from utils.config import ConfigError, check_batch_divisible, normalize_data_paths
 from utils.distributed import DistInfo, broadcast_object, cleanup, init_distributed
-from utils.functions import (get_model_source_path, load_model_class, load_state_dict_flexible, strip_compile_prefix,
-                             validation_error_line)
+from utils.evaluation import evaluate, reduce_metrics, stack_metrics, to_device
+from utils.functions import strip_compile_prefix, unwrap_compiled, validation_error_line
+
+__all__ = ["ConfigError", "PretrainConfig", "parse_config", "create_dataloader", "create_model", "create_optimizers",
+           "create_evaluators", "init_train_state", "train_batch", "evaluate", "launch", "main"]
 
 DEFAULT_DATA_PATH = "data/arc-aug-1000"
-
-
-class ConfigError(ValueError):
-    """A user mistake in the configuration or command line; printed as one line."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,10 +106,7 @@ class PretrainConfig(pydantic.BaseModel):
 
     @pydantic.model_validator(mode="after")
     def _check(self):
-        if self.data_path is not None and self.data_paths and self.data_paths != [self.data_path]:
-            raise ValueError(f"data_path={self.data_path} and data_paths={self.data_paths} disagree; give one of them")
-        if not self.data_paths:
-            self.data_paths = [self.data_path or DEFAULT_DATA_PATH]
+        self.data_paths = normalize_data_paths(self.data_path, self.data_paths) or [DEFAULT_DATA_PATH]
         if self.data_path is None and len(self.data_paths) == 1:
             self.data_path = self.data_paths[0]
         for name in ("global_batch_size", "epochs", "log_interval"):
@@ -165,10 +159,9 @@ def load_synced_config(raw: Dict[str, Any], info: DistInfo) -> PretrainConfig:
     if info.rank == 0:
         try:
             config = parse_config(raw)
-            if config.global_batch_size % info.world_size:
-                raise ConfigError(f"global_batch_size ({config.global_batch_size}) is not divisible by the number of processes ({info.world_size})")
+            check_batch_divisible(config.global_batch_size, info.world_size)
             if config.resume is not None:
-                folder, step = ckpt.resolve_resume(config.resume)
+                folder, _step = ckpt.resolve_resume(config.resume)
                 with open(os.path.join(folder, "all_config.yaml")) as f:
                     saved = yaml.safe_load(f)
                 # Same names and folder as the run being resumed unless given explicitly.
@@ -176,10 +169,6 @@ def load_synced_config(raw: Dict[str, Any], info: DistInfo) -> PretrainConfig:
                     if getattr(config, key) is None:
                         setattr(config, key, saved.get(key))
                 check_resume_config(config, saved)
-                saved_world = torch.load(ckpt.train_state_paths(folder, step, 0)[0], map_location="cpu", weights_only=False, mmap=True)["world_size"]
-                if saved_world != info.world_size:
-                    raise ConfigError(f"resume: the run used {saved_world} process(es), this one has {info.world_size}; "
-                                      "resume with the same number of processes")
             payload = fill_names(config)
         except (ConfigError, ValueError, OSError) as e:
             payload = ConfigError(str(e))
@@ -191,85 +180,6 @@ def load_synced_config(raw: Dict[str, Any], info: DistInfo) -> PretrainConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Data, model, optimizers
-
-
-def create_dataloader(config: PretrainConfig, split: str, rank: int, world_size: int, **kwargs):
-    """A DataLoader over ``PuzzleDataset`` (one persistent worker) and the split's metadata."""
-    paths = config.data_paths_test if (split == "test" and config.data_paths_test) else config.data_paths
-    dataset = PuzzleDataset(PuzzleDatasetConfig(seed=config.seed, dataset_paths=paths, rank=rank, num_replicas=world_size, **kwargs), split=split)
-    dataloader = DataLoader(dataset, batch_size=None, num_workers=1, prefetch_factor=8, persistent_workers=True,
-                            pin_memory=torch.cuda.is_available(),
-                            generator=torch.Generator())  # keeps the global torch RNG untouched (exact resume)
-    return dataloader, dataset.metadata
-
-
-def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, world_size: int, device=None):
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model_cfg = dict(**config.arch.__pydantic_extra__,  # type: ignore[arg-type]
-                     batch_size=config.global_batch_size // world_size,
-                     vocab_size=train_metadata.vocab_size,
-                     seq_len=train_metadata.seq_len,
-                     num_puzzle_identifiers=train_metadata.num_puzzle_identifiers,
-                     causal=False)
-    try:
-        model_cls = load_model_class(config.arch.name)
-        loss_head_cls = load_model_class(config.arch.loss.name)
-    except ValueError as e:
-        raise ConfigError(f"arch: {e}") from None
-
-    with torch.device(device):
-        try:
-            model: nn.Module = model_cls(model_cfg)
-            model = loss_head_cls(model, **config.arch.loss.__pydantic_extra__)  # type: ignore[arg-type]
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"arch: {e}") from None
-        load_checkpoint(model, config)
-        if config.freeze_weights:
-            model.requires_grad_(False)  # only the puzzle embedding (a buffer with its own grad) trains
-        if world_size > 1:
-            with torch.no_grad():
-                for tensor in list(model.parameters()) + list(model.buffers()):
-                    dist.broadcast(tensor, src=0)
-        if device.type == "cuda" and "DISABLE_COMPILE" not in os.environ:
-            model = torch.compile(model)  # type: ignore[assignment]
-
-    inner = unwrap(model)
-    has_puzzle_emb = getattr(inner.model.config, "puzzle_emb_ndim", 0) > 0
-    adam = lambda: AdamATan2(model.parameters(), lr=0, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2))  # noqa: E731
-    signsgd = lambda: CastedSparseEmbeddingSignSGD_Distributed(inner.model.puzzle_emb.buffers(), lr=0,  # noqa: E731
-                                                               weight_decay=config.puzzle_emb_weight_decay, world_size=world_size)
-    if not has_puzzle_emb:
-        if config.freeze_weights:
-            raise ConfigError("freeze_weights=True trains only the puzzle embedding, but arch.puzzle_emb_ndim is 0")
-        return model, [adam()], [config.lr]
-    if config.freeze_weights:
-        return model, [signsgd()], [config.puzzle_emb_lr]
-    return model, [signsgd(), adam()], [config.puzzle_emb_lr, config.lr]
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The loss head under a ``torch.compile`` wrapper."""
-    return getattr(model, "_orig_mod", model)
-
-
-def load_checkpoint(model: nn.Module, config: PretrainConfig) -> None:
-    """Initial weights from ``config.load_checkpoint``; a puzzle-embedding table of another
-    shape is replaced by the mean of its rows (new puzzles start from the average)."""
-    if config.load_checkpoint is None:
-        return
-    print(f"Loading checkpoint {config.load_checkpoint}")
-    if not os.path.isfile(config.load_checkpoint):
-        raise ConfigError(f"load_checkpoint={config.load_checkpoint}: no such file")
-    state_dict = strip_compile_prefix(torch.load(config.load_checkpoint, map_location="cpu", weights_only=True))
-    name = "model.inner.puzzle_emb.weights"
-    expected = model.state_dict().get(name)
-    if expected is not None and name in state_dict and state_dict[name].shape != expected.shape:
-        print(f"Resetting puzzle embedding as shape is different. Found {tuple(state_dict[name].shape)}, Expected {tuple(expected.shape)}")
-        state_dict[name] = state_dict[name].mean(dim=0, keepdim=True).expand(expected.shape).contiguous()
-    try:
-        load_state_dict_flexible(model, state_dict, source=f"load_checkpoint={config.load_checkpoint}")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 @dataclass
@@ -293,7 +203,8 @@ def init_train_state(config: PretrainConfig, train_metadata: PuzzleDatasetMetada
     if total_steps <= 0:
         raise ConfigError(f"training would run 0 steps: the train split ({train_metadata.total_groups} groups) x epochs ({config.epochs}) "
                           f"holds fewer examples than one global batch ({config.global_batch_size})")
-    model, optimizers, optimizer_lrs = create_model(config, train_metadata, world_size=world_size, device=device)
+    model = create_model(config, train_metadata, world_size=world_size, device=device)
+    optimizers, optimizer_lrs = create_optimizers(config, model, world_size=world_size)
     state = TrainState(step=0, total_steps=total_steps, model=model, optimizers=optimizers, optimizer_lrs=optimizer_lrs, carry=None)
     if config.ema:
         state.ema = EMAHelper(mu=config.ema_rate)
@@ -316,10 +227,6 @@ def compute_lr(base_lr: float, config: PretrainConfig, train_state: TrainState) 
 
 # ---------------------------------------------------------------------------------------------
 # Steps
-
-
-def _to_device(batch: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def _all_reduce_grads(params: List[torch.Tensor]) -> None:
@@ -345,7 +252,7 @@ def train_batch(config: PretrainConfig, train_state: TrainState, batch: Dict[str
     device = next(iter(train_state.model.parameters()), torch.empty(0)).device
     if train_state.first_bad_step is None:
         train_state.first_bad_step = torch.zeros((), dtype=torch.int64, device=device)
-    batch = _to_device(batch, device)
+    batch = to_device(batch, device)
     if train_state.carry is None:
         train_state.carry = train_state.model.initial_carry(batch)  # type: ignore[operator]
 
@@ -372,15 +279,11 @@ def train_batch(config: PretrainConfig, train_state: TrainState, batch: Dict[str
     if not log or not metrics:
         return None
     metric_keys = sorted(metrics.keys())  # same order on every rank
-    metric_values = torch.stack([metrics[k].to(torch.float64) for k in metric_keys])
-    if world_size > 1:
-        dist.reduce(metric_values, dst=0)
-    if rank != 0:
+    reduced = reduce_metrics(metric_keys, stack_metrics(metrics, metric_keys)[None], rank, world_size,
+                             loss_divisor=global_batch_size, keep_count=True)
+    if reduced is None:
         return None
-    values = metric_values.cpu().numpy()
-    reduced = dict(zip(metric_keys, values))
-    count = max(reduced["count"], 1)
-    out = {f"train/{k}": float(v / (global_batch_size if k.endswith("loss") else count)) for k, v in reduced.items()}
+    out = {f"train/{k}": v for k, v in reduced[0].items()}
     out["train/lr"] = lr_this_step
     return out
 
@@ -399,111 +302,13 @@ def check_finite(train_state: TrainState, world_size: int) -> Optional[int]:
     return step or None
 
 
-def create_evaluators(config: PretrainConfig, eval_metadata: PuzzleDatasetMetadata) -> List[Any]:
-    paths = config.data_paths_test if config.data_paths_test else config.data_paths
-    evaluators = []
-    for cfg in config.evaluators:
-        try:
-            cls = load_model_class(cfg.name, "evaluators.")
-        except ValueError as e:
-            raise ConfigError(f"evaluators: {e}") from None
-        for data_path in paths:
-            evaluators.append(cls(data_path=data_path, eval_metadata=eval_metadata, **cfg.__pydantic_extra__))  # type: ignore[arg-type]
-    return evaluators
-
-
-def evaluate(config: PretrainConfig, train_state: TrainState, eval_loader, eval_metadata: PuzzleDatasetMetadata,
-             evaluators: Sequence[Any] = (), rank: int = 0, world_size: int = 1, cpu_group=None) -> Optional[Dict[str, Any]]:
-    """Run the test split; returns ``{set: {metric: mean}}`` plus evaluator results on rank 0.
-
-    Each test batch starts from a fresh carry and runs until every row halted (in eval mode
-    that is exactly ``halt_max_steps`` segments).
-    """
-    if isinstance(evaluators, int):  # HRM-style call evaluate(config, state, loader, metadata, rank, world_size)
-        evaluators, rank, world_size = (), evaluators, rank
-    model = train_state.model
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    halt_max_steps = unwrap(model).model.config.halt_max_steps  # type: ignore[union-attr]
-
-    reduced_metrics: Optional[Dict[str, Any]] = None
-    with torch.inference_mode():
-        return_keys = set(config.eval_save_outputs)
-        for evaluator in evaluators:
-            evaluator.begin_eval()
-            return_keys.update(evaluator.required_outputs)
-
-        set_ids = {k: idx for idx, k in enumerate(eval_metadata.sets)}
-        save_preds: Dict[str, List[torch.Tensor]] = {}
-        metric_keys: List[str] = []
-        metric_values = None
-
-        batches = eval_loader if rank != 0 else tqdm.tqdm(eval_loader, desc="eval", leave=False, dynamic_ncols=True)
-        for set_name, batch, _global_batch_size in batches:
-            batch = _to_device(batch, device)
-            carry = model.initial_carry(batch)  # type: ignore[operator]
-            # Eval rows halt exactly at halt_max_steps: run that many segments, check once.
-            for _ in range(halt_max_steps):
-                carry, _, metrics, preds, all_finish = model(carry=carry, batch=batch, return_keys=return_keys)
-            while not bool(all_finish):
-                carry, _, metrics, preds, all_finish = model(carry=carry, batch=batch, return_keys=return_keys)
-
-            for collection in (batch, preds):
-                for k, v in collection.items():
-                    if k in config.eval_save_outputs:
-                        save_preds.setdefault(k, []).append(v.cpu())
-            for evaluator in evaluators:
-                evaluator.update_batch(batch, preds)
-
-            if metric_values is None:
-                metric_keys = sorted(metrics.keys())
-                metric_values = torch.zeros((len(set_ids), len(metric_keys)), dtype=torch.float64, device=device)
-            metric_values[set_ids[set_name]] += torch.stack([metrics[k].to(torch.float64) for k in metric_keys])
-
-        if config.checkpoint_path is not None and save_preds:
-            path = os.path.join(config.checkpoint_path, f"step_{train_state.step}_all_preds.{rank}")
-            ckpt.atomic_torch_save({k: torch.cat(v, dim=0) for k, v in save_preds.items()}, path)
-        del save_preds
-
-        if metric_values is not None:
-            if world_size > 1:
-                dist.reduce(metric_values, dst=0)
-            if rank == 0:
-                values = metric_values.cpu().numpy()
-                reduced_metrics = {}
-                for set_name, set_id in set_ids.items():
-                    m = dict(zip(metric_keys, values[set_id]))
-                    count = max(m.pop("count"), 1)
-                    reduced_metrics[set_name] = {k: float(v / count) for k, v in m.items()}
-
-        for evaluator in evaluators:
-            save_path = None
-            if config.checkpoint_path is not None:
-                save_path = os.path.join(config.checkpoint_path, f"evaluator_{evaluator.__class__.__name__}_step_{train_state.step}")
-            metrics = evaluator.result(save_path, rank=rank, world_size=world_size, group=cpu_group)
-            if rank == 0 and metrics is not None:
-                reduced_metrics = {**(reduced_metrics or {}), **metrics}
-    return reduced_metrics
-
-
 # ---------------------------------------------------------------------------------------------
 # Saving and resuming
 
 
 def model_state_dict(train_state: TrainState) -> Dict[str, torch.Tensor]:
     """Weights as saved in ``step_N``: original key names, no ``_orig_mod.`` prefix."""
-    return strip_compile_prefix(unwrap(train_state.model).state_dict())
-
-
-def save_code_and_config(config: PretrainConfig) -> None:
-    if config.checkpoint_path is None:
-        return
-    os.makedirs(config.checkpoint_path, exist_ok=True)
-    sources = [get_model_source_path(config.arch.name), get_model_source_path(config.arch.loss.name)]
-    models_dir = os.path.dirname(get_model_source_path(config.arch.loss.name))
-    sources += [os.path.join(models_dir, "act.py"), os.path.join(models_dir, "layers.py")]  # what the model file builds on
-    for path in sources:
-        shutil.copy(path, os.path.join(config.checkpoint_path, os.path.basename(path)))
-    ckpt.atomic_write_text(os.path.join(config.checkpoint_path, "all_config.yaml"), yaml.dump(config.model_dump()))
+    return strip_compile_prefix(unwrap_compiled(train_state.model).state_dict())
 
 
 def save_train_state(config: PretrainConfig, train_state: TrainState) -> None:
@@ -511,75 +316,6 @@ def save_train_state(config: PretrainConfig, train_state: TrainState) -> None:
     if config.checkpoint_path is None:
         return
     ckpt.atomic_torch_save(model_state_dict(train_state), os.path.join(config.checkpoint_path, f"step_{train_state.step}"))
-
-
-def _carry_to_dict(carry) -> Optional[Dict[str, Any]]:
-    if carry is None:
-        return None
-    return {"z_H": carry.inner_carry.z_H, "z_L": carry.inner_carry.z_L, "steps": carry.steps, "halted": carry.halted,
-            "current_data": dict(carry.current_data)}
-
-
-def _carry_from_dict(model: nn.Module, d: Optional[Dict[str, Any]], device):
-    if d is None:
-        return None
-    d = {k: (v.to(device) if torch.is_tensor(v) else {kk: vv.to(device) for kk, vv in v.items()}) for k, v in d.items()}
-    carry = model.initial_carry(d["current_data"])  # type: ignore[operator]
-    carry.inner_carry.z_H, carry.inner_carry.z_L = d["z_H"], d["z_L"]
-    carry.steps, carry.halted, carry.current_data = d["steps"], d["halted"], d["current_data"]
-    return carry
-
-
-def save_resume_state(config: PretrainConfig, train_state: TrainState, info: DistInfo) -> None:
-    """Everything needed to continue exactly: rank 0 writes the shared part, each rank its own."""
-    if config.checkpoint_path is None:
-        return
-    shared_path, rank_path = ckpt.train_state_paths(config.checkpoint_path, train_state.step, info.rank)
-    ckpt.atomic_torch_save({
-        "rng_torch": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state() if info.device.type == "cuda" else None,
-        "carry": _carry_to_dict(train_state.carry),
-    }, rank_path)
-    if info.world_size > 1:
-        dist.barrier(group=info.cpu_group)  # all rank files exist before rank 0 publishes the step
-    if info.rank == 0:
-        ckpt.atomic_torch_save({
-            "format": ckpt.TRAIN_STATE_FORMAT,
-            "config": config.model_dump(),
-            "world_size": info.world_size,
-            "step": train_state.step,
-            "total_steps": train_state.total_steps,
-            "iters_done": train_state.iters_done,
-            "batches_in_iter": train_state.batches_in_iter,
-            "model": strip_compile_prefix(unwrap(train_state.model).state_dict()),
-            "optimizers": [opt.state_dict() for opt in train_state.optimizers],
-            "ema": train_state.ema.state_dict() if train_state.ema is not None else None,
-        }, shared_path)
-
-
-def restore_resume_state(train_state: TrainState, shared: Dict[str, Any], own: Dict[str, Any], info: DistInfo) -> None:
-    load_state_dict_flexible(train_state.model, shared["model"], source="resume state")
-    for opt, sd in zip(train_state.optimizers, shared["optimizers"]):
-        opt.load_state_dict(sd)
-    if train_state.ema is not None and shared["ema"] is not None:
-        train_state.ema.load_state_dict({k: v.to(info.device) for k, v in shared["ema"].items()})
-    train_state.step = shared["step"]
-    train_state.total_steps = shared["total_steps"]
-    train_state.iters_done = shared["iters_done"]
-    train_state.batches_in_iter = shared["batches_in_iter"]
-    train_state.carry = _carry_from_dict(train_state.model, own["carry"], info.device)
-    torch.set_rng_state(own["rng_torch"])
-    if own.get("rng_cuda") is not None and info.device.type == "cuda":
-        torch.cuda.set_rng_state(own["rng_cuda"])
-
-
-def write_metrics_line(config: PretrainConfig, step: int, metrics: Dict[str, Any]) -> None:
-    """Append evaluation metrics to ``<checkpoint_path>/eval_metrics.jsonl`` (readable without W&B)."""
-    if config.checkpoint_path is None:
-        return
-    os.makedirs(config.checkpoint_path, exist_ok=True)
-    with open(os.path.join(config.checkpoint_path, "eval_metrics.jsonl"), "a") as f:
-        f.write(json.dumps({"step": step, **metrics}) + "\n")
 
 
 def _flatten(metrics: Dict[str, Any]) -> Dict[str, Any]:
@@ -593,7 +329,25 @@ def _flatten(metrics: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Main loop
+# Main loop: set-up, resume, train iteration, evaluate, save
+
+
+@dataclass
+class Run:
+    """What the loop's steps share within one process."""
+    config: PretrainConfig
+    info: DistInfo
+    state: TrainState
+    train_loader: Any
+    eval_loader: Any
+    eval_metadata: PuzzleDatasetMetadata
+    evaluators: List[Any]
+    epochs_per_iter: int
+    total_iters: int
+    logger: Any = None  # W&B run (rank 0)
+    progress_bar: Any = None  # rank 0
+    last_saved: Optional[int] = None  # newest step with a resume state on disk
+    interval_state_step: Optional[int] = None  # interval-only resume state to drop when a newer one is written
 
 
 def launch(raw_config: Dict[str, Any]) -> PretrainConfig:
@@ -606,111 +360,150 @@ def launch(raw_config: Dict[str, Any]) -> PretrainConfig:
 
 
 def _run(raw_config: Dict[str, Any], info: DistInfo) -> PretrainConfig:
-    rank, world_size = info.rank, info.world_size
     config = load_synced_config(raw_config, info)
-    torch.random.manual_seed(config.seed + rank)
+    torch.random.manual_seed(config.seed + info.rank)
+    resume = load_resume(config, info)
+    run = set_up(config, info, resume)
+    for iter_id in range(run.state.iters_done, run.total_iters):
+        train_iteration(run, iter_id)
+        evaluate_and_save(run, iter_id)
+    if info.rank == 0:
+        run.progress_bar.close()
+        run.logger.finish()
+    return config
 
-    resume = None
-    if config.resume is not None:
-        folder, step = ckpt.resolve_resume(config.resume)
-        resume = ckpt.load_train_state(folder, step, rank, map_location=info.device)
 
-    train_epochs_per_iter = config.eval_interval if config.eval_interval is not None else config.epochs
-    total_iters = config.epochs // train_epochs_per_iter
+def load_resume(config: PretrainConfig, info: DistInfo) -> Optional[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """``(shared, own)`` resume state of this rank, read once; None for a fresh run.
+
+    Rank 0 checks the number of processes, and every rank stops with rank 0's error (a rank
+    without its own file only means the run had fewer processes, which rank 0 reports)."""
+    if config.resume is None:
+        return None
+    state, own_error, error = None, None, None
+    try:
+        state = ckpt.load_train_state(*ckpt.resolve_resume(config.resume), info.rank, map_location=info.device)
+        if info.rank == 0 and state[0]["world_size"] != info.world_size:
+            error = ConfigError(f"resume: the run used {state[0]['world_size']} process(es), this one has {info.world_size}; "
+                                "resume with the same number of processes")
+    except (ValueError, OSError) as e:
+        own_error = ConfigError(str(e))
+        error = own_error if info.rank == 0 else None
+    error = broadcast_object(error, info)
+    if error is not None or own_error is not None:
+        raise error or own_error  # type: ignore[misc]
+    return state
+
+
+def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
+    """Loaders (at the resumed data position), evaluators, model and optimizers, logging."""
+    epochs_per_iter = config.eval_interval if config.eval_interval is not None else config.epochs
     iters_done = resume[0]["iters_done"] if resume else 0
     batches_done = resume[0]["batches_in_iter"] if resume else 0
-
-    train_loader, train_metadata = create_dataloader(config, "train", test_set_mode=False, epochs_per_iter=train_epochs_per_iter,
-                                                     global_batch_size=config.global_batch_size, rank=rank, world_size=world_size,
-                                                     start_iter=iters_done, skip_batches=batches_done)
-    eval_loader, eval_metadata = create_dataloader(config, "test", test_set_mode=True, epochs_per_iter=1,
-                                                   global_batch_size=config.global_batch_size, rank=rank, world_size=world_size)
+    common = dict(global_batch_size=config.global_batch_size, rank=info.rank, world_size=info.world_size)
+    train_loader, train_metadata = create_dataloader(config, "train", test_set_mode=False, epochs_per_iter=epochs_per_iter,
+                                                     start_iter=iters_done, skip_batches=batches_done, **common)
+    eval_loader, eval_metadata = create_dataloader(config, "test", test_set_mode=True, epochs_per_iter=1, **common)
     evaluators = create_evaluators(config, eval_metadata)
 
-    train_state = init_train_state(config, train_metadata, world_size=world_size, device=info.device)
+    state = init_train_state(config, train_metadata, world_size=info.world_size, device=info.device)
     if resume:
-        restore_resume_state(train_state, resume[0], resume[1], info)
-        if rank == 0:
-            print(f"Resumed from {config.resume} at step {train_state.step} (pass {iters_done + 1}, batch {batches_done})")
+        ckpt.restore_resume_state(state, resume[0], resume[1], info.device)
+        if info.rank == 0:
+            print(f"Resumed from {config.resume} at step {state.step} (pass {iters_done + 1}, batch {batches_done})")
+    run = Run(config=config, info=info, state=state, train_loader=train_loader, eval_loader=eval_loader, eval_metadata=eval_metadata,
+              evaluators=evaluators, epochs_per_iter=epochs_per_iter, total_iters=config.epochs // epochs_per_iter,
+              last_saved=resume[0]["step"] if resume else None)
+    if info.rank == 0:
+        start_logging(run, resumed=resume is not None)
+    return run
 
-    progress_bar = None
+
+def start_logging(run: Run, resumed: bool) -> None:
+    """Rank 0: summary line, W&B run, code and config next to the checkpoints, progress bar."""
+    from utils.wandb_logging import init_wandb
+
+    config, state, info = run.config, run.state, run.info
+    n_params = sum(x.numel() for x in state.model.parameters())
+    print(f"{config.arch.name.split('@')[-1]}: {n_params / 1e6:.2f}M parameters, {state.total_steps} steps, "
+          f"device {info.device}, {info.world_size} process(es); checkpoints in {config.checkpoint_path}")
+    if info.device.type == "cpu" and config.arch.__pydantic_extra__.get("forward_dtype", "bfloat16") == "bfloat16":
+        print("note: bfloat16 matmuls are slow on most CPUs (7x slower than float32 on this project's test machine); "
+              "for speed add +arch.forward_dtype=float32 (HRM) or arch.forward_dtype=float32 (TRM)")
+    run.logger = init_wandb(config.project_name, config.run_name, config.model_dump())  # type: ignore[arg-type]
+    if not resumed:
+        run.logger.log({"num_params": n_params}, step=0)
+    ckpt.save_code_and_config(config)
+    run.progress_bar = tqdm.tqdm(total=state.total_steps, initial=state.step, desc="train", dynamic_ncols=True)
+
+
+def stop_if_nonfinite(run: Run) -> None:
+    bad = check_finite(run.state, run.info.world_size)
+    if bad is not None:
+        kept = f"the last checkpoint (step {run.last_saved}) is intact" if run.last_saved is not None else "no checkpoint had been written"
+        raise FloatingPointError(f"training loss became non-finite at step {bad}; stopping without saving ({kept})")
+
+
+def train_iteration(run: Run, iter_id: int) -> None:
+    """One pass of ``epochs_per_iter`` epochs, with interval resume states on the way."""
+    config, state, rank = run.config, run.state, run.info.rank
     if rank == 0:
-        from utils.wandb_logging import init_wandb
-        n_params = sum(x.numel() for x in train_state.model.parameters())
-        print(f"{config.arch.name.split('@')[-1]}: {n_params / 1e6:.2f}M parameters, {train_state.total_steps} steps, "
-              f"device {info.device}, {world_size} process(es); checkpoints in {config.checkpoint_path}")
-        if info.device.type == "cpu" and config.arch.__pydantic_extra__.get("forward_dtype", "bfloat16") == "bfloat16":
-            print("note: bfloat16 matmuls are slow on most CPUs (7x slower than float32 on this project's test machine); "
-                  "for speed add +arch.forward_dtype=float32 (HRM) or arch.forward_dtype=float32 (TRM)")
-        run = init_wandb(config.project_name, config.run_name, config.model_dump())  # type: ignore[arg-type]
-        if not resume:
-            run.log({"num_params": n_params}, step=0)
-        save_code_and_config(config)
-        progress_bar = tqdm.tqdm(total=train_state.total_steps, initial=train_state.step, desc="train", dynamic_ncols=True)
+        print(f"[Rank {rank}, World Size {run.info.world_size}]: Epoch {iter_id * run.epochs_per_iter}")
+    state.model.train()
+    for _set_name, batch, global_batch_size in run.train_loader:
+        log = (state.step + 1) % config.log_interval == 0
+        metrics = train_batch(config, state, batch, global_batch_size, rank=rank, world_size=run.info.world_size, log=log)
+        state.batches_in_iter += 1
+        if log:
+            stop_if_nonfinite(run)
+        if rank == 0 and metrics is not None:
+            run.logger.log(metrics, step=state.step)
+            run.progress_bar.set_postfix(loss=f"{metrics.get('train/lm_loss', float('nan')):.4f}", refresh=False)
+        if run.progress_bar is not None:
+            run.progress_bar.update(min(state.step, state.total_steps) - run.progress_bar.n)
+        if config.checkpoint_interval_steps and state.step % config.checkpoint_interval_steps == 0:
+            stop_if_nonfinite(run)
+            save_resume(run, interval=True)
+    state.iters_done, state.batches_in_iter = iter_id + 1, 0
+    stop_if_nonfinite(run)
 
-    last_saved = resume[0]["step"] if resume else None
-    interval_state_step: Optional[int] = None  # interval-only train state to drop when a newer one is written
 
-    def stop_if_nonfinite():
-        bad = check_finite(train_state, world_size)
-        if bad is not None:
-            kept = f"the last checkpoint (step {last_saved}) is intact" if last_saved is not None else "no checkpoint had been written"
-            raise FloatingPointError(f"training loss became non-finite at step {bad}; stopping without saving ({kept})")
-
-    for iter_id in range(train_state.iters_done, total_iters):
-        if rank == 0:
-            print(f"[Rank {rank}, World Size {world_size}]: Epoch {iter_id * train_epochs_per_iter}")
-
-        train_state.model.train()
-        for set_name, batch, global_batch_size in train_loader:
-            log = (train_state.step + 1) % config.log_interval == 0
-            metrics = train_batch(config, train_state, batch, global_batch_size, rank=rank, world_size=world_size, log=log)
-            train_state.batches_in_iter += 1
-            if log:
-                stop_if_nonfinite()
-            if rank == 0 and metrics is not None:
-                run.log(metrics, step=train_state.step)
-                progress_bar.set_postfix(loss=f"{metrics.get('train/lm_loss', float('nan')):.4f}", refresh=False)  # type: ignore[union-attr]
-            if progress_bar is not None:
-                progress_bar.update(min(train_state.step, train_state.total_steps) - progress_bar.n)
-
-            if config.checkpoint_interval_steps and train_state.step % config.checkpoint_interval_steps == 0:
-                stop_if_nonfinite()
-                save_resume_state(config, train_state, info)
-                if rank == 0 and interval_state_step is not None:
-                    ckpt.remove_train_state(config.checkpoint_path, interval_state_step, world_size)  # type: ignore[arg-type]
-                interval_state_step, last_saved = train_state.step, train_state.step
-
-        train_state.iters_done, train_state.batches_in_iter = iter_id + 1, 0
-        stop_if_nonfinite()
-
-        is_last = iter_id == total_iters - 1
-        if iter_id >= (config.min_eval_interval or 0):
-            train_state.model.eval()
-            ema_ctx = train_state.ema.applied(train_state.model) if train_state.ema is not None else contextlib.nullcontext()
-            with ema_ctx:  # evaluate (and save) the averaged weights
-                metrics = evaluate(config, train_state, eval_loader, eval_metadata, evaluators, rank=rank, world_size=world_size,
-                                   cpu_group=info.cpu_group)
+def evaluate_and_save(run: Run, iter_id: int) -> None:
+    """After a pass: evaluate (EMA weights when ``ema``), write ``step_N`` and the resume state."""
+    config, state, rank = run.config, run.state, run.info.rank
+    is_last = iter_id == run.total_iters - 1
+    evaluating = iter_id >= (config.min_eval_interval or 0)
+    if evaluating or (is_last and rank == 0):
+        if evaluating:
+            state.model.eval()
+        with ema_applied(state):
+            if evaluating:
+                metrics = evaluate(config, state, run.eval_loader, run.eval_metadata, run.evaluators, rank=rank,
+                                   world_size=run.info.world_size, cpu_group=run.info.cpu_group)
                 if rank == 0 and metrics is not None:
-                    run.log(_flatten(metrics), step=train_state.step)
-                    write_metrics_line(config, train_state.step, metrics)
-                    tqdm.tqdm.write(f"step {train_state.step}: " + json.dumps(metrics))
-                if rank == 0 and (config.checkpoint_every_eval or is_last):
-                    save_train_state(config, train_state)
-        elif is_last and rank == 0:
-            with (train_state.ema.applied(train_state.model) if train_state.ema is not None else contextlib.nullcontext()):
-                save_train_state(config, train_state)
+                    run.logger.log(_flatten(metrics), step=state.step)
+                    ckpt.write_metrics_line(config.checkpoint_path, state.step, metrics)
+                    tqdm.tqdm.write(f"step {state.step}: " + json.dumps(metrics))
+            if rank == 0 and (config.checkpoint_every_eval or is_last):
+                save_train_state(config, state)
+    if config.checkpoint_every_eval or is_last or config.checkpoint_interval_steps:
+        save_resume(run, interval=False)
 
-        if config.checkpoint_every_eval or is_last or config.checkpoint_interval_steps:
-            save_resume_state(config, train_state, info)
-            if rank == 0 and interval_state_step is not None and interval_state_step != train_state.step:
-                ckpt.remove_train_state(config.checkpoint_path, interval_state_step, world_size)  # type: ignore[arg-type]
-            interval_state_step, last_saved = None, train_state.step
 
-    if rank == 0:
-        progress_bar.close()  # type: ignore[union-attr]
-        run.finish()
-    return config
+def ema_applied(state: TrainState):
+    """Context in which the model holds its EMA weights (when ``ema``), to evaluate and save them."""
+    return state.ema.applied(state.model) if state.ema is not None else contextlib.nullcontext()
+
+
+def save_resume(run: Run, interval: bool) -> None:
+    """Write the resume state of this step and drop the previous interval-only one."""
+    config, step = run.config, run.state.step
+    if config.checkpoint_path is not None:
+        ckpt.save_resume_state(config.checkpoint_path, run.state, config.model_dump(), run.info)
+        if run.info.rank == 0 and run.interval_state_step is not None and run.interval_state_step != step:
+            ckpt.remove_train_state(config.checkpoint_path, run.interval_state_step, run.info.world_size)
+    run.interval_state_step = step if interval else None
+    run.last_saved = step
 
 
 def user_error_message(e: BaseException) -> str:

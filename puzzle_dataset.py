@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from dataset.common import DATASET_FIELDS, DatasetError, PuzzleDatasetMetadata, load_metadata
+from utils.config import check_batch_divisible, normalize_data_paths
 
 IGNORE_LABEL_ID = -100
 
@@ -60,14 +61,10 @@ class PuzzleDatasetConfig(pydantic.BaseModel):
     @pydantic.model_validator(mode="before")
     @classmethod
     def _accept_hrm_spelling(cls, values: Any) -> Any:
-        if isinstance(values, dict) and "dataset_path" in values:
+        if isinstance(values, dict) and ("dataset_path" in values or isinstance(values.get("dataset_paths"), str)):
             values = dict(values)
-            single = values.pop("dataset_path")
-            if "dataset_paths" in values and list(values["dataset_paths"]) != [single]:
-                raise ValueError("give either dataset_path or dataset_paths, not both")
-            values["dataset_paths"] = [single]
-        if isinstance(values, dict) and isinstance(values.get("dataset_paths"), str):
-            values = dict(values, dataset_paths=[values["dataset_paths"]])
+            values["dataset_paths"] = normalize_data_paths(values.pop("dataset_path", None), values.get("dataset_paths"),
+                                                           names=("dataset_path", "dataset_paths"))
         return values
 
     @pydantic.model_validator(mode="after")
@@ -78,9 +75,7 @@ class PuzzleDatasetConfig(pydantic.BaseModel):
             raise ValueError(f"rank {self.rank} is not in [0, num_replicas={self.num_replicas})")
         if self.global_batch_size < 1:
             raise ValueError(f"global_batch_size must be positive, got {self.global_batch_size}")
-        if self.global_batch_size % self.num_replicas != 0:
-            raise ValueError(f"global_batch_size {self.global_batch_size} must be divisible by the number of "
-                             f"ranks ({self.num_replicas}); every rank takes an equal slice of each batch")
+        check_batch_divisible(self.global_batch_size, self.num_replicas)
         if self.epochs_per_iter < 1:
             raise ValueError(f"epochs_per_iter must be at least 1, got {self.epochs_per_iter}")
         if self.start_iter < 0 or self.skip_batches < 0:

@@ -9,16 +9,30 @@ position, config) and ``step_N.train_state.rank<R>.pt`` (each rank: its ACT carr
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
+import json
 import os
 import re
+import shutil
 import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+import torch.distributed as dist
+import yaml
+
+from utils.functions import get_model_source_path, load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
 
 TRAIN_STATE_FORMAT = "hrm-train-state-v1"
+STEP_RE = re.compile(r"^step_(\d+)$")  # the original's weights file name
 _STATE_RE = re.compile(r"^step_(\d+)\.train_state\.pt$")
+
+
+def step_of(path: str) -> Optional[int]:
+    """N for a ``.../step_N`` weights file, else None."""
+    m = STEP_RE.match(os.path.basename(path))
+    return int(m.group(1)) if m else None
 
 
 def atomic_write(path: str, write_fn) -> None:
@@ -72,10 +86,10 @@ def resolve_resume(resume: str) -> Tuple[str, int]:
         if not steps:
             raise ValueError(f"resume={resume}: no step_N.train_state.pt in this folder (was it written by a run with this version?)")
         return resume, steps[-1]
-    m = re.match(r"^step_(\d+)$", os.path.basename(resume))
+    step = step_of(resume)
     folder = os.path.dirname(resume)
-    if m and os.path.isfile(train_state_paths(folder, int(m.group(1)), 0)[0]):
-        return folder, int(m.group(1))
+    if step is not None and os.path.isfile(train_state_paths(folder, step, 0)[0]):
+        return folder, step
     raise ValueError(f"resume={resume}: expected a checkpoint folder or <folder>/step_N with a matching step_N.train_state.pt")
 
 
@@ -96,11 +110,103 @@ def remove_train_state(checkpoint_path: str, step: int, world_size: int) -> None
             os.remove(path)
 
 
-def latest_weights(folder: str) -> Optional[str]:
-    """The ``step_N`` weights file with the largest N in ``folder``, if any."""
-    best = None
-    for path in glob.glob(os.path.join(folder, "step_*")):
-        m = re.match(r"^step_(\d+)$", os.path.basename(path))
-        if m and (best is None or int(m.group(1)) > best[0]):
-            best = (int(m.group(1)), path)
-    return best[1] if best else None
+# ---------------------------------------------------------------------------------------------
+# What goes into a resume state
+
+
+def carry_to_dict(carry) -> Optional[Dict[str, Any]]:
+    """The ACT carry as a flat dict: the inner carry's latents (``z_H``, ``z_L``, ...) at the top
+    level next to the outer fields, as format v1 stores them. Any number of latents."""
+    if carry is None:
+        return None
+    out: Dict[str, Any] = {}
+    for f in dataclasses.fields(carry):
+        value = getattr(carry, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update({g.name: getattr(value, g.name) for g in dataclasses.fields(value)})
+        else:
+            out[f.name] = dict(value) if isinstance(value, dict) else value
+    return out
+
+
+def carry_from_dict(model: torch.nn.Module, d: Optional[Dict[str, Any]], device):
+    """Rebuild a carry saved by :func:`carry_to_dict` (on ``device``)."""
+    if d is None:
+        return None
+    d = {k: (v.to(device) if torch.is_tensor(v) else {kk: vv.to(device) for kk, vv in v.items()}) for k, v in d.items()}
+    carry = model.initial_carry(d["current_data"])  # type: ignore[operator]
+    for f in dataclasses.fields(carry):
+        value = getattr(carry, f.name)
+        if dataclasses.is_dataclass(value):
+            for g in dataclasses.fields(value):
+                setattr(value, g.name, d[g.name])
+        else:
+            setattr(carry, f.name, d[f.name])
+    return carry
+
+
+def save_resume_state(checkpoint_path: str, train_state, config: Dict[str, Any], info) -> None:
+    """Everything needed to continue exactly: rank 0 writes the shared part, each rank its own.
+
+    ``train_state`` is pretrain's ``TrainState``; ``config`` the run's config as a dict;
+    ``info`` the :class:`utils.distributed.DistInfo` of this process.
+    """
+    shared_path, rank_path = train_state_paths(checkpoint_path, train_state.step, info.rank)
+    atomic_torch_save({
+        "rng_torch": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state() if info.device.type == "cuda" else None,
+        "carry": carry_to_dict(train_state.carry),
+    }, rank_path)
+    if info.world_size > 1:
+        dist.barrier(group=info.cpu_group)  # all rank files exist before rank 0 publishes the step
+    if info.rank == 0:
+        atomic_torch_save({
+            "format": TRAIN_STATE_FORMAT,
+            "config": config,
+            "world_size": info.world_size,
+            "step": train_state.step,
+            "total_steps": train_state.total_steps,
+            "iters_done": train_state.iters_done,
+            "batches_in_iter": train_state.batches_in_iter,
+            "model": strip_compile_prefix(unwrap_compiled(train_state.model).state_dict()),
+            "optimizers": [opt.state_dict() for opt in train_state.optimizers],
+            "ema": train_state.ema.state_dict() if train_state.ema is not None else None,
+        }, shared_path)
+
+
+def restore_resume_state(train_state, shared: Dict[str, Any], own: Dict[str, Any], device) -> None:
+    """Put a state read by :func:`load_train_state` back into ``train_state`` and the RNGs."""
+    load_state_dict_flexible(train_state.model, shared["model"], source="resume state")
+    for opt, sd in zip(train_state.optimizers, shared["optimizers"]):
+        opt.load_state_dict(sd)
+    if train_state.ema is not None and shared["ema"] is not None:
+        train_state.ema.load_state_dict({k: v.to(device) for k, v in shared["ema"].items()})
+    for key in ("step", "total_steps", "iters_done", "batches_in_iter"):
+        setattr(train_state, key, shared[key])
+    train_state.carry = carry_from_dict(train_state.model, own["carry"], device)
+    torch.set_rng_state(own["rng_torch"])
+    if own.get("rng_cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(own["rng_cuda"])
+
+
+def save_code_and_config(config) -> None:
+    """The model's source files and ``all_config.yaml`` (``config`` is pretrain's ``PretrainConfig``)
+    next to the checkpoints, as the original does."""
+    if config.checkpoint_path is None:
+        return
+    os.makedirs(config.checkpoint_path, exist_ok=True)
+    sources = [get_model_source_path(config.arch.name), get_model_source_path(config.arch.loss.name)]
+    models_dir = os.path.dirname(get_model_source_path(config.arch.loss.name))
+    sources += [os.path.join(models_dir, "act.py"), os.path.join(models_dir, "layers.py")]  # what the model file builds on
+    for path in sources:
+        shutil.copy(path, os.path.join(config.checkpoint_path, os.path.basename(path)))
+    atomic_write_text(os.path.join(config.checkpoint_path, "all_config.yaml"), yaml.dump(config.model_dump()))
+
+
+def write_metrics_line(checkpoint_path: Optional[str], step: int, metrics: Dict[str, Any]) -> None:
+    """Append evaluation metrics to ``<checkpoint_path>/eval_metrics.jsonl`` (readable without W&B)."""
+    if checkpoint_path is None:
+        return
+    os.makedirs(checkpoint_path, exist_ok=True)
+    with open(os.path.join(checkpoint_path, "eval_metrics.jsonl"), "a") as f:
+        f.write(json.dumps({"step": step, **metrics}) + "\n")

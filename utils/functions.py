@@ -53,6 +53,11 @@ def strip_compile_prefix(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, to
     return {(k[len(COMPILE_PREFIX):] if k.startswith(COMPILE_PREFIX) else k): v for k, v in state_dict.items()}
 
 
+def unwrap_compiled(module: nn.Module) -> nn.Module:
+    """The module under a ``torch.compile`` wrapper (itself when not compiled)."""
+    return getattr(module, "_orig_mod", module)
+
+
 def _key_list(keys, limit: int = 8) -> str:
     keys = sorted(keys)
     more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
@@ -64,7 +69,7 @@ def load_state_dict_flexible(module: nn.Module, state_dict: Mapping[str, torch.T
 
     Missing or unexpected keys and shape mismatches raise one ``ValueError`` naming the keys.
     """
-    target = getattr(module, "_orig_mod", module)
+    target = unwrap_compiled(module)
     state_dict = strip_compile_prefix(state_dict)
     expected = target.state_dict()
     missing = set(expected) - set(state_dict)

@@ -1,0 +1,116 @@
+"""What a training or evaluation run builds from its config: data loaders, the model in its loss
+head (initial weights, equal on every rank), the optimizers and the evaluators."""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, List, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
+from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, PuzzleDatasetMetadata
+from utils.adam_atan2 import AdamATan2
+from utils.config import ConfigError
+from utils.functions import load_model_class, load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
+
+if TYPE_CHECKING:
+    from pretrain import PretrainConfig
+
+# Batches the loader worker prepares ahead of the training step.
+PREFETCH_BATCHES = 8
+
+
+def create_dataloader(config: PretrainConfig, split: str, rank: int, world_size: int, **kwargs):
+    """A DataLoader over ``PuzzleDataset`` (one persistent worker) and the split's metadata."""
+    paths = config.data_paths_test if (split == "test" and config.data_paths_test) else config.data_paths
+    dataset = PuzzleDataset(PuzzleDatasetConfig(seed=config.seed, dataset_paths=paths, rank=rank, num_replicas=world_size, **kwargs), split=split)
+    dataloader = DataLoader(dataset, batch_size=None, num_workers=1, prefetch_factor=PREFETCH_BATCHES, persistent_workers=True,
+                            pin_memory=torch.cuda.is_available(),
+                            generator=torch.Generator())  # keeps the global torch RNG untouched (exact resume)
+    return dataloader, dataset.metadata
+
+
+def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, world_size: int, device=None) -> nn.Module:
+    """The model in its loss head, with initial weights (``load_checkpoint``), equal on every rank;
+    compiled on CUDA unless ``DISABLE_COMPILE`` is set."""
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model_cfg = dict(**config.arch.__pydantic_extra__,  # type: ignore[arg-type]
+                     batch_size=config.global_batch_size // world_size,
+                     vocab_size=train_metadata.vocab_size,
+                     seq_len=train_metadata.seq_len,
+                     num_puzzle_identifiers=train_metadata.num_puzzle_identifiers)
+    try:
+        model_cls = load_model_class(config.arch.name)
+        loss_head_cls = load_model_class(config.arch.loss.name)
+    except ValueError as e:
+        raise ConfigError(f"arch: {e}") from None
+
+    with torch.device(device):
+        try:
+            model: nn.Module = model_cls(model_cfg)
+            model = loss_head_cls(model, **config.arch.loss.__pydantic_extra__)  # type: ignore[arg-type]
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"arch: {e}") from None
+        load_checkpoint(model, config)
+        if config.freeze_weights:
+            model.requires_grad_(False)  # only the puzzle embedding (a buffer with its own grad) trains
+        if world_size > 1:
+            with torch.no_grad():
+                for tensor in list(model.parameters()) + list(model.buffers()):
+                    dist.broadcast(tensor, src=0)
+        if device.type == "cuda" and "DISABLE_COMPILE" not in os.environ:
+            model = torch.compile(model)  # type: ignore[assignment]
+    return model
+
+
+def create_optimizers(config: PretrainConfig, model: nn.Module, world_size: int = 1) -> Tuple[List[torch.optim.Optimizer], List[float]]:
+    """The optimizers and their base learning rates, in the original's order: sign-SGD for the
+    puzzle embedding (when the model has one), AdamATan2 for the weights (unless frozen)."""
+    inner = unwrap_compiled(model)
+    has_puzzle_emb = getattr(inner.model.config, "puzzle_emb_ndim", 0) > 0
+    adam = lambda: AdamATan2(model.parameters(), lr=0, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2))  # noqa: E731
+    signsgd = lambda: CastedSparseEmbeddingSignSGD_Distributed(inner.model.puzzle_emb.buffers(), lr=0,  # noqa: E731
+                                                               weight_decay=config.puzzle_emb_weight_decay, world_size=world_size)
+    if not has_puzzle_emb:
+        if config.freeze_weights:
+            raise ConfigError("freeze_weights=True trains only the puzzle embedding, but arch.puzzle_emb_ndim is 0")
+        return [adam()], [config.lr]
+    if config.freeze_weights:
+        return [signsgd()], [config.puzzle_emb_lr]
+    return [signsgd(), adam()], [config.puzzle_emb_lr, config.lr]
+
+
+def load_checkpoint(model: nn.Module, config: PretrainConfig) -> None:
+    """Initial weights from ``config.load_checkpoint``; a puzzle-embedding table of another
+    shape is replaced by the mean of its rows (new puzzles start from the average)."""
+    if config.load_checkpoint is None:
+        return
+    print(f"Loading checkpoint {config.load_checkpoint}")
+    if not os.path.isfile(config.load_checkpoint):
+        raise ConfigError(f"load_checkpoint={config.load_checkpoint}: no such file")
+    state_dict = strip_compile_prefix(torch.load(config.load_checkpoint, map_location="cpu", weights_only=True))
+    name = "model.inner.puzzle_emb.weights"
+    expected = model.state_dict().get(name)
+    if expected is not None and name in state_dict and state_dict[name].shape != expected.shape:
+        print(f"Resetting puzzle embedding as shape is different. Found {tuple(state_dict[name].shape)}, Expected {tuple(expected.shape)}")
+        state_dict[name] = state_dict[name].mean(dim=0, keepdim=True).expand(expected.shape).contiguous()
+    try:
+        load_state_dict_flexible(model, state_dict, source=f"load_checkpoint={config.load_checkpoint}")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def create_evaluators(config: PretrainConfig, eval_metadata: PuzzleDatasetMetadata) -> List[Any]:
+    paths = config.data_paths_test if config.data_paths_test else config.data_paths
+    evaluators = []
+    for cfg in config.evaluators:
+        try:
+            cls = load_model_class(cfg.name, "evaluators.")
+        except ValueError as e:
+            raise ConfigError(f"evaluators: {e}") from None
+        for data_path in paths:
+            evaluators.append(cls(data_path=data_path, eval_metadata=eval_metadata, **cfg.__pydantic_extra__))  # type: ignore[arg-type]
+    return evaluators

@@ -1,0 +1,27 @@
+"""Configuration rules shared by training, evaluation and the loader: one place each."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Union
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration or command line; printed as one line."""
+
+
+def normalize_data_paths(single: Optional[str], many: Union[None, str, Sequence[str]],
+                         names: Sequence[str] = ("data_path", "data_paths")) -> List[str]:
+    """One list of dataset folders from the HRM spelling (one folder) and the TRM spelling (a list).
+
+    Either may be missing; given together they must agree. ``names`` name the two options in the error.
+    """
+    paths = [] if many is None else ([many] if isinstance(many, str) else list(many))
+    if single is not None and paths and paths != [single]:
+        raise ConfigError(f"{names[0]}={single} and {names[1]}={paths} disagree; give one of them")
+    return paths or ([single] if single is not None else [])
+
+
+def check_batch_divisible(global_batch_size: int, world_size: int) -> None:
+    """Every process takes an equal slice of each global batch."""
+    if global_batch_size % world_size:
+        raise ConfigError(f"global_batch_size ({global_batch_size}) is not divisible by the number of processes ({world_size}): "
+                         "it must be divisible by the number of ranks, each of which takes an equal slice of every batch")
