@@ -1,5 +1,6 @@
 # One-command set-up and entry points. Everything lives in a virtual environment ($(VENV)).
 #   make test   - set up, then run the test suite
+#   make test-fast - set up, then run the tests that start no processes, torchrun or browser (~1 min)
 #   make demo   - set up, then generate a small Sudoku set, train HRM on it, evaluate, show answers
 # On machines without an NVIDIA GPU the pinned CPU build of torch is installed first, so pip
 # never pulls the multi-GB CUDA build. With a GPU, an already-installed torch is kept
@@ -13,11 +14,11 @@ PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 STAMP       := $(VENV)/.installed
 
-.PHONY: setup test demo browser benchmark clean
+.PHONY: setup test test-fast demo browser benchmark clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "[setup] NVIDIA GPU found: keeping/installing a CUDA build of torch"; \
@@ -28,6 +29,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 		$(PIP) install -q $(CPU_TORCH); \
 	fi
 	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
+	$(PIP) install -q -e .  # the repository's modules importable from anywhere (scripts/, dataset/)
 	@touch $@
 
 # Headless Chromium for the visualizer test. Best effort: installs Debian's packages when we
@@ -43,6 +45,9 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

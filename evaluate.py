@@ -25,10 +25,10 @@ import torch
 import yaml
 
 from dataset.common import DatasetError
-from pretrain import PretrainConfig, init_train_state, parse_config, user_error_message
+from pretrain import PretrainConfig, init_train_state, parse_config
 from utils.build import create_dataloader, create_evaluators
 from utils.checkpoint import step_of
-from utils.config import ConfigError, check_batch_divisible
+from utils.config import ConfigError, check_batch_divisible, user_error_message
 from utils.distributed import cleanup, init_distributed
 from utils.evaluation import evaluate
 from utils.functions import load_state_dict_flexible, validation_error_line

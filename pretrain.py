@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pydantic
 import torch
-import torch.distributed as dist
 import tqdm
 import yaml
 from torch import nn
@@ -30,13 +27,11 @@ from models.ema import EMAHelper
 from puzzle_dataset import PuzzleDatasetMetadata
 from utils import checkpoint as ckpt
 from utils.build import create_dataloader, create_evaluators, create_model, create_optimizers
-from utils.config import ConfigError, check_batch_divisible, normalize_data_paths
-from utils.distributed import DistInfo, broadcast_object, cleanup, init_distributed
-from utils.evaluation import evaluate, reduce_metrics, stack_metrics, to_device
-from utils.functions import strip_compile_prefix, unwrap_compiled, validation_error_line
-
-__all__ = ["ConfigError", "PretrainConfig", "parse_config", "create_dataloader", "create_model", "create_optimizers",
-           "create_evaluators", "init_train_state", "train_batch", "evaluate", "launch", "main"]
+from utils.config import ConfigError, check_batch_divisible, normalize_data_paths, user_error_message
+from utils.distributed import DistInfo, all_reduce_grads, broadcast_object, cleanup, init_distributed, min_nonzero_over_ranks
+from utils.evaluation import evaluate, flatten_metrics, reduce_metrics, stack_metrics, to_device
+from utils.functions import validation_error_line
+from utils.schedule import cosine_schedule_with_warmup_lr_lambda
 
 DEFAULT_DATA_PATH = "data/arc-aug-1000"
 
@@ -140,19 +135,6 @@ def fill_names(config: PretrainConfig) -> PretrainConfig:
     return config
 
 
-# Keys that may differ between a run and its resumption.
-RESUME_MAY_CHANGE = {"resume", "checkpoint_interval_steps", "log_interval", "eval_save_outputs", "load_checkpoint",
-                     "checkpoint_path", "project_name", "run_name"}
-
-
-def check_resume_config(config: PretrainConfig, saved: Dict[str, Any]) -> None:
-    now = config.model_dump()
-    changed = sorted(k for k in set(now) | set(saved) if k not in RESUME_MAY_CHANGE and now.get(k) != saved.get(k))
-    if changed:
-        details = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
-        raise ConfigError(f"resume: config differs from the run being resumed ({details}); resume with the original settings")
-
-
 def load_synced_config(raw: Dict[str, Any], info: DistInfo) -> PretrainConfig:
     """Build the config on rank 0 (names are random) and give every rank the same one."""
     payload: Any = None
@@ -168,7 +150,7 @@ def load_synced_config(raw: Dict[str, Any], info: DistInfo) -> PretrainConfig:
                 for key in ("project_name", "run_name", "checkpoint_path"):
                     if getattr(config, key) is None:
                         setattr(config, key, saved.get(key))
-                check_resume_config(config, saved)
+                ckpt.check_resume_config(config.model_dump(), saved)
             payload = fill_names(config)
         except (ConfigError, ValueError, OSError) as e:
             payload = ConfigError(str(e))
@@ -212,14 +194,6 @@ def init_train_state(config: PretrainConfig, train_metadata: PuzzleDatasetMetada
     return state
 
 
-def cosine_schedule_with_warmup_lr_lambda(current_step: int, *, base_lr: float, num_warmup_steps: int, num_training_steps: int,
-                                          min_ratio: float = 0.0, num_cycles: float = 0.5) -> float:
-    if current_step < num_warmup_steps:
-        return base_lr * float(current_step) / float(max(1, num_warmup_steps))
-    progress = float(current_step - num_warmup_steps) / float(max(1, num_training_steps - num_warmup_steps))
-    return base_lr * (min_ratio + max(0.0, (1 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))))
-
-
 def compute_lr(base_lr: float, config: PretrainConfig, train_state: TrainState) -> float:
     return cosine_schedule_with_warmup_lr_lambda(train_state.step, base_lr=base_lr, num_warmup_steps=round(config.lr_warmup_steps),
                                                  num_training_steps=train_state.total_steps, min_ratio=config.lr_min_ratio)
@@ -227,19 +201,6 @@ def compute_lr(base_lr: float, config: PretrainConfig, train_state: TrainState) 
 
 # ---------------------------------------------------------------------------------------------
 # Steps
-
-
-def _all_reduce_grads(params: List[torch.Tensor]) -> None:
-    """Sum gradients over ranks with one collective (flattened) instead of one per tensor."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset: offset + g.numel()].view_as(g))
-        offset += g.numel()
 
 
 def train_batch(config: PretrainConfig, train_state: TrainState, batch: Dict[str, torch.Tensor], global_batch_size: int,
@@ -264,7 +225,7 @@ def train_batch(config: PretrainConfig, train_state: TrainState, batch: Dict[str
     train_state.first_bad_step = torch.where(bad & (train_state.first_bad_step == 0), train_state.step, train_state.first_bad_step)
 
     if world_size > 1:
-        _all_reduce_grads(list(train_state.model.parameters()))
+        all_reduce_grads(list(train_state.model.parameters()))
 
     lr_this_step = None
     for optim, base_lr in zip(train_state.optimizers, train_state.optimizer_lrs):
@@ -292,40 +253,18 @@ def check_finite(train_state: TrainState, world_size: int) -> Optional[int]:
     """The first step whose loss was non-finite on any rank, or None. Syncs with the device."""
     if train_state.first_bad_step is None:
         return None
-    flag = train_state.first_bad_step.clone()
-    if world_size > 1:
-        # Smallest non-zero step over ranks: encode "none" as a large number for MIN.
-        flag = torch.where(flag == 0, torch.iinfo(torch.int64).max, flag)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        flag = torch.where(flag == torch.iinfo(torch.int64).max, 0, flag)
-    step = int(flag.item())
-    return step or None
+    return int(min_nonzero_over_ranks(train_state.first_bad_step, world_size).item()) or None
 
 
 # ---------------------------------------------------------------------------------------------
 # Saving and resuming
 
 
-def model_state_dict(train_state: TrainState) -> Dict[str, torch.Tensor]:
-    """Weights as saved in ``step_N``: original key names, no ``_orig_mod.`` prefix."""
-    return strip_compile_prefix(unwrap_compiled(train_state.model).state_dict())
-
-
 def save_train_state(config: PretrainConfig, train_state: TrainState) -> None:
     """The original's checkpoint: model weights as ``step_N`` (EMA weights when ``ema``)."""
     if config.checkpoint_path is None:
         return
-    ckpt.atomic_torch_save(model_state_dict(train_state), os.path.join(config.checkpoint_path, f"step_{train_state.step}"))
-
-
-def _flatten(metrics: Dict[str, Any]) -> Dict[str, Any]:
-    out = {}
-    for k, v in metrics.items():
-        if isinstance(v, dict):
-            out.update({f"{k}/{kk}": vv for kk, vv in v.items()})
-        else:
-            out[k] = v
-    return out
+    ckpt.atomic_torch_save(ckpt.model_weights(train_state.model), os.path.join(config.checkpoint_path, f"step_{train_state.step}"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,7 +420,7 @@ def evaluate_and_save(run: Run, iter_id: int) -> None:
                 metrics = evaluate(config, state, run.eval_loader, run.eval_metadata, run.evaluators, rank=rank,
                                    world_size=run.info.world_size, cpu_group=run.info.cpu_group)
                 if rank == 0 and metrics is not None:
-                    run.logger.log(_flatten(metrics), step=state.step)
+                    run.logger.log(flatten_metrics(metrics), step=state.step)
                     ckpt.write_metrics_line(config.checkpoint_path, state.step, metrics)
                     tqdm.tqdm.write(f"step {state.step}: " + json.dumps(metrics))
             if rank == 0 and (config.checkpoint_every_eval or is_last):
@@ -504,15 +443,6 @@ def save_resume(run: Run, interval: bool) -> None:
             ckpt.remove_train_state(config.checkpoint_path, run.interval_state_step, run.info.world_size)
     run.interval_state_step = step if interval else None
     run.last_saved = step
-
-
-def user_error_message(e: BaseException) -> str:
-    """One line for the user. Errors raised in a DataLoader worker arrive wrapped in the worker's
-    traceback text; keep only the original message (its last line)."""
-    text = str(e).strip()
-    if "Original Traceback" in text:
-        text = re.sub(r"^[\w.]+: ", "", text.splitlines()[-1])
-    return text
 
 
 def main() -> None:

@@ -34,10 +34,6 @@ import numpy as np
 import pydantic
 from tqdm import tqdm
 
-if __package__ in (None, ""):
-    # Run as `python dataset/build_arc_dataset.py`: make the `dataset` package importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from dataset.common import (DatasetError, NpyWriter, PuzzleDatasetMetadata, atomic_output_dir,
                             inverse_dihedral_transform, run_cli, save_identifiers, save_metadata)
 

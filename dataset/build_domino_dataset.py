@@ -28,10 +28,6 @@ import numpy as np
 import pydantic
 from tqdm import tqdm
 
-if __package__ in (None, ""):
-    # Run as `python dataset/build_domino_dataset.py`: make `dataset.*` importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from dataset.common import (DatasetError, PuzzleDatasetMetadata, atomic_output_dir, save_identifiers,
                             save_metadata, save_set)
 from dataset.domino import (HAND_MAX, POLICIES, SEQ_LEN, VOCAB_SIZE, Scenario, choose_move, encode, encode_label,

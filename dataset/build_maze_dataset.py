@@ -14,17 +14,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import pydantic
 from tqdm import tqdm
-
-if __package__ in (None, ""):
-    # Run as `python dataset/build_maze_dataset.py`: make the `dataset` package importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.common import (DatasetError, PuzzleCSV, PuzzleDatasetMetadata, atomic_output_dir, dihedral_transform,
                             resolve_source_csv, run_cli, save_identifiers, save_metadata, save_set, subsample_rows)

@@ -23,7 +23,7 @@ from utils.functions import validation_error_line
 
 
 class ACTModelConfig(pydantic.BaseModel):
-    """Fields common to HRM and TRM. Unknown keys (e.g. ``causal`` from pretrain) are ignored."""
+    """Fields common to HRM and TRM. Unknown keys are ignored (the original's configs carry ``causal``)."""
 
     batch_size: int
     seq_len: int

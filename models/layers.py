@@ -177,6 +177,8 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.num_key_value_heads = num_key_value_heads
         self.causal = causal
+        if num_key_value_heads != num_heads:
+            raise ValueError(f"num_key_value_heads ({num_key_value_heads}) must equal num_heads ({num_heads}): no grouped-query attention")
 
         self.qkv_proj = CastedLinear(hidden_size, (num_heads + 2 * num_key_value_heads) * head_dim, bias=False)
         self.o_proj = CastedLinear(self.output_size, hidden_size, bias=False)
@@ -187,9 +189,6 @@ class Attention(nn.Module):
         query, key, value = qkv.split((self.num_heads, self.num_key_value_heads, self.num_key_value_heads), dim=2)
         if cos_sin is not None:
             query, key = apply_rotary_pos_emb(query, key, *cos_sin)
-        if self.num_key_value_heads != self.num_heads:
-            repeat = self.num_heads // self.num_key_value_heads
-            key, value = key.repeat_interleave(repeat, dim=2), value.repeat_interleave(repeat, dim=2)
         attn_output = attention(query, key, value, causal=self.causal)
         return self.o_proj(attn_output.reshape(batch_size, seq_len, self.output_size))
 

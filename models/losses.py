@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 IGNORE_LABEL_ID = -100
+# Weight of the ACT Q-head losses (halt + continue) next to the language-model loss, as the original.
+Q_LOSS_WEIGHT = 0.5
 
 
 def s(x: torch.Tensor, epsilon: float = 1e-30) -> torch.Tensor:
@@ -86,4 +88,4 @@ class ACTLossHead(nn.Module):
             metrics["q_continue_loss"] = q_continue_loss.detach()
 
         detached_outputs = {k: outputs[k].detach() for k in return_keys if k in outputs}
-        return new_carry, lm_loss + 0.5 * (q_halt_loss + q_continue_loss), metrics, detached_outputs, new_carry.halted.all()
+        return new_carry, lm_loss + Q_LOSS_WEIGHT * (q_halt_loss + q_continue_loss), metrics, detached_outputs, new_carry.halted.all()

@@ -1,7 +1,8 @@
 """Training and evaluation throughput of HRM / TRM at the Sudoku shapes.
 
-    python scripts/benchmark.py                      # both models; GPU if present, else a reduced CPU run
+    python scripts/benchmark.py                      # HRM and TRM; GPU if present, else a reduced CPU run
     python scripts/benchmark.py --arch hrm --batch 768 --steps 30 --compile both
+    python scripts/benchmark.py --arch all           # every config/arch/*.yaml
     python scripts/benchmark.py --device cpu --batch 16
 
 Measures, on random Sudoku-shaped batches (seq_len 81, vocab 11, one puzzle identifier):
@@ -11,34 +12,54 @@ examples/s (every example runs halt_max_steps segments).
 
 FLOPs count matmuls only (2 per multiply-add): every segment's forward recursion including the
 no-grad cycles, the backward of the 1-step-gradient part (2x its forward), and the extra forward
-that computes HRM's Q target. Defaults: HRM = config/arch/hrm_v1.yaml, TRM = config/arch/trm.yaml
-with the Sudoku command line of SPEC 12 (L_layers 2, H_cycles 3, L_cycles 6), global batch 768.
+that computes HRM's Q target (tests/test_benchmark.py checks them against torch's FlopCounterMode).
+Models: config/arch/<name>.yaml as composed for training (``hrm`` = hrm_v1), global batch 768.
 """
 import argparse
+import glob
 import json
 import os
 import resource
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from omegaconf import OmegaConf
 
-import torch  # noqa: E402
-
-from models.layers import _find_multiple  # noqa: E402
-from models.losses import ACTLossHead  # noqa: E402
-from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed  # noqa: E402
-from utils.adam_atan2 import AdamATan2  # noqa: E402
-from utils.functions import load_model_class  # noqa: E402
+from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1
+from models.layers import _find_multiple
+from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1
+from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
+from utils.adam_atan2 import AdamATan2
+from utils.functions import load_model_class
 
 SEQ_LEN, VOCAB = 81, 11
-ARCHS = {
-    "hrm": dict(name="hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1", H_cycles=2, L_cycles=2, H_layers=4, L_layers=4,
-                hidden_size=512, num_heads=8, expansion=4, pos_encodings="rope", halt_max_steps=16, halt_exploration_prob=0.1),
-    "trm": dict(name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", H_cycles=3, L_cycles=6, H_layers=0, L_layers=2,
-                hidden_size=512, num_heads=8, expansion=4, pos_encodings="rope", halt_max_steps=16, halt_exploration_prob=0.1,
-                mlp_t=False, puzzle_emb_len=16, no_ACT_continue=True),
-}
+ARCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "arch")
+ARCH_ALIASES = {"hrm": "hrm_v1"}
+
+
+def arch_names():
+    """The architectures in ``config/arch`` (file names without ``.yaml``)."""
+    return sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ARCH_DIR, "*.yaml")))
+
+
+def arch_config(arch, **overrides):
+    """``config/arch/<arch>.yaml`` composed as for training (interpolations resolved after ``overrides``)."""
+    cfg = OmegaConf.merge(OmegaConf.load(os.path.join(ARCH_DIR, f"{ARCH_ALIASES.get(arch, arch)}.yaml")), overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def build_model(cfg, batch_size, device, dtype):
+    """The model in its loss head for Sudoku-shaped batches, and one random batch on ``device``."""
+    model_cfg = {k: v for k, v in cfg.items() if k not in ("name", "loss")}
+    model_cfg.update(batch_size=batch_size, seq_len=SEQ_LEN, vocab_size=VOCAB, num_puzzle_identifiers=1, forward_dtype=dtype)
+    loss = dict(cfg["loss"])
+    with torch.device(device):
+        model = load_model_class(loss.pop("name"))(load_model_class(cfg["name"])(model_cfg), **loss)
+    gen = torch.Generator().manual_seed(0)
+    batch = {"inputs": torch.randint(1, VOCAB, (batch_size, SEQ_LEN), generator=gen, dtype=torch.int32),
+             "labels": torch.randint(2, VOCAB, (batch_size, SEQ_LEN), generator=gen, dtype=torch.int32),
+             "puzzle_identifiers": torch.zeros(batch_size, dtype=torch.int32)}
+    return model, {k: v.to(device) for k, v in batch.items()}
 
 
 def block_flops(cfg, tokens_per_row, rows):
@@ -57,7 +78,10 @@ def block_flops(cfg, tokens_per_row, rows):
 
 def model_flops(cfg, batch):
     """``(forward FLOPs of one ACT segment, FLOPs of one training step)``."""
-    is_trm = "trm" in cfg["name"]
+    model_cls = load_model_class(cfg["name"])
+    if not issubclass(model_cls, (HierarchicalReasoningModel_ACTV1, TinyRecursiveReasoningModel_ACTV1)):
+        raise ValueError(f"no FLOP formula for {cfg['name']}")
+    is_trm = issubclass(model_cls, TinyRecursiveReasoningModel_ACTV1)
     puzzle_len = cfg.get("puzzle_emb_len", 0) if is_trm else -(cfg["puzzle_emb_ndim"] // -cfg["hidden_size"])
     S = SEQ_LEN + (puzzle_len if cfg["puzzle_emb_ndim"] > 0 else 0)
     block = block_flops(cfg, S, batch)
@@ -90,24 +114,14 @@ def sync(device):
 
 
 def bench(arch, args, device, compile_model):
-    cfg = dict(ARCHS[arch], batch_size=args.batch, seq_len=SEQ_LEN, vocab_size=VOCAB, num_puzzle_identifiers=1,
-               forward_dtype=args.dtype)
-    cfg["puzzle_emb_ndim"] = cfg["hidden_size"]
-    if args.hidden:
-        cfg["hidden_size"] = cfg["puzzle_emb_ndim"] = args.hidden
+    cfg = arch_config(arch, **({"hidden_size": args.hidden} if args.hidden else {}))
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with torch.device(device):
-        model = ACTLossHead(load_model_class(cfg["name"])({k: v for k, v in cfg.items() if k != "name"}), "stablemax_cross_entropy")
+    model, batch = build_model(cfg, args.batch, device, args.dtype)
     optimizers = [CastedSparseEmbeddingSignSGD_Distributed(model.model.puzzle_emb.buffers(), world_size=1, lr=1e-4, weight_decay=0.1),
                   AdamATan2(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95))]
     runner = torch.compile(model) if compile_model else model
-    gen = torch.Generator().manual_seed(0)
-    batch = {"inputs": torch.randint(1, VOCAB, (args.batch, SEQ_LEN), generator=gen, dtype=torch.int32),
-             "labels": torch.randint(2, VOCAB, (args.batch, SEQ_LEN), generator=gen, dtype=torch.int32),
-             "puzzle_identifiers": torch.zeros(args.batch, dtype=torch.int32)}
-    batch = {k: v.to(device) for k, v in batch.items()}
 
     def train_step(carry):
         carry, loss, _, _, _ = runner(carry=carry, batch=batch, return_keys=[])
@@ -159,7 +173,8 @@ def bench(arch, args, device, compile_model):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=["hrm", "trm", "both"], default="both")
+    parser.add_argument("--arch", choices=["both", "all"] + sorted(ARCH_ALIASES) + arch_names(), default="both",
+                        help="a config/arch name; both: hrm_v1 and trm; all: every config/arch/*.yaml")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=None, help="global batch (default 768 on GPU, 16 on CPU)")
     parser.add_argument("--hidden", type=int, default=None, help="hidden size (default 512, the Sudoku config)")
@@ -181,7 +196,8 @@ def main():
     print(f"torch {torch.__version__}, device {device}" + (f" ({torch.cuda.get_device_name()})" if gpu else f", {torch.get_num_threads()} threads"))
 
     results = []
-    for arch in (["hrm", "trm"] if args.arch == "both" else [args.arch]):
+    archs = {"both": ["hrm_v1", "trm"], "all": arch_names()}.get(args.arch, [args.arch])
+    for arch in archs:
         for compile_model in modes:
             r = bench(arch, args, device, compile_model)
             results.append(r)

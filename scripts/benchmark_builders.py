@@ -26,9 +26,6 @@ from typing import List, Tuple
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from dataset.build_sudoku_dataset import augment_set, generate_sudoku
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

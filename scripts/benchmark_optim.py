@@ -10,15 +10,13 @@ vocab 11, seq_len 81, ~27M parameters). On CPU AdamATan2 is compared with
 import argparse
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1  # noqa: E402
-from utils.adam_atan2 import AdamATan2  # noqa: E402
+from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1
+from utils.adam_atan2 import AdamATan2
 
 HRM_SUDOKU = dict(batch_size=768, seq_len=81, puzzle_emb_ndim=512, num_puzzle_identifiers=1, vocab_size=11,
                   H_cycles=2, L_cycles=2, H_layers=4, L_layers=4, hidden_size=512, expansion=4, num_heads=8,

@@ -15,10 +15,9 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 # Chosen to reach >= 90% exact accuracy on the held-out puzzles in a few minutes on 2 CPU cores.
 DEMO_ARCH = ["arch.hidden_size=64", "arch.num_heads=2", "arch.H_layers=2", "arch.L_layers=2", "arch.H_cycles=2",

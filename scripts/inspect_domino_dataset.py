@@ -11,15 +11,11 @@ named and the exit status is 1.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
-
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.build_domino_dataset import read_policy
 from dataset.common import DatasetError

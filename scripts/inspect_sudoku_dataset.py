@@ -11,14 +11,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from typing import List, Optional, Sequence
 
 import numpy as np
-
-if __package__ in (None, ""):
-    # Run as `python scripts/inspect_sudoku_dataset.py`: make the repository packages importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.build_sudoku_dataset import box_shape, sudoku_units
 from dataset.common import DatasetError, load_metadata, run_cli

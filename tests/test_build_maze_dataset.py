@@ -50,6 +50,7 @@ def shortest_paths(grid):
 # ----------------------------------------------------------------------------------------------
 # Same output as the original
 
+@pytest.mark.slow
 @needs_reference
 @pytest.mark.parametrize("module", [False, True])
 def test_reference_csvs_build_the_reference_arrays(tmp_path, module):
@@ -59,6 +60,7 @@ def test_reference_csvs_build_the_reference_arrays(tmp_path, module):
     assert_same_as_reference(out, "maze")
 
 
+@pytest.mark.slow
 @needs_reference
 def test_aug_gives_the_8_dihedral_forms_as_one_group(tmp_path):
     out = tmp_path / "out"
@@ -105,6 +107,7 @@ def test_generated_labels_are_unique_shortest_paths():
     assert lengths.min() > size  # long paths are preferred
 
 
+@pytest.mark.slow
 def test_generate_cli_writes_dataset_and_reports_lengths(tmp_path):
     out = tmp_path / "gen"
     res = run_builder("--generate", 10, "--generate-test", 2, "--size", 13, "--aug", "--output-dir", out)
@@ -123,6 +126,7 @@ ROW = "#####" "#S  #" "# # #" "#  G#" "#####"
 SOLVED = "#####" "#Soo#" "# #o#" "#  G#" "#####"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("q, a, message", [
     (ROW[:-1], SOLVED, "line 3: question has 24 characters, expected 25"),
     (ROW[:-1] + "x", SOLVED, "line 3: character outside the maze charset"),

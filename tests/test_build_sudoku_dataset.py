@@ -71,6 +71,7 @@ def grids_to_csv_rows(puzzles, solutions, ratings):
 # ----------------------------------------------------------------------------------------------
 # Same output as the original
 
+@pytest.mark.slow
 @needs_reference
 @pytest.mark.parametrize("module", [False, True])
 def test_reference_csvs_build_the_reference_arrays(tmp_path, module):
@@ -80,6 +81,7 @@ def test_reference_csvs_build_the_reference_arrays(tmp_path, module):
     assert_same_as_reference(out, "sudoku")
 
 
+@pytest.mark.slow
 @needs_reference
 def test_augmented_csv_build_groups_copies_and_keeps_them_valid(tmp_path):
     out = tmp_path / "out"
@@ -141,6 +143,7 @@ def test_generated_puzzles_have_exactly_one_solution(n, count):
         assert count_solutions(q, n) == 2
 
 
+@pytest.mark.slow
 def test_generate_cli_writes_a_6x6_dataset(tmp_path):
     out = tmp_path / "s6"
     res = run_builder("--generate", 6, "--generate-test", 3, "--grid", 6, "--num-aug", 4, "--output-dir", out)
@@ -158,6 +161,7 @@ def test_generate_cli_writes_a_6x6_dataset(tmp_path):
     np.testing.assert_array_equal(load_split(again, "train")["labels"], train["labels"])  # seeded
 
 
+@pytest.mark.slow
 def test_generated_csv_round_trip_keeps_6x6(tmp_path):
     puzzles, solutions, ratings = generate_sudoku(5, 6, np.random.default_rng(0))
     write_csv(tmp_path / "train.csv", grids_to_csv_rows(puzzles, solutions, ratings))
@@ -174,6 +178,7 @@ GOOD_Q = ".........376..9.2....54....4.2.3..816.............47.9...9.....94.....
 GOOD_A = "254367198376189425189542673492736581617895342538214769763921854941658237825473916"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("q, a, message", [
     (GOOD_Q[:-1], GOOD_A, "line 3: question has 80 characters, expected 81"),
     (GOOD_Q[:-1] + "x", GOOD_A, "line 3: question has a character outside '.' and 1..9"),
@@ -196,6 +201,7 @@ def test_bad_csv_rows_are_clear_errors(tmp_path, q, a, message):
     assert os.listdir(out) == ["keep.txt"] and sorted(os.listdir(tmp_path)) == ["out", "src"]
 
 
+@pytest.mark.slow
 def test_missing_local_csv_and_bad_options(tmp_path):
     (tmp_path / "train.csv").write_text("source,question,answer,rating\n")
     res = run_builder("--source-repo", tmp_path, "--output-dir", tmp_path / "out")

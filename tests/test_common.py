@@ -179,6 +179,7 @@ def test_run_cli_turns_dataset_errors_into_one_line(capsys):
     assert capsys.readouterr().err == "error: some/file.csv: line 3: bad\n"
 
 
+@pytest.mark.slow
 def test_hugging_face_failure_says_how_to_work_offline(tmp_path):
     # HF_HUB_OFFLINE makes the hub client fail at once instead of trying the network.
     code = ("from dataset.common import resolve_source_csv, run_cli\n"

@@ -34,6 +34,7 @@ def assert_same_run(single_ck, ck):
             assert b["all"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(single, sudoku4, tmp_path):
     ck = tmp_path / "ck"
     torchrun("--nproc-per-node", "2", str(REPO / "pretrain.py"), *args(sudoku4, ck))
@@ -41,6 +42,7 @@ def test_two_processes_match_one(single, sudoku4, tmp_path):
     assert (ck / "step_12.train_state.rank1.pt").exists()
 
 
+@pytest.mark.slow
 def test_two_nodes_on_localhost_match_one(single, sudoku4, tmp_path):
     ck = tmp_path / "ck"
     port = free_port()

@@ -20,6 +20,7 @@ def printed_metrics(stdout):
     return json.loads(stdout[stdout.index("{"):])["all"]
 
 
+@pytest.mark.slow
 def test_reproduces_logged_metrics_and_saves_outputs(trained):
     ck, logged = trained
     out = run([*EVAL, f"checkpoint={ck}/step_6"]).stdout
@@ -29,6 +30,7 @@ def test_reproduces_logged_metrics_and_saves_outputs(trained):
     assert preds["logits"].shape == (16, 16, 6)
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_metrics(trained):
     ck, logged = trained
     out = torchrun("--nproc-per-node", "2", str(REPO / "evaluate.py"), f"checkpoint={ck}/step_12", "save_outputs=[preds]").stdout
@@ -36,6 +38,7 @@ def test_two_processes_give_the_same_metrics(trained):
     assert torch.load(ck / "step_12_all_preds.1", weights_only=True)["preds"].shape == (8, 16)
 
 
+@pytest.mark.slow
 def test_compiled_prefix_checkpoint_loads(trained, tmp_path):
     ck, logged = trained
     prefixed = {"_orig_mod." + k: v for k, v in load_weights(ck / "step_12").items()}
@@ -44,12 +47,14 @@ def test_compiled_prefix_checkpoint_loads(trained, tmp_path):
     assert printed_metrics(run([*EVAL, f"checkpoint={tmp_path}/step_12"]).stdout) == pytest.approx(logged[12], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_more_segments_at_test_time(trained):
     ck, _ = trained
     out = run([*EVAL, f"checkpoint={ck}/step_12", "halt_max_steps=5", "save_outputs=[]"]).stdout
     assert "halt_max_steps=5" in out and printed_metrics(out)["steps"] == 5.0
 
 
+@pytest.mark.slow
 def test_missing_config_and_misfit_checkpoint(trained, tmp_path):
     ck, _ = trained
     torch.save(load_weights(ck / "step_12"), tmp_path / "step_12")

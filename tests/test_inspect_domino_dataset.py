@@ -31,6 +31,7 @@ def built(tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 def test_clean_dataset_passes_and_prints(built):
     result = run("--data-path", built["max-chain"], "--split", "train", "--num", 2)
     assert result.returncode == 0, result.stderr
@@ -43,6 +44,7 @@ def test_clean_dataset_passes_and_prints(built):
     assert f"-> {y[0]}{y[1]}{y[2]}" in result.stdout
 
 
+@pytest.mark.slow
 def test_policy_comes_from_the_dataset(built):
     # a heaviest dataset passes as such, and fails when checked as max-chain (they differ often)
     assert run("--data-path", built["heaviest"], "--split", "test", "--num", 0).returncode == 0
@@ -103,6 +105,7 @@ def wrong_ends(x, y):
     return i
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("breaker, words", [
     (other_legal_label, "is not the max-chain choice"),
     (broken_chain, "do not match"),
@@ -118,6 +121,7 @@ def test_corrupted_example_is_named(built, tmp_path, breaker, words):
     assert words in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_files(built, tmp_path):
     shutil.copytree(built["max-chain"], tmp_path / "d")
     os.remove(tmp_path / "d" / "domino.json")

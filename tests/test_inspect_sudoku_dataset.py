@@ -27,6 +27,7 @@ def make_dataset(path, n, count=4, num_aug=3):
     return puzzles, solutions
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n, module", [(9, False), (6, True), (4, False)])
 def test_valid_datasets_print_grids_and_pass(tmp_path, n, module):
     puzzles, solutions = make_dataset(tmp_path, n)
@@ -39,6 +40,7 @@ def test_valid_datasets_print_grids_and_pass(tmp_path, n, module):
     assert first_row.replace(" ", "") in res.stdout.replace(" ", "").replace("|", "")
 
 
+@pytest.mark.slow
 def test_an_invalid_solution_is_named(tmp_path):
     make_dataset(tmp_path, 6)
     labels_path = tmp_path / "train" / "all__labels.npy"
@@ -51,6 +53,7 @@ def test_an_invalid_solution_is_named(tmp_path):
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_a_solution_contradicting_a_clue_is_named(tmp_path):
     make_dataset(tmp_path, 4)
     inputs_path = tmp_path / "test" / "all__inputs.npy"
@@ -63,6 +66,7 @@ def test_a_solution_contradicting_a_clue_is_named(tmp_path):
     assert "example 1: solution contradicts the clue at row" in res.stderr
 
 
+@pytest.mark.slow
 def test_missing_dataset_is_a_clear_error(tmp_path):
     res = run_inspect("--data-path", tmp_path, "--split", "train")
     assert res.returncode == 1

@@ -7,10 +7,13 @@ the same machine gives the same numbers). The full demo reaches 97.5% of puzzles
 """
 import json
 
+import pytest
+
 from conftest import build_sudoku, pretrain
 from scripts.demo import DEMO_ARCH
 
 
+@pytest.mark.slow
 def test_hrm_learns_4x4_sudoku(tmp_path):
     data = build_sudoku(tmp_path / "sudoku-4x4", grid=4, n_train=20000, n_test=500, seed=3)
     ck = tmp_path / "ck"

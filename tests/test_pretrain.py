@@ -104,6 +104,7 @@ def _tiny(data, *extra):
             *TINY_HRM, *extra]
 
 
+@pytest.mark.slow
 def test_checkpoint_folder_contents(sudoku4, tmp_path):
     ck = tmp_path / "ck"
     proc = pretrain(*_tiny(sudoku4, f"checkpoint_path={ck}", "+run_name=t", "eval_save_outputs=[inputs,preds]"), cwd=tmp_path)
@@ -120,6 +121,7 @@ def test_checkpoint_folder_contents(sudoku4, tmp_path):
     assert "ARC evaluator" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_default_names_and_checkpoint_path(sudoku4, tmp_path):
     pretrain(*_tiny(sudoku4, "epochs=1", "eval_interval=1"), cwd=tmp_path)
     (project,) = os.listdir(tmp_path / "checkpoints")
@@ -128,17 +130,20 @@ def test_default_names_and_checkpoint_path(sudoku4, tmp_path):
     assert run_name.startswith("HierarchicalReasoningModel_ACTV1 ") and len(run_name.split(" ")[1].split("-")) >= 2
 
 
+@pytest.mark.slow
 def test_arc_evaluator_switches_itself_off_on_sudoku(sudoku4, tmp_path):
     proc = pretrain(*[o for o in _tiny(sudoku4, "epochs=1", "eval_interval=1", f"checkpoint_path={tmp_path / 'c'}") if o != "evaluators=[]"])
     assert proc.stdout.count("evaluator disabled") == 1
 
 
+@pytest.mark.slow
 def test_trm_with_mlp_t_and_ema_runs(sudoku4, tmp_path):
     pretrain("arch=trm", f"data_paths=[{sudoku4}]", "epochs=1", "eval_interval=1", "global_batch_size=8", "evaluators=[]",
              *TINY_TRM, "arch.mlp_t=True", "arch.pos_encodings=none", "ema=True", f"checkpoint_path={tmp_path / 'c'}")
     assert (tmp_path / "c" / "step_6").exists()
 
 
+@pytest.mark.slow
 def test_load_checkpoint_resets_puzzle_embedding_of_other_shape(sudoku4, tmp_path):
     ck = tmp_path / "c"
     pretrain(*_tiny(sudoku4, "epochs=1", "eval_interval=1", f"checkpoint_path={ck}", "arch.puzzle_emb_ndim=32"))
@@ -159,6 +164,7 @@ def test_load_checkpoint_resets_puzzle_embedding_of_other_shape(sudoku4, tmp_pat
             assert torch.equal(after[k], v), k
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_and_keeps_last_checkpoint(sudoku4, tmp_path):
     ck = tmp_path / "c"
     # SignSGD with this lr moves the puzzle embedding to +-1e38 after step 1: step 2's loss is not finite.
@@ -170,6 +176,7 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(sudoku4, tmp_path):
     assert sorted(f for f in os.listdir(ck) if "train_state" in f) == ["step_1.train_state.pt", "step_1.train_state.rank0.pt"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, message", [
     (["data_path=/nonexistent/folder"], "/nonexistent/folder/train/dataset.json: missing"),
     (["arch.name=hrm.hrm_act_v1@NoSuchModel"], "arch: model identifier 'hrm.hrm_act_v1@NoSuchModel'"),
@@ -185,17 +192,20 @@ def test_cli_bad_input_is_one_line(sudoku4, tmp_path, overrides, message):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.mark.slow
 def test_unknown_arch_group_names_it(sudoku4):
     proc = pretrain(*_tiny(sudoku4), "arch=nope", check=False)
     assert proc.returncode != 0 and "arch/nope" in proc.stderr
 
 
+@pytest.mark.slow
 def test_global_batch_not_divisible_by_processes(sudoku4, tmp_path):
     proc = torchrun("--nproc-per-node", "3", str(REPO / "pretrain.py"), *_tiny(sudoku4, f"checkpoint_path={tmp_path / 'c'}"), check=False)
     assert proc.returncode != 0
     assert "global_batch_size (8) is not divisible by the number of processes (3)" in proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_token_found_in_the_loader_worker_is_one_line(sudoku4, tmp_path):
     import shutil
 

@@ -114,6 +114,7 @@ def reference_or_skip(name, tmp_path):
     return dst
 
 
+@pytest.mark.slow
 def test_sudoku_reference_cells_and_keyboard(driver, tmp_path):
     folder = reference_or_skip("sudoku", tmp_path)
     assert open_folder(driver, folder, split="test") == "ready"
@@ -136,6 +137,7 @@ def test_sudoku_reference_cells_and_keyboard(driver, tmp_path):
     assert [c[0] for c in panel_cells(driver, 0)] == x2.tolist()
 
 
+@pytest.mark.slow
 def test_sudoku_6x6_int32(driver, tmp_path):
     solution = np.array([[1, 2, 3, 4, 5, 6], [4, 5, 6, 1, 2, 3], [2, 3, 1, 5, 6, 4],
                          [5, 6, 4, 2, 3, 1], [3, 1, 2, 6, 4, 5], [6, 4, 5, 3, 1, 2]]).ravel()
@@ -152,6 +154,7 @@ def test_sudoku_6x6_int32(driver, tmp_path):
     assert ["box-b" in cells[r * 6][3] for r in range(6)] == [False, True, False, True, False, False]
 
 
+@pytest.mark.slow
 def test_maze_reference(driver, tmp_path):
     folder = reference_or_skip("maze", tmp_path)
     assert open_folder(driver, folder) == "ready"
@@ -200,6 +203,7 @@ def arc_folder(tmp_path_factory):
     return folder, grids
 
 
+@pytest.mark.slow
 def test_arc_colours_and_identifier_is_text(driver, arc_folder, tmp_path):
     folder, grids = arc_folder
     assert open_folder(driver, folder) == "ready"
@@ -238,6 +242,7 @@ def test_arc_colours_and_identifier_is_text(driver, arc_folder, tmp_path):
 # Domino, generic numbers, and broken folders
 
 
+@pytest.mark.slow
 def test_domino(driver, tmp_path):
     from dataset.build_domino_dataset import DominoDatasetConfig, build
     folder = tmp_path / "domino-small"
@@ -264,6 +269,7 @@ def test_domino(driver, tmp_path):
     assert not driver.find_elements(By.CSS_SELECTOR, ".problem")
 
 
+@pytest.mark.slow
 def test_generic_int64_and_uint16(driver, tmp_path):
     folder = tmp_path / "numbers"
     inputs = (np.arange(2 * 30).reshape(2, 30) * 1001).astype(np.int64)   # values past 255 and 65535
@@ -276,6 +282,7 @@ def test_generic_int64_and_uint16(driver, tmp_path):
     assert [c[0] for c in panel_cells(driver, 1)][:30] == labels[1].tolist()
 
 
+@pytest.mark.slow
 def test_folder_without_dataset_json(driver, tmp_path):
     folder = tmp_path / "just-files"
     os.makedirs(folder / "train")
@@ -287,6 +294,7 @@ def test_folder_without_dataset_json(driver, tmp_path):
     assert driver.find_elements(By.CSS_SELECTOR, "#view *") == []
 
 
+@pytest.mark.slow
 def test_truncated_npy(driver, arc_folder, tmp_path):
     folder = tmp_path / "arc-cut"
     shutil.copytree(arc_folder[0], folder)

@@ -51,6 +51,7 @@ def uninterrupted(sudoku4, tmp_path_factory):
     return ck
 
 
+@pytest.mark.slow
 def test_killed_mid_pass_then_resumed_equals_uninterrupted(uninterrupted, sudoku4, tmp_path):
     ck = tmp_path / "ck"
     proc = subprocess.Popen([sys.executable, str(REPO / "pretrain.py"), *args(sudoku4, ck)], cwd=str(REPO), env=subprocess_env(),
@@ -68,6 +69,7 @@ def test_killed_mid_pass_then_resumed_equals_uninterrupted(uninterrupted, sudoku
     assert_identical(uninterrupted, ck)
 
 
+@pytest.mark.slow
 def test_resume_from_evaluation_state_in_another_folder(uninterrupted, sudoku4, tmp_path):
     ck = tmp_path / "moved"
     ck.mkdir()
@@ -77,18 +79,21 @@ def test_resume_from_evaluation_state_in_another_folder(uninterrupted, sudoku4, 
     assert_identical(uninterrupted, ck)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_config(uninterrupted, sudoku4, tmp_path):
     proc = pretrain(*args(sudoku4, tmp_path / "x", f"resume={uninterrupted}", "lr=1e-3"), check=False)
     assert proc.returncode == 2
     assert "resume: config differs from the run being resumed (lr: 0.003 -> 0.001)" in proc.stderr
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_number_of_processes(uninterrupted, sudoku4, tmp_path):
     proc = torchrun("--nproc-per-node", "2", str(REPO / "pretrain.py"), *args(sudoku4, uninterrupted, f"resume={uninterrupted}"), check=False)
     assert proc.returncode != 0
     assert "resume: the run used 1 process(es), this one has 2" in proc.stderr
 
 
+@pytest.mark.slow
 def test_resume_of_a_folder_without_state(sudoku4, tmp_path):
     proc = pretrain(*args(sudoku4, tmp_path / "x", f"resume={tmp_path}"), check=False)
     assert proc.returncode == 2 and "no step_N.train_state.pt in this folder" in proc.stderr

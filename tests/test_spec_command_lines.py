@@ -59,6 +59,7 @@ def shortened(line: str):
     return env, launcher, script, overrides
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(SPEC_PRETRAIN_LINES)))
 def test_spec_pretrain_line_runs(workdir, index):
     line = SPEC_PRETRAIN_LINES[index]
@@ -82,6 +83,7 @@ def test_spec_pretrain_line_runs(workdir, index):
         assert os.path.exists(workdir / "checkpoints" / "y" / "step_6_all_preds.0")
 
 
+@pytest.mark.slow
 def test_spec_evaluate_line_runs(workdir):
     checkpoints = sorted(glob.glob(str(workdir / "checkpoints" / "*ACT-torch" / "line0" / "step_*")))
     checkpoints = [c for c in checkpoints if os.path.basename(c).split("_")[1].isdigit()]

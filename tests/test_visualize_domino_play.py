@@ -36,6 +36,7 @@ def pick_examples(x):
     return sorted({int(i) for i in picks})
 
 
+@pytest.mark.slow
 def test_drawing_matches_the_arrays(built):
     x = np.load(built / "test" / "all__inputs.npy")
     y = np.load(built / "test" / "all__labels.npy")
@@ -63,6 +64,7 @@ def test_drawing_matches_the_arrays(built):
         assert f"Target: play [{target[0]}|{target[1]}] {side}" in out
 
 
+@pytest.mark.slow
 def test_bad_index_and_broken_example(built, tmp_path):
     result = run("--data-path", built, "--split", "test", "--index", 60)
     assert result.returncode == 1 and result.stderr.startswith("error: --index 60") and "0..59" in result.stderr

@@ -34,6 +34,7 @@ def test_environment_is_honoured(no_credentials, monkeypatch, tmp_path):
     assert choose_wandb_mode() == ("online", None)
 
 
+@pytest.mark.slow
 def test_real_offline_run_does_not_wait_for_a_login(sudoku4, tmp_path):
     env = subprocess_env(NETRC=str(tmp_path / "netrc"), WANDB_DIR=str(tmp_path), HOME=str(tmp_path))
     for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED"):

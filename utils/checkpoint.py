@@ -114,6 +114,24 @@ def remove_train_state(checkpoint_path: str, step: int, world_size: int) -> None
 # What goes into a resume state
 
 
+def model_weights(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """Weights as saved in ``step_N``: original key names, no ``_orig_mod.`` prefix."""
+    return strip_compile_prefix(unwrap_compiled(model).state_dict())
+
+
+# Keys that may differ between a run and its resumption.
+RESUME_MAY_CHANGE = {"resume", "checkpoint_interval_steps", "log_interval", "eval_save_outputs", "load_checkpoint",
+                     "checkpoint_path", "project_name", "run_name"}
+
+
+def check_resume_config(now: Dict[str, Any], saved: Dict[str, Any]) -> None:
+    """Refuse to resume with settings that change the run (``now``/``saved``: config dicts)."""
+    changed = sorted(k for k in set(now) | set(saved) if k not in RESUME_MAY_CHANGE and now.get(k) != saved.get(k))
+    if changed:
+        details = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+        raise ValueError(f"resume: config differs from the run being resumed ({details}); resume with the original settings")
+
+
 def carry_to_dict(carry) -> Optional[Dict[str, Any]]:
     """The ACT carry as a flat dict: the inner carry's latents (``z_H``, ``z_L``, ...) at the top
     level next to the outer fields, as format v1 stores them. Any number of latents."""
@@ -168,7 +186,7 @@ def save_resume_state(checkpoint_path: str, train_state, config: Dict[str, Any],
             "total_steps": train_state.total_steps,
             "iters_done": train_state.iters_done,
             "batches_in_iter": train_state.batches_in_iter,
-            "model": strip_compile_prefix(unwrap_compiled(train_state.model).state_dict()),
+            "model": model_weights(train_state.model),
             "optimizers": [opt.state_dict() for opt in train_state.optimizers],
             "ema": train_state.ema.state_dict() if train_state.ema is not None else None,
         }, shared_path)

@@ -1,6 +1,7 @@
 """Configuration rules shared by training, evaluation and the loader: one place each."""
 from __future__ import annotations
 
+import re
 from typing import List, Optional, Sequence, Union
 
 
@@ -25,3 +26,12 @@ def check_batch_divisible(global_batch_size: int, world_size: int) -> None:
     if global_batch_size % world_size:
         raise ConfigError(f"global_batch_size ({global_batch_size}) is not divisible by the number of processes ({world_size}): "
                          "it must be divisible by the number of ranks, each of which takes an equal slice of every batch")
+
+
+def user_error_message(e: BaseException) -> str:
+    """One line for the user. Errors raised in a DataLoader worker arrive wrapped in the worker's
+    traceback text; keep only the original message (its last line)."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        text = re.sub(r"^[\w.]+: ", "", text.splitlines()[-1])
+    return text

@@ -45,6 +45,30 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     return box[0]
 
 
+def all_reduce_grads(params: List[torch.Tensor]) -> None:
+    """Sum gradients over ranks with one collective (flattened) instead of one per tensor."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset: offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def min_nonzero_over_ranks(value: torch.Tensor, world_size: int) -> torch.Tensor:
+    """The smallest non-zero ``value`` over ranks (0 when it is 0 everywhere)."""
+    value = value.clone()
+    if world_size > 1:
+        # Encode "none" (0) as a large number for MIN.
+        value = torch.where(value == 0, torch.iinfo(torch.int64).max, value)
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        value = torch.where(value == torch.iinfo(torch.int64).max, 0, value)
+    return value
+
+
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -112,3 +112,14 @@ def _eval_batches(config: PretrainConfig, model: nn.Module, eval_loader, set_ids
             metric_values = torch.zeros((len(set_ids), len(metric_keys)), dtype=torch.float64, device=device)
         metric_values[set_ids[set_name]] += stack_metrics(metrics, metric_keys)
     return metric_keys, metric_values, save_preds
+
+
+def flatten_metrics(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """``{set: {metric: v}}`` as ``{"set/metric": v}`` (W&B keys)."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            out.update({f"{k}/{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out

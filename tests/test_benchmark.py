@@ -1,0 +1,40 @@
+"""scripts/benchmark.py: its analytic FLOP formulas agree with torch's FlopCounterMode on a small
+config of every architecture in config/arch (within 5%)."""
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from scripts.benchmark import arch_config, arch_names, build_model, model_flops
+
+# Small enough for a CPU, with no-grad cycles (H_cycles, L_cycles > 1) so every term of the formula counts.
+SMALL = dict(hidden_size=64, num_heads=2, H_cycles=2, L_cycles=2, halt_max_steps=2)
+BATCH = 2
+
+
+def counted_flops(fn) -> int:
+    # The math SDPA kernel runs as matmuls the counter sees (the CPU flash kernel is not counted).
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("arch", arch_names())
+def test_flop_formulas_match_the_flop_counter(arch):
+    cfg = arch_config(arch, **SMALL, **{k: 1 for k in ("H_layers", "L_layers") if arch_config(arch)[k] > 0})
+    torch.manual_seed(0)
+    model, batch = build_model(cfg, BATCH, "cpu", "float32")
+    segment, step = model_flops(cfg, BATCH)
+
+    def train_step():
+        _, loss, _, _, _ = model(carry=model.initial_carry(batch), batch=batch, return_keys=[])
+        loss.backward()
+
+    def eval_segment():
+        with torch.inference_mode():
+            model(carry=model.initial_carry(batch), batch=batch, return_keys=[])
+
+    model.train()
+    assert counted_flops(train_step) == pytest.approx(step, rel=0.05)
+    model.eval()
+    assert counted_flops(eval_segment) == pytest.approx(segment, rel=0.05)
