@@ -1,10 +1,13 @@
 """Crash-safe writes and train-state discovery (utils/checkpoint.py)."""
 import os
+from dataclasses import dataclass
+from typing import Dict
 
 import pytest
 import torch
 
-from utils.checkpoint import atomic_torch_save, atomic_write_text, list_train_states, resolve_resume, train_state_paths
+from utils.checkpoint import (atomic_torch_save, atomic_write_text, carry_from_dict, carry_to_dict, list_train_states, resolve_resume,
+                              step_of, train_state_paths)
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -34,3 +37,43 @@ def test_text_write_and_state_discovery(tmp_path):
     assert resolve_resume(str(tmp_path / "step_5")) == (str(tmp_path), 5)
     with pytest.raises(ValueError, match="step_7"):
         resolve_resume(str(tmp_path / "step_7"))
+
+
+@dataclass
+class ThreeLatents:
+    z_H: torch.Tensor
+    z_L: torch.Tensor
+    z_M: torch.Tensor
+
+
+@dataclass
+class Carry:
+    inner_carry: ThreeLatents
+    steps: torch.Tensor
+    halted: torch.Tensor
+    current_data: Dict[str, torch.Tensor]
+
+
+class FreshCarryModel(torch.nn.Module):
+    def initial_carry(self, batch):
+        return Carry(ThreeLatents(*(torch.zeros(2, 3) for _ in range(3))), torch.zeros(2, dtype=torch.int32),
+                     torch.ones(2, dtype=torch.bool), {k: torch.zeros_like(v) for k, v in batch.items()})
+
+
+def test_carry_round_trip_keeps_every_latent_in_the_v1_layout():
+    carry = Carry(ThreeLatents(torch.full((2, 3), 1.0), torch.full((2, 3), 2.0), torch.full((2, 3), 3.0)),
+                  torch.tensor([1, 2], dtype=torch.int32), torch.tensor([False, True]), {"inputs": torch.arange(4).view(2, 2)})
+    saved = carry_to_dict(carry)
+    assert sorted(saved) == ["current_data", "halted", "steps", "z_H", "z_L", "z_M"]  # latents at the top level, as format v1
+    back = carry_from_dict(FreshCarryModel(), saved, torch.device("cpu"))
+    for name in ("z_H", "z_L", "z_M"):
+        assert torch.equal(getattr(back.inner_carry, name), getattr(carry.inner_carry, name))
+    assert torch.equal(back.steps, carry.steps) and torch.equal(back.halted, carry.halted)
+    assert torch.equal(back.current_data["inputs"], carry.current_data["inputs"])
+    assert carry_to_dict(None) is None and carry_from_dict(FreshCarryModel(), None, "cpu") is None
+
+
+def test_step_of_reads_only_weights_file_names():
+    assert step_of("ck/run/step_12") == 12
+    assert step_of("ck/run/step_12.train_state.pt") is None and step_of("ck/run/all_config.yaml") is None
+
