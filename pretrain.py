@@ -6,6 +6,10 @@
 
 Config: ``config/cfg_pretrain.yaml`` and ``config/arch/*.yaml`` (Hydra overrides on the command
 line). One process per rank under torchrun: NCCL on GPUs, gloo on CPUs.
+
+This file holds the config schema and the loop (set-up, resume, train iteration, evaluate, save).
+What a run builds from its config is in ``utils/build.py``, the evaluation pass and the metric
+reduction in ``utils/evaluation.py``, what a resume state holds in ``utils/checkpoint.py``.
 """
 from __future__ import annotations
 
