@@ -11,6 +11,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference"
+# Every command a test starts imports the repository's modules, as after `pip install -e .`.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 # A tiny HRM / TRM that trains in about a second per run on a laptop CPU.
 TINY_HRM = ["arch.hidden_size=32", "arch.num_heads=2", "arch.H_layers=1", "arch.L_layers=1", "arch.H_cycles=1",
