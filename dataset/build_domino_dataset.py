@@ -17,34 +17,41 @@ and its copies form one group. Test is never augmented and never shares a scenar
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
-import sys
 from typing import Dict, List, Literal, Optional, Sequence, Set
 
 import numpy as np
 import pydantic
 from tqdm import tqdm
 
-from dataset.common import (DatasetError, PuzzleDatasetMetadata, atomic_output_dir, save_identifiers,
-                            save_metadata, save_set)
+from dataset.common import DatasetError, atomic_output_dir, parse_config, run_cli, save_identifiers, save_split
 from dataset.domino import (HAND_MAX, POLICIES, SEQ_LEN, VOCAB_SIZE, Scenario, choose_move, encode, encode_label,
                             full_set, legal_moves, play, relabel)
 
 POLICY_FILE = "domino.json"
 
+# Games played per requested scenario before giving up (plus a few): distinct positions are
+# plentiful, so the cap only stops a loop that cannot succeed.
+GAMES_PER_SCENARIO, EXTRA_GAMES = 100, 1000
+# Pip renamings tried per requested copy: two renamings coincide when they differ only on pips
+# absent from the position.
+RENAMINGS_PER_COPY = 5
 
-class DominoDatasetConfig(pydantic.BaseModel):
+
+class DominoBuildConfig(pydantic.BaseModel):
     """Options of the builder (one per command-line flag)."""
 
-    output_dir: str = "data/domino"
-    num_games: int = pydantic.Field(2000, ge=1, description="valid scenarios per split (one per game)")
-    subsample_size: Optional[int] = pydantic.Field(None, ge=1, description="keep this many train scenarios")
-    num_aug: int = pydantic.Field(0, ge=0, description="pip-relabelled copies of each train scenario")
-    policy: Literal["max-chain", "heaviest"] = "max-chain"
-    seed: int = 0
+    output_dir: str = pydantic.Field("data/domino", description=(
+        "dataset folder to write (replaced as a whole once the build succeeds)"))
+    num_games: int = pydantic.Field(2000, ge=1, description="scenarios per split, one per random game")
+    subsample_size: Optional[int] = pydantic.Field(None, ge=1, description=(
+        "keep this many of the train scenarios (before augmentation)"))
+    num_aug: int = pydantic.Field(0, ge=0, description="pip-relabelled copies per train scenario, labels recomputed")
+    policy: Literal[tuple(POLICIES)] = pydantic.Field("max-chain", description=(  # type: ignore
+        "which move is the label"))
+    seed: int = pydantic.Field(0, description="same seed and options, same files")
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,7 +88,7 @@ def draw_scenarios(rng: np.random.Generator, count: int, exclude: Set[bytes], de
     """``count`` distinct scenarios from random games, none of whose encodings is in ``exclude``."""
     found: List[Scenario] = []
     seen = set(exclude)
-    max_games = 100 * count + 1000  # distinct positions are plentiful; this only guards a loop
+    max_games = GAMES_PER_SCENARIO * count + EXTRA_GAMES
     games = 0
     with tqdm(total=count, desc=desc, unit="scenario") as bar:
         while len(found) < count:
@@ -102,7 +109,7 @@ def augmentations(rng: np.random.Generator, scenario: Scenario, num_aug: int, ex
     """Up to ``num_aug`` distinct pip renamings of ``scenario``, none equal to it or in ``exclude``."""
     seen = {encode(scenario).tobytes()}
     copies: List[Scenario] = []
-    for _ in range(5 * num_aug):  # renamings can coincide (e.g. swapping pips absent from the position)
+    for _ in range(RENAMINGS_PER_COPY * num_aug):
         if len(copies) == num_aug:
             break
         perm = rng.permutation(7)
@@ -119,7 +126,7 @@ def augmentations(rng: np.random.Generator, scenario: Scenario, num_aug: int, ex
 
 
 def split_arrays(groups: Sequence[Sequence[Scenario]], policy: str, desc: str) -> Dict[str, np.ndarray]:
-    """Encode the scenarios (every one its own puzzle, each inner list a group) with policy labels."""
+    """Encode the scenarios (each inner list a group) with policy labels: inputs, labels, group_indices."""
     inputs, labels = [], []
     group_indices = [0]
     with tqdm(total=sum(len(g) for g in groups), desc=desc, unit="example") as bar:
@@ -129,12 +136,9 @@ def split_arrays(groups: Sequence[Sequence[Scenario]], policy: str, desc: str) -
                 labels.append(encode_label(choose_move(scenario, policy)))
                 bar.update(1)
             group_indices.append(len(inputs))
-    n = len(inputs)
     return {
         "inputs": np.stack(inputs).astype(np.uint8),
         "labels": np.stack(labels).astype(np.uint8),
-        "puzzle_identifiers": np.zeros(n, dtype=np.int32),
-        "puzzle_indices": np.arange(n + 1, dtype=np.int32),
         "group_indices": np.array(group_indices, dtype=np.int32),
     }
 
@@ -147,10 +151,12 @@ def distribution(scenarios: Sequence[Scenario]) -> Dict[str, Dict[int, int]]:
     }
 
 
-def build(config: DominoDatasetConfig) -> Dict[str, Dict[str, Dict[int, int]]]:
+def build_domino_dataset(config: DominoBuildConfig) -> Dict[str, Dict[str, Dict[int, int]]]:
     """Generate both splits and write the dataset; returns the per-split distributions."""
     summary = {}
-    with atomic_output_dir(config.output_dir) as tmp:
+    # at most num_games * (1 + num_aug) train and num_games test examples: inputs, labels, 3 int32 indices
+    needed = config.num_games * (2 + config.num_aug) * (2 * SEQ_LEN + 12)
+    with atomic_output_dir(config.output_dir, needed_bytes=needed) as tmp:
         # Separate streams per split: the test set does not change when train options do.
         test = draw_scenarios(np.random.default_rng([config.seed, 1]), config.num_games, set(), "test scenarios")
         test_keys = {encode(s).tobytes() for s in test}
@@ -167,11 +173,8 @@ def build(config: DominoDatasetConfig) -> Dict[str, Dict[str, Dict[int, int]]]:
         }
         for split, groups in splits.items():
             arrays = split_arrays(groups, config.policy, f"{split} labels ({config.policy})")
-            save_set(os.path.join(tmp, split), "all", arrays)
-            save_metadata(os.path.join(tmp, split), PuzzleDatasetMetadata(
-                pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN,
-                num_puzzle_identifiers=1, total_groups=len(groups), mean_puzzle_examples=1.0,
-                total_puzzles=len(arrays["inputs"]), sets=["all"]))
+            save_split(os.path.join(tmp, split), arrays["inputs"], arrays["labels"],
+                       group_indices=arrays["group_indices"], vocab_size=VOCAB_SIZE, task="domino")
             summary[split] = distribution([s for g in groups for s in g])
         save_identifiers(tmp, ["<blank>"])
         with open(os.path.join(tmp, POLICY_FILE), "w") as f:
@@ -199,48 +202,20 @@ def read_policy(data_path: str) -> str:
 # Command line
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one `error: ...` line."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> DominoDatasetConfig:
-    """Command line -> validated config; a bad value exits with one `error: ...` line."""
-    parser = _OneLineParser(description=__doc__.split("\n\n")[0])
-    # Underscore spellings too, as the original builders' argdantic CLIs accept both.
-    parser.add_argument("--output-dir", "--output_dir", default=DominoDatasetConfig.model_fields["output_dir"].default,
-                        help="dataset folder to write (replaced as a whole once the build succeeds)")
-    parser.add_argument("--num-games", "--num_games", type=int, default=2000,
-                        help="scenarios per split, one per random game (default 2000)")
-    parser.add_argument("--subsample-size", "--subsample_size", type=int, default=None,
-                        help="keep this many of the train scenarios (before augmentation)")
-    parser.add_argument("--num-aug", "--num_aug", type=int, default=0,
-                        help="pip-relabelled copies per train scenario, labels recomputed (default 0)")
-    parser.add_argument("--policy", choices=POLICIES, default="max-chain", help="which move is the label (default max-chain)")
-    parser.add_argument("--seed", type=int, default=0, help="same seed and options, same files (default 0)")
-    args = parser.parse_args(argv)
-    try:
-        return DominoDatasetConfig(**vars(args))
-    except pydantic.ValidationError as e:
-        err = e.errors()[0]
-        flag = "--" + str(err["loc"][0]).replace("_", "-")
-        parser.exit(2, f"error: {flag} {err['msg'].lower()} (got {err['input']})\n")
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Build the dataset the command line asks for and print the table/hand distributions."""
-    config = parse_args(argv)
-    try:
-        summary = build(config)
-    except (DatasetError, OSError) as e:
-        sys.exit(f"error: {e}")
+    config = parse_config(DominoBuildConfig, argv, description=__doc__)
+    summary = build_domino_dataset(config)
     print(f"wrote {config.output_dir} (policy {config.policy})")
     for split, dist in summary.items():
         for name, counts in dist.items():
             print(f"  {split} {name}: " + " ".join(f"{k}:{v}" for k, v in counts.items()))
 
 
+# Names of the first version, still used by tests/test_puzzle_visualizer.py.
+DominoDatasetConfig = DominoBuildConfig
+build = build_domino_dataset
+
+
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -11,7 +11,6 @@ maze appears in its 8 dihedral forms, which together form one group.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -21,8 +20,8 @@ import numpy as np
 import pydantic
 from tqdm import tqdm
 
-from dataset.common import (DatasetError, PuzzleCSV, PuzzleDatasetMetadata, atomic_output_dir, dihedral_transform,
-                            resolve_source_csv, run_cli, save_identifiers, save_metadata, save_set, subsample_rows)
+from dataset.common import (DatasetError, PuzzleCSV, atomic_output_dir, dihedral_transform, parse_config,
+                            resolve_source_csv, run_cli, save_identifiers, save_split, subsample_rows)
 
 CHARSET = "# SGo"
 WALL, OPEN, START, GOAL, PATH = (ord(ch) for ch in CHARSET)
@@ -36,18 +35,24 @@ CHAR_TO_TOKEN[[ord(ch) for ch in CHARSET]] = np.arange(1, len(CHARSET) + 1)
 # following the only one, while the S-G path stays the unique shortest.
 LOOP_FRACTION = 0.08
 
+# Smallest generated grid: a border, two rooms and the wall between them in each direction.
+MIN_MAZE_SIZE = 5
+# Mazes carved and checked together per numpy step of the generator (bounds its temporaries).
+GENERATE_BATCH_MIN, GENERATE_BATCH_MAX = 16, 256
+
 
 class MazeBuildConfig(pydantic.BaseModel):
     """Options of the builder; the first four are the original's."""
 
-    source_repo: str = "sapientinc/maze-30x30-hard-1k"
-    output_dir: str = "data/maze-30x30-hard-1k"
-    subsample_size: Optional[int] = None
-    aug: bool = False
-    seed: int = 0
-    generate: Optional[int] = None
-    generate_test: Optional[int] = None
-    size: int = 30
+    source_repo: str = pydantic.Field("sapientinc/maze-30x30-hard-1k", description=(
+        "Hugging Face dataset repo, or a local folder holding train.csv and test.csv"))
+    output_dir: str = pydantic.Field("data/maze-30x30-hard-1k", description="dataset folder to write")
+    subsample_size: Optional[int] = pydantic.Field(None, ge=0, description="keep this many train mazes")
+    aug: bool = pydantic.Field(False, description="add the 8 dihedral forms of every train maze")
+    seed: int = pydantic.Field(0, description="seed of subsampling and generation")
+    generate: Optional[int] = pydantic.Field(None, ge=1, description="generate N train mazes offline")
+    generate_test: Optional[int] = pydantic.Field(None, ge=0, description="generated test mazes (default N // 10)")
+    size: int = pydantic.Field(30, ge=MIN_MAZE_SIZE, description="grid side for --generate")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -62,6 +67,7 @@ def read_maze_csv(path: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     table = PuzzleCSV(path)
     if len(table) == 0:
         raise DatasetError(f"{path}: no mazes after the header line")
+    table.check_nonempty("question", "answer")
     cells = int(table.lengths("question")[0])
     n = math.isqrt(cells)
     if n * n != cells:
@@ -194,15 +200,14 @@ def generate_mazes(count: int, size: int, rng: np.random.Generator, desc: str = 
     to make loops, but only walls every route through which is longer than the S-G path, so
     the loops add detours without a shortcut; a final search confirms the path is still the
     unique shortest one. Returns ``(questions, answers, path_lengths)``: character codes
-    ``[count, size*size]`` and the number of steps from S to G.
+    ``[count, size*size]`` and the number of steps from S to G; ``size`` is at least
+    ``MIN_MAZE_SIZE`` (checked by :class:`MazeBuildConfig`).
     """
-    if size < 5:
-        raise DatasetError(f"--size must be at least 5, got {size}")
     far = np.iinfo(np.int32).max // 4
     questions, answers, lengths = [], [], []
     with tqdm(total=count, desc=desc, unit="maze", leave=False) as bar:
         while len(lengths) < count:
-            batch = min(256, max(16, count - len(lengths)))
+            batch = min(GENERATE_BATCH_MAX, max(GENERATE_BATCH_MIN, count - len(lengths)))
             open_ = np.stack([carve_maze(size, rng) for _ in range(batch)])
             b = np.arange(batch)
 
@@ -263,17 +268,8 @@ def write_split(output_dir: str, split: str, questions: np.ndarray, answers: np.
     # [num, forms, n, n]: form t of maze i lands at row i * forms + t, as the original loop order.
     inputs = np.stack([dihedral_transform(grids_q, t) for t in range(forms)], axis=1).reshape(num * forms, cells)
     labels = np.stack([dihedral_transform(grids_a, t) for t in range(forms)], axis=1).reshape(num * forms, cells)
-    total = num * forms
-    save_set(os.path.join(output_dir, split), "all", {
-        "inputs": CHAR_TO_TOKEN[inputs],
-        "labels": CHAR_TO_TOKEN[labels],
-        "puzzle_identifiers": np.zeros(total, dtype=np.int32),
-        "puzzle_indices": np.arange(total + 1, dtype=np.int32),
-        "group_indices": np.arange(0, total + 1, forms, dtype=np.int32),
-    })
-    save_metadata(os.path.join(output_dir, split), PuzzleDatasetMetadata(
-        seq_len=cells, vocab_size=len(CHARSET) + 1, pad_id=0, ignore_label_id=0, blank_identifier_id=0,
-        num_puzzle_identifiers=1, total_groups=num, mean_puzzle_examples=1, total_puzzles=total, sets=["all"]))
+    save_split(os.path.join(output_dir, split), CHAR_TO_TOKEN[inputs], CHAR_TO_TOKEN[labels], group_size=forms,
+               vocab_size=len(CHARSET) + 1, task="maze")
 
 
 def build_maze_dataset(config: MazeBuildConfig) -> None:
@@ -300,40 +296,21 @@ def build_maze_dataset(config: MazeBuildConfig) -> None:
     keep = subsample_rows(splits["train"][0].shape[0], config.subsample_size, rng)
     splits["train"] = (splits["train"][0][keep], splits["train"][1][keep])
 
-    with atomic_output_dir(config.output_dir) as tmp:
+    forms = {split: 8 if config.aug and split == "train" else 1 for split in splits}
+    # inputs and labels (one byte per cell) and three int32 index entries per example
+    needed = sum(q.shape[0] * forms[split] * (2 * q.shape[1] + 12) for split, (q, _) in splits.items())
+    with atomic_output_dir(config.output_dir, needed_bytes=needed) as tmp:
         for split, (q, a) in splits.items():
             t0 = time.perf_counter()
-            write_split(tmp, split, q, a, aug=config.aug and split == "train")
+            write_split(tmp, split, q, a, aug=forms[split] > 1)
             print(f"{split}: {q.shape[0]} mazes written in {time.perf_counter() - t0:.1f}s")
         save_identifiers(tmp, ["<blank>"])
     print(f"wrote {config.output_dir}")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> MazeBuildConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    d = MazeBuildConfig()
-    p.add_argument("--source-repo", "--source_repo", default=d.source_repo,
-                   help="Hugging Face dataset repo, or a local folder holding train.csv and test.csv")
-    p.add_argument("--output-dir", "--output_dir", default=d.output_dir)
-    p.add_argument("--subsample-size", "--subsample_size", type=int, default=None, help="keep this many train mazes")
-    p.add_argument("--aug", action=argparse.BooleanOptionalAction, default=False,
-                   help="add the 8 dihedral forms of every train maze")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of subsampling and generation")
-    p.add_argument("--generate", type=int, default=None, metavar="N", help="generate N train mazes offline")
-    p.add_argument("--generate-test", "--generate_test", type=int, default=None, metavar="M",
-                   help="generated test mazes (default N // 10)")
-    p.add_argument("--size", type=int, default=d.size, help="grid side for --generate")
-    args = p.parse_args(argv)
-    if args.generate is not None and args.generate < 1:
-        p.error("--generate must be positive")
-    for name in ("subsample_size", "generate_test"):
-        if getattr(args, name) is not None and getattr(args, name) < 0:
-            p.error(f"--{name.replace('_', '-')} must be non-negative")
-    return MazeBuildConfig(**vars(args))
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    build_maze_dataset(parse_args(argv))
+    """Build the dataset the command line asks for (one option per field of :class:`MazeBuildConfig`)."""
+    build_maze_dataset(parse_config(MazeBuildConfig, argv, description=__doc__))
 
 
 if __name__ == "__main__":

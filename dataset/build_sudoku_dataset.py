@@ -12,18 +12,17 @@ group. Everything is vectorised over puzzles; the only Python loops are the solv
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import pydantic
 from tqdm import tqdm
 
-from dataset.common import (DatasetError, PuzzleCSV, PuzzleDatasetMetadata, atomic_output_dir, resolve_source_csv,
-                            run_cli, save_identifiers, save_metadata, save_set, subsample_rows)
+from dataset.common import (DatasetError, PuzzleCSV, atomic_output_dir, parse_config, resolve_source_csv, run_cli,
+                            save_identifiers, save_split, subsample_rows)
 
 # Grid sizes the builder reads and generates -> (box rows, box columns). 6x6 and 8x8 Sudoku have
 # boxes of 2x3 and 2x4; CSV digits are single characters, hence n <= 9.
@@ -32,19 +31,26 @@ SUDOKU_BOXES = {4: (2, 2), 6: (2, 3), 8: (2, 4), 9: (3, 3)}
 # Augmented copies are produced in chunks of about this many, to bound the index temporaries.
 _AUG_CHUNK = 1 << 16
 
+# The generator gives up after this many random grids per requested puzzle (plus a few):
+# duplicates are rare except when asking for more distinct puzzles than a small grid has.
+GENERATE_ATTEMPTS_PER_PUZZLE = 20
+GENERATE_EXTRA_ATTEMPTS = 100
+
 
 class SudokuBuildConfig(pydantic.BaseModel):
     """Options of the builder; the first five are the original's."""
 
-    source_repo: str = "sapientinc/sudoku-extreme"
-    output_dir: str = "data/sudoku-extreme-full"
-    subsample_size: Optional[int] = None
-    min_difficulty: Optional[int] = None
-    num_aug: int = 0
-    seed: int = 0
-    generate: Optional[int] = None
-    generate_test: Optional[int] = None
-    grid: int = 9
+    source_repo: str = pydantic.Field("sapientinc/sudoku-extreme", description=(
+        "Hugging Face dataset repo, or a local folder holding train.csv and test.csv"))
+    output_dir: str = pydantic.Field("data/sudoku-extreme-full", description="dataset folder to write")
+    subsample_size: Optional[int] = pydantic.Field(None, ge=0, description="keep this many train puzzles")
+    min_difficulty: Optional[int] = pydantic.Field(None, description="keep rows with rating >= this")
+    num_aug: int = pydantic.Field(0, ge=0, description="shuffled copies per train puzzle")
+    seed: int = pydantic.Field(0, description="seed of subsampling, augmentation and generation")
+    generate: Optional[int] = pydantic.Field(None, ge=1, description="generate N train puzzles offline instead of "
+                                                                      "reading CSVs")
+    generate_test: Optional[int] = pydantic.Field(None, ge=0, description="generated test puzzles (default N // 10)")
+    grid: Literal[tuple(SUDOKU_BOXES)] = pydantic.Field(9, description="grid size for --generate")  # type: ignore
 
 
 # ----------------------------------------------------------------------------------------------
@@ -98,6 +104,7 @@ def read_sudoku_csv(path: str, min_difficulty: Optional[int], subsample_size: Op
     table = PuzzleCSV(path)
     if len(table) == 0:
         raise DatasetError(f"{path}: no puzzles after the header line")
+    table.check_nonempty("question", "answer")
     cells = int(table.lengths("question")[0])
     n = math.isqrt(cells)
     if n * n != cells or n not in SUDOKU_BOXES:
@@ -315,7 +322,7 @@ def generate_sudoku(count: int, n: int, rng: np.random.Generator, desc: str = "g
     with tqdm(total=count, desc=desc, unit="puzzle", leave=False) as bar:
         while len(puzzles) < count:
             attempts += 1
-            if attempts > 20 * count + 100:
+            if attempts > GENERATE_ATTEMPTS_PER_PUZZLE * count + GENERATE_EXTRA_ATTEMPTS:
                 raise DatasetError(f"could only generate {len(puzzles)} distinct {n}x{n} puzzles; ask for fewer")
             solution = solver.solve([0] * cells, limit=1, rng=rng)[0]
             puzzle = list(solution)
@@ -342,28 +349,16 @@ def write_split(output_dir: str, split: str, puzzles: np.ndarray, solutions: np.
                 rng: np.random.Generator) -> None:
     """Write one split: every source puzzle (with its augmented copies) is one group."""
     inputs, labels = augment_set(puzzles, solutions, n, num_aug, rng, desc=f"{split} augment")
-    num_groups, total = puzzles.shape[0], inputs.shape[0]
-    save_set(os.path.join(output_dir, split), "all", {
-        "inputs": inputs + 1,  # blank 0 -> 1, digit d -> d + 1; 0 stays free for PAD
-        "labels": labels + 1,
-        "puzzle_identifiers": np.zeros(total, dtype=np.int32),
-        "puzzle_indices": np.arange(total + 1, dtype=np.int32),
-        "group_indices": np.arange(0, total + 1, 1 + num_aug, dtype=np.int32),
-    })
-    save_metadata(os.path.join(output_dir, split), PuzzleDatasetMetadata(
-        seq_len=n * n, vocab_size=n + 2, pad_id=0, ignore_label_id=0, blank_identifier_id=0,
-        num_puzzle_identifiers=1, total_groups=num_groups, mean_puzzle_examples=1, total_puzzles=total, sets=["all"]))
+    # blank 0 -> 1, digit d -> d + 1; 0 stays free for PAD
+    save_split(os.path.join(output_dir, split), inputs + 1, labels + 1, group_size=1 + num_aug,
+               vocab_size=n + 2, task="sudoku")
 
 
 def build_sudoku_dataset(config: SudokuBuildConfig) -> None:
     """Build ``config.output_dir`` (written to a temporary folder, moved into place when complete)."""
-    if config.num_aug < 0:
-        raise DatasetError(f"--num-aug must be >= 0, got {config.num_aug}")
     rng = np.random.default_rng(config.seed)
     if config.generate is not None:
         n = config.grid
-        if n not in SUDOKU_BOXES:
-            raise DatasetError(f"--grid {n} is not supported; use one of {sorted(SUDOKU_BOXES)}")
         num_test = config.generate_test if config.generate_test is not None else max(1, config.generate // 10)
         q, a, rating = generate_sudoku(config.generate + num_test, n, rng, desc=f"generate {n}x{n}")
         print(f"generated {q.shape[0]} {n}x{n} puzzles; rating (solver guesses) "
@@ -390,43 +385,21 @@ def build_sudoku_dataset(config: SudokuBuildConfig) -> None:
             splits[split] = (sq, sa)
             print(f"{split}: read {sq.shape[0]} puzzles from {path} in {time.perf_counter() - t0:.1f}s")
 
-    with atomic_output_dir(config.output_dir) as tmp:
+    copies = {"train": 1 + config.num_aug, "test": 1}
+    # inputs and labels (one byte per cell) and three int32 index entries per example
+    needed = sum(sq.shape[0] * copies[split] * (2 * n * n + 12) for split, (sq, _) in splits.items())
+    with atomic_output_dir(config.output_dir, needed_bytes=needed) as tmp:
         for split, (sq, sa) in splits.items():
             t0 = time.perf_counter()
-            write_split(tmp, split, sq, sa, n, config.num_aug if split == "train" else 0, rng)
-            print(f"{split}: {sq.shape[0]} puzzles x {1 + (config.num_aug if split == 'train' else 0)} "
-                  f"copies written in {time.perf_counter() - t0:.1f}s")
+            write_split(tmp, split, sq, sa, n, copies[split] - 1, rng)
+            print(f"{split}: {sq.shape[0]} puzzles x {copies[split]} copies written in {time.perf_counter() - t0:.1f}s")
         save_identifiers(tmp, ["<blank>"])
     print(f"wrote {config.output_dir}")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> SudokuBuildConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    d = SudokuBuildConfig()
-    p.add_argument("--source-repo", "--source_repo", default=d.source_repo,
-                   help="Hugging Face dataset repo, or a local folder holding train.csv and test.csv")
-    p.add_argument("--output-dir", "--output_dir", default=d.output_dir)
-    p.add_argument("--subsample-size", "--subsample_size", type=int, default=None, help="keep this many train puzzles")
-    p.add_argument("--min-difficulty", "--min_difficulty", type=int, default=None, help="keep rows with rating >= this")
-    p.add_argument("--num-aug", "--num_aug", type=int, default=d.num_aug, help="shuffled copies per train puzzle")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of subsampling, augmentation and generation")
-    p.add_argument("--generate", type=int, default=None, metavar="N",
-                   help="generate N train puzzles offline instead of reading CSVs")
-    p.add_argument("--generate-test", "--generate_test", type=int, default=None, metavar="M",
-                   help="generated test puzzles (default N // 10)")
-    p.add_argument("--grid", type=int, default=d.grid, choices=sorted(SUDOKU_BOXES), help="grid size for --generate")
-    args = p.parse_args(argv)
-    for name in ("subsample_size", "generate", "generate_test"):
-        value = getattr(args, name)
-        if value is not None and value < (1 if name == "generate" else 0):
-            p.error(f"--{name.replace('_', '-')} must be {'positive' if name == 'generate' else 'non-negative'}")
-    if args.num_aug < 0:
-        p.error("--num-aug must be non-negative")
-    return SudokuBuildConfig(**vars(args))
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    build_sudoku_dataset(parse_args(argv))
+    """Build the dataset the command line asks for (one option per field of :class:`SudokuBuildConfig`)."""
+    build_sudoku_dataset(parse_config(SudokuBuildConfig, argv, description=__doc__))
 
 
 if __name__ == "__main__":

@@ -1,25 +1,63 @@
-"""Dataset format shared by every builder and by the loader.
+"""Dataset format shared by every builder and by the loader, and the skeleton every builder follows.
 
 A dataset directory holds ``train/`` and ``test/``; each has ``dataset.json``
 (:class:`PuzzleDatasetMetadata`) and, per set name ``S`` listed in it, the arrays
 ``S__inputs.npy``, ``S__labels.npy``, ``S__puzzle_identifiers.npy``,
 ``S__puzzle_indices.npy`` and ``S__group_indices.npy``. The top level holds
 ``identifiers.json`` (identifier id -> name, ``"<blank>"`` for 0).
+
+A builder ``dataset/build_<task>_dataset.py`` is written in this shape (Sudoku, maze, ARC and
+domino all are; copy it for a new task)::
+
+    class TaskBuildConfig(pydantic.BaseModel):
+        # One field per command-line option, validated here only (Field constraints):
+        # --num-aug -1 is refused with one line and exit status 2, before any work.
+        output_dir: str = pydantic.Field("data/task", description="dataset folder to write")
+        num_aug: int = pydantic.Field(0, ge=0, description="extra copies per train puzzle")
+
+    def build_task_dataset(config: TaskBuildConfig) -> None:
+        ...  # read or generate puzzles; raise DatasetError("<file>: line 3: ...") on bad input
+        with atomic_output_dir(config.output_dir, needed_bytes=...) as tmp:
+            save_split(os.path.join(tmp, "train"), inputs, labels, group_size=1 + config.num_aug,
+                       vocab_size=..., task="task")
+            save_split(os.path.join(tmp, "test"), ...)
+            save_identifiers(tmp, ["<blank>"])
+
+    def main(argv=None) -> None:
+        build_task_dataset(parse_config(TaskBuildConfig, argv, description=__doc__))
+
+    if __name__ == "__main__":
+        run_cli(main)
+
+:func:`parse_config` makes the command line from the config's fields (``--num-aug`` and
+``--num_aug`` both, defaults and help from the fields); :func:`run_cli` turns a
+:class:`DatasetError` (or a full disk) into one ``error: ...`` line; :func:`atomic_output_dir`
+writes into a temporary sibling folder that replaces the output only when complete (and
+removes what killed builds left behind); :func:`save_split` writes the common case of one
+example per puzzle, every puzzle with the blank identifier, groups of copies of one puzzle.
+Builders with several examples per puzzle or named identifiers (ARC) write their arrays with
+:func:`save_set` or :func:`open_npy_for_writing` and :func:`save_metadata`.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
+import math
 import mmap
 import os
+import re
 import shutil
 import socket
 import sys
 import tempfile
+import typing
 import urllib.parse
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Type, TypeVar, Union
 
 import numpy as np
 import pydantic
@@ -47,6 +85,8 @@ class PuzzleDatasetMetadata(pydantic.BaseModel):
     mean_puzzle_examples: float
     total_puzzles: Optional[int] = None
     sets: List[str]
+    # Which task the builder made (sudoku, maze, arc, domino, ...); absent in datasets of the original code.
+    task: Optional[str] = None
 
 
 def dihedral_transform(arr: np.ndarray, tid: int) -> np.ndarray:
@@ -104,9 +144,49 @@ def save_set(split_dir: str, set_name: str, arrays: Dict[str, np.ndarray]) -> No
 
 
 def save_metadata(split_dir: str, metadata: PuzzleDatasetMetadata) -> None:
+    """Write ``<split_dir>/dataset.json`` (without ``task`` when it is unknown, as the original)."""
     os.makedirs(split_dir, exist_ok=True)
     with open(os.path.join(split_dir, "dataset.json"), "w") as f:
-        json.dump(metadata.model_dump(), f)
+        json.dump(metadata.model_dump(exclude={"task"} if metadata.task is None else None), f)
+
+
+def save_split(split_dir: str, inputs: np.ndarray, labels: np.ndarray, *, vocab_size: int, task: str,
+               group_size: Optional[int] = None, group_indices: Optional[np.ndarray] = None) -> None:
+    """Write one split of the common layout: every example its own puzzle, all with the blank identifier.
+
+    ``inputs`` and ``labels`` are ``[N, seq_len]`` tokens (PAD 0, label 0 ignored, as the Sudoku,
+    maze and domino builders use them). Consecutive examples form groups (a puzzle and its
+    augmented copies): give ``group_size`` when every group has that many, else
+    ``group_indices`` (``[G + 1]``, from 0 to N).
+    """
+    total = inputs.shape[0]
+    if (group_size is None) == (group_indices is None):
+        raise ValueError("save_split: give exactly one of group_size and group_indices")
+    if group_indices is None:
+        group_indices = np.arange(0, total + 1, group_size, dtype=np.int32)
+    save_set(split_dir, "all", {
+        "inputs": inputs,
+        "labels": labels,
+        "puzzle_identifiers": np.zeros(total, dtype=np.int32),
+        "puzzle_indices": np.arange(total + 1, dtype=np.int32),
+        "group_indices": np.asarray(group_indices, dtype=np.int32),
+    })
+    save_metadata(split_dir, PuzzleDatasetMetadata(
+        seq_len=inputs.shape[1], vocab_size=vocab_size, pad_id=0, ignore_label_id=0, blank_identifier_id=0,
+        num_puzzle_identifiers=1, total_groups=len(group_indices) - 1, mean_puzzle_examples=1, total_puzzles=total,
+        sets=["all"], task=task))
+
+
+def open_npy_for_writing(path: str, shape: Sequence[int], dtype: np.dtype) -> np.memmap:
+    """A new ``.npy`` file of ``shape`` as a writable memory map, its disk space reserved now.
+
+    Filling a sparse memory map on a full disk kills the process (SIGBUS); reserving the space
+    first turns that into an ``OSError`` (ENOSPC) before anything is written.
+    """
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    return array
 
 
 def save_identifiers(output_dir: str, names: List[str]) -> None:
@@ -115,18 +195,80 @@ def save_identifiers(output_dir: str, names: List[str]) -> None:
         f.write(json.dumps(names))  # dumps uses the C encoder; dump(obj, f) does not (slow for 1M names)
 
 
+# Temporary build folders made by atomic_output_dir: ".<output name>.tmp-" + mkdtemp's 8 characters.
+_BUILD_TMP_PATTERN = re.compile(r"^\..+\.tmp-[a-z0-9_]{8}$")
+
+# Free space below which a failed write is taken for a full disk (numpy's writes on a full disk
+# raise an OSError without errno: "N requested and M written").
+_NEARLY_FULL_BYTES = 1 << 16
+
+
+def remove_stale_build_folders(parent: str) -> List[str]:
+    """Remove temporary build folders in ``parent`` that no running build holds; return their paths.
+
+    A build holds a lock on its folder for as long as it runs (see :func:`atomic_output_dir`), and
+    the lock dies with the process, so a folder nobody holds was left by a killed build. Only
+    names of the builders' own pattern are considered.
+    """
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(parent, name)
+        if not _BUILD_TMP_PATTERN.match(name) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a running build's folder
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _folder_bytes(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder) for f in files)
+
+
+def _megabytes(num_bytes: int) -> int:
+    return max(1, math.ceil(num_bytes / 1e6))
+
+
 @contextlib.contextmanager
-def atomic_output_dir(output_dir: str) -> Iterator[str]:
+def atomic_output_dir(output_dir: str, needed_bytes: Optional[int] = None) -> Iterator[str]:
     """Yield a temporary sibling folder; on success it replaces ``output_dir`` in one rename.
 
     A builder that fails (or is interrupted) leaves ``output_dir`` as it was, never half-written.
+    Temporary folders of killed builds in the same parent folder are removed first.
+    ``needed_bytes`` (the builder's estimate of the dataset's size) is checked against the free
+    space before anything is written; a full disk during the build is a :class:`DatasetError`
+    "no space left on device (needed about N MB in <folder>)".
     """
     output_dir = os.path.abspath(output_dir)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise DatasetError(f"--output-dir {output_dir}: exists and is not a folder")
     parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise DatasetError(f"--output-dir {output_dir}: cannot create the folder {parent} ({e.strerror})") from None
+    for path in remove_stale_build_folders(parent):
+        print(f"removed {path} (left by an interrupted build)")
+    if needed_bytes is not None and shutil.disk_usage(parent).free < needed_bytes:
+        raise DatasetError(f"no space left on device (needed about {_megabytes(needed_bytes)} MB in {parent})")
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+    lock = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until the build ends; marks the folder as in use
     # mkdtemp makes a private (0700) folder; give the dataset the permissions of a normal mkdir.
     umask = os.umask(0)
     os.umask(umask)
@@ -141,23 +283,119 @@ def atomic_output_dir(output_dir: str) -> Iterator[str]:
         os.rename(tmp, output_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        full = e.errno == errno.ENOSPC or shutil.disk_usage(parent).free < _NEARLY_FULL_BYTES
+        written = _folder_bytes(tmp) if full else 0
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not full:
+            raise
+        needed = max(needed_bytes or 0, written)
+        raise DatasetError(f"no space left on device (needed about {_megabytes(needed)} MB in {parent})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
 
 
 # ----------------------------------------------------------------------------------------------
-# Helpers shared by the Sudoku, maze and ARC builders.
+# Command line of every builder
 
-def run_cli(main: Callable[[Optional[Sequence[str]]], None], argv: Optional[Sequence[str]] = None) -> None:
-    """Run a builder's ``main``; a :class:`DatasetError` becomes ``error: <message>`` and exit status 1.
+C = TypeVar("C", bound=pydantic.BaseModel)
 
-    User mistakes (bad files, bad options) get one clear line instead of a traceback.
+
+class OptionError(DatasetError):
+    """A command-line option has a value the builder's config refuses (exit status 2, as argparse)."""
+
+    exit_status = 2
+
+
+class BuilderArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one ``error: ...`` line and exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def _option_kind(annotation: Any) -> Dict[str, Any]:
+    """argparse keywords for a config field's type: int/float/str, Optional[...], List[...], Literal[...], bool."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Union:  # Optional[X]
+        return _option_kind(next(a for a in args if a is not type(None)))
+    if origin in (list, List):
+        return dict(_option_kind(args[0]), nargs="+")
+    if origin is typing.Literal:
+        return {"type": type(args[0]), "metavar": "{" + ",".join(str(a) for a in args) + "}"}
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    return {"type": annotation}
+
+
+def config_parser(config_cls: Type[pydantic.BaseModel], description: Optional[str] = None,
+                  **extra: Dict[str, Any]) -> BuilderArgumentParser:
+    """A parser with one option per field of ``config_cls``: ``--num-aug`` and ``--num_aug`` for ``num_aug``.
+
+    Defaults and help come from the fields; values are only converted here (validation is the
+    config's, in :func:`parse_config`). ``extra[field]`` adds argparse keywords (``metavar``...).
+    """
+    parser = BuilderArgumentParser(description=(description or "").strip().split("\n\n")[0] or None)
+    for name, field in config_cls.model_fields.items():
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+        default = field.get_default(call_default_factory=True)
+        help_text = (field.description or "") + (f" (default {default})" if default not in (None, False, []) else "")
+        parser.add_argument(*flags, dest=name, default=default, help=help_text or None,
+                            **{**_option_kind(field.annotation), **extra.get(name, {})})
+    return parser
+
+
+def describe_validation_error(error: pydantic.ValidationError) -> str:
+    """The first problem of a config as one line naming the option: ``--num-aug must be non-negative (got -1)``."""
+    err = error.errors()[0]
+    option = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "options"
+    ctx = err.get("ctx") or {}
+    if err["type"] in ("greater_than_equal", "greater_than"):
+        bound = ctx.get("ge", ctx.get("gt"))
+        if bound == 0:
+            what = "must be non-negative" if err["type"] == "greater_than_equal" else "must be positive"
+        elif bound == 1 and err["type"] == "greater_than_equal":
+            what = "must be positive"
+        else:
+            what = f"must be {'>=' if err['type'] == 'greater_than_equal' else '>'} {bound}"
+    elif err["type"] == "literal_error":
+        what = f"invalid choice: {err['input']!r} (choose from {ctx.get('expected')})"
+        return f"{option}: {what}"
+    else:
+        what = err["msg"][0].lower() + err["msg"][1:]
+        if what.startswith("value error, "):
+            what = what[len("value error, "):]
+    return f"{option} {what} (got {err['input']!r})" if err["loc"] else what
+
+
+def parse_config(config_cls: Type[C], argv: Optional[Sequence[str]] = None, description: Optional[str] = None,
+                 parser: Optional[argparse.ArgumentParser] = None) -> C:
+    """Command line -> validated config; a refused value is an :class:`OptionError` naming the option."""
+    parser = parser or config_parser(config_cls, description)
+    args = parser.parse_args(argv)
+    try:
+        return config_cls(**vars(args))
+    except pydantic.ValidationError as e:
+        raise OptionError(describe_validation_error(e)) from None
+
+
+def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> None:
+    """Run a builder's ``main``; a user mistake becomes one ``error: <message>`` line and exit status 1.
+
+    :class:`DatasetError` (a bad file, option or a full disk; exit status 2 for a refused
+    option) and ``OSError`` (a file that cannot be read or written) get one clear line instead
+    of a traceback.
     """
     try:
         main(argv)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(getattr(e, "exit_status", 1))
+    except OSError as e:
+        print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
@@ -259,14 +497,14 @@ class PuzzleCSV:
         starts, ends, line_numbers = starts[1:], ends[1:], line_numbers[1:]
 
         # Fast check: with exactly 3 commas per row, the data rows' commas are consecutive triples
-        # lying inside their rows. Only when that fails is each row counted to name the bad one.
+        # lying inside their rows (an empty first or last field puts one on the row's edge).
+        # Only when that fails is each row counted to name the bad one.
         row_commas = commas[np.searchsorted(commas, starts[0]) if starts.size else commas.size:]
         triples = row_commas.reshape(-1, 3) if row_commas.size == 3 * starts.size else None
-        if triples is None or not (np.all(triples[:, 0] > starts) and np.all(triples[:, 2] < ends)):
+        if triples is None or not (np.all(triples[:, 0] >= starts) and np.all(triples[:, 2] < ends)):
             first = np.searchsorted(commas, starts)
             count = np.searchsorted(commas, ends) - first
-            bad = np.flatnonzero(count != 3)
-            i = bad[0]
+            i = np.flatnonzero(count != 3)[0]
             raise DatasetError(f"{path}: line {line_numbers[i]}: expected 4 comma-separated fields "
                                f"(source,question,answer,rating), found {count[i] + 1}")
         c1, c2, c3 = triples[:, 0], triples[:, 1], triples[:, 2]
@@ -293,6 +531,13 @@ class PuzzleCSV:
     def lengths(self, field: str) -> np.ndarray:
         start, end = self._bounds[field]
         return end - start
+
+    def check_nonempty(self, *fields: str) -> None:
+        """No row may leave one of ``fields`` empty (the first such row is named)."""
+        for field in fields:
+            empty = np.flatnonzero(self.lengths(field) == 0)
+            if empty.size:
+                raise DatasetError(f"{self.path}: line {self.line_numbers[empty[0]]}: the {field} field is empty")
 
     def fixed_width(self, field: str, rows: np.ndarray, width: int) -> np.ndarray:
         """``[len(rows), width]`` uint8 character codes of ``field`` (callers check lengths first)."""
@@ -333,35 +578,3 @@ def subsample_rows(num_rows: int, subsample_size: Optional[int], rng: np.random.
     if subsample_size is not None and subsample_size < num_rows:
         return rng.choice(num_rows, size=subsample_size, replace=False)
     return np.arange(num_rows)
-
-
-class NpyWriter:
-    """Write one ``.npy`` array of known shape block by block, so the whole array never sits in memory."""
-
-    def __init__(self, path: str, shape: Sequence[int], dtype: np.dtype):
-        self.path, self.shape, self.dtype = path, tuple(int(s) for s in shape), np.dtype(dtype)
-        self._rows = 0
-        self._file = open(path, "wb")
-        np.lib.format.write_array_header_1_0(self._file, {
-            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape})
-
-    def write(self, block: np.ndarray) -> None:
-        block = np.ascontiguousarray(block, dtype=self.dtype)
-        if block.shape[1:] != self.shape[1:]:
-            raise ValueError(f"{self.path}: block shape {block.shape} does not fit array shape {self.shape}")
-        self._rows += block.shape[0]
-        self._file.write(block.data)
-
-    def close(self) -> None:
-        self._file.close()
-        if self._rows != self.shape[0]:
-            raise ValueError(f"{self.path}: wrote {self._rows} rows, header says {self.shape[0]}")
-
-    def __enter__(self) -> "NpyWriter":
-        return self
-
-    def __exit__(self, exc_type, *_) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._file.close()

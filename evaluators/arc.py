@@ -16,7 +16,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from dataset.arc_grid import arc_grid_to_np, crop_arc_grid, grid_hash, inverse_aug
 from dataset.common import PuzzleDatasetMetadata
+
 
 class ARC:
     required_outputs = {"inputs", "puzzle_identifiers", "q_halt_logits", "preds"}
@@ -49,8 +51,6 @@ class ARC:
     def update_batch(self, batch: Dict[str, torch.Tensor], preds: Dict[str, torch.Tensor]) -> None:
         if not self.enabled:
             return
-        from dataset.build_arc_dataset import crop_arc_grid, grid_hash, inverse_aug
-
         identifiers = batch["puzzle_identifiers"].cpu().numpy()
         keep = identifiers != self.blank_identifier_id  # padding rows of the last batch
         inputs = batch["inputs"].cpu().numpy()[keep]
@@ -69,8 +69,6 @@ class ARC:
     def result(self, save_path: Optional[str], rank: int, world_size: int, group=None) -> Optional[Dict[str, float]]:
         if not self.enabled:
             return None
-        from dataset.build_arc_dataset import arc_grid_to_np, grid_hash
-
         gathered: List[Any] = [(self._local_hmap, self._local_preds)]
         if world_size > 1:
             gathered = [None] * world_size if rank == 0 else None  # type: ignore[assignment]

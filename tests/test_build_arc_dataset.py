@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from dataset.build_arc_dataset import (LegacyRandomStream, _TaskGeometry, aug_name, crop_arc_grid, grid_hash,
-                                       inverse_aug)
+from dataset.arc_grid import aug_name, crop_arc_grid, grid_hash, inverse_aug
+from dataset.build_arc_dataset import LegacyRandomStream, _TaskGeometry
 from dataset.common import dihedral_transform
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

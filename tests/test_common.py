@@ -1,15 +1,21 @@
-"""dataset/common.py: dihedral transforms, metadata I/O, atomic output, the fast CSV reader, CLI errors."""
+"""dataset/common.py: dihedral transforms, metadata I/O, atomic output, the fast CSV reader, CLI errors,
+the builder skeleton (options, task key, stale temporary folders, full disk)."""
+import fcntl
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import List, Literal, Optional
 
 import numpy as np
+import pydantic
 import pytest
 
-from dataset.common import (DIHEDRAL_INVERSE, DatasetError, NpyWriter, PuzzleCSV, PuzzleDatasetMetadata,
+from dataset.common import (DIHEDRAL_INVERSE, DatasetError, OptionError, PuzzleCSV, PuzzleDatasetMetadata,
                             atomic_output_dir, dihedral_transform, inverse_dihedral_transform, load_metadata,
-                            resolve_source_csv, run_cli, save_identifiers, save_metadata, save_set, subsample_rows)
+                            open_npy_for_writing, parse_config, resolve_source_csv, run_cli, save_identifiers,
+                            save_metadata, save_set, save_split, subsample_rows)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,18 +110,6 @@ def test_atomic_output_dir_replaces_only_on_success(tmp_path):
             pass
 
 
-def test_npy_writer_streams_blocks(tmp_path):
-    path = str(tmp_path / "a.npy")
-    with NpyWriter(path, (5, 3), np.uint8) as w:
-        w.write(np.arange(6).reshape(2, 3))
-        w.write(np.arange(9).reshape(3, 3))
-    np.testing.assert_array_equal(np.load(path), np.concatenate([np.arange(6), np.arange(9)]).reshape(5, 3))
-    w = NpyWriter(str(tmp_path / "b.npy"), (4, 3), np.int32)
-    w.write(np.zeros((1, 3)))
-    with pytest.raises(ValueError, match="wrote 1 rows"):
-        w.close()
-
-
 # ----------------------------------------------------------------------------------------------
 # CSV reader and sources
 
@@ -189,3 +183,119 @@ def test_hugging_face_failure_says_how_to_work_offline(tmp_path):
     assert res.returncode == 1
     assert res.stderr.startswith("error: --source-repo sapientinc/no-such-repo-for-tests: not a local folder")
     assert "To work offline" in res.stderr and "Traceback" not in res.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Builder skeleton: options, task key, empty fields, stale folders, full disk
+
+class _ToyConfig(pydantic.BaseModel):
+    output_dir: str = pydantic.Field("data/toy", description="where")
+    num_aug: int = pydantic.Field(0, ge=0, description="copies")
+    grid: Literal[4, 9] = 9
+    names: Optional[List[str]] = None
+    aug: bool = False
+
+
+def test_parse_config_makes_the_options_and_validates_them_once():
+    config = parse_config(_ToyConfig, ["--num_aug", "3", "--grid", "4", "--names", "a", "b", "--aug"])
+    assert config == _ToyConfig(num_aug=3, grid=4, names=["a", "b"], aug=True)
+    assert parse_config(_ToyConfig, []) == _ToyConfig()
+    with pytest.raises(OptionError, match=r"^--num-aug must be non-negative \(got -1\)$") as e:
+        parse_config(_ToyConfig, ["--num-aug", "-1"])
+    assert e.value.exit_status == 2
+    with pytest.raises(OptionError, match=r"^--grid: invalid choice: 5 \(choose from 4 or 9\)$"):
+        parse_config(_ToyConfig, ["--grid", "5"])
+
+
+def test_run_cli_gives_status_2_for_a_refused_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        run_cli(lambda argv: parse_config(_ToyConfig, argv), ["--num-aug", "-2"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "error: --num-aug must be non-negative (got -2)\n"
+
+
+def test_save_split_records_the_task_and_old_metadata_still_loads(tmp_path):
+    inputs = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    save_split(str(tmp_path / "train"), inputs, inputs, group_size=2, vocab_size=12, task="toy")
+    meta = json.loads((tmp_path / "train" / "dataset.json").read_text())
+    assert meta["task"] == "toy" and meta["total_groups"] == 2 and meta["total_puzzles"] == 4
+    np.testing.assert_array_equal(np.load(tmp_path / "train" / "all__group_indices.npy"), [0, 2, 4])
+    # Without a task (the original's files) the key is neither required nor written.
+    del meta["task"]
+    (tmp_path / "train" / "dataset.json").write_text(json.dumps(meta))
+    loaded = load_metadata(str(tmp_path / "train"))
+    assert loaded.task is None
+    save_metadata(str(tmp_path / "again"), loaded)
+    assert json.loads((tmp_path / "again" / "dataset.json").read_text()) == meta
+
+
+def test_empty_csv_fields(tmp_path):
+    path = tmp_path / "e.csv"
+    # An empty source is fine (the original never reads it); an empty question is named by line.
+    path.write_text("source,question,answer,rating\n,abc,abc,1\ns,,abc,2\n")
+    table = PuzzleCSV(str(path))
+    assert table.fixed_width("question", np.array([0]), 3).tobytes() == b"abc"
+    with pytest.raises(DatasetError, match=r"e.csv: line 3: the question field is empty$"):
+        table.check_nonempty("question", "answer")
+
+
+def test_stale_build_folders_are_removed_and_running_ones_kept(tmp_path, capsys):
+    stale = tmp_path / ".ds.tmp-ab12_xyz"  # what a killed build leaves: nobody holds its lock
+    stale.mkdir()
+    (stale / "all__inputs.npy").write_bytes(b"x" * 100)
+    running = tmp_path / ".other.tmp-q7w8e9r0"
+    running.mkdir()
+    keep = [tmp_path / ".ds.tmp-short", tmp_path / "ds.tmp-abcd1234", tmp_path / ".ds.old-abcd1234"]
+    for path in keep:
+        path.mkdir()
+    fd = os.open(running, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a build in progress holds it
+        with atomic_output_dir(str(tmp_path / "ds")) as tmp:
+            (Path(tmp) / "f").write_text("new")
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(tmp_path)) == sorted([p.name for p in keep] + [running.name, "ds"])
+    assert f"removed {stale} (left by an interrupted build)" in capsys.readouterr().out
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs mounted for the test (needs root; skipped otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_full_disk_is_one_line_and_keeps_the_previous_dataset(small_disk, capsys):
+    from dataset.build_sudoku_dataset import main
+    src = small_disk.parent / "src"
+    src.mkdir()
+    q = ".........376..9.2....54....4.2.3..816.............47.9...9.....94.....3.8......16"
+    a = "254367198376189425189542673492736581617895342538214769763921854941658237825473916"
+    for split in ("train", "test"):
+        (src / f"{split}.csv").write_text(f"source,question,answer,rating\ns,{q},{a},0\n")
+    out = small_disk / "ds"
+    run_cli(main, ["--source-repo", str(src), "--output-dir", str(out)])
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    # 20001 copies of 81 cells, inputs and labels: about 3.5 MB, refused before writing
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, ["--source-repo", str(src), "--output-dir", str(out), "--num-aug", "20000"])
+    assert e.value.code == 1
+    assert capsys.readouterr().err == f"error: no space left on device (needed about 4 MB in {small_disk})\n"
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # A disk that fills up during the build (no estimate; np.save and a reserved memory map)
+    for write in (lambda tmp: np.save(os.path.join(tmp, "a.npy"), np.zeros(3 * 10 ** 6, np.uint8)),
+                  lambda tmp: open_npy_for_writing(os.path.join(tmp, "b.npy"), (3000, 1000), np.uint8)):
+        with pytest.raises(DatasetError, match=rf"^no space left on device \(needed about \d+ MB in {small_disk}\)$"):
+            with atomic_output_dir(str(out)) as tmp:
+                write(tmp)
+        assert sorted(os.listdir(small_disk)) == ["ds"]
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
