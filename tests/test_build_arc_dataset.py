@@ -174,6 +174,14 @@ def test_output_equals_the_original_algorithm(built):
 
 
 @pytest.mark.slow
+def test_dataset_json_records_the_task(built):
+    out, _ = built
+    for split in ("train", "test"):
+        meta = json.load(open(out / split / "dataset.json"))
+        assert meta["task"] == "arc" and meta["vocab_size"] == 12
+
+
+@pytest.mark.slow
 def test_identifiers_and_test_puzzles_agree(built):
     out, _ = built
     names = json.load(open(out / "identifiers.json"))

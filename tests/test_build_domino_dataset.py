@@ -135,6 +135,12 @@ def test_metadata_and_files(built):
 
 
 @pytest.mark.slow
+def test_dataset_json_records_the_task(built):
+    for split in ("train", "test"):
+        assert json.load(open(built / split / "dataset.json"))["task"] == "domino"
+
+
+@pytest.mark.slow
 def test_labels_are_the_max_chain_move(built):
     for split in ("train", "test"):
         check_split(load_split(built, split), "max-chain")

@@ -141,3 +141,20 @@ def test_bad_csv_rows_are_clear_errors(tmp_path, q, a, message):
     assert res.returncode == 1
     assert res.stderr.startswith(f"error: {src / 'train.csv'}: {message}"), res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()
+
+
+def test_generated_dataset_records_the_task_and_empty_fields_are_one_line(tmp_path, capsys):
+    from dataset.build_maze_dataset import main
+    from dataset.common import run_cli
+    run_cli(main, ["--generate", "3", "--generate-test", "1", "--size", "7", "--output-dir", str(tmp_path / "gen")])
+    for split in ("train", "test"):
+        assert json.loads((tmp_path / "gen" / split / "dataset.json").read_text())["task"] == "maze"
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, rows in (("train.csv", [(ROW, SOLVED), (ROW, "")]), ("test.csv", [(ROW, SOLVED)])):
+        (src / name).write_text("source,question,answer,rating\n" + "".join(f",{x},{y},0\n" for x, y in rows))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, ["--source-repo", str(src), "--output-dir", str(tmp_path / "out")])
+    assert e.value.code == 1
+    assert capsys.readouterr().err == f"error: {src / 'train.csv'}: line 3: the answer field is empty\n"

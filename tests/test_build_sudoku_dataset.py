@@ -210,3 +210,22 @@ def test_missing_local_csv_and_bad_options(tmp_path):
     assert res.returncode == 2 and "invalid choice" in res.stderr
     res = run_builder("--num-aug", -1)
     assert res.returncode == 2 and "--num-aug must be non-negative" in res.stderr
+
+
+def test_dataset_json_records_the_task(sudoku4):
+    for split in ("train", "test"):
+        assert json.loads((sudoku4 / split / "dataset.json").read_text())["task"] == "sudoku"
+
+
+def test_empty_question_field_is_one_line(tmp_path, capsys):
+    from dataset.build_sudoku_dataset import main
+    from dataset.common import run_cli
+    src = tmp_path / "src"
+    src.mkdir()
+    write_csv(src / "train.csv", [(GOOD_Q, GOOD_A, 0), ("", GOOD_A, 1)])
+    write_csv(src / "test.csv", [(GOOD_Q, GOOD_A, 0)])
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, ["--source-repo", str(src), "--output-dir", str(tmp_path / "out")])
+    assert e.value.code == 1
+    assert capsys.readouterr().err == f"error: {src / 'train.csv'}: line 3: the question field is empty\n"
+    assert not (tmp_path / "out").exists()

@@ -293,6 +293,14 @@ def test_missing_array(tmp_path):
         PuzzleDataset(config([str(tmp_path)]))
 
 
+def test_truncated_array_is_named(tmp_path):
+    write_dataset(str(tmp_path), PUZZLES, GROUPS)
+    path = tmp_path / "train" / "all__inputs.npy"
+    path.write_bytes(path.read_bytes()[:-10])  # as a copy or a build cut short leaves it
+    with pytest.raises(DatasetError, match=r"all__inputs.npy: truncated \(\d+ bytes, its header announces \d+\)"):
+        PuzzleDataset(config([str(tmp_path)]))
+
+
 def test_lengths_that_disagree_with_the_index_files(tmp_path):
     write_dataset(str(tmp_path), PUZZLES, GROUPS)
     np.save(tmp_path / "train" / "all__puzzle_indices.npy", np.array([0, 3, 4, 8, 10, 12, 13, 16, 20, 21]))
