@@ -50,8 +50,10 @@ class MazeBuildConfig(pydantic.BaseModel):
     subsample_size: Optional[int] = pydantic.Field(None, ge=0, description="keep this many train mazes")
     aug: bool = pydantic.Field(False, description="add the 8 dihedral forms of every train maze")
     seed: int = pydantic.Field(0, description="seed of subsampling and generation")
-    generate: Optional[int] = pydantic.Field(None, ge=1, description="generate N train mazes offline")
-    generate_test: Optional[int] = pydantic.Field(None, ge=0, description="generated test mazes (default N // 10)")
+    generate: Optional[int] = pydantic.Field(None, ge=1, json_schema_extra={"metavar": "N"}, description=(
+        "generate N train mazes offline"))
+    generate_test: Optional[int] = pydantic.Field(None, ge=0, json_schema_extra={"metavar": "M"}, description=(
+        "generated test mazes (default N // 10)"))
     size: int = pydantic.Field(30, ge=MIN_MAZE_SIZE, description="grid side for --generate")
 
 

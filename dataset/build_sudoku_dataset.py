@@ -47,9 +47,10 @@ class SudokuBuildConfig(pydantic.BaseModel):
     min_difficulty: Optional[int] = pydantic.Field(None, description="keep rows with rating >= this")
     num_aug: int = pydantic.Field(0, ge=0, description="shuffled copies per train puzzle")
     seed: int = pydantic.Field(0, description="seed of subsampling, augmentation and generation")
-    generate: Optional[int] = pydantic.Field(None, ge=1, description="generate N train puzzles offline instead of "
-                                                                      "reading CSVs")
-    generate_test: Optional[int] = pydantic.Field(None, ge=0, description="generated test puzzles (default N // 10)")
+    generate: Optional[int] = pydantic.Field(None, ge=1, json_schema_extra={"metavar": "N"}, description=(
+        "generate N train puzzles offline instead of reading CSVs"))
+    generate_test: Optional[int] = pydantic.Field(None, ge=0, json_schema_extra={"metavar": "M"}, description=(
+        "generated test puzzles (default N // 10)"))
     grid: Literal[tuple(SUDOKU_BOXES)] = pydantic.Field(9, description="grid size for --generate")  # type: ignore
 
 

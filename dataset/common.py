@@ -268,7 +268,10 @@ def atomic_output_dir(output_dir: str, needed_bytes: Optional[int] = None) -> It
         raise DatasetError(f"no space left on device (needed about {_megabytes(needed_bytes)} MB in {parent})")
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
     lock = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until the build ends; marks the folder as in use
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until the build ends: the folder is in use
+    except OSError:
+        pass  # a file system without locks: nobody can take the folder for stale either
     # mkdtemp makes a private (0700) folder; give the dataset the permissions of a normal mkdir.
     umask = os.umask(0)
     os.umask(umask)
@@ -331,20 +334,25 @@ def _option_kind(annotation: Any) -> Dict[str, Any]:
     return {"type": annotation}
 
 
-def config_parser(config_cls: Type[pydantic.BaseModel], description: Optional[str] = None,
-                  **extra: Dict[str, Any]) -> BuilderArgumentParser:
+def config_parser(config_cls: Type[pydantic.BaseModel], description: Optional[str] = None) -> BuilderArgumentParser:
     """A parser with one option per field of ``config_cls``: ``--num-aug`` and ``--num_aug`` for ``num_aug``.
 
-    Defaults and help come from the fields; values are only converted here (validation is the
-    config's, in :func:`parse_config`). ``extra[field]`` adds argparse keywords (``metavar``...).
+    Defaults and help come from the fields (``Field(description=...)``, and a ``metavar`` in
+    ``json_schema_extra``); values are only converted here, validation is the config's (in
+    :func:`parse_config`). ``description``: the first paragraph is the parser's description.
     """
     parser = BuilderArgumentParser(description=(description or "").strip().split("\n\n")[0] or None)
     for name, field in config_cls.model_fields.items():
         flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
         default = field.get_default(call_default_factory=True)
-        help_text = (field.description or "") + (f" (default {default})" if default not in (None, False, []) else "")
-        parser.add_argument(*flags, dest=name, default=default, help=help_text or None,
-                            **{**_option_kind(field.annotation), **extra.get(name, {})})
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        help_text = field.description or ""
+        if shown not in (None, "") and default is not False:
+            help_text += f" (default {shown})"
+        kind = _option_kind(field.annotation)
+        if isinstance(field.json_schema_extra, dict) and "metavar" in field.json_schema_extra:
+            kind["metavar"] = field.json_schema_extra["metavar"]
+        parser.add_argument(*flags, dest=name, default=default, help=help_text or None, **kind)
     return parser
 
 

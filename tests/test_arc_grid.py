@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from dataset.arc_grid import PUZZLE_ID_SEPARATOR, aug_name, aug_names, parse_aug_name
+from dataset.arc_grid import aug_name, aug_names, parse_aug_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
