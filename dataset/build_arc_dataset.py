@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from dataset.arc_grid import (ARC_MAX_GRID_SIZE, COLOUR_OFFSET, EOS_TOKEN, NUM_COLOURS, PAD_TOKEN, SEQ_LEN,
                               VOCAB_SIZE, arc_grid_to_np, aug_names)
-from dataset.common import (DatasetError, PuzzleDatasetMetadata, atomic_output_dir, open_npy_for_writing,
+from dataset.common import (DatasetError, NpyFile, PuzzleDatasetMetadata, atomic_output_dir,
                             parse_config, run_cli, save_identifiers, save_metadata)
 
 # The original tries up to this many augmentations per requested one before giving up on a task.
@@ -576,15 +576,14 @@ def write_split(output_dir: str, split: str, tasks: List[ARCTask], identifier_of
     buffers = [np.empty(2 * largest * SEQ_LEN + 1, dtype=np.uint8) for _ in range(2)]
     pending: List[Optional[concurrent.futures.Future]] = [None, None]
 
-    inputs = open_npy_for_writing(os.path.join(split_dir, "all__inputs.npy"), (total_examples, SEQ_LEN), np.uint8)
-    labels = open_npy_for_writing(os.path.join(split_dir, "all__labels.npy"), (total_examples, SEQ_LEN), np.uint8)
-
     def write_blocks(row: int, block_in: np.ndarray, block_out: np.ndarray) -> None:
-        inputs[row: row + block_in.shape[0]] = block_in
-        labels[row: row + block_out.shape[0]] = block_out
+        inputs.write_rows(row, block_in)
+        labels.write_rows(row, block_out)
 
     row = 0
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+    with NpyFile(os.path.join(split_dir, "all__inputs.npy"), (total_examples, SEQ_LEN), np.uint8) as inputs, \
+            NpyFile(os.path.join(split_dir, "all__labels.npy"), (total_examples, SEQ_LEN), np.uint8) as labels, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
         for i, (task, (offset, num_pairs)) in enumerate(zip(tqdm(tasks, desc=f"{split} encode", unit="task",
                                                                  leave=False), pairs_of)):
             geo = task.geometry
@@ -603,10 +602,6 @@ def write_split(output_dir: str, split: str, tasks: List[ARCTask], identifier_of
         for future in pending:
             if future is not None:
                 future.result()  # surface write errors before the files are closed
-    assert row == total_examples, (row, total_examples)
-    for array in (inputs, labels):
-        array.flush()
-    del inputs, labels  # unmapped: the files are complete
 
     arrays = {"puzzle_identifiers": identifiers, "puzzle_indices": puzzle_indices, "group_indices": group_indices}
     for key, values in arrays.items():

@@ -36,7 +36,7 @@ writes into a temporary sibling folder that replaces the output only when comple
 removes what killed builds left behind); :func:`save_split` writes the common case of one
 example per puzzle, every puzzle with the blank identifier, groups of copies of one puzzle.
 Builders with several examples per puzzle or named identifiers (ARC) write their arrays with
-:func:`save_set` or :func:`open_npy_for_writing` and :func:`save_metadata`.
+:func:`save_set` or :class:`NpyFile` and :func:`save_metadata`.
 """
 from __future__ import annotations
 
@@ -177,16 +177,46 @@ def save_split(split_dir: str, inputs: np.ndarray, labels: np.ndarray, *, vocab_
         sets=["all"], task=task))
 
 
-def open_npy_for_writing(path: str, shape: Sequence[int], dtype: np.dtype) -> np.memmap:
-    """A new ``.npy`` file of ``shape`` as a writable memory map, its disk space reserved now.
+class NpyFile:
+    """A new ``.npy`` file of known shape, written a range of rows at a time (``with NpyFile(...) as f``).
 
-    Filling a sparse memory map on a full disk kills the process (SIGBUS); reserving the space
-    first turns that into an ``OSError`` (ENOSPC) before anything is written.
+    numpy's ``open_memmap(mode="w+")`` writes the header and sizes the file. Its disk space is
+    then reserved at once, so a full disk is an ``OSError`` (ENOSPC) before anything is written.
+    Rows go in with ``pwrite`` at their offset rather than through the memory map: filling a
+    map costs a page fault per page (ARC with 1000 augmentations: 51 s of CPU instead of 42 s)
+    and counts every written page in the process's resident memory (5.4 GB instead of 0.6 GB).
     """
-    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
-    with open(path, "r+b") as f:
-        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-    return array
+
+    def __init__(self, path: str, shape: Sequence[int], dtype: np.dtype):
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
+        self.path, self.shape, self.dtype, self.offset = path, array.shape, array.dtype, array.offset
+        del array
+        self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._fd = os.open(path, os.O_WRONLY)
+        try:
+            os.posix_fallocate(self._fd, 0, os.fstat(self._fd).st_size)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def write_rows(self, start: int, block: np.ndarray) -> None:
+        """Write ``block`` as rows ``start .. start + len(block)``."""
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.shape[1:] or not 0 <= start <= self.shape[0] - block.shape[0]:
+            raise ValueError(f"{self.path}: rows {start}+{block.shape} do not fit array shape {self.shape}")
+        data, position = memoryview(block).cast("B"), self.offset + start * self._row_bytes
+        while data:
+            written = os.pwrite(self._fd, data, position)
+            data, position = data[written:], position + written
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> "NpyFile":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
 
 
 def save_identifiers(output_dir: str, names: List[str]) -> None:

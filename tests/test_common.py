@@ -12,10 +12,10 @@ import numpy as np
 import pydantic
 import pytest
 
-from dataset.common import (DIHEDRAL_INVERSE, DatasetError, OptionError, PuzzleCSV, PuzzleDatasetMetadata,
+from dataset.common import (DIHEDRAL_INVERSE, DatasetError, NpyFile, OptionError, PuzzleCSV, PuzzleDatasetMetadata,
                             atomic_output_dir, dihedral_transform, inverse_dihedral_transform, load_metadata,
-                            open_npy_for_writing, parse_config, resolve_source_csv, run_cli, save_identifiers,
-                            save_metadata, save_set, save_split, subsample_rows)
+                            parse_config, resolve_source_csv, run_cli, save_identifiers, save_metadata, save_set,
+                            save_split, subsample_rows)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -239,6 +239,16 @@ def test_empty_csv_fields(tmp_path):
         table.check_nonempty("question", "answer")
 
 
+def test_npy_file_is_filled_by_row_ranges(tmp_path):
+    path = str(tmp_path / "a.npy")
+    with NpyFile(path, (5, 3), np.uint8) as f:
+        f.write_rows(2, np.arange(9).reshape(3, 3))  # any order
+        f.write_rows(0, np.arange(6).reshape(2, 3))
+        with pytest.raises(ValueError, match="do not fit"):
+            f.write_rows(4, np.zeros((2, 3)))
+    np.testing.assert_array_equal(np.load(path), np.concatenate([np.arange(6), np.arange(9)]).reshape(5, 3))
+
+
 def test_stale_build_folders_are_removed_and_running_ones_kept(tmp_path, capsys):
     stale = tmp_path / ".ds.tmp-ab12_xyz"  # what a killed build leaves: nobody holds its lock
     stale.mkdir()
@@ -291,9 +301,9 @@ def test_full_disk_is_one_line_and_keeps_the_previous_dataset(small_disk, capsys
     assert e.value.code == 1
     assert capsys.readouterr().err == f"error: no space left on device (needed about 4 MB in {small_disk})\n"
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    # A disk that fills up during the build (no estimate; np.save and a reserved memory map)
+    # A disk that fills up during the build (no estimate; np.save, and the space NpyFile reserves)
     for write in (lambda tmp: np.save(os.path.join(tmp, "a.npy"), np.zeros(3 * 10 ** 6, np.uint8)),
-                  lambda tmp: open_npy_for_writing(os.path.join(tmp, "b.npy"), (3000, 1000), np.uint8)):
+                  lambda tmp: NpyFile(os.path.join(tmp, "b.npy"), (3000, 1000), np.uint8).close()):
         with pytest.raises(DatasetError, match=rf"^no space left on device \(needed about \d+ MB in {small_disk}\)$"):
             with atomic_output_dir(str(out)) as tmp:
                 write(tmp)
