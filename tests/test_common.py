@@ -283,6 +283,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(disk)], check=True)
 
 
+@pytest.mark.slow  # runs mount and umount
 def test_full_disk_is_one_line_and_keeps_the_previous_dataset(small_disk, capsys):
     from dataset.build_sudoku_dataset import main
     src = small_disk.parent / "src"
