@@ -1,0 +1,276 @@
+"""One table of every training run under a folder, and their evaluation curves side by side.
+
+    python scripts/summarize_runs.py checkpoints/my-sweep
+    python scripts/summarize_runs.py checkpoints --metrics all/exact_accuracy all/accuracy --out reports/
+
+A run is a folder holding ``all_config.yaml`` (what ``pretrain.py`` writes). For each run the table
+gives its settings that differ from the defaults (``config/cfg_pretrain.yaml`` with the run's
+arch), the steps done, the best and the last value of each evaluation metric with their steps
+(from ``eval_metrics.jsonl``; best is the minimum for losses, the maximum otherwise), and the wall
+time from its first to its last file. It writes ``runs_summary.md``, ``runs_summary.csv`` and
+``runs_curves.png`` (matplotlib) to ``--out`` (default: the folder) and prints the markdown.
+Offline: nothing needs W&B.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(REPO, "config")
+# Names that say where a run writes, not how it trains: never "overrides".
+NAMING_KEYS = {"checkpoint_path", "run_name", "project_name", "resume", "data_path"}
+STEP_FILE = re.compile(r"^step_(\d+)$")
+
+
+class SummaryError(ValueError):
+    """A problem with the folder given, reported as one line."""
+
+
+@dataclass
+class Run:
+    path: str
+    config: Dict[str, Any]
+    overrides: Dict[str, Any] = field(default_factory=dict)
+    steps_done: int = 0
+    wall_seconds: float = 0.0
+    curves: Dict[str, List[Tuple[int, float]]] = field(default_factory=dict)  # metric -> [(step, value)]
+
+
+def flatten(d: Dict[str, Any], prefix: str = "", sep: str = ".") -> Dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{sep}{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flatten(v, key, sep))
+        else:
+            out[key] = v
+    return out
+
+
+def lower_is_better(metric: str) -> bool:
+    return "loss" in metric.rsplit("/", 1)[-1]
+
+
+def find_runs(folder: str) -> List[str]:
+    """Every folder under ``folder`` (itself included) holding ``all_config.yaml``, sorted."""
+    if not os.path.isdir(folder):
+        raise SummaryError(f"{folder}: no such folder")
+    found = [root for root, _, files in os.walk(folder) if "all_config.yaml" in files]
+    return sorted(found)
+
+
+def default_config(arch_name: Optional[str], cache: Dict[Optional[str], Dict[str, Any]]) -> Dict[str, Any]:
+    """The flattened default config for the arch whose ``name`` is ``arch_name`` ({} if none matches)."""
+    if arch_name in cache:
+        return cache[arch_name]
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from pretrain import parse_config
+
+    result: Dict[str, Any] = {}
+    arch_dir = os.path.join(CONFIG_DIR, "arch")
+    for fname in sorted(os.listdir(arch_dir)):
+        with open(os.path.join(arch_dir, fname)) as f:
+            if (yaml.safe_load(f) or {}).get("name") == arch_name:
+                with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+                    cfg = compose("cfg_pretrain", overrides=[f"arch={fname[:-len('.yaml')]}"])
+                result = flatten(parse_config(OmegaConf.to_container(cfg, resolve=True)).model_dump())  # type: ignore[arg-type]
+                break
+    cache[arch_name] = result
+    return result
+
+
+def read_eval_curves(path: str) -> Dict[str, List[Tuple[int, float]]]:
+    """``eval_metrics.jsonl`` as metric -> [(step, value)] (metric names as logged: ``all/exact_accuracy``)."""
+    curves: Dict[str, List[Tuple[int, float]]] = {}
+    if not os.path.isfile(path):
+        return curves
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                step = int(entry.pop("step"))
+            except (ValueError, KeyError, TypeError):
+                raise SummaryError(f"{path}:{n}: not an evaluation line (expected JSON with a 'step')") from None
+            for name, value in flatten(entry, sep="/").items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    curves.setdefault(name, []).append((step, float(value)))
+    return curves
+
+
+def load_run(path: str, defaults_cache: Dict[Optional[str], Dict[str, Any]]) -> Run:
+    cfg_path = os.path.join(path, "all_config.yaml")
+    try:
+        with open(cfg_path) as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise SummaryError(f"{cfg_path}: not readable as YAML ({e.__class__.__name__})") from None
+    if not isinstance(config, dict):
+        raise SummaryError(f"{cfg_path}: expected a mapping of config keys")
+    run = Run(path=path, config=config)
+    flat = flatten(config)
+    defaults = default_config(flat.get("arch.name"), defaults_cache)
+    run.overrides = {k: v for k, v in flat.items()
+                     if k not in NAMING_KEYS and k in defaults and defaults[k] != v}
+    run.overrides.update({k: v for k, v in flat.items() if k not in NAMING_KEYS and defaults and k not in defaults})
+    files = [os.path.join(path, n) for n in os.listdir(path)]
+    steps = [int(m.group(1)) for m in (STEP_FILE.match(os.path.basename(p)) for p in files) if m]
+    run.curves = read_eval_curves(os.path.join(path, "eval_metrics.jsonl"))
+    logged_steps = [s for points in run.curves.values() for s, _ in points]
+    run.steps_done = max(steps + logged_steps, default=0)
+    times = [os.path.getmtime(p) for p in files if os.path.isfile(p)]
+    run.wall_seconds = max(times) - min(times) if times else 0.0
+    return run
+
+
+def best_and_last(points: Sequence[Tuple[int, float]], metric: str) -> Tuple[Tuple[int, float], Tuple[int, float]]:
+    """((best step, best value), (last step, last value)); ties go to the earliest step."""
+    ordered = sorted(points)
+    pick = min if lower_is_better(metric) else max
+    best_value = pick(v for _, v in ordered)
+    best = next((s, v) for s, v in ordered if v == best_value)
+    return best, ordered[-1]
+
+
+def format_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
+
+def format_duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def table_rows(runs: Sequence[Run], root: str, metrics: Sequence[str]) -> Tuple[List[str], List[List[str]], List[Dict[str, Any]]]:
+    """Markdown header and rows, and one CSV record per run."""
+    header = ["run", "overrides", "steps", "wall time"] + [f"{m} best (step) / last (step)" for m in metrics]
+    rows, records = [], []
+    for run in runs:
+        name = os.path.relpath(run.path, root)
+        overrides = " ".join(f"{k}={format_value(v)}" for k, v in sorted(run.overrides.items())) or "(defaults)"
+        row = [name, overrides, str(run.steps_done), format_duration(run.wall_seconds)]
+        record: Dict[str, Any] = {"run": name, "overrides": overrides, "steps": run.steps_done,
+                                  "wall_seconds": round(run.wall_seconds, 1)}
+        for m in metrics:
+            points = run.curves.get(m)
+            if not points:
+                row.append("–")
+                record.update({f"{m} best": "", f"{m} best_step": "", f"{m} last": "", f"{m} last_step": ""})
+                continue
+            (bs, bv), (ls, lv) = best_and_last(points, m)
+            row.append(f"{bv:.4g} ({bs}) / {lv:.4g} ({ls})")
+            record.update({f"{m} best": bv, f"{m} best_step": bs, f"{m} last": lv, f"{m} last_step": ls})
+        rows.append(row)
+        records.append(record)
+    return header, rows, records
+
+
+def markdown(header: List[str], rows: List[List[str]]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(runs: Sequence[Run], root: str, metrics: Sequence[str], path: str) -> None:
+    """One panel per metric, one line per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, max(1, len(metrics)))
+    nrows = max(1, -(-len(metrics) // cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        for run in runs:
+            points = sorted(run.curves.get(metric, []))
+            if points:
+                ax.plot([s for s, _ in points], [v for _, v in points], marker="o", markersize=3,
+                        label=os.path.relpath(run.path, root))
+        ax.set_title(metric, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_atomic(path: str, write) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def summarize(folder: str, metrics: Optional[Sequence[str]] = None, out: Optional[str] = None) -> str:
+    """Write the table (markdown, CSV) and the curves of every run under ``folder``; return the markdown."""
+    from tqdm import tqdm
+
+    paths = find_runs(folder)
+    if not paths:
+        raise SummaryError(f"{folder}: no runs found (no all_config.yaml under it)")
+    cache: Dict[Optional[str], Dict[str, Any]] = {}
+    runs = [load_run(p, cache) for p in tqdm(paths, desc="runs", disable=len(paths) < 20)]
+    available = sorted({m for r in runs for m in r.curves})
+    if metrics:
+        unknown = [m for m in metrics if m not in available]
+        if unknown:
+            raise SummaryError(f"--metrics: {', '.join(unknown)} not logged by any run; available: {', '.join(available) or 'none'}")
+        chosen = list(metrics)
+    else:
+        chosen = available
+    header, rows, records = table_rows(runs, folder, chosen)
+    text = markdown(header, rows)
+
+    out = out or folder
+    os.makedirs(out, exist_ok=True)
+    write_atomic(os.path.join(out, "runs_summary.md"), lambda f: f.write(text.encode()))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(records[0]))
+    writer.writeheader()
+    writer.writerows(records)
+    write_atomic(os.path.join(out, "runs_summary.csv"), lambda f: f.write(buf.getvalue().encode()))
+    if chosen:
+        plot_curves(runs, folder, chosen, os.path.join(out, "runs_curves.png"))
+    return text
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", help="a folder of runs (searched recursively for all_config.yaml)")
+    p.add_argument("--metrics", nargs="+", default=None, help="evaluation metrics to show (default: every one logged)")
+    p.add_argument("--out", default=None, help="where to write runs_summary.{md,csv} and runs_curves.png (default: the folder)")
+    args = p.parse_args(argv)
+    try:
+        text = summarize(args.folder, args.metrics, args.out)
+    except (SummaryError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(text)
+    print(f"written: {os.path.join(args.out or args.folder, 'runs_summary.md')}, runs_summary.csv, runs_curves.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""config/experiment: every named recipe composes to exactly the config of its source command line
+(SPEC 12a, copied here independently of the yaml files), documents what it needs, and the CPU-sized
+demo recipe trains."""
+import copy
+import functools
+import os
+import shlex
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import REPO, pretrain, run
+from scripts.experiments import HEADER_FIELDS, experiments
+
+SUDOKU = "data_path=data/sudoku-extreme-1k-aug-1000 epochs=20000 eval_interval=2000"
+TRM_SUDOKU = ('arch=trm data_paths="[data/sudoku-extreme-1k-aug-1000]" evaluators="[]" epochs=50000 eval_interval=5000 '
+              'lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0')
+# Recipe -> the overrides of its source command line (SPEC 12a; names and folders left out).
+RECIPES = {
+    "hrm_sudoku_extreme_1k": f"{SUDOKU} lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0",
+    "hrm_sudoku_extreme_1k_1gpu": f"{SUDOKU} global_batch_size=384 lr=7e-5 puzzle_emb_lr=7e-5 weight_decay=1.0 puzzle_emb_weight_decay=1.0",
+    "hrm_maze_hard": "data_path=data/maze-30x30-hard-1k epochs=20000 eval_interval=2000 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0",
+    "hrm_arc1": "",
+    "hrm_arc2": "data_path=data/arc-2-aug-1000",
+    "trm_sudoku_extreme_mlp": f"{TRM_SUDOKU} arch.mlp_t=True arch.pos_encodings=none arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=6 ema=True",
+    "trm_sudoku_extreme_att": f"{TRM_SUDOKU} arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=6 ema=True",
+    "trm_maze_hard": ('arch=trm data_paths="[data/maze-30x30-hard-1k]" evaluators="[]" epochs=50000 eval_interval=5000 lr=1e-4 '
+                      'puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0 arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=4 ema=True'),
+    "trm_arc1": 'arch=trm data_paths="[data/arc1concept-aug-1000]" arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=4 ema=True',
+    "trm_arc2": 'arch=trm data_paths="[data/arc2concept-aug-1000]" arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=4 ema=True',
+    "trm_sudoku_6x6_memorisation": ('arch=trm data_paths="[data/sudoku-6x6]" data_paths_test="[data/sudoku-6x6]" evaluators="[]" '
+                                    'arch.puzzle_emb_ndim=0 arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=6 global_batch_size=256 '
+                                    'epochs=20000 eval_interval=2000 lr=1e-4 lr_warmup_steps=2000 lr_min_ratio=0.5 weight_decay=0.1 '
+                                    'puzzle_emb_lr=0 eval_save_outputs="[preds]"'),
+    "demo": ('data_path=demo_run/data/sudoku-4x4 evaluators="[]" epochs=8 eval_interval=4 global_batch_size=256 lr=2e-3 '
+             'puzzle_emb_lr=1e-2 lr_warmup_steps=30 weight_decay=0.1 arch.hidden_size=64 arch.num_heads=2 arch.H_layers=2 '
+             'arch.L_layers=2 arch.H_cycles=2 arch.L_cycles=2 arch.halt_max_steps=4 +arch.forward_dtype=float32'),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(overrides):
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
+        return OmegaConf.to_container(compose("cfg_pretrain", overrides=list(overrides)), resolve=True)
+
+
+def composed(overrides):
+    return copy.deepcopy(_composed(tuple(overrides)))
+
+
+def source_overrides(line: str):
+    """Shell words of a command line, as Hydra overrides (a key set on the command line that the
+    arch yaml already has needs no '+')."""
+    words = shlex.split(line)
+    base = composed([w for w in words if w.startswith("arch=")])
+    out = []
+    for w in words:
+        key = w.lstrip("+").split("=", 1)[0]
+        section, _, leaf = key.partition(".")
+        exists = (section == "arch" and leaf in base["arch"]) or key in base
+        out.append(w.lstrip("+") if exists else w)
+    return out
+
+
+def test_every_recipe_has_an_experiment_and_back():
+    assert set(experiments()) == set(RECIPES)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_experiment_equals_its_source_command_line_and_documents_it(name):
+    """Composes key by key to the source's config; the header names source, dataset command,
+    hardware and result, and records the same source command."""
+    expected = composed(source_overrides(RECIPES[name]))
+    assert composed([f"+experiment={name}"]) == expected
+    header = experiments()[name]
+    assert set(HEADER_FIELDS) <= set(header), f"{name}: header lacks {set(HEADER_FIELDS) - set(header)}"
+    # the recorded source command holds the same overrides as SPEC 12a
+    recorded = [w for w in shlex.split(header["command"]) if "=" in w and not w.startswith("-") and not w.isupper()
+                and w.split("=")[0] != "OMP_NUM_THREADS"]
+    assert composed(source_overrides(shlex.join(recorded))) == expected
+    assert header["dataset"].startswith("python ") and "--output-dir" in header["dataset"]
+    assert f"+experiment={name}" in header["launch"]
+
+
+def test_experiment_stays_overridable():
+    cfg = composed(["+experiment=trm_maze_hard", "lr=3e-4", "arch.L_cycles=2"])
+    assert cfg["lr"] == 3e-4 and cfg["arch"]["L_cycles"] == 2 and cfg["arch"]["name"].startswith("recursive_reasoning.trm@")
+
+
+def test_list_and_show_experiments():
+    out = run([sys.executable, str(REPO / "scripts" / "experiments.py")]).stdout
+    assert all(name in out for name in RECIPES)
+    out = run([sys.executable, str(REPO / "scripts" / "experiments.py"), "trm_arc2"]).stdout
+    assert "--output-dir data/arc2concept-aug-1000" in out and "+experiment=trm_arc2" in out and "7.8%" in out
+    proc = run([sys.executable, str(REPO / "scripts" / "experiments.py"), "trm_arc3"], check=False)
+    assert proc.returncode == 2 and "no experiment 'trm_arc3'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_experiment_trains(sudoku4, tmp_path):
+    """The CPU-sized recipe trains end to end (on the small fixture set, shortened)."""
+    ck = tmp_path / "demo"
+    pretrain("+experiment=demo", f"data_path={sudoku4}", "epochs=2", "eval_interval=1", "global_batch_size=16",
+             "arch.hidden_size=32", f"checkpoint_path={ck}", "+run_name=d")
+    saved = (ck / "all_config.yaml").read_text()
+    assert "halt_max_steps: 4" in saved and "lr: 0.002" in saved and sorted(os.listdir(ck)).count("step_6") == 1
