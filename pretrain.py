@@ -35,6 +35,7 @@ from utils.config import ConfigError, check_batch_divisible, normalize_data_path
 from utils.distributed import DistInfo, all_reduce_grads, broadcast_object, cleanup, init_distributed, min_nonzero_over_ranks
 from utils.evaluation import evaluate, flatten_metrics, reduce_metrics, stack_metrics, to_device
 from utils.functions import validation_error_line
+from utils.runs import apply_sweep_job, check_checkpoint_folder_free, current_sweep_job
 from utils.schedule import cosine_schedule_with_warmup_lr_lambda
 
 DEFAULT_DATA_PATH = "data/arc-aug-1000"
@@ -97,6 +98,7 @@ class PretrainConfig(pydantic.BaseModel):
     resume: Optional[str] = None
     checkpoint_interval_steps: int = 0
     log_interval: int = 1
+    wandb_group: Optional[str] = None
 
     @pydantic.field_validator("data_paths", mode="before")
     @classmethod
@@ -156,6 +158,9 @@ def load_synced_config(raw: Dict[str, Any], info: DistInfo) -> PretrainConfig:
                         setattr(config, key, saved.get(key))
                 ckpt.check_resume_config(config.model_dump(), saved)
             payload = fill_names(config)
+            taken = check_checkpoint_folder_free(config.checkpoint_path, config.resume)  # type: ignore[arg-type]
+            if taken:
+                raise ConfigError(taken)
         except (ConfigError, ValueError, OSError) as e:
             payload = ConfigError(str(e))
     payload = broadcast_object(payload, info)
@@ -373,7 +378,7 @@ def start_logging(run: Run, resumed: bool) -> None:
     if info.device.type == "cpu" and config.arch.__pydantic_extra__.get("forward_dtype", "bfloat16") == "bfloat16":
         print("note: bfloat16 matmuls are slow on most CPUs (7x slower than float32 on this project's test machine); "
               "for speed add +arch.forward_dtype=float32 (HRM) or arch.forward_dtype=float32 (TRM)")
-    run.logger = init_wandb(config.project_name, config.run_name, config.model_dump())  # type: ignore[arg-type]
+    run.logger = init_wandb(config.project_name, config.run_name, config.model_dump(), group=config.wandb_group)  # type: ignore[arg-type]
     if not resumed:
         run.logger.log({"num_params": n_params}, step=0)
     ckpt.save_code_and_config(config)
@@ -456,6 +461,10 @@ def main() -> None:
     @hydra.main(config_path="config", config_name="cfg_pretrain", version_base=None)
     def _entry(hydra_config):
         raw = OmegaConf.to_container(hydra_config, resolve=True)
+        job = current_sweep_job(sys.argv[1:])
+        if job is not None:  # each job of a multirun writes to its own folder
+            raw = apply_sweep_job(raw, job)  # type: ignore[arg-type]
+            print(f"sweep job {job.num}: checkpoints in {raw.get('checkpoint_path') or 'the folder of run ' + repr(raw.get('run_name'))}")
         try:
             launch(raw)  # type: ignore[arg-type]
         except (ConfigError, DatasetError, FloatingPointError) as e:

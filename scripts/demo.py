@@ -10,6 +10,7 @@ Everything goes to ./demo_run. The commands it runs are printed so you can run t
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -56,6 +57,9 @@ def main():
         run([sys.executable, "dataset/build_sudoku_dataset.py", "--generate", str(args.train), "--generate-test", str(args.test),
              "--grid", "4", "--output-dir", data], env)
 
+    if os.path.isdir(ckpt):  # the demo's own previous run: pretrain.py never overwrites a run's folder by itself
+        print(f"removing the previous demo run {ckpt}")
+        shutil.rmtree(ckpt)
     run([sys.executable, "pretrain.py", f"data_path={data}", "evaluators=[]", f"epochs={args.epochs}", f"eval_interval={args.epochs // 2}",
          "global_batch_size=256", "lr=2e-3", "puzzle_emb_lr=1e-2", "lr_warmup_steps=30", "weight_decay=0.1",
          *DEMO_ARCH, f"checkpoint_path={ckpt}", "+run_name=demo"], env)

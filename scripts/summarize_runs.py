@@ -157,15 +157,29 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def shared_overrides(runs: Sequence[Run]) -> Dict[str, Any]:
+    """Overrides every run has with the same value (shown once above the table when there are several runs)."""
+    if len(runs) < 2:
+        return {}
+    first = runs[0].overrides
+    return {k: v for k, v in first.items() if all(k in r.overrides and r.overrides[k] == v for r in runs[1:])}
+
+
+def format_overrides(overrides: Dict[str, Any]) -> str:
+    return " ".join(f"{k}={format_value(v)}" for k, v in sorted(overrides.items()))
+
+
 def table_rows(runs: Sequence[Run], root: str, metrics: Sequence[str]) -> Tuple[List[str], List[List[str]], List[Dict[str, Any]]]:
-    """Markdown header and rows, and one CSV record per run."""
+    """Markdown header and rows (overrides that all runs share left out), and one CSV record per run
+    (with all its overrides)."""
+    shared = shared_overrides(runs)
     header = ["run", "overrides", "steps", "wall time"] + [f"{m} best (step) / last (step)" for m in metrics]
     rows, records = [], []
     for run in runs:
         name = os.path.relpath(run.path, root)
-        overrides = " ".join(f"{k}={format_value(v)}" for k, v in sorted(run.overrides.items())) or "(defaults)"
-        row = [name, overrides, str(run.steps_done), format_duration(run.wall_seconds)]
-        record: Dict[str, Any] = {"run": name, "overrides": overrides, "steps": run.steps_done,
+        own = format_overrides({k: v for k, v in run.overrides.items() if k not in shared}) or "(defaults)"
+        row = [name, own, str(run.steps_done), format_duration(run.wall_seconds)]
+        record: Dict[str, Any] = {"run": name, "overrides": format_overrides(run.overrides), "steps": run.steps_done,
                                   "wall_seconds": round(run.wall_seconds, 1)}
         for m in metrics:
             points = run.curves.get(m)
@@ -243,6 +257,9 @@ def summarize(folder: str, metrics: Optional[Sequence[str]] = None, out: Optiona
         chosen = available
     header, rows, records = table_rows(runs, folder, chosen)
     text = markdown(header, rows)
+    shared = shared_overrides(runs)
+    if shared:
+        text = f"All {len(runs)} runs: {format_overrides(shared)}\n\n" + text
 
     out = out or folder
     os.makedirs(out, exist_ok=True)

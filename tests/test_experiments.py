@@ -89,6 +89,7 @@ def test_experiment_stays_overridable():
     assert cfg["lr"] == 3e-4 and cfg["arch"]["L_cycles"] == 2 and cfg["arch"]["name"].startswith("recursive_reasoning.trm@")
 
 
+@pytest.mark.slow
 def test_list_and_show_experiments():
     out = run([sys.executable, str(REPO / "scripts" / "experiments.py")]).stdout
     assert all(name in out for name in RECIPES)

@@ -38,12 +38,12 @@ def choose_wandb_mode() -> Tuple[str, Optional[str]]:
                        "`wandb sync` uploads it later, WANDB_MODE=disabled turns logging off")
 
 
-def init_wandb(project: str, name: str, config: Dict[str, Any]) -> Any:
-    """Start a W&B run (possibly offline or disabled) and return it."""
+def init_wandb(project: str, name: str, config: Dict[str, Any], group: Optional[str] = None) -> Any:
+    """Start a W&B run (possibly offline or disabled) and return it; ``group`` gathers a sweep's runs."""
     import wandb  # slow import; only on rank 0 of a training run
 
     mode, message = choose_wandb_mode()
     if message:
         print(message)
-    return wandb.init(project=project, name=name, config=config, mode=mode,
+    return wandb.init(project=project, name=name, config=config, mode=mode, group=group,
                       settings=wandb.Settings(x_disable_stats=True, silent=mode != "online"))

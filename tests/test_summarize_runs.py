@@ -1,0 +1,63 @@
+"""scripts/summarize_runs.py: one table of the runs of a sweep (best values checked against their
+eval_metrics.jsonl), a CSV, a valid PNG of the curves, and one-line errors."""
+import csv
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from scripts.summarize_runs import best_and_last, main, summarize
+from test_runs import sweep  # noqa: F401  (the session's 2-job multirun)
+
+
+def logged(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_best_and_last_prefers_low_losses_and_the_earliest_tie():
+    points = [(3, 0.5), (6, 0.9), (9, 0.9), (12, 0.7)]
+    assert best_and_last(points, "all/exact_accuracy") == ((6, 0.9), (12, 0.7))
+    assert best_and_last(points, "all/lm_loss") == ((3, 0.5), (12, 0.7))
+
+
+@pytest.mark.slow
+def test_summary_of_a_sweep(sweep, tmp_path):  # noqa: F811
+    text = summarize(str(sweep), out=str(tmp_path))
+    rows = [line for line in text.splitlines() if line.startswith("| job")]
+    assert [r.split(" | ")[0] for r in rows] == ["| job0_lr-0.001", "| job1_lr-0.01"]
+    assert "lr=0.001" in rows[0] and "lr=0.01" in rows[1] and text.startswith("All 2 runs: ")
+
+    records = list(csv.DictReader(open(tmp_path / "runs_summary.csv")))
+    for job, record in zip(("job0_lr-0.001", "job1_lr-0.01"), records):
+        lines = logged(sweep / job / "eval_metrics.jsonl")
+        losses = [(entry["step"], entry["all"]["lm_loss"]) for entry in lines]
+        best_step, best = min(losses, key=lambda sv: (sv[1], sv[0]))
+        assert float(record["all/lm_loss best"]) == pytest.approx(best) and int(record["all/lm_loss best_step"]) == best_step
+        accs = [(entry["step"], entry["all"]["accuracy"]) for entry in lines]
+        top = max(a for _, a in accs)
+        assert float(record["all/accuracy best"]) == pytest.approx(top)
+        assert int(record["all/accuracy best_step"]) == min(s for s, a in accs if a == top)
+        assert float(record["all/accuracy last"]) == pytest.approx(accs[-1][1]) and int(record["steps"]) == lines[-1]["step"]
+    image = Image.open(tmp_path / "runs_curves.png")
+    assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
+    assert (tmp_path / "runs_summary.md").read_text() == text
+
+
+def errors_of(capsys, *args):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*map(str, args)])
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_command_line_errors(tmp_path, capsys):
+    assert "nope: no such folder" in errors_of(capsys, tmp_path / "nope")
+    assert "no runs found" in errors_of(capsys, tmp_path)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "all_config.yaml").write_text("lr: 0.1\n")
+    (tmp_path / "r" / "eval_metrics.jsonl").write_text('{"step": 3, "all": {"accuracy": 0.5}}\n')
+    assert "all/acuracy not logged by any run; available: all/accuracy" in errors_of(capsys, tmp_path, "--metrics", "all/acuracy")
+    (tmp_path / "r" / "eval_metrics.jsonl").write_text('{"all": 1}\n')
+    assert "eval_metrics.jsonl:1: not an evaluation line" in errors_of(capsys, tmp_path)
+    assert not os.path.exists(tmp_path / "runs_summary.md")
