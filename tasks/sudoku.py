@@ -33,21 +33,17 @@ class SudokuCodec(TaskCodec):
         cells = _DECORATION.sub("", text)
         if not cells:
             raise PuzzleError(f"empty {what}")
-        n = math.isqrt(len(cells))
+        # Characters first: a puzzle of another task (a maze, a domino line) is named as such.
+        n = math.isqrt(self.seq_len if self.seq_len is not None else len(cells))
+        for i, ch in enumerate(cells):
+            if ch != "." and (not "0" <= ch <= "9" or int(ch) > n):
+                raise PuzzleError(f"{what}: character {ch!r} at cell {i + 1} is not a digit 1..{n} or a blank ('.' or '0')")
         if self.seq_len is not None and len(cells) != self.seq_len:
-            side = math.isqrt(self.seq_len)
-            raise PuzzleError(f"{what} has {len(cells)} cells; this checkpoint's {side}x{side} Sudoku needs {self.seq_len}")
+            raise PuzzleError(f"{what} has {len(cells)} cells; this checkpoint's {n}x{n} Sudoku needs {self.seq_len}")
         if n * n != len(cells) or n not in SUDOKU_BOXES:
             raise PuzzleError(f"{what} has {len(cells)} cells: not a square Sudoku grid "
                               f"(n*n cells for n in {', '.join(map(str, sorted(SUDOKU_BOXES)))})")
-        digits = np.zeros(len(cells), dtype=np.int64)
-        for i, ch in enumerate(cells):
-            if ch == ".":
-                continue
-            if not ch.isdigit() or int(ch) > n:
-                raise PuzzleError(f"{what}: character {ch!r} at cell {i + 1} is not a digit 1..{n} or a blank ('.' or '0')")
-            digits[i] = int(ch)
-        return digits
+        return np.array([0 if ch == "." else int(ch) for ch in cells], dtype=np.int64)
 
     def parse(self, text: str, name: str = "") -> Puzzle:
         puzzle_text, _, solution_text = text.partition(",")
@@ -83,7 +79,8 @@ class SudokuCodec(TaskCodec):
 
     def answer(self, puzzle: Puzzle, tokens: np.ndarray) -> str:
         # Tokens outside the digits (PAD, blank) are shown as '.', i.e. not an answer for that cell.
-        return "".join(str(int(t) - 1) if 2 <= t <= puzzle.data.size ** 0.5 + 1 else "." for t in tokens)
+        n = math.isqrt(len(tokens))
+        return "".join(str(int(t) - 1) if 2 <= t <= n + 1 else "." for t in tokens)
 
     def problem(self, puzzle: Puzzle, tokens: np.ndarray) -> Optional[str]:
         n = math.isqrt(puzzle.data.size)
