@@ -26,7 +26,6 @@ p.predict([".2.4..1..3..4.1."])`` -> a list of result dicts.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from typing import Any, Dict, List, Literal, Optional, Sequence, Union
@@ -346,7 +345,8 @@ class Predictor:
                 panels = [Panel("input", self.codec.cells(p, row.inputs, is_input=True))]
                 segments = range(len(out.q_halt)) if trace else [len(out.q_halt) - 1]
                 for s in segments:
-                    panels.append(Panel(f"step {s + 1}  halt {out.q_halt[s]:.2f}", self.codec.cells(p, out.preds[s], is_input=False)))
+                    last = " (answer)" if s == len(out.q_halt) - 1 else ""
+                    panels.append(Panel(f"step {s + 1}{last}  halt {out.q_halt[s]:.2f}", self.codec.cells(p, out.preds[s], is_input=False)))
                 if row.labels is not None:
                     panels.append(Panel("truth", self.codec.cells(p, row.labels, is_input=False)))
                 lines.append(panels)

@@ -89,22 +89,28 @@ def test_pictures_png_and_gif(sudoku_ck, tmp_path, capsys):
     assert gif.size == (10 + 3 * (panel + 10), 10 + 18 + panel + 10) and gif.n_frames == 3  # input, segment k, truth
 
 
+def checkpoint_on_data(sudoku_ck, folder, edit_metadata):
+    """A copy of the checkpoint whose config names a copy of its dataset, with dataset.json edited."""
+    shutil.copytree(os.path.dirname(sudoku_ck), folder / "ck")
+    shutil.copytree(data_path_of(sudoku_ck), folder / "data")
+    meta_path = folder / "data" / "train" / "dataset.json"
+    meta_path.write_text(json.dumps(edit_metadata(json.loads(meta_path.read_text()))))
+    config = (folder / "ck" / "all_config.yaml").read_text().replace(data_path_of(sudoku_ck), str(folder / "data"))
+    (folder / "ck" / "all_config.yaml").write_text(config)
+    return folder / "ck" / "step_12"
+
+
 def test_task_from_dataset_json_or_option(sudoku_ck, tmp_path, capsys):
-    # Datasets from the original builders do not record their task: ask for task=.
-    status, out, err = cli(capsys, f"checkpoint={sudoku_ck}", "puzzle=1...............")
+    # Datasets from the original builders do not record their task: predict.py asks for task=.
+    legacy = checkpoint_on_data(sudoku_ck, tmp_path / "legacy", lambda m: {k: v for k, v in m.items() if k != "task"})
+    status, out, err = cli(capsys, f"checkpoint={legacy}", "puzzle=1...............")
     assert status == 2 and "does not record its task" in err and "task=arc|domino|maze|sudoku" in err
-    # A dataset that records it (builders write "task" into dataset.json) needs no option.
-    folder = tmp_path / "ck"
-    shutil.copytree(os.path.dirname(sudoku_ck), folder)
-    data = tmp_path / "data"
-    shutil.copytree(data_path_of(sudoku_ck), data)
-    meta = json.loads((data / "train" / "dataset.json").read_text())
-    (data / "train" / "dataset.json").write_text(json.dumps({**meta, "task": "sudoku"}))
-    config = (folder / "all_config.yaml").read_text().replace(data_path_of(sudoku_ck), str(data))
-    (folder / "all_config.yaml").write_text(config)
-    status, out, err = cli(capsys, f"checkpoint={folder / 'step_12'}", "puzzle=1...............")
+    assert cli(capsys, f"checkpoint={legacy}", "puzzle=1...............", "task=sudoku")[0] == 0
+    # A dataset that records it needs no option, and a contradicting option is an error.
+    recorded = checkpoint_on_data(sudoku_ck, tmp_path / "recorded", lambda m: {**m, "task": "sudoku"})
+    status, out, err = cli(capsys, f"checkpoint={recorded}", "puzzle=1...............")
     assert status == 0, err
-    status, out, err = cli(capsys, f"checkpoint={folder / 'step_12'}", "puzzle=1...............", "task=maze")
+    status, out, err = cli(capsys, f"checkpoint={recorded}", "puzzle=1...............", "task=maze")
     assert status == 2 and "task=maze: this checkpoint was trained on sudoku puzzles" in err
 
 
