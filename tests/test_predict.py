@@ -171,7 +171,7 @@ def arc_ck(tmp_path_factory):
             (root / "raw" / subset / f"{name}.json").write_text(json.dumps(synthetic_task(rng, kind)))
     build_arc_dataset(ARCBuildConfig(dataset_dirs=[str(root / "raw")], output_dir=str(root / "data"), num_aug=2))
     with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
-        cfg = compose("cfg_pretrain", overrides=[f"data_path={root / 'data'}", "epochs=1", "eval_interval=1", "global_batch_size=4",
+        cfg = compose("cfg_pretrain", overrides=[f"data_path={root / 'data'}", "epochs=1", "eval_interval=1", "global_batch_size=8",
                                                  "lr=3e-3", "lr_warmup_steps=1", *TINY_HRM, f"checkpoint_path={root / 'ck'}", "+run_name=arc"])
     env = os.environ.get("WANDB_MODE")
     os.environ["WANDB_MODE"] = "disabled"
@@ -215,7 +215,7 @@ def test_arc_adapt_fits_only_new_embedding_rows(arc_ck):
     (puzzle,) = predictor.read(json.dumps(synthetic_task(np.random.default_rng(7), "flip", pairs=2)), "new_task.json")
     before = {k: v.clone() for k, v in predictor.model.state_dict().items()}
     rows_before = predictor.metadata.num_puzzle_identifiers
-    report = predictor.adapt([puzzle], steps=6, lr=0.05, num_aug=1, progress=False)
+    report = predictor.adapt([puzzle], steps=4, lr=0.05, num_aug=1, progress=False)
     assert report["new_rows"] == 2 and report["loss_after"] < report["loss_before"]
     after = predictor.model.state_dict()
     key = "model.inner.puzzle_emb.weights"
@@ -229,3 +229,19 @@ def test_arc_adapt_fits_only_new_embedding_rows(arc_ck):
     assert [i for _, i in puzzle.data.versions] == [rows_before, rows_before + 1]
     (result,) = predictor.predict([puzzle])
     assert result["task"] == "new_task" and len(result["answer"]) == 1
+
+
+@pytest.mark.parametrize("grid, message", [
+    ([[0] * 31] * 31, "tasks.json: task bad: train[1].input: grid is 31x31, larger than 30x30"),
+    ([[0, 1], [2]], "tasks.json: task bad: train[1].input: rows of different lengths"),
+    ([[0, 10]], "tasks.json: task bad: train[1].input: colours must be integers 0..9"),
+])
+def test_arc_bad_grids_name_the_task(arc_ck, tmp_path, capsys, grid, message):
+    _, ck = arc_ck
+    task = synthetic_task(np.random.default_rng(3), "flip")
+    task["train"][1]["input"] = grid
+    (tmp_path / "tasks.json").write_text(json.dumps({"good": synthetic_task(np.random.default_rng(4), "col"), "bad": task}))
+    status, _, err = cli(capsys, f"checkpoint={ck}", f"puzzle_file={tmp_path / 'tasks.json'}", "task=arc", "unseen=blank",
+                         f"output={tmp_path / 'o.json'}")
+    assert status == 2 and err.count("\n") == 1 and message in err, err
+    assert sorted(os.listdir(tmp_path)) == ["tasks.json"]
