@@ -136,6 +136,7 @@ class Predictor:
         kwargs = {"data_paths": data_paths} if task == "arc" else {}
         self.codec: TaskCodec = get_codec(task)(seq_len=metadata.seq_len, data_path=data_paths[0], **kwargs)
         self.halt_max_steps: int = self.act_model.config.halt_max_steps
+        self.last_run: List[tuple] = []  # (puzzle, rows, outputs) of the last predict call, for pictures
 
     @property
     def act_model(self):
@@ -326,7 +327,7 @@ class Predictor:
         flat = [r for rows in rows_of for r in rows]
         outputs = self.run_rows(flat, halt_max_steps, progress=progress)
         results, k = [], 0
-        self.last_run = []  # (puzzle, rows, outputs) for pictures
+        self.last_run = []
         for p, rows in zip(parsed, rows_of):
             outs = outputs[k: k + len(rows)]
             k += len(rows)
@@ -461,7 +462,9 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
     adapted = {}
     if cfg.adapt_steps and predictor.task == "arc":
         adapted = predictor.adapt(puzzles, cfg.adapt_steps, lr=cfg.adapt_lr, num_aug=cfg.num_aug, seed=cfg.seed)
-        if adapted:
+        if not adapted:
+            print("adapt_steps: every task is among the checkpoint's trained puzzles; nothing to adapt", file=sys.stderr)
+        else:
             print(f"adapted {adapted['new_rows']} new puzzle-embedding rows for {adapted['tasks']} unseen task(s) in "
                   f"{adapted['steps']} steps: demonstration loss {adapted['loss_before']:.4f} -> {adapted['loss_after']:.4f}",
                   file=sys.stderr)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from dataset.build_arc_dataset import (ARC_MAX_GRID_SIZE, PUZZLE_ID_SEPARATOR, SEQ_LEN, ARCTask, LegacyRandomStream,
                                        _translations, _version_bounds, arc_grid_to_np, crop_arc_grid, encode_group,
@@ -152,7 +153,7 @@ class ARCCodec(TaskCodec):
         task.versions = [version_of(n) for n in names]
         return task
 
-    def _encode(self, puzzle: Puzzle, test: bool, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, List[Row]]:
+    def _encode(self, puzzle: Puzzle, test: bool, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, List[Tuple[str, int]]]:
         d: ARCPuzzle = puzzle.data
         if not d.versions:
             raise ValueError(f"{puzzle.where}: no versions chosen (the predictor sets them)")
@@ -167,19 +168,18 @@ class ARCCodec(TaskCodec):
             offsets_r, offsets_c = _translations(LegacyRandomStream(seed), [(count, *bounds[t]) for t, _ in task.versions], True)
         buffer = np.empty(2 * rows * SEQ_LEN + 1, dtype=np.uint8)
         inputs, labels = encode_group(task, task.geometry, offset, count, offsets_r, offsets_c, buffer)
-        meta = [Row(inputs=None, identifier=i, name=n) for n, i in d.versions for _ in range(count)]  # type: ignore[arg-type]
-        return inputs.astype(np.int32), labels.astype(np.int32), meta
+        versions = [(n, i) for n, i in d.versions for _ in range(count)]  # row order: version-major, as the builder
+        return inputs.astype(np.int32), labels.astype(np.int32), versions
 
     def rows(self, puzzle: Puzzle) -> List[Row]:
-        inputs, labels, meta = self._encode(puzzle, test=True)
+        inputs, labels, versions = self._encode(puzzle, test=True)
         known = puzzle.truth is not None
-        return [Row(inputs=x, labels=y if known else None, identifier=m.identifier, name=m.name)
-                for x, y, m in zip(inputs, labels, meta)]
+        return [Row(inputs=x, labels=y if known else None, identifier=i, name=n) for x, y, (n, i) in zip(inputs, labels, versions)]
 
     def demonstration_rows(self, puzzle: Puzzle, seed: int = 0) -> List[Row]:
         """The task's train pairs in every version, translated as in the builder's train split."""
-        inputs, labels, meta = self._encode(puzzle, test=False, seed=seed)
-        return [Row(inputs=x, labels=y, identifier=m.identifier, name=m.name) for x, y, m in zip(inputs, labels, meta)]
+        inputs, labels, versions = self._encode(puzzle, test=False, seed=seed)
+        return [Row(inputs=x, labels=y, identifier=i, name=n) for x, y, (n, i) in zip(inputs, labels, versions)]
 
     def check_shapes(self, seq_len: int, vocab_size: int) -> Optional[str]:
         if seq_len != SEQ_LEN or vocab_size != 12:
@@ -208,8 +208,6 @@ class ARCCodec(TaskCodec):
         local_id = {n: i + 1 for i, n in enumerate(names)}  # 0 stays the blank id the evaluator skips
         test_puzzles = {puzzle.name: {"test": [{"input": g.tolist()} for g in d.test_inputs]}}
         voter = ARC.for_tasks(test_puzzles, ["<blank>"] + names, blank_identifier_id=0, submission_K=2)
-        import torch
-
         voter.update_batch({"inputs": torch.from_numpy(np.stack([r.inputs for r in rows])),
                             "puzzle_identifiers": torch.tensor([local_id[r.name] for r in rows])},
                            {"preds": torch.from_numpy(np.stack([o.preds[-1] for o in outputs])),
