@@ -346,8 +346,8 @@ class Predictor:
                 panels = [Panel("input", self.codec.cells(p, row.inputs, is_input=True))]
                 segments = range(len(out.q_halt)) if trace else [len(out.q_halt) - 1]
                 for s in segments:
-                    last = " (answer)" if s == len(out.q_halt) - 1 else ""
-                    panels.append(Panel(f"step {s + 1}{last}  halt {out.q_halt[s]:.2f}", self.codec.cells(p, out.preds[s], is_input=False)))
+                    last = " = answer" if s == len(out.q_halt) - 1 else ""
+                    panels.append(Panel(f"step {s + 1}{last}\nhalt {out.q_halt[s]:.2f}", self.codec.cells(p, out.preds[s], is_input=False)))
                 if row.labels is not None:
                     panels.append(Panel("truth", self.codec.cells(p, row.labels, is_input=False)))
                 lines.append(panels)

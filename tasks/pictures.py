@@ -1,7 +1,8 @@
 """Pictures of predictions (Pillow): the input, the answer after each ACT segment, the truth.
 
 A PNG puts the panels of a puzzle side by side, one line per puzzle; a GIF shows the segments
-one after another. Cells that changed since the previous panel are outlined. Each codec says
+one after another. Cells that changed since the previous panel are outlined in orange; on the
+truth panel, the cells the final answer got wrong are outlined in red. Each codec says
 how to colour its grid (:meth:`tasks.base.TaskCodec.cells`); layout is here.
 """
 from __future__ import annotations
@@ -16,11 +17,12 @@ from PIL import Image, ImageDraw, ImageFont
 from tasks.base import Cells
 
 PAD = 10  # margin around and between panels
-TITLE = 18  # height of a panel's title line
+TITLE = 30  # height of a panel's title (two lines: what it shows, the halt confidence)
 MAX_CELL, MIN_CELL, PANEL = 28, 6, 240  # cell size: as large as fits a PANEL-pixel panel, within these
 LINE = 16  # height of a caption line (domino)
 CHAR = 8  # width of a caption character
-OUTLINE = (255, 140, 0)  # changed cells
+OUTLINE = (255, 140, 0)  # cells changed since the previous panel
+WRONG = (214, 48, 49)  # truth panel: cells where the final answer differs
 BACKGROUND, GRID_LINE, INK = (255, 255, 255), (197, 202, 211), (29, 36, 51)
 
 
@@ -43,10 +45,12 @@ def cell_size(cells: Cells) -> int:
     return max(MIN_CELL, min(MAX_CELL, PANEL // max(h, w, 1)))
 
 
-def panel_size(cells: Cells, cell: int) -> tuple:
-    """(width, height) of a panel's drawing area, title excluded."""
+def panel_size(panel: Panel, cell: int) -> tuple:
+    """(width, height) of a panel's drawing area, title excluded (but wide enough for it)."""
+    cells = panel.cells
     h, w = cells.colours.shape[:2]
-    width, height = w * cell, h * cell
+    title = max(_font(12).getlength(line) for line in panel.title.split("\n"))
+    width, height = max(w * cell, int(title) + 1), h * cell
     if cells.caption:
         width = max(width, CHAR * max(len(line) for line in cells.caption))
         height += LINE * len(cells.caption)
@@ -63,10 +67,12 @@ def changed(before: Optional[Cells], after: Cells) -> Optional[np.ndarray]:
     return mask
 
 
-def draw_panel(image: Image.Image, x: int, y: int, panel: Panel, cell: int, outline: Optional[np.ndarray]) -> None:
+def draw_panel(image: Image.Image, x: int, y: int, panel: Panel, cell: int, outline: Optional[np.ndarray],
+               outline_colour=OUTLINE) -> None:
     """Draw ``panel`` with its top-left corner (title included) at (x, y)."""
     draw = ImageDraw.Draw(image)
-    draw.text((x, y + 2), panel.title, fill=INK, font=_font(12))
+    for i, line in enumerate(panel.title.split("\n")[:2]):
+        draw.text((x, y + 1 + 14 * i), line, fill=INK, font=_font(12))
     y += TITLE
     cells = panel.cells
     h, w = cells.colours.shape[:2]
@@ -86,7 +92,7 @@ def draw_panel(image: Image.Image, x: int, y: int, panel: Panel, cell: int, outl
             draw.line([x + c * cell, y, x + c * cell, y + h * cell], fill=INK, width=2)
     if outline is not None:
         for r, c in np.argwhere(outline):
-            draw.rectangle([x + c * cell, y + r * cell, x + (c + 1) * cell - 1, y + (r + 1) * cell - 1], outline=OUTLINE,
+            draw.rectangle([x + c * cell, y + r * cell, x + (c + 1) * cell - 1, y + (r + 1) * cell - 1], outline=outline_colour,
                            width=max(1, cell // 8))
     for i, line in enumerate(cells.caption):
         draw.text((x, y + h * cell + i * LINE + 2), line, fill=INK, font=_font(12))
@@ -95,7 +101,7 @@ def draw_panel(image: Image.Image, x: int, y: int, panel: Panel, cell: int, outl
 def _line_layout(lines: Sequence[Sequence[Panel]]):
     """Cell size per line of panels, panel sizes, and the canvas size."""
     cells = [min(cell_size(p.cells) for p in panels) for panels in lines]  # one cell size per line
-    sizes = [[panel_size(p.cells, c) for p in panels] for panels, c in zip(lines, cells)]
+    sizes = [[panel_size(p, c) for p in panels] for panels, c in zip(lines, cells)]
     width = PAD + max(sum(w + PAD for w, _ in s) for s in sizes)
     height = PAD + sum(TITLE + max(h for _, h in s) + PAD for s in sizes)
     return cells, sizes, (width, height)
@@ -109,8 +115,10 @@ def render(lines: Sequence[Sequence[Panel]]) -> Image.Image:
     for panels, cell, line_sizes in zip(lines, cells, sizes):
         x, previous = PAD, None
         for panel, (w, _) in zip(panels, line_sizes):
-            outline = changed(previous, panel.cells) if panel.title.startswith("step") else None
-            draw_panel(image, x, y, panel, cell, outline)
+            if panel.title == "truth":  # where the final answer is wrong
+                draw_panel(image, x, y, panel, cell, changed(previous, panel.cells), WRONG)
+            else:
+                draw_panel(image, x, y, panel, cell, changed(previous, panel.cells) if panel.title.startswith("step") else None)
             previous = panel.cells
             x += w + PAD
         y += TITLE + max(h for _, h in line_sizes) + PAD
@@ -166,8 +174,12 @@ def _gif_frame(frame_lines) -> Image.Image:
     for (first, before, shown, rest), cell, line_sizes in zip(frame_lines, cells, sizes):
         x = PAD
         for panel, (w, _) in zip([first, shown, *rest], line_sizes):
-            outline = changed(before.cells, panel.cells) if panel is shown else None
-            draw_panel(image, x, y, panel, cell, outline)
+            if panel is shown:
+                draw_panel(image, x, y, panel, cell, changed(before.cells, panel.cells))
+            elif panel.title == "truth":
+                draw_panel(image, x, y, panel, cell, changed(shown.cells, panel.cells), WRONG)
+            else:
+                draw_panel(image, x, y, panel, cell, None)
             x += w + PAD
         y += TITLE + max(h for _, h in line_sizes) + PAD
     return image.quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)

@@ -83,10 +83,10 @@ def test_pictures_png_and_gif(sudoku_ck, tmp_path, capsys):
         assert status == 0, err
     png, gif = Image.open(tmp_path / "t.png"), Image.open(tmp_path / "t.gif")
     assert png.format == "PNG" and gif.format == "GIF"
-    # 4x4 grid of 28-pixel cells; panels input, 3 segments, truth; 10-pixel gaps and an 18-pixel title.
+    # 4x4 grid of 28-pixel cells; panels input, 3 segments, truth; 10-pixel gaps and a 30-pixel title.
     panel = 4 * 28
-    assert png.size == (10 + 5 * (panel + 10), 10 + 18 + panel + 10)
-    assert gif.size == (10 + 3 * (panel + 10), 10 + 18 + panel + 10) and gif.n_frames == 3  # input, segment k, truth
+    assert png.size == (10 + 5 * (panel + 10), 10 + 30 + panel + 10)
+    assert gif.size == (10 + 3 * (panel + 10), 10 + 30 + panel + 10) and gif.n_frames == 3  # input, segment k, truth
 
 
 def checkpoint_on_data(sudoku_ck, folder, edit_metadata):
@@ -206,7 +206,7 @@ def test_arc_unseen_task_needs_adapt_or_blank(arc_ck, tmp_path, capsys):
     status, out, err = cli(capsys, f"checkpoint={ck}", f"puzzle_file={task}", "task=arc", "unseen=blank", "num_aug=1", "trace=true",
                            f"picture={tmp_path / 'arc.png'}")
     assert status == 0, err
-    assert Image.open(tmp_path / "arc.png").size[1] == 10 + 18 + 3 * 28 + 10  # one line: 3x3 grids of 28-pixel cells
+    assert Image.open(tmp_path / "arc.png").size[1] == 10 + 30 + 3 * 28 + 10  # one line: 3x3 grids of 28-pixel cells
 
 
 def test_arc_adapt_fits_only_new_embedding_rows(arc_ck):
