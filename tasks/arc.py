@@ -74,6 +74,7 @@ class ARCCodec(TaskCodec):
         super().__init__(seq_len, data_path)
         self.data_paths = list(data_paths) or ([data_path] if data_path else [])
         self._identifier_of: Optional[Dict[str, int]] = None
+        self._versions_of: Optional[Dict[str, List[Tuple[str, int]]]] = None
 
     # ---- reading
     def read(self, text: str, source: Optional[str] = None) -> List[Puzzle]:
@@ -136,8 +137,11 @@ class ARCCodec(TaskCodec):
 
     def known_versions(self, name: str) -> List[Tuple[str, int]]:
         """(version name, identifier) of every version of task ``name`` the checkpoint was trained on."""
-        head = name + PUZZLE_ID_SEPARATOR
-        return [(n, i) for n, i in self.identifier_of.items() if n == name or n.startswith(head)]
+        if self._versions_of is None:  # one pass over the (possibly million) names, then a lookup per task
+            self._versions_of = {}
+            for n, i in self.identifier_of.items():
+                self._versions_of.setdefault(n.split(PUZZLE_ID_SEPARATOR)[0], []).append((n, i))
+        return list(self._versions_of.get(name, []))
 
     def planned_versions(self, puzzle: Puzzle, num_aug: int, seed: int = 42) -> List[str]:
         """Names of the task's versions as the builder would plan them (``--num-aug``, ``--seed``)."""
