@@ -114,8 +114,6 @@ class ARC:
         Ranked by votes, ties by the mean sigmoid(q_halt) of their votes. ``gathered``: the
         (grids, votes) of every rank (default: this process's).
         """
-        from dataset.build_arc_dataset import arc_grid_to_np, grid_hash
-
         gathered = gathered if gathered is not None else [(self._local_hmap, self._local_preds)]
         input_hash = grid_hash(arc_grid_to_np(test_input))
         votes: Dict[str, List[float]] = {}  # hash -> [count, sum of q]

@@ -21,8 +21,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from dataset.build_arc_dataset import (ARC_MAX_GRID_SIZE, PUZZLE_ID_SEPARATOR, SEQ_LEN, ARCTask, LegacyRandomStream,
-                                       _translations, _version_bounds, arc_grid_to_np, crop_arc_grid, encode_group,
+from dataset.arc_grid import (ARC_MAX_GRID_SIZE, PUZZLE_ID_SEPARATOR, SEQ_LEN, VOCAB_SIZE, arc_grid_to_np, crop_arc_grid,
+                              parse_aug_name)
+from dataset.build_arc_dataset import (ARCTask, LegacyRandomStream, _translations, _version_bounds, encode_group,
                                        plan_augmentations, version_names)
 from dataset.common import DatasetError
 from evaluators.arc import ARC
@@ -45,11 +46,8 @@ class ARCPuzzle:
 
 
 def version_of(name: str) -> Tuple[int, np.ndarray]:
-    """(transform id, colour map) of a version name ``<task>|||t<t>|||<digits>`` (identity for a plain name)."""
-    if PUZZLE_ID_SEPARATOR not in name:
-        return 0, np.arange(10, dtype=np.uint8)
-    trans, digits = name.split(PUZZLE_ID_SEPARATOR)[-2:]
-    return int(trans[1:]), np.array([int(ch) for ch in digits], dtype=np.uint8)
+    """(transform id, colour map) of a version name (identity for a plain task name)."""
+    return parse_aug_name(name)[1:]
 
 
 def load_identifiers(data_paths: Sequence[str]) -> Dict[str, int]:
@@ -186,8 +184,8 @@ class ARCCodec(TaskCodec):
         return [Row(inputs=x, labels=y, identifier=i, name=n) for x, y, (n, i) in zip(inputs, labels, versions)]
 
     def check_shapes(self, seq_len: int, vocab_size: int) -> Optional[str]:
-        if seq_len != SEQ_LEN or vocab_size != 12:
-            return f"an ARC model has seq_len {SEQ_LEN} and vocab 12, this one {seq_len} and {vocab_size}"
+        if seq_len != SEQ_LEN or vocab_size != VOCAB_SIZE:
+            return f"an ARC model has seq_len {SEQ_LEN} and vocab {VOCAB_SIZE}, this one {seq_len} and {vocab_size}"
         return None
 
     # ---- tokens <-> grids

@@ -116,6 +116,13 @@ def test_task_from_dataset_json_or_option(sudoku_ck, tmp_path, capsys):
     assert status == 2 and "task=maze: this checkpoint was trained on sudoku puzzles" in err
 
 
+def test_builder_recorded_task_needs_no_option(sudoku_ck, capsys):
+    meta = json.loads(open(os.path.join(data_path_of(sudoku_ck), "train", "dataset.json")).read())
+    assert meta["task"] == "sudoku"  # written by the Sudoku builder
+    status, out, err = cli(capsys, f"checkpoint={sudoku_ck}", "puzzle=1...............")
+    assert status == 0, err
+
+
 @pytest.mark.parametrize("args, message", [
     (["puzzle=1234"], "puzzle=: puzzle has 4 cells; this checkpoint's 4x4 Sudoku needs 16"),
     (["puzzle=12x4............"], "puzzle=: puzzle: character 'x' at cell 3 is not a digit 1..4"),
@@ -190,7 +197,7 @@ def test_arc_seen_task_votes_as_the_evaluator(arc_ck, tmp_path, capsys):
     submission = json.loads((root / "ck" / f"evaluator_ARC_{ck.name}" / "submission.json").read_text())
     tasks = json.loads((root / "data" / "test_puzzles.json").read_text())
     (tmp_path / "tasks.json").write_text(json.dumps(tasks))  # Kaggle challenges layout: {name: task}
-    status, out, err = cli(capsys, f"checkpoint={ck}", f"puzzle_file={tmp_path / 'tasks.json'}", "task=arc", "batch_size=4",
+    status, out, err = cli(capsys, f"checkpoint={ck}", f"puzzle_file={tmp_path / 'tasks.json'}", "batch_size=4",  # task recorded
                            f"output={tmp_path / 'a.json'}")
     assert status == 0, err
     document = json.loads((tmp_path / "a.json").read_text())

@@ -97,7 +97,8 @@ def test_domino_roundtrip_on_built_dataset(tmp_path):
 
 
 def test_arc_roundtrip_on_built_dataset(tmp_path):
-    from dataset.build_arc_dataset import ARCBuildConfig, build_arc_dataset, crop_arc_grid
+    from dataset.arc_grid import crop_arc_grid
+    from dataset.build_arc_dataset import ARCBuildConfig, build_arc_dataset
     rng = np.random.default_rng(0)
 
     def pair(h, w):
