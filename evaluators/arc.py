@@ -43,6 +43,16 @@ class ARC:
             self.test_puzzles: Dict[str, Any] = json.load(f)
         self.begin_eval()
 
+    @classmethod
+    def for_tasks(cls, test_puzzles: Dict[str, Any], identifier_map: List[str], blank_identifier_id: int = 0,
+                  submission_K: int = 2) -> "ARC":
+        """An evaluator over tasks held in memory (``predict.py``) instead of a dataset folder."""
+        self = cls.__new__(cls)
+        self.pass_Ks, self.submission_K, self.blank_identifier_id, self.enabled = (), submission_K, blank_identifier_id, True
+        self.identifier_map, self.test_puzzles = list(identifier_map), dict(test_puzzles)
+        self.begin_eval()
+        return self
+
     def begin_eval(self) -> None:
         """Forget the previous evaluation's votes (the original accumulated them by accident)."""
         self._local_hmap: Dict[str, np.ndarray] = {}
@@ -82,28 +92,14 @@ class ARC:
             submission[name] = []
             solved = np.zeros(len(self.pass_Ks))
             for pair in puzzle["test"]:
-                input_hash = grid_hash(arc_grid_to_np(pair["input"]))
                 label_hash = grid_hash(arc_grid_to_np(pair["output"]))
-
-                votes: Dict[str, List[float]] = {}  # hash -> [count, sum of q]
-                for _hmap, preds in gathered:
-                    for h, q in preds.get(name, {}).get(input_hash, []):
-                        v = votes.setdefault(h, [0, 0.0])
-                        v[0] += 1
-                        v[1] += q
-                if not votes:
+                ranked = self.ranked(name, pair["input"], gathered)
+                if not ranked:
                     print(f"Puzzle {name} has no predictions.")
                     continue
-                ranked = sorted(votes.items(), key=lambda kv: (kv[1][0], kv[1][1] / kv[1][0]), reverse=True)
                 for i, k in enumerate(self.pass_Ks):
-                    solved[i] += any(h == label_hash for h, _ in ranked[:k])
-
-                grids = []
-                for h, _ in ranked[: self.submission_K]:
-                    grids.append(next(hmap[h] for hmap, _ in gathered if h in hmap))
-                while len(grids) < self.submission_K:
-                    grids.append(grids[0])
-                submission[name].append({f"attempt_{i + 1}": g.tolist() for i, g in enumerate(grids)})
+                    solved[i] += any(h == label_hash for h, _, _ in ranked[:k])
+                submission[name].append(self.attempts(ranked, gathered))
             correct += solved / len(puzzle["test"])
 
         if save_path is not None:
@@ -111,3 +107,28 @@ class ARC:
             os.makedirs(save_path, exist_ok=True)
             atomic_write_text(os.path.join(save_path, "submission.json"), json.dumps(submission))
         return {f"ARC/pass@{k}": float(correct[i] / max(len(self.test_puzzles), 1)) for i, k in enumerate(self.pass_Ks)}
+
+    def ranked(self, name: str, test_input, gathered: Optional[List[Any]] = None) -> List[Tuple[str, int, float]]:
+        """Candidate grids voted for one test input of task ``name``, best first: (hash, votes, mean q).
+
+        Ranked by votes, ties by the mean sigmoid(q_halt) of their votes. ``gathered``: the
+        (grids, votes) of every rank (default: this process's).
+        """
+        gathered = gathered if gathered is not None else [(self._local_hmap, self._local_preds)]
+        input_hash = grid_hash(arc_grid_to_np(test_input))
+        votes: Dict[str, List[float]] = {}  # hash -> [count, sum of q]
+        for _hmap, preds in gathered:
+            for h, q in preds.get(name, {}).get(input_hash, []):
+                v = votes.setdefault(h, [0, 0.0])
+                v[0] += 1
+                v[1] += q
+        ranked = sorted(votes.items(), key=lambda kv: (kv[1][0], kv[1][1] / kv[1][0]), reverse=True)
+        return [(h, int(count), q_sum / count) for h, (count, q_sum) in ranked]
+
+    def attempts(self, ranked: List[Tuple[str, int, float]], gathered: Optional[List[Any]] = None) -> Dict[str, List[List[int]]]:
+        """``{"attempt_1": grid, "attempt_2": grid, ...}`` (submission.json) from :meth:`ranked` candidates."""
+        gathered = gathered if gathered is not None else [(self._local_hmap, self._local_preds)]
+        grids = [next(hmap[h] for hmap, _ in gathered if h in hmap) for h, _, _ in ranked[: self.submission_K]]
+        while len(grids) < self.submission_K:
+            grids.append(grids[0])
+        return {f"attempt_{i + 1}": g.tolist() for i, g in enumerate(grids)}

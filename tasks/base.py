@@ -1,0 +1,184 @@
+"""What every task codec provides (see ``tasks/__init__.py``).
+
+A codec reads puzzles written in its task's notation, makes the model's input rows from them,
+turns the model's output tokens back into an answer in the same notation, says whether an
+answer is valid (by the rules, not by the model), and describes a grid for pictures.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+class PuzzleError(ValueError):
+    """A puzzle that breaks its notation or its rules; the message says what, the caller says where."""
+
+
+@dataclass
+class Puzzle:
+    """One parsed puzzle: ``data`` is the codec's own form of it."""
+
+    data: Any
+    where: str = "puzzle"  # for messages: "puzzle=", "mazes.txt line 12", ...
+    name: str = ""  # ARC: the task name
+    truth: Any = None  # the expected answer when the puzzle came with one (codec's form)
+
+
+@dataclass
+class Row:
+    """One model input made from a puzzle (ARC makes several per puzzle)."""
+
+    inputs: np.ndarray  # [seq_len] tokens
+    labels: Optional[np.ndarray] = None  # [seq_len] tokens of the truth, when known
+    identifier: int = 0  # puzzle identifier fed to the model
+    name: str = ""  # the identifier's name (ARC: augmented version name)
+
+
+@dataclass
+class RowOutput:
+    """What the model said about one row: tokens and halt confidence after every ACT segment."""
+
+    preds: np.ndarray  # [segments, seq_len]
+    q_halt_logits: np.ndarray  # [segments] as the model returned them (float32)
+    q_halt: np.ndarray  # [segments] sigmoid(q_halt_logits), float64 as the ARC evaluator computes it
+    halt_step: Optional[int]  # first segment (1-based) at which the model's own halt rule fired
+
+
+@dataclass
+class Cells:
+    """A grid to draw: a fill colour per cell, optional text per cell, optional box lines."""
+
+    colours: np.ndarray  # [H, W, 3] uint8
+    text: Optional[List[List[str]]] = None
+    text_colours: Optional[np.ndarray] = None  # [H, W, 3] uint8
+    boxes: Optional[Tuple[int, int]] = None  # (rows, cols) of a box: thicker lines between boxes
+    caption: List[str] = field(default_factory=list)  # lines of text instead of / under the grid
+
+
+class TaskCodec:
+    """Base class: override ``parse``, ``encode``, ``format_tokens``, ``answer``; the rest has defaults.
+
+    ``seq_len`` is the checkpoint's sequence length (None when unknown: anything well formed goes);
+    ``data_path`` the dataset the checkpoint was trained on (ARC identifiers, domino policy).
+    """
+
+    name: ClassVar[str] = ""
+    # True where the codec checks answers by the rules (reported as "valid"); else "valid" is None.
+    checks_answers: ClassVar[bool] = False
+
+    def __init__(self, seq_len: Optional[int] = None, data_path: Optional[str] = None):
+        self.seq_len = seq_len
+        self.data_path = data_path
+
+    # ---- reading puzzles
+    def split_text(self, text: str) -> List[Tuple[int, str]]:
+        """A file's puzzles with the line number each starts on. Default: one per non-empty line."""
+        return [(i + 1, line) for i, line in enumerate(text.splitlines()) if line.strip()]
+
+    def parse(self, text: str, name: str = "") -> Puzzle:
+        """One puzzle from its text; raise :class:`PuzzleError` saying what is wrong."""
+        raise NotImplementedError
+
+    def read(self, text: str, source: Optional[str] = None) -> List[Puzzle]:
+        """Every puzzle of ``text`` (a file's contents when ``source`` names it, else one puzzle).
+
+        Errors become one :class:`PuzzleError` naming the puzzle: ``<source> line <n>: ...``.
+        """
+        if source is None:
+            chunks = [(0, text)]
+        else:
+            chunks = self.split_text(text)
+            if not chunks:
+                raise PuzzleError(f"{source}: holds no puzzle")
+        puzzles = []
+        for line, chunk in chunks:
+            where = "puzzle=" if source is None else f"{source} line {line}"
+            try:
+                puzzle = self.parse(chunk)
+            except PuzzleError as e:
+                raise PuzzleError(f"{where}: {e}") from None
+            puzzle.where = where
+            puzzles.append(puzzle)
+        return puzzles
+
+    # ---- tokens both ways
+    def encode(self, data: Any) -> np.ndarray:
+        """Input tokens ``[seq_len]`` of a parsed puzzle."""
+        raise NotImplementedError
+
+    def format_tokens(self, tokens: np.ndarray) -> str:
+        """The puzzle notation of input tokens (``parse(format_tokens(t))`` encodes to ``t``)."""
+        raise NotImplementedError
+
+    def rows(self, puzzle: Puzzle) -> List[Row]:
+        """The model inputs of a puzzle. Default: one row, with the truth's tokens as labels."""
+        labels = None if puzzle.truth is None else self.encode_answer(puzzle.truth)
+        return [Row(inputs=self.encode(puzzle.data), labels=labels)]
+
+    def encode_answer(self, truth: Any) -> np.ndarray:
+        """Label tokens of a known answer (codec's form)."""
+        raise NotImplementedError
+
+    # ---- answers
+    def answer(self, puzzle: Puzzle, tokens: np.ndarray) -> Any:
+        """The answer in the task's notation (JSON-serialisable) from output tokens."""
+        raise NotImplementedError
+
+    def problem(self, puzzle: Puzzle, tokens: np.ndarray) -> Optional[str]:
+        """Why the answer in ``tokens`` is not a valid solution of ``puzzle``, or None."""
+        return None
+
+    def result(self, puzzle: Puzzle, rows: Sequence[Row], outputs: Sequence[RowOutput], trace: bool) -> Dict[str, Any]:
+        """The result entry of one puzzle: answer, segments, halt confidence, validity (and trace)."""
+        (out,) = outputs
+        final = out.preds[-1]
+        result: Dict[str, Any] = {"answer": self.answer(puzzle, final)}
+        result.update(halt_fields(out))
+        if self.checks_answers:
+            problem = self.problem(puzzle, final)
+            result["valid"] = problem is None
+            if problem is not None:
+                result["problem"] = problem
+        else:
+            result["valid"] = None
+        if puzzle.truth is not None:
+            result["correct"] = bool(np.array_equal(self.answer(puzzle, final), self.answer(puzzle, rows[0].labels)))
+        if trace:
+            result["trace"] = trace_entries(out, lambda tokens: self.answer(puzzle, tokens), self.changed_cells)
+        return result
+
+    def changed_cells(self, before: np.ndarray, after: np.ndarray) -> int:
+        """How many cells differ between two answers (for traces)."""
+        return int(np.count_nonzero(before != after))
+
+    def check_shapes(self, seq_len: int, vocab_size: int) -> Optional[str]:
+        """Why a checkpoint with these sizes cannot be this task's model, or None."""
+        return None
+
+    # ---- pictures
+    def cells(self, puzzle: Puzzle, tokens: np.ndarray, is_input: bool) -> Cells:
+        """How to draw ``tokens`` (the input when ``is_input``, else an answer) of ``puzzle``."""
+        raise NotImplementedError
+
+    def picture_rows(self, puzzle: Puzzle, rows: Sequence[Row], outputs: Sequence[RowOutput]):
+        """``(row, output)`` pairs shown in pictures: default all (ARC: the unaugmented ones)."""
+        return list(zip(rows, outputs))
+
+
+def halt_fields(out: RowOutput) -> Dict[str, Any]:
+    """ACT facts of one row: segments run, the model's own halting, halt confidence at the end."""
+    segments = len(out.q_halt)
+    return {"steps": out.halt_step if out.halt_step is not None else segments, "segments_run": segments,
+            "halted": out.halt_step is not None, "halt_confidence": round(float(out.q_halt[-1]), 6)}
+
+
+def trace_entries(out: RowOutput, answer_of, changed) -> List[Dict[str, Any]]:
+    """Per ACT segment: the answer, how many cells changed since the previous one, halt confidence."""
+    entries = []
+    for s in range(len(out.q_halt)):
+        entries.append({"step": s + 1, "answer": answer_of(out.preds[s]),
+                        "changed": None if s == 0 else changed(out.preds[s - 1], out.preds[s]),
+                        "halt_confidence": round(float(out.q_halt[s]), 6)})
+    return entries

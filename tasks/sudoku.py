@@ -1,0 +1,115 @@
+"""Sudoku of any size n x n (4, 6, 8, 9): n*n characters row by row, ``.`` or ``0`` for a blank.
+
+Whitespace and the inspector's box lines (``|``, ``+``, ``-``) are ignored, so both
+``53..7....6..195...`` and ``scripts/inspect_sudoku_dataset.py``'s printed grid read. A file
+holds one puzzle per line; ``<puzzle>,<solution>`` (the builders' CSV order) gives the truth.
+Tokens as the builder writes them: PAD 0, blank 1, digit d -> d + 1. Answers: n*n digits.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Optional
+
+import numpy as np
+
+from dataset.build_sudoku_dataset import SUDOKU_BOXES, box_shape, sudoku_units
+from dataset.common import DatasetError
+from scripts.inspect_sudoku_dataset import first_problem
+from tasks import register
+from tasks.base import Cells, Puzzle, PuzzleError, TaskCodec
+
+_DECORATION = re.compile(r"[\s|+\-]")
+CLUE_FILL, BLANK_FILL = (226, 229, 236), (255, 255, 255)
+CLUE_TEXT, ANSWER_TEXT, WRONG_TEXT = (20, 24, 33), (36, 86, 201), (179, 38, 30)
+
+
+@register
+class SudokuCodec(TaskCodec):
+    name = "sudoku"
+    checks_answers = True
+
+    def _digits(self, text: str, what: str) -> np.ndarray:
+        cells = _DECORATION.sub("", text)
+        if not cells:
+            raise PuzzleError(f"empty {what}")
+        n = math.isqrt(self.seq_len if self.seq_len is not None else len(cells))
+        if self.seq_len is None and (n * n != len(cells) or n not in SUDOKU_BOXES):
+            raise PuzzleError(f"{what} has {len(cells)} cells: not a square Sudoku grid "
+                              f"(n*n cells for n in {', '.join(map(str, sorted(SUDOKU_BOXES)))})")
+        # Characters before the length: a puzzle of another task (a maze, a domino line) is named as such.
+        for i, ch in enumerate(cells):
+            if ch != "." and (not "0" <= ch <= "9" or int(ch) > n):
+                raise PuzzleError(f"{what}: character {ch!r} at cell {i + 1} is not a digit 1..{n} or a blank ('.' or '0')")
+        if self.seq_len is not None and len(cells) != self.seq_len:
+            raise PuzzleError(f"{what} has {len(cells)} cells; this checkpoint's {n}x{n} Sudoku needs {self.seq_len}")
+        return np.array([0 if ch == "." else int(ch) for ch in cells], dtype=np.int64)
+
+    def parse(self, text: str, name: str = "") -> Puzzle:
+        puzzle_text, _, solution_text = text.partition(",")
+        puzzle = self._digits(puzzle_text, "puzzle")
+        n = math.isqrt(puzzle.size)
+        conflict = clue_conflict(puzzle, n)
+        if conflict:
+            raise PuzzleError(f"the clues conflict: {conflict}")
+        truth = None
+        if solution_text.strip():
+            truth = self._digits(solution_text, "solution")
+            if truth.size != puzzle.size:
+                raise PuzzleError(f"solution has {truth.size} cells, the puzzle {puzzle.size}")
+            problem = first_problem(puzzle, truth, n)
+            if problem:
+                raise PuzzleError(f"the given solution is wrong: {problem}")
+        return Puzzle(data=puzzle, truth=truth)
+
+    def check_shapes(self, seq_len: int, vocab_size: int) -> Optional[str]:
+        n = math.isqrt(seq_len)
+        if n * n != seq_len or n not in SUDOKU_BOXES or vocab_size != n + 2:
+            return f"a Sudoku model has seq_len n*n and vocab n+2 (n in 4, 6, 8, 9), this one {seq_len} and {vocab_size}"
+        return None
+
+    def encode(self, data: np.ndarray) -> np.ndarray:
+        return (data + 1).astype(np.int32)
+
+    def encode_answer(self, truth: np.ndarray) -> np.ndarray:
+        return (truth + 1).astype(np.int32)
+
+    def format_tokens(self, tokens: np.ndarray) -> str:
+        return "".join("." if t == 1 else str(int(t) - 1) for t in tokens)
+
+    def answer(self, puzzle: Puzzle, tokens: np.ndarray) -> str:
+        # Tokens outside the digits (PAD, blank) are shown as '.', i.e. not an answer for that cell.
+        n = math.isqrt(len(tokens))
+        return "".join(str(int(t) - 1) if 2 <= t <= n + 1 else "." for t in tokens)
+
+    def problem(self, puzzle: Puzzle, tokens: np.ndarray) -> Optional[str]:
+        n = math.isqrt(puzzle.data.size)
+        return first_problem(puzzle.data, np.asarray(tokens, dtype=np.int64) - 1, n)
+
+    def cells(self, puzzle: Puzzle, tokens: np.ndarray, is_input: bool) -> Cells:
+        n = math.isqrt(puzzle.data.size)
+        clue = (puzzle.data != 0).reshape(n, n)
+        digits = np.asarray(tokens, dtype=np.int64).reshape(n, n) - 1
+        colours = np.where(clue[..., None], CLUE_FILL, BLANK_FILL).astype(np.uint8)
+        text = [[(str(d) if 1 <= d <= n else "") for d in row] for row in digits]
+        ink = np.where(clue[..., None], CLUE_TEXT, ANSWER_TEXT).astype(np.uint8)
+        if not is_input:
+            # A filled digit that overwrote a clue is drawn in red.
+            ink[clue & (digits != puzzle.data.reshape(n, n))] = WRONG_TEXT
+        return Cells(colours=colours, text=text, text_colours=ink, boxes=box_shape(n))
+
+
+def clue_conflict(puzzle: np.ndarray, n: int) -> Optional[str]:
+    """Where two clues of ``puzzle`` (digits, 0 blank) repeat a digit in a row, column or box, or None."""
+    try:
+        units = sudoku_units(n)
+    except DatasetError as e:
+        raise PuzzleError(str(e)) from None
+    kinds = ["row", "column", "box"]
+    for u, unit in enumerate(units):
+        values = puzzle[unit]
+        values = values[values != 0]
+        seen, counts = np.unique(values, return_counts=True)
+        if (counts > 1).any():
+            return f"digit {int(seen[np.argmax(counts > 1)])} twice in {kinds[u // n]} {u % n + 1}"
+    return None

@@ -1,0 +1,256 @@
+"""predict.py on real checkpoints: evaluate.py's predictions exactly, the recorded or given task,
+pictures, ARC voting as the evaluator votes, adapting puzzle embeddings for an unseen ARC task,
+and one clear line (exit 2, nothing written) for every bad input."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import predict
+from conftest import REPO, TINY_HRM, load_split
+from predict import load_predictor
+
+
+@pytest.fixture(scope="module")
+def sudoku_ck(trained_hrm, tmp_path_factory):
+    """A copy of the shared tiny HRM's folder (evaluate.py writes its outputs beside the checkpoint)."""
+    folder = tmp_path_factory.mktemp("predict") / "ck"
+    shutil.copytree(trained_hrm[0], folder)
+    return folder / "step_12"
+
+
+def data_path_of(checkpoint):
+    import yaml
+    return yaml.safe_load(open(os.path.join(os.path.dirname(checkpoint), "all_config.yaml")))["data_path"]
+
+
+def cli(capsys, *args):
+    """Run predict.py's main in-process; (exit status, stdout, stderr)."""
+    try:
+        predict.main([str(a) for a in args])
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_same_predictions_as_evaluate(sudoku_ck, tmp_path, capsys):
+    import evaluate
+    evaluate.run(evaluate.EvalConfig(checkpoint=str(sudoku_ck), save_outputs=["inputs", "preds"]))
+    saved = torch.load(f"{sudoku_ck}_all_preds.0", weights_only=True)
+    test = load_split(data_path_of(sudoku_ck), "test")
+    np.testing.assert_array_equal(saved["inputs"].numpy(), test["inputs"])
+
+    puzzles = tmp_path / "puzzles.txt"
+    codec = load_predictor(str(sudoku_ck), task="sudoku").codec
+    puzzles.write_text("".join(codec.format_tokens(x) + "\n" for x in test["inputs"]))
+    status, out, err = cli(capsys, f"checkpoint={sudoku_ck}", f"puzzle_file={puzzles}", "task=sudoku", f"output={tmp_path / 'a.json'}")
+    assert status == 0, err
+    results = json.loads((tmp_path / "a.json").read_text())["results"]
+    assert [r["puzzle"] for r in results[:2]] == [f"{puzzles} line 1", f"{puzzles} line 2"]
+    expected = [codec.answer(None, p) for p in saved["preds"].numpy()]  # type: ignore[arg-type]
+    assert [r["answer"] for r in results] == expected
+    for r, x in zip(results, test["inputs"]):
+        assert r["segments_run"] == 3 and 0 < r["halt_confidence"] < 1 and r["steps"] <= 3
+        # The independent checker: an answer that drops a clue is never called valid, and says why.
+        kept = all(r["answer"][i] == str(x[i] - 1) for i in np.flatnonzero(x > 1))
+        if r["valid"]:
+            assert kept
+        elif not kept:
+            assert "clue" in r["problem"] or "outside" in r["problem"], r["problem"]
+
+
+def test_python_api_trace_and_more_segments(sudoku_ck):
+    predictor = load_predictor(str(sudoku_ck), task="sudoku", batch_size=3)
+    text = predictor.codec.format_tokens(load_split(data_path_of(sudoku_ck), "test")["inputs"][0])
+    (short,) = predictor.predict([text], trace=True)
+    assert [e["step"] for e in short["trace"]] == [1, 2, 3] and short["trace"][-1]["answer"] == short["answer"]
+    assert short["trace"][0]["changed"] is None and all(isinstance(e["changed"], int) for e in short["trace"][1:])
+    (longer,) = predictor.predict([text], halt_max_steps=5, trace=True)
+    assert longer["segments_run"] == 5 and longer["trace"][:3] == short["trace"]  # the first segments are the same
+    assert predictor.halt_max_steps == 3  # the trained value is restored
+
+
+def test_pictures_png_and_gif(sudoku_ck, tmp_path, capsys):
+    for name in ("t.png", "t.gif"):
+        status, _, err = cli(capsys, f"checkpoint={sudoku_ck}", "puzzle=1.3.3...........,1234341221434321", "task=sudoku",
+                             "trace=true", f"picture={tmp_path / name}")
+        assert status == 0, err
+    png, gif = Image.open(tmp_path / "t.png"), Image.open(tmp_path / "t.gif")
+    assert png.format == "PNG" and gif.format == "GIF"
+    # 4x4 grid of 28-pixel cells; panels input, 3 segments, truth; 10-pixel gaps and a 30-pixel title.
+    panel = 4 * 28
+    assert png.size == (10 + 5 * (panel + 10), 10 + 30 + panel + 10)
+    assert gif.size == (10 + 3 * (panel + 10), 10 + 30 + panel + 10) and gif.n_frames == 3  # input, segment k, truth
+
+
+def checkpoint_on_data(sudoku_ck, folder, edit_metadata):
+    """A copy of the checkpoint whose config names a copy of its dataset, with dataset.json edited."""
+    shutil.copytree(os.path.dirname(sudoku_ck), folder / "ck")
+    shutil.copytree(data_path_of(sudoku_ck), folder / "data")
+    meta_path = folder / "data" / "train" / "dataset.json"
+    meta_path.write_text(json.dumps(edit_metadata(json.loads(meta_path.read_text()))))
+    config = (folder / "ck" / "all_config.yaml").read_text().replace(data_path_of(sudoku_ck), str(folder / "data"))
+    (folder / "ck" / "all_config.yaml").write_text(config)
+    return folder / "ck" / "step_12"
+
+
+def test_task_from_dataset_json_or_option(sudoku_ck, tmp_path, capsys):
+    # Datasets from the original builders do not record their task: predict.py asks for task=.
+    legacy = checkpoint_on_data(sudoku_ck, tmp_path / "legacy", lambda m: {k: v for k, v in m.items() if k != "task"})
+    status, out, err = cli(capsys, f"checkpoint={legacy}", "puzzle=1...............")
+    assert status == 2 and "does not record its task" in err and "task=arc|domino|maze|sudoku" in err
+    assert cli(capsys, f"checkpoint={legacy}", "puzzle=1...............", "task=sudoku")[0] == 0
+    status, out, err = cli(capsys, f"checkpoint={legacy}", "puzzle=1...............", "task=domino")
+    assert status == 2 and "task=domino: does not fit this checkpoint: a domino model has seq_len 72 and vocab 8" in err
+    # A dataset that records it needs no option, and a contradicting option is an error.
+    recorded = checkpoint_on_data(sudoku_ck, tmp_path / "recorded", lambda m: {**m, "task": "sudoku"})
+    status, out, err = cli(capsys, f"checkpoint={recorded}", "puzzle=1...............")
+    assert status == 0, err
+    status, out, err = cli(capsys, f"checkpoint={recorded}", "puzzle=1...............", "task=maze")
+    assert status == 2 and "task=maze: this checkpoint was trained on sudoku puzzles" in err
+
+
+def test_builder_recorded_task_needs_no_option(sudoku_ck, capsys):
+    meta = json.loads(open(os.path.join(data_path_of(sudoku_ck), "train", "dataset.json")).read())
+    assert meta["task"] == "sudoku"  # written by the Sudoku builder
+    status, out, err = cli(capsys, f"checkpoint={sudoku_ck}", "puzzle=1...............")
+    assert status == 0, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["puzzle=1234"], "puzzle=: puzzle has 4 cells; this checkpoint's 4x4 Sudoku needs 16"),
+    (["puzzle=12x4............"], "puzzle=: puzzle: character 'x' at cell 3 is not a digit 1..4"),
+    (["puzzle=123412341"], "puzzle has 9 cells; this checkpoint's 4x4 Sudoku needs 16"),
+    (["puzzle=11.............."], "puzzle=: the clues conflict: digit 1 twice in row 1"),
+    (["puzzle=#####\n#S  #\n# # #\n#  G#\n#####"], "puzzle: character '#' at cell 1 is not a digit 1..4"),  # a maze for a Sudoku model
+    (["puzzle=1...............", "task=domino"], "task=domino: "),  # the recorded task or the sizes contradict it
+    (["puzzle=1...............", "task=chess"], "task=chess: unknown task"),
+    (["puzzle=1...............", "picture=x.jpg"], "picture=x.jpg: expected a .png or .gif file name"),
+    (["puzzle=1...............", "halt_max_steps=0"], "halt_max_steps: Input should be greater than or equal to 1"),
+    ([], "give exactly one of puzzle=<text> or puzzle_file=<path>"),
+    (["puzzle_file=FILE"], "FILE line 2: puzzle has 15 cells"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(sudoku_ck, tmp_path, capsys, args, message):
+    puzzles = tmp_path / "p.txt"
+    puzzles.write_text("1...............\n1..............\n")
+    args = [a.replace("FILE", str(puzzles)) for a in args]
+    if not any(a.startswith("task=") for a in args):
+        args.append("task=sudoku")
+    status, out, err = cli(capsys, f"checkpoint={sudoku_ck}", *args, f"output={tmp_path / 'o.json'}", f"picture={tmp_path / 'p.png'}"
+                           if not any(a.startswith("picture=") for a in args) else "trace=false")
+    assert status == 2
+    assert err.startswith("error: ") and message.replace("FILE", str(puzzles)) in err and err.count("\n") == 1, err
+    assert sorted(os.listdir(tmp_path)) == ["p.txt"]
+
+
+def test_checkpoint_without_config(sudoku_ck, tmp_path, capsys):
+    shutil.copy(sudoku_ck, tmp_path / "step_12")
+    status, _, err = cli(capsys, f"checkpoint={tmp_path / 'step_12'}", "puzzle=1...............", "task=sudoku")
+    assert status == 2 and "no all_config.yaml beside it" in err and err.count("\n") == 1
+
+
+# ---- ARC: a tiny model trained in-process (two tasks seen, unseen ones adapted)
+
+def synthetic_task(rng, kind, pairs=3):
+    def pair(h, w):
+        x = rng.integers(0, 10, size=(h, w))
+        return {"input": x.tolist(), "output": (np.fliplr(x) if kind == "flip" else np.where(x == 0, 5, x)).tolist()}
+    return {"train": [pair(3, 4), pair(4, 3), pair(2, 5)][:pairs], "test": [pair(3, 3)]}
+
+
+@pytest.fixture(scope="module")
+def arc_ck(tmp_path_factory):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from dataset.build_arc_dataset import ARCBuildConfig, build_arc_dataset
+    from pretrain import launch
+
+    root = tmp_path_factory.mktemp("arc")
+    rng = np.random.default_rng(1)
+    for subset, tasks in {"training": {"t_flip": "flip"}, "evaluation": {"e_flip": "flip", "e_col": "col"}}.items():
+        (root / "raw" / subset).mkdir(parents=True)
+        for name, kind in tasks.items():
+            (root / "raw" / subset / f"{name}.json").write_text(json.dumps(synthetic_task(rng, kind)))
+    build_arc_dataset(ARCBuildConfig(dataset_dirs=[str(root / "raw")], output_dir=str(root / "data"), num_aug=2))
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
+        cfg = compose("cfg_pretrain", overrides=[f"data_path={root / 'data'}", "epochs=1", "eval_interval=1", "global_batch_size=8",
+                                                 "lr=3e-3", "lr_warmup_steps=1", *TINY_HRM, f"checkpoint_path={root / 'ck'}", "+run_name=arc"])
+    env = os.environ.get("WANDB_MODE")
+    os.environ["WANDB_MODE"] = "disabled"
+    try:
+        launch(OmegaConf.to_container(cfg, resolve=True))
+    finally:
+        os.environ.pop("WANDB_MODE") if env is None else os.environ.__setitem__("WANDB_MODE", env)
+    step = next(f for f in os.listdir(root / "ck") if f.startswith("step_") and f[5:].isdigit())
+    return root, root / "ck" / step
+
+
+def test_arc_seen_task_votes_as_the_evaluator(arc_ck, tmp_path, capsys):
+    root, ck = arc_ck
+    submission = json.loads((root / "ck" / f"evaluator_ARC_{ck.name}" / "submission.json").read_text())
+    tasks = json.loads((root / "data" / "test_puzzles.json").read_text())
+    (tmp_path / "tasks.json").write_text(json.dumps(tasks))  # Kaggle challenges layout: {name: task}
+    status, out, err = cli(capsys, f"checkpoint={ck}", f"puzzle_file={tmp_path / 'tasks.json'}", "batch_size=4",  # task recorded
+                           f"output={tmp_path / 'a.json'}")
+    assert status == 0, err
+    document = json.loads((tmp_path / "a.json").read_text())
+    assert document["submission"] == {name: submission[name] for name in tasks}
+    assert all(r["versions"] == 3 and set(r["answer"][0]) == {"attempt_1", "attempt_2"} for r in document["results"])
+
+
+def test_arc_unseen_task_needs_adapt_or_blank(arc_ck, tmp_path, capsys):
+    _, ck = arc_ck
+    task = tmp_path / "new_task.json"
+    task.write_text(json.dumps(synthetic_task(np.random.default_rng(7), "flip", pairs=2)))
+    status, _, err = cli(capsys, f"checkpoint={ck}", f"puzzle_file={task}", "task=arc", f"output={tmp_path / 'o.json'}")
+    assert status == 2 and "task 'new_task' is not among the" in err and "adapt_steps=N" in err and "unseen=blank" in err
+    assert not (tmp_path / "o.json").exists()
+    status, out, err = cli(capsys, f"checkpoint={ck}", f"puzzle_file={task}", "task=arc", "unseen=blank", "num_aug=1", "trace=true",
+                           f"picture={tmp_path / 'arc.png'}")
+    assert status == 0, err
+    assert Image.open(tmp_path / "arc.png").size[1] == 10 + 30 + 3 * 28 + 10  # one line: 3x3 grids of 28-pixel cells
+
+
+def test_arc_adapt_fits_only_new_embedding_rows(arc_ck):
+    _, ck = arc_ck
+    predictor = load_predictor(str(ck), task="arc", batch_size=4)
+    (puzzle,) = predictor.read(json.dumps(synthetic_task(np.random.default_rng(7), "flip", pairs=2)), "new_task.json")
+    before = {k: v.clone() for k, v in predictor.model.state_dict().items()}
+    rows_before = predictor.metadata.num_puzzle_identifiers
+    report = predictor.adapt([puzzle], steps=4, lr=0.05, num_aug=1, progress=False)
+    assert report["new_rows"] == 2 and report["loss_after"] < report["loss_before"]
+    after = predictor.model.state_dict()
+    key = "model.inner.puzzle_emb.weights"
+    assert set(after) == set(before)
+    for k in before:
+        if k != key:
+            assert torch.equal(before[k], after[k]), k
+    assert after[key].shape[0] == rows_before + 2
+    assert torch.equal(after[key][:rows_before], before[key])  # trained rows untouched
+    assert not torch.equal(after[key][rows_before:], before[key].mean(0).expand(2, -1))  # new rows moved
+    assert [i for _, i in puzzle.data.versions] == [rows_before, rows_before + 1]
+    (result,) = predictor.predict([puzzle])
+    assert result["task"] == "new_task" and len(result["answer"]) == 1
+
+
+@pytest.mark.parametrize("grid, message", [
+    ([[0] * 31] * 31, "tasks.json: task bad: train[1].input: grid is 31x31, larger than 30x30"),
+    ([[0, 1], [2]], "tasks.json: task bad: train[1].input: rows of different lengths"),
+    ([[0, 10]], "tasks.json: task bad: train[1].input: colours must be integers 0..9"),
+])
+def test_arc_bad_grids_name_the_task(arc_ck, tmp_path, capsys, grid, message):
+    _, ck = arc_ck
+    task = synthetic_task(np.random.default_rng(3), "flip")
+    task["train"][1]["input"] = grid
+    (tmp_path / "tasks.json").write_text(json.dumps({"good": synthetic_task(np.random.default_rng(4), "col"), "bad": task}))
+    status, _, err = cli(capsys, f"checkpoint={ck}", f"puzzle_file={tmp_path / 'tasks.json'}", "task=arc", "unseen=blank",
+                         f"output={tmp_path / 'o.json'}")
+    assert status == 2 and err.count("\n") == 1 and message in err, err
+    assert sorted(os.listdir(tmp_path)) == ["tasks.json"]
