@@ -57,6 +57,9 @@ class PuzzleDatasetConfig(pydantic.BaseModel):
     num_replicas: int
     start_iter: int = 0
     skip_batches: int = 0
+    # Test mode only: walk just the first N examples of the split (file order, set by set), then
+    # split them across ranks as usual, so every number of processes sees the same subset.
+    max_examples: Optional[int] = None
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -80,6 +83,9 @@ class PuzzleDatasetConfig(pydantic.BaseModel):
             raise ValueError(f"epochs_per_iter must be at least 1, got {self.epochs_per_iter}")
         if self.start_iter < 0 or self.skip_batches < 0:
             raise ValueError("start_iter and skip_batches must be non-negative")
+        if self.max_examples is not None and (self.max_examples < 1 or not self.test_set_mode):
+            raise ValueError(f"max_examples must be a positive number of examples of a test-mode pass, got {self.max_examples}"
+                             + ("" if self.test_set_mode else " with test_set_mode=False"))
         return self
 
     @property
@@ -312,9 +318,12 @@ class PuzzleDataset(IterableDataset):
 
     def _iter_test(self) -> Iterator[Tuple[str, Dict[str, torch.Tensor], int]]:
         gbs, local, rank = self.config.global_batch_size, self.local_batch_size, self.config.rank
+        remaining = self.config.max_examples
         for src in self._sources:
             data = src.data
             total = src.num_examples
+            if remaining is not None:
+                total, remaining = min(total, remaining), remaining - min(total, remaining)
             for start in range(0, total, gbs):
                 end = min(total, start + gbs)
                 local_start = min(start + rank * local, end)

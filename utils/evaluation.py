@@ -12,6 +12,7 @@ from torch import nn
 from puzzle_dataset import PuzzleDatasetMetadata
 from utils import checkpoint as ckpt
 from utils.functions import unwrap_compiled
+from utils.segments import SegmentOptions, run_eval_segments
 
 if TYPE_CHECKING:
     from pretrain import PretrainConfig, TrainState
@@ -45,22 +46,27 @@ def reduce_metrics(keys: List[str], values: torch.Tensor, rank: int, world_size:
 
 
 def evaluate(config: PretrainConfig, train_state: TrainState, eval_loader, eval_metadata: PuzzleDatasetMetadata,
-             evaluators: Sequence[Any] = (), rank: int = 0, world_size: int = 1, cpu_group=None) -> Optional[Dict[str, Any]]:
+             evaluators: Sequence[Any] = (), rank: int = 0, world_size: int = 1, cpu_group=None,
+             segment_options: Optional[SegmentOptions] = None) -> Optional[Dict[str, Any]]:
     """Run the test split; returns ``{set: {metric: mean}}`` plus evaluator results on rank 0.
 
     Each test batch starts from a fresh carry and runs until every row halted (in eval mode
-    that is exactly ``halt_max_steps`` segments).
+    that is exactly ``halt_max_steps`` segments); see :func:`utils.segments.run_eval_segments`
+    for the ``steps`` / ``trace`` outputs and ``segment_options`` (by default taken from
+    ``eval_save_outputs``).
     """
     reduced_metrics: Optional[Dict[str, Any]] = None
     with torch.inference_mode():
         return_keys = set(config.eval_save_outputs)
+        if segment_options is None:
+            segment_options = SegmentOptions.from_outputs(return_keys)
         for evaluator in evaluators:
             evaluator.begin_eval()
             return_keys.update(evaluator.required_outputs)
 
         set_ids = {k: idx for idx, k in enumerate(eval_metadata.sets)}
         metric_keys, metric_values, save_preds = _eval_batches(config, train_state.model, eval_loader, set_ids, evaluators,
-                                                               return_keys, show_progress=rank == 0)
+                                                               return_keys, show_progress=rank == 0, segment_options=segment_options)
         if config.checkpoint_path is not None and save_preds:
             path = os.path.join(config.checkpoint_path, f"step_{train_state.step}_all_preds.{rank}")
             ckpt.atomic_torch_save({k: torch.cat(v, dim=0) for k, v in save_preds.items()}, path)
@@ -82,7 +88,7 @@ def evaluate(config: PretrainConfig, train_state: TrainState, eval_loader, eval_
 
 
 def _eval_batches(config: PretrainConfig, model: nn.Module, eval_loader, set_ids: Dict[str, int], evaluators: Sequence[Any],
-                  return_keys: set, show_progress: bool):
+                  return_keys: set, show_progress: bool, segment_options: Optional[SegmentOptions] = None):
     """Every test batch to the end of ACT: per-set metric sums ``[sets, metrics]`` (None without
     batches), their keys, and the outputs named in ``eval_save_outputs`` (on the CPU)."""
     device = next(iter(model.parameters()), torch.empty(0)).device
@@ -93,12 +99,7 @@ def _eval_batches(config: PretrainConfig, model: nn.Module, eval_loader, set_ids
     batches = tqdm.tqdm(eval_loader, desc="eval", leave=False, dynamic_ncols=True) if show_progress else eval_loader
     for set_name, batch, _global_batch_size in batches:
         batch = to_device(batch, device)
-        carry = model.initial_carry(batch)  # type: ignore[operator]
-        # Eval rows halt exactly at halt_max_steps: run that many segments, check once.
-        for _ in range(halt_max_steps):
-            carry, _, metrics, preds, all_finish = model(carry=carry, batch=batch, return_keys=return_keys)
-        while not bool(all_finish):
-            carry, _, metrics, preds, all_finish = model(carry=carry, batch=batch, return_keys=return_keys)
+        _, metrics, preds = run_eval_segments(model, batch, return_keys, halt_max_steps, segment_options)
 
         for collection in (batch, preds):
             for k, v in collection.items():
