@@ -108,6 +108,20 @@ class ARC:
             atomic_write_text(os.path.join(save_path, "submission.json"), json.dumps(submission))
         return {f"ARC/pass@{k}": float(correct[i] / max(len(self.test_puzzles), 1)) for i, k in enumerate(self.pass_Ks)}
 
+    def task_scores(self) -> Dict[str, Dict[str, float]]:
+        """Single process: ``{task: {"pass@K": share of its test inputs solved}}`` from the votes so far
+        (the numbers :meth:`result` averages over tasks)."""
+        scores = {}
+        for name, puzzle in self.test_puzzles.items():
+            solved = np.zeros(len(self.pass_Ks))
+            for pair in puzzle["test"]:
+                label_hash = grid_hash(arc_grid_to_np(pair["output"]))
+                ranked = self.ranked(name, pair["input"])
+                for i, k in enumerate(self.pass_Ks):
+                    solved[i] += any(h == label_hash for h, _, _ in ranked[:k])
+            scores[name] = {f"pass@{k}": float(solved[i] / len(puzzle["test"])) for i, k in enumerate(self.pass_Ks)}
+        return scores
+
     def ranked(self, name: str, test_input, gathered: Optional[List[Any]] = None) -> List[Tuple[str, int, float]]:
         """Candidate grids voted for one test input of task ``name``, best first: (hash, votes, mean q).
 

@@ -1,0 +1,392 @@
+"""The analyses papers report about a checkpoint, in one command: a report.md with PNG figures.
+
+    python scripts/analyze_checkpoint.py checkpoint=checkpoints/<project>/<run>/step_N out=analysis/
+    python scripts/analyze_checkpoint.py checkpoint=... out=... max_examples=2000 halt_max_steps="[1,2,4,8,16,32]"
+
+It loads the checkpoint once (as ``evaluate.py`` does) and runs the evaluations it needs, each
+saving its outputs under ``<out>/evals/<name>/`` (an evaluation whose folder already holds the
+outputs of the same settings is read instead of rerun, unless ``reuse=false``):
+
+- ``test``: the test split with a trace of every segment (also written as ``.npy`` for
+  ``puzzle_visualizer.html``); ``train``: the first ``train_max_examples`` train examples;
+- ``blank`` / ``random``: the test split with the puzzle identifiers hidden (puzzle_id_ablation);
+- ``halt_<K>``: the test split with ``halt_max_steps=K`` for the test-time compute curve.
+
+The report covers train vs test exact accuracy and memorisation (test predictions that are
+training answers), halting (segments used under the training-time halting rule, accuracy per
+segment count, accuracy after every segment, a reliability diagram of the halt confidence
+sigmoid(q_halt) against exact correctness with its expected calibration error), test-time compute,
+the identifier ablation, and a breakdown the dataset's task allows (Sudoku: blanks; maze: path
+length; domino: table length; ARC: pass@1 / pass@2 per task by voting, as ``evaluators/arc.py``).
+Runs in one process, on the GPU when there is one. Numbers are exact accuracies (every labelled
+cell right) over the evaluated examples; ``results.json`` holds all of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+import numpy as np  # noqa: E402
+import pydantic  # noqa: E402
+import tqdm  # noqa: E402
+
+from dataset.common import DatasetError  # noqa: E402
+from pretrain import ConfigError, user_error_message  # noqa: E402
+from utils import analysis as A  # noqa: E402
+from utils.checkpoint import atomic_write_text  # noqa: E402
+from utils.functions import validation_error_line  # noqa: E402
+from utils.outputs import load_outputs, output_files  # noqa: E402
+
+TEST_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "preds", "q_halt_logits", "steps", "trace", "trace_q_halt_logits"]
+SMALL_OUTPUTS = ["labels", "preds"]
+
+
+class AnalyzeConfig(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    checkpoint: str
+    out: str
+    max_examples: Optional[int] = None        # first N test examples (default: all)
+    train_max_examples: Optional[int] = None  # first N train examples (default: as many as test examples)
+    halt_max_steps: Optional[List[int]] = None  # default: 1, 2, 4, ... up to 4x the trained value, and the trained value
+    bins: int = 10
+    ablation_seed: int = 0
+    reuse: bool = True
+
+    @pydantic.model_validator(mode="after")
+    def _check(self):
+        for name in ("max_examples", "train_max_examples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive number of examples, got {getattr(self, name)}")
+        if self.halt_max_steps is not None and (not self.halt_max_steps or min(self.halt_max_steps) < 1):
+            raise ValueError(f"halt_max_steps must be a non-empty list of values >= 1, got {self.halt_max_steps}")
+        if self.bins < 1:
+            raise ValueError(f"bins must be >= 1, got {self.bins}")
+        return self
+
+
+def default_halt_values(trained: int) -> List[int]:
+    values, v = [], 1
+    while v <= 4 * trained:
+        values.append(v)
+        v *= 2
+    return sorted(set(values) | {trained})
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluations
+
+
+def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str, Any]]:
+    """Run (or reuse) every evaluation; returns ``{name: {"settings", "seconds", "folder"}}``."""
+    n_test = ev.loader("test", cfg.max_examples)[0].dataset
+    test_count = min(sum(s.num_examples for s in n_test._sources), cfg.max_examples or 1 << 62)
+    train_cap = cfg.train_max_examples or test_count
+    plan = [("test", dict(split="test", max_examples=cfg.max_examples, save_outputs=TEST_OUTPUTS, save_npy=True)),
+            ("train", dict(split="train", max_examples=train_cap, save_outputs=SMALL_OUTPUTS + ["q_halt_logits"])),
+            ("blank", dict(split="test", max_examples=cfg.max_examples, puzzle_id_ablation="blank", save_outputs=SMALL_OUTPUTS)),
+            ("random", dict(split="test", max_examples=cfg.max_examples, puzzle_id_ablation="random",
+                            ablation_seed=cfg.ablation_seed, save_outputs=SMALL_OUTPUTS))]
+    for v in cfg.halt_max_steps or default_halt_values(trained):
+        if v != trained:
+            plan.append((f"halt_{v}", dict(split="test", max_examples=cfg.max_examples, halt_max_steps=v, save_outputs=SMALL_OUTPUTS)))
+
+    done = {}
+    bar = tqdm.tqdm(plan, desc="analyses", dynamic_ncols=True)
+    for name, kwargs in bar:
+        bar.set_postfix_str(name)
+        folder = os.path.join(cfg.out, "evals", name)
+        settings = dict(kwargs, checkpoint=os.path.abspath(cfg.checkpoint), halt_max_steps=kwargs.get("halt_max_steps", trained))
+        settings.pop("save_npy", None)
+        record = os.path.join(folder, "evaluation.json")
+        if cfg.reuse and os.path.isfile(record) and output_files(folder, ev.train_state.step):
+            with open(record) as f:
+                saved = json.load(f)
+            if saved.get("settings") == settings:
+                done[name] = dict(saved, folder=folder, reused=True)
+                continue
+        start = time.time()
+        ev.run(output_dir=folder, **kwargs)
+        entry = {"settings": settings, "seconds": time.time() - start}
+        atomic_write_text(record, json.dumps(entry, indent=1))
+        done[name] = dict(entry, folder=folder, reused=False)
+    return done
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers
+
+
+def read_split_labels(data_paths: List[str], split: str) -> np.ndarray:
+    """Every label row of ``split`` (all sets, all folders), ignored positions as -100."""
+    rows = []
+    for path in data_paths:
+        with open(os.path.join(path, split, "dataset.json")) as f:
+            meta = json.load(f)
+        for s in meta["sets"]:
+            labels = np.load(os.path.join(path, split, f"{s}__labels.npy"), mmap_mode="r").astype(np.int64)
+            if meta.get("ignore_label_id") is not None:
+                labels[labels == meta["ignore_label_id"]] = A.IGNORE_LABEL_ID
+            rows.append(labels)
+    return np.concatenate(rows) if rows else np.zeros((0, 0), np.int64)
+
+
+def compute_results(cfg: AnalyzeConfig, ev, evals: Dict[str, Dict[str, Any]], trained: int) -> Dict[str, Any]:
+    step = ev.train_state.step
+    outs = {name: load_outputs(e["folder"], step) for name, e in evals.items()}
+    acc = {name: float(A.exact_correct(o["preds"], o["labels"]).mean()) if len(o["labels"]) else float("nan")
+           for name, o in outs.items()}
+    test = outs["test"]
+    correct = A.exact_correct(test["preds"], test["labels"])
+    res: Dict[str, Any] = {"checkpoint": os.path.abspath(cfg.checkpoint), "step": step, "trained_halt_max_steps": trained,
+                           "examples": {"test": int(len(correct)), "train": int(len(outs["train"]["labels"]))},
+                           "exact_accuracy": {"test": acc["test"], "train": acc["train"]}}
+
+    data_paths = ev.config.data_paths
+    test_paths = ev.config.data_paths_test or data_paths
+    res["memorisation"] = A.memorisation(test["preds"], test["labels"], read_split_labels(data_paths, "train"))
+
+    conf = A.sigmoid(test["q_halt_logits"])
+    rel = A.reliability(conf, correct, bins=cfg.bins)
+    res["reliability"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in rel.items()}
+    res["reliability"]["mean_confidence"] = float(conf.mean()) if len(conf) else float("nan")
+    steps = test["steps"]
+    res["halting"] = {"mean_steps": float(steps.mean()) if len(steps) else float("nan"),
+                      "histogram": {int(k): int(n) for k, n in zip(*np.unique(steps, return_counts=True))},
+                      "accuracy_by_steps": [(int(k), n, a) for k, n, a in A.accuracy_by(steps, correct)]}
+    halting = A.halting_accuracy(test["trace"], test["labels"], steps)
+    res["halting"]["accuracy_after_segment"] = halting["per_segment"].tolist()
+    res["halting"]["accuracy_at_halt"] = halting["at_halt"]
+
+    curve = {trained: acc["test"]}
+    curve.update({int(n.split("_")[1]): a for n, a in acc.items() if n.startswith("halt_")})
+    res["test_time_compute"] = {str(k): curve[k] for k in sorted(curve)}
+    res["puzzle_id_ablation"] = {"real": acc["test"], "blank": acc["blank"], "random": acc["random"],
+                                 "num_puzzle_identifiers": int(ev.train_metadata.num_puzzle_identifiers)}
+
+    with open(os.path.join(test_paths[0], "test", "dataset.json")) as f:
+        meta = json.load(f)
+    has_arc = os.path.isfile(os.path.join(test_paths[0], "test_puzzles.json"))
+    task = A.detect_task(meta, test_paths[0], has_arc)
+    res["task"] = task
+    names = None
+    if os.path.isfile(os.path.join(test_paths[0], "identifiers.json")):
+        with open(os.path.join(test_paths[0], "identifiers.json")) as f:
+            names = json.load(f)
+    keys = A.breakdown_keys(task, test["inputs"], test["labels"], test["puzzle_identifiers"], names)
+    if keys is not None:
+        what, k = keys
+        res["breakdown"] = {"by": what, "rows": [(str(key) if task == "arc" else int(key), n, a) for key, n, a in A.accuracy_by(k, correct)]}
+    if task == "arc" and has_arc:
+        res["arc_tasks"] = arc_task_scores(test_paths[0], ev.loader("test", None)[1], test)
+    return res
+
+
+def arc_task_scores(data_path: str, metadata, test: Dict[str, np.ndarray]) -> Dict[str, Dict[str, float]]:
+    """pass@1 / pass@2 per ARC task by voting over augmentations (evaluators/arc.py)."""
+    import torch
+
+    from evaluators.arc import ARC
+    arc = ARC(data_path=data_path, eval_metadata=metadata, pass_Ks=(1, 2))
+    for start in range(0, len(test["preds"]), 4096):
+        sl = slice(start, start + 4096)
+        arc.update_batch({k: torch.from_numpy(test[k][sl]) for k in ("inputs", "puzzle_identifiers")},
+                         {k: torch.from_numpy(test[k][sl]) for k in ("preds", "q_halt_logits")})
+    return arc.task_scores()
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures and report
+
+
+def figures(res: Dict[str, Any], out: str) -> List[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, name), dpi=90)
+        plt.close(fig)
+        made.append(name)
+
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3))
+    hist = res["halting"]["histogram"]
+    axes[0].bar(list(hist), list(hist.values()), color="#4c72b0")
+    axes[0].set(xlabel="segments used (halting rule)", ylabel="test examples", title="Segments used")
+    by = res["halting"]["accuracy_by_steps"]
+    axes[1].bar([k for k, _, _ in by], [a for _, _, a in by], color="#55a868")
+    after = res["halting"]["accuracy_after_segment"]
+    axes[1].plot(range(1, len(after) + 1), after, "k.-", label="after segment t (all)")
+    axes[1].set(xlabel="segments", ylabel="exact accuracy", ylim=(0, 1.02), title="Accuracy per segment count")
+    axes[1].legend(fontsize=7, loc="lower right")
+    save(fig, "halting.png")
+
+    rel = res["reliability"]
+    fig, ax = plt.subplots(figsize=(3.8, 3.6))
+    edges = np.array(rel["edges"])
+    centers = (edges[:-1] + edges[1:]) / 2
+    accs = np.array([np.nan if a is None else a for a in rel["accuracy"]], dtype=float)
+    ax.bar(centers, np.nan_to_num(accs), width=edges[1] - edges[0], edgecolor="k", color="#8172b2", alpha=.8, label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set(xlabel="halt confidence sigmoid(q_halt)", ylabel="exact accuracy", xlim=(0, 1), ylim=(0, 1),
+           title=f"Reliability (ECE {rel['ece']:.3f})")
+    ax.legend(fontsize=7, loc="upper left")
+    save(fig, "reliability.png")
+
+    curve = res["test_time_compute"]
+    fig, ax = plt.subplots(figsize=(4.2, 3))
+    xs = [int(k) for k in curve]
+    ax.plot(xs, list(curve.values()), "o-", color="#c44e52")
+    ax.axvline(res["trained_halt_max_steps"], color="grey", ls=":", label=f"trained ({res['trained_halt_max_steps']})")
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="halt_max_steps at test time", ylabel="exact accuracy", ylim=(0, 1.02), title="Test-time compute")
+    ax.legend(fontsize=7)
+    save(fig, "test_time_compute.png")
+
+    abl = res["puzzle_id_ablation"]
+    fig, ax = plt.subplots(figsize=(5.6, 3))
+    labels = ["train", "test", "test, blank id", "test, random id"]
+    values = [res["exact_accuracy"]["train"], abl["real"], abl["blank"], abl["random"]]
+    ax.bar(labels, values, color=["#4c72b0", "#55a868", "#dd8452", "#c44e52"])
+    ax.set(ylabel="exact accuracy", ylim=(0, 1.05), title="Train vs test; puzzle-identifier ablation")
+    ax.tick_params(axis="x", labelsize=8)
+    save(fig, "accuracy.png")
+
+    if "breakdown" in res and res["task"] != "arc":
+        rows = res["breakdown"]["rows"]
+        fig, ax = plt.subplots(figsize=(4.8, 3))
+        ax.bar([str(k) for k, _, _ in rows], [a for _, _, a in rows], color="#64b5cd")
+        ax.set(xlabel=res["breakdown"]["by"], ylabel="exact accuracy", ylim=(0, 1.02), title="Accuracy by difficulty")
+        ax.tick_params(axis="x", labelsize=7)
+        save(fig, "breakdown.png")
+    return made
+
+
+def pct(x: Optional[float]) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def report_markdown(res: Dict[str, Any], made: List[str], evals: Dict[str, Dict[str, Any]]) -> str:
+    mem, rel, halt, abl = res["memorisation"], res["reliability"], res["halting"], res["puzzle_id_ablation"]
+    lines = [f"# Analysis of `{res['checkpoint']}`", "",
+             f"Step {res['step']}, trained with halt_max_steps={res['trained_halt_max_steps']}; task: {res['task']}. "
+             f"{res['examples']['test']} test and {res['examples']['train']} train examples evaluated (exact accuracy: every labelled cell right).",
+             "", "## Train vs test, memorisation", "",
+             "| | value |", "|---|---|",
+             f"| train exact accuracy | {pct(res['exact_accuracy']['train'])} |",
+             f"| test exact accuracy | {pct(res['exact_accuracy']['test'])} |",
+             f"| test answers (labels) that are train answers | {pct(mem['test_labels_in_train'])} |",
+             f"| test predictions that are train answers (memorisation rate) | {pct(mem['preds_in_train'])} |",
+             f"| wrong test predictions that are train answers | {pct(mem['wrong_preds_in_train'])} of {mem['wrong']} |",
+             "", "## Puzzle-identifier ablation", "",
+             "| identifiers the model sees | test exact accuracy |", "|---|---|",
+             f"| real | {pct(abl['real'])} |", f"| blank | {pct(abl['blank'])} |", f"| random other | {pct(abl['random'])} |", "",
+             f"The model's table holds {abl['num_puzzle_identifiers']} identifier(s)"
+             + (" (only the blank one: this dataset gives every puzzle the blank identifier, so the ablation changes nothing)."
+                if abl["num_puzzle_identifiers"] <= 1 else "."),
+             "", "![accuracy](accuracy.png)" if "accuracy.png" in made else "",
+             "", "## Halting", "",
+             "Evaluation runs every example for halt_max_steps segments; *segments used* is where the training-time "
+             "halting rule (halt signal of the Q head) would have stopped it.", "",
+             f"Mean segments used: {halt['mean_steps']:.2f}. Exact accuracy if every example stops where it halts: "
+             f"{pct(halt['accuracy_at_halt'])} (after all segments: {pct(res['exact_accuracy']['test'])}).", "",
+             "| segments used | examples | exact accuracy |", "|---|---|---|",
+             *[f"| {k} | {n} | {pct(a)} |" for k, n, a in halt["accuracy_by_steps"]], "",
+             "Exact accuracy after each segment: " + ", ".join(f"{t + 1}: {pct(a)}" for t, a in enumerate(halt["accuracy_after_segment"])) + ".",
+             "", "![halting](halting.png)", "",
+             f"Reliability of the halt confidence sigmoid(q_halt) as a predictor of exact correctness: "
+             f"**ECE {rel['ece']:.4f}** (mean confidence {pct(rel['mean_confidence'])}, accuracy {pct(res['exact_accuracy']['test'])}).", "",
+             "| confidence bin | examples | mean confidence | exact accuracy |", "|---|---|---|---|"]
+    for i, n in enumerate(rel["count"]):
+        if n:
+            lines.append(f"| {rel['edges'][i]:.1f}–{rel['edges'][i + 1]:.1f} | {n} | {pct(rel['confidence'][i])} | {pct(rel['accuracy'][i])} |")
+    lines += ["", "![reliability](reliability.png)", "", "## Test-time compute", "",
+              "| halt_max_steps | test exact accuracy |", "|---|---|",
+              *[f"| {k}{' (trained)' if int(k) == res['trained_halt_max_steps'] else ''} | {pct(a)} |" for k, a in res["test_time_compute"].items()],
+              "", "![test-time compute](test_time_compute.png)"]
+    if "breakdown" in res:
+        rows = res["breakdown"]["rows"]
+        lines += ["", f"## By {res['breakdown']['by']}", ""]
+        if res["task"] == "arc":
+            scores = res.get("arc_tasks", {})
+            lines += ["| task | test examples (all augmentations) | exact accuracy | pass@1 | pass@2 |", "|---|---|---|---|---|"]
+            lines += [f"| {k} | {n} | {pct(a)} | {pct(scores.get(k, {}).get('pass@1'))} | {pct(scores.get(k, {}).get('pass@2'))} |"
+                      for k, n, a in rows]
+        else:
+            lines += [f"| {res['breakdown']['by']} | examples | exact accuracy |", "|---|---|---|",
+                      *[f"| {k} | {n} | {pct(a)} |" for k, n, a in rows], "", "![breakdown](breakdown.png)"]
+    lines += ["", "## Evaluations", "", "| name | settings | seconds |", "|---|---|---|"]
+    for name, e in evals.items():
+        s = {k: v for k, v in e["settings"].items() if k not in ("checkpoint", "save_outputs")}
+        lines.append(f"| {name} | {', '.join(f'{k}={v}' for k, v in s.items())} | "
+                     f"{'reused' if e.get('reused') else format(e['seconds'], '.1f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary_lines(res: Dict[str, Any]) -> List[str]:
+    mem, abl = res["memorisation"], res["puzzle_id_ablation"]
+    curve = ", ".join(f"{k}: {pct(a)}" for k, a in res["test_time_compute"].items())
+    return [f"exact accuracy: train {pct(res['exact_accuracy']['train'])}, test {pct(res['exact_accuracy']['test'])} "
+            f"({res['examples']['test']} test examples)",
+            f"memorisation: {pct(mem['preds_in_train'])} of test predictions are train answers "
+            f"({pct(mem['wrong_preds_in_train'])} of the wrong ones); test labels in train: {pct(mem['test_labels_in_train'])}",
+            f"halting: mean {res['halting']['mean_steps']:.2f} segments used, accuracy at halt {pct(res['halting']['accuracy_at_halt'])}, "
+            f"ECE {res['reliability']['ece']:.4f}",
+            f"test-time compute (halt_max_steps: accuracy): {curve}",
+            f"identifier ablation: real {pct(abl['real'])}, blank {pct(abl['blank'])}, random {pct(abl['random'])}"]
+
+
+def analyze(cfg: AnalyzeConfig) -> Dict[str, Any]:
+    """Run everything; returns the results (also written to ``<out>/results.json``)."""
+    from evaluate import EvalConfig, load_evaluation
+    from utils.distributed import cleanup, init_distributed
+
+    start = time.time()
+    os.makedirs(cfg.out, exist_ok=True)
+    info = init_distributed()
+    if info.world_size > 1:
+        raise ConfigError("analyze_checkpoint.py runs in one process; start it with python, not torchrun")
+    try:
+        ev = load_evaluation(EvalConfig(checkpoint=cfg.checkpoint, save_outputs=SMALL_OUTPUTS), info)
+        trained = ev.default_halt_max_steps
+        evals = run_evaluations(cfg, ev, trained)
+    finally:
+        cleanup()
+    res = compute_results(cfg, ev, evals, trained)
+    made = figures(res, cfg.out)
+    res["seconds"] = time.time() - start
+    atomic_write_text(os.path.join(cfg.out, "results.json"), json.dumps(res, indent=1))
+    atomic_write_text(os.path.join(cfg.out, "report.md"), report_markdown(res, made, evals))
+    print(f"\nAnalysis of {cfg.checkpoint} ({res['seconds']:.0f} s): {os.path.join(cfg.out, 'report.md')}")
+    for line in summary_lines(res):
+        print("  " + line)
+    return res
+
+
+def main(argv=None) -> None:
+    from omegaconf import OmegaConf
+
+    try:
+        raw = OmegaConf.to_container(OmegaConf.from_cli(list(sys.argv[1:] if argv is None else argv)), resolve=True)
+        try:
+            cfg = AnalyzeConfig(**raw)  # type: ignore[arg-type]
+        except pydantic.ValidationError as e:
+            raise ConfigError(validation_error_line(e)) from None
+        analyze(cfg)
+    except (ConfigError, DatasetError) as e:
+        print(f"error: {user_error_message(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
