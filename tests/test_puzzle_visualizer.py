@@ -310,3 +310,93 @@ def test_truncated_npy(driver, arc_folder, tmp_path):
     (folder / "train" / "dataset.json").write_text("{not json")
     assert open_folder(driver, folder) == "error"
     assert "dataset.json: not valid JSON" in driver.find_element(By.ID, "message").text
+
+
+# ----------------------------------------------------------------------------------------------
+# Predictions (evaluate.py outputs as .npy, see utils/outputs.py)
+
+
+def write_predictions(folder, step, ranks):
+    """``step_<step>_all_preds.<rank>.<key>.npy`` files for ``ranks`` = [{key: array}] (one dict per rank)."""
+    paths = []
+    for rank, arrays in enumerate(ranks):
+        for key, value in arrays.items():
+            path = os.path.join(folder, f"step_{step}_all_preds.{rank}.{key}.npy")
+            np.save(path, value)
+            paths.append(path)
+    return paths
+
+
+def pick_predictions(driver, paths):
+    # A fresh pick replaces the files (ChromeDriver would add to the previous selection).
+    driver.execute_script("document.body.dataset.state = 'picking'; document.getElementById('preds').value = ''")
+    driver.find_element(By.ID, "preds").send_keys("\n".join(str(p) for p in paths))
+    return wait_settled(driver)
+
+
+def wrong_cells(driver):
+    return driver.execute_script("return Array.from(document.querySelectorAll('#view .prediction .cell.wrong'),"
+                                 " c => Number(c.dataset.index)).sort((a, b) => a - b)")
+
+
+def test_predictions_mark_wrong_cells_filter_trace_and_identifier_text(driver, tmp_path):
+    solution = np.array([[1, 2, 3, 4], [3, 4, 1, 2], [2, 1, 4, 3], [4, 3, 2, 1]]).reshape(-1) + 1
+    puzzle = solution.copy()
+    puzzle[[1, 6, 11, 12]] = 1  # four blanks
+    folder = tmp_path / "sudoku-4x4"
+    write_dataset(folder, "test", np.stack([puzzle] * 3).astype(np.uint8), np.stack([solution] * 3).astype(np.uint8),
+                  puzzle_ids=[0, 1, 1], names=("<blank>", XSS_NAME), vocab=6)
+    assert open_folder(driver, folder) == "ready"
+
+    def rank(preds, trace_first, steps, q, ids, pad_last=False):
+        labels = np.stack([solution] * len(preds)).astype(np.int32)
+        if pad_last:
+            labels[-1] = -100  # a padding row of the last batch
+        trace = np.stack([np.stack(trace_first), np.stack(preds)], axis=1).astype(np.int32)
+        return {"inputs": np.stack([puzzle] * len(preds)).astype(np.int32), "labels": labels,
+                "preds": np.stack(preds).astype(np.int64), "trace": trace, "steps": np.array(steps, np.int32),
+                "q_halt_logits": np.array(q, np.float32), "puzzle_identifiers": np.array(ids, np.int32),
+                "trace_q_halt_logits": np.array([[-2.0, x] for x in q], np.float32)}
+
+    right = solution.copy()
+    two_wrong = solution.copy()
+    two_wrong[[1, 11]] = [5, 2]
+    one_wrong = solution.copy()
+    one_wrong[6] = 3
+    worse = solution.copy()
+    worse[[1, 6, 11]] = 5
+    out = tmp_path / "preds"
+    out.mkdir()
+    paths = write_predictions(out, 7, [rank([right, two_wrong], [worse, worse], [1, 2], [3.0, 1.0], [0, 0]),
+                                       rank([right, one_wrong, right], [right, one_wrong, right], [2, 1, 1], [0.0, -1.0, 0.0], [0, 1, 0],
+                                            pad_last=True)])
+    assert pick_predictions(driver, paths) == "ready"
+    assert "4 examples, 2 right, 2 wrong" in driver.find_element(By.ID, "summary").text
+    assert wrong_cells(driver) == [] and "right" in driver.find_element(By.ID, "pred-info").text
+
+    Select(driver.find_element(By.ID, "pred-filter")).select_by_value("wrong")
+    wait_settled(driver)
+    assert driver.find_element(By.ID, "pred-of").text == "of 2"
+    assert wrong_cells(driver) == [1, 11]
+    info = driver.find_element(By.ID, "pred-info").text
+    assert "wrong (2 cells)" in info and "segments used 2 of 2" in info and "halt confidence 0.731" in info
+    # The slider shows the first segment's prediction, with its own mistakes.
+    driver.execute_script("const s = document.getElementById('segment'); s.value = 1; s.dispatchEvent(new Event('input'));")
+    WebDriverWait(driver, 5).until(lambda d: wrong_cells(d) == [1, 6, 11])
+    assert "halt confidence 0.119" in driver.find_element(By.ID, "pred-info").text
+
+    press(driver, Keys.ARROW_RIGHT)
+    assert wrong_cells(driver) == [6]
+    assert driver.find_element(By.ID, "view").get_attribute("data-example") == "1:1"
+    assert driver.find_element(By.ID, "pred-identifier").text == XSS_NAME  # rendered as text
+    assert driver.execute_script("return document.querySelectorAll('img').length") == 0
+
+    # Outputs of another dataset (9x9 Sudoku) get a clear message, not a crash.
+    other = tmp_path / "other"
+    other.mkdir()
+    nine = np.ones((2, 81), np.int32)
+    paths = write_predictions(other, 3, [{"inputs": nine, "labels": nine, "preds": nine}])
+    assert pick_predictions(driver, paths) == "error"
+    message = driver.find_element(By.ID, "message").text
+    assert "come from another dataset" in message and "seq_len 16" in message
+    assert driver.find_element(By.ID, "view").find_elements(By.CLASS_NAME, "panel")  # the dataset view is still there
