@@ -67,3 +67,108 @@ def test_missing_config_and_misfit_checkpoint(trained, tmp_path):
 
     proc = run([*EVAL, f"checkpoint={tmp_path}/step_99"], check=False)
     assert proc.returncode == 2 and "step_99: no such file" in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Analysis options: split, max_examples, puzzle_id_ablation, halt_max_steps lists, steps / trace
+
+
+def evaluate_in_process(**options):
+    import evaluate
+    return evaluate.run(evaluate.EvalConfig(**options))
+
+
+@pytest.mark.slow
+def test_max_examples_same_subset_on_one_and_two_processes(trained, sudoku4, tmp_path):
+    import numpy as np
+
+    from utils.outputs import load_outputs
+    ck, _ = trained
+    common = [f"checkpoint={ck}/step_12", "max_examples=6", "save_outputs=[inputs,labels,preds]"]
+    one = evaluate_in_process(checkpoint=f"{ck}/step_12", max_examples=6, save_outputs=["inputs", "labels", "preds"],
+                              output_dir=str(tmp_path / "one"))
+    out = torchrun("--nproc-per-node", "2", str(REPO / "evaluate.py"), *common, f"output_dir={tmp_path / 'two'}").stdout
+    assert printed_metrics(out) == pytest.approx(one["all"], rel=1e-6)
+    a, b = load_outputs(str(tmp_path / "one")), load_outputs(str(tmp_path / "two"))
+    first6 = np.load(sudoku4 / "test" / "all__inputs.npy")[:6]
+    np.testing.assert_array_equal(a["inputs"], first6)  # the first 6 examples in file order ...
+    np.testing.assert_array_equal(b["inputs"], first6)  # ... on 2 processes too (rank 1's padding rows dropped)
+    np.testing.assert_array_equal(a["preds"], b["preds"])
+
+
+def test_split_train_uses_the_train_split_and_trace_ends_at_the_prediction(trained, sudoku4, tmp_path):
+    import numpy as np
+
+    from utils.outputs import load_outputs
+    ck, _ = trained
+    evaluate_in_process(checkpoint=f"{ck}/step_12", split="train", max_examples=10, save_outputs=["inputs", "preds"], trace=True,
+                        output_dir=str(tmp_path), save_npy=True)
+    out = load_outputs(str(tmp_path), drop_padding=False)
+    np.testing.assert_array_equal(out["inputs"][:10], np.load(sudoku4 / "train" / "all__inputs.npy")[:10])
+    assert out["trace"].shape == (16, 3, 16) and out["trace_q_halt_logits"].shape == (16, 3)
+    np.testing.assert_array_equal(out["trace"][:, -1], out["preds"])
+    assert out["steps"].min() >= 1 and out["steps"].max() <= 3
+    assert np.load(tmp_path / "step_12_all_preds.0.trace.npy").shape == (16, 3, 16)
+    assert not (tmp_path / "step_12_all_preds.0.logits.npy").exists()
+
+
+def test_halt_max_steps_list_equals_separate_runs(trained, tmp_path):
+    ck, _ = trained
+    both = evaluate_in_process(checkpoint=f"{ck}/step_12", halt_max_steps=[1, 4], save_outputs=["preds"], output_dir=str(tmp_path))
+    for value in (1, 4):
+        alone = evaluate_in_process(checkpoint=f"{ck}/step_12", halt_max_steps=value, save_outputs=[], output_dir=str(tmp_path / "x"))
+        assert both[value] == alone and alone["all"]["steps"] == value
+        assert (tmp_path / f"halt_max_steps_{value}" / "step_12_all_preds.0").is_file()
+
+
+def test_puzzle_id_ablation_changes_what_the_model_sees(trained, sudoku4, tmp_path):
+    """Every identifier reaching the model is the blank one (blank) or a different one, the same for
+    the same identifier and seed (random); evaluators and saved outputs keep the real ones."""
+    import shutil
+
+    import numpy as np
+    import yaml
+
+    import evaluate
+    from dataset.common import save_identifiers
+    from pretrain import init_train_state, model_state_dict, parse_config, unwrap
+    from utils.distributed import init_distributed
+    from utils.outputs import load_outputs
+    ck, _ = trained
+    data = shutil.copytree(sudoku4, tmp_path / "data")
+    for split in ("train", "test"):  # 5 named puzzles instead of the blank identifier
+        ids = np.load(data / split / "all__puzzle_identifiers.npy")
+        np.save(data / split / "all__puzzle_identifiers.npy", (np.arange(len(ids)) % 5 + 1).astype(ids.dtype))
+        meta = json.loads((data / split / "dataset.json").read_text())
+        (data / split / "dataset.json").write_text(json.dumps(dict(meta, num_puzzle_identifiers=6)))
+    save_identifiers(str(data), ["<blank>"] + [f"p{i}" for i in range(5)])
+    raw = yaml.safe_load((ck / "all_config.yaml").read_text())
+    raw.update(data_path=str(data), data_paths=[str(data)], checkpoint_path=str(tmp_path / "ck"))
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "all_config.yaml").write_text(yaml.dump(raw))
+    from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
+    meta = PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_paths=[str(data)], global_batch_size=8, test_set_mode=False,
+                                             epochs_per_iter=1, rank=0, num_replicas=1), "train").metadata
+    torch.save(model_state_dict(init_train_state(parse_config(raw), meta)), tmp_path / "ck" / "step_0")
+
+    ev = evaluate.load_evaluation(evaluate.EvalConfig(checkpoint=str(tmp_path / "ck" / "step_0")), init_distributed())
+    seen = []
+    unwrap(ev.train_state.model).model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["batch"]["puzzle_identifiers"].clone()), with_kwargs=True)
+    real = np.load(data / "test" / "all__puzzle_identifiers.npy")
+
+    def run(mode, seed=0):
+        seen.clear()
+        ev.run(puzzle_id_ablation=mode, ablation_seed=seed, save_outputs=["puzzle_identifiers"], output_dir=str(tmp_path / mode))
+        assert len(seen) == 2 * 3  # 2 batches x halt_max_steps segments
+        return torch.cat(seen[::3]).numpy()
+
+    np.testing.assert_array_equal(run("none"), real)
+    assert set(run("blank").tolist()) == {0}
+    np.testing.assert_array_equal(load_outputs(str(tmp_path / "blank"))["puzzle_identifiers"], real)  # saved: the real ones
+    shuffled = run("random")
+    assert np.all(shuffled != real) and np.all(shuffled >= 1)
+    mapping = {}
+    for r, s in zip(real.tolist(), shuffled.tolist()):
+        assert mapping.setdefault(r, s) == s  # one replacement per identifier
+    np.testing.assert_array_equal(run("random"), shuffled)

@@ -1,0 +1,79 @@
+"""utils/analysis.py against hand-computed cases, and scripts/analyze_checkpoint.py end to end."""
+import json
+
+import numpy as np
+import pytest
+
+from utils import analysis as A
+
+
+def test_reliability_matches_a_hand_computed_diagram():
+    # 4 bins. Bin 0: 0.1 (wrong); bin 1: 0.3, 0.4 (one right); bin 3: 0.8, 0.9, 1.0 (right, right, wrong).
+    conf = np.array([0.1, 0.3, 0.4, 0.8, 0.9, 1.0])
+    correct = np.array([0, 1, 0, 1, 1, 0], dtype=bool)
+    rel = A.reliability(conf, correct, bins=4)
+    np.testing.assert_array_equal(rel["count"], [1, 2, 0, 3])
+    np.testing.assert_allclose(rel["confidence"][[0, 1, 3]], [0.1, 0.35, 0.9])
+    np.testing.assert_allclose(rel["accuracy"][[0, 1, 3]], [0.0, 0.5, 2 / 3])
+    assert np.isnan(rel["accuracy"][2])
+    # ECE = 1/6 * 0.1 + 2/6 * 0.15 + 3/6 * |2/3 - 0.9|
+    assert rel["ece"] == pytest.approx(0.1 / 6 + 0.3 / 6 + 0.5 * (0.9 - 2 / 3))
+    assert A.reliability(np.array([0.25, 0.75]), np.array([0.25, 0.75]) > 0.5, bins=2)["ece"] == pytest.approx(0.25)
+
+
+def test_memorisation_rate_on_a_copy_of_train_and_on_disjoint_answers():
+    rng = np.random.default_rng(0)
+    train = rng.integers(2, 6, size=(20, 16))
+    train[:, 0] = -100  # an ignored position
+    # The test split is a copy of the train split, and the model answers every test example right.
+    copy = A.memorisation(train.copy(), train.copy(), train)
+    assert copy["preds_in_train"] == 1.0 and copy["test_labels_in_train"] == 1.0 and copy["wrong"] == 0
+    # No test answer occurs in train (token 6 never does): 0.0, even for right answers.
+    test = rng.integers(2, 7, size=(10, 16))
+    test[:, 5] = 6
+    disjoint = A.memorisation(test, test, train)
+    assert disjoint["preds_in_train"] == 0.0 and disjoint["test_labels_in_train"] == 0.0
+    # Wrong answers that are train answers: 2 of the 3 wrong predictions; a prediction's ignored cells do not matter.
+    preds = test.copy()
+    preds[:2] = train[:2]
+    preds[2, 1] = 0
+    preds[:, 0] = 9
+    test[:, 0] = -100
+    mixed = A.memorisation(preds, test, train)
+    assert mixed["wrong"] == 3 and mixed["wrong_preds_in_train"] == pytest.approx(2 / 3) and mixed["preds_in_train"] == pytest.approx(0.2)
+
+
+def test_exact_accuracy_by_key_and_halting_trace():
+    labels = np.array([[1, 2, -100], [1, 2, 3], [3, 3, 3]])
+    trace = np.array([[[1, 0, 0], [1, 2, 7]],      # right after segment 2
+                      [[1, 2, 3], [1, 2, 0]],      # right after segment 1 only
+                      [[0, 0, 0], [0, 0, 0]]])     # never right
+    out = A.halting_accuracy(trace, labels, steps=np.array([2, 1, 2]))
+    np.testing.assert_allclose(out["per_segment"], [1 / 3, 1 / 3])
+    assert out["at_halt"] == pytest.approx(2 / 3)  # each stopped where it halts: rows 0 and 1 right
+    assert A.accuracy_by(np.array([2, 1, 2]), A.exact_correct(trace[:, -1], labels)) == [(1, 1, 0.0), (2, 2, 0.5)]
+
+
+def test_analyze_checkpoint_report(trained_hrm, tmp_path, capsys):
+    from scripts import analyze_checkpoint
+    ck, logged = trained_hrm
+    out = tmp_path / "analysis"
+    argv = [f"checkpoint={ck}/step_12", f"out={out}", "halt_max_steps=[1,3]", "train_max_examples=8"]
+    analyze_checkpoint.main(argv)
+    printed = capsys.readouterr().out
+    assert "exact accuracy: train" in printed and "ECE" in printed and str(out / "report.md") in printed
+    res = json.loads((out / "results.json").read_text())
+    assert res["exact_accuracy"]["test"] == pytest.approx(logged[12]["exact_accuracy"])
+    assert res["examples"] == {"test": 16, "train": 8} and res["task"] == "sudoku"
+    assert list(res["test_time_compute"]) == ["1", "3"] and sum(res["halting"]["histogram"].values()) == 16
+    report = (out / "report.md").read_text()
+    for name in ("halting.png", "reliability.png", "test_time_compute.png", "accuracy.png", "breakdown.png"):
+        assert (out / name).stat().st_size > 1000 and name in report
+    assert (out / "evals" / "test" / "step_12_all_preds.0.trace.npy").is_file()  # for puzzle_visualizer.html
+    # A second run reads the saved evaluations instead of running them again.
+    analyze_checkpoint.main(argv)
+    assert "| test | " in (out / "report.md").read_text() and "reused" in (out / "report.md").read_text()
+
+    with pytest.raises(SystemExit) as e:
+        analyze_checkpoint.main([f"checkpoint={ck}/step_12", f"out={out}", "max_examples=0"])
+    assert e.value.code == 2 and "max_examples must be a positive number" in capsys.readouterr().err
