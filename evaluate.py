@@ -142,8 +142,9 @@ class Evaluation:
 
     def run(self, split: str = "test", max_examples: Optional[int] = None, puzzle_id_ablation: str = "none",
             ablation_seed: int = 0, halt_max_steps: Optional[int] = None, save_outputs: Optional[List[str]] = None,
-            output_dir: Optional[str] = None, save_npy: bool = False) -> Optional[Dict[str, Any]]:
-        """One evaluation; returns rank 0's metrics (None on other ranks)."""
+            output_dir: Optional[str] = None, save_npy: bool = False, use_evaluators: bool = True) -> Optional[Dict[str, Any]]:
+        """One evaluation; returns rank 0's metrics (None on other ranks). Evaluators run on the test
+        split only, and not at all with ``use_evaluators=False``."""
         model = self.train_state.model
         set_halt_max_steps(model, halt_max_steps or self.default_halt_max_steps)
         outputs = list(self.config.eval_save_outputs if save_outputs is None else save_outputs)
@@ -153,7 +154,7 @@ class Evaluation:
         identifier_map = puzzle_id_ablation_map(puzzle_id_ablation, self.train_metadata.num_puzzle_identifiers,
                                                 self.train_metadata.blank_identifier_id, ablation_seed)
         model.eval()
-        metrics = evaluate(config, self.train_state, loader, metadata, self.evaluators() if split == "test" else [],
+        metrics = evaluate(config, self.train_state, loader, metadata, self.evaluators() if split == "test" and use_evaluators else [],
                            rank=self.info.rank, world_size=self.info.world_size, cpu_group=self.info.cpu_group,
                            segment_options=SegmentOptions.from_outputs(outputs, identifier_map))
         saved = os.path.join(config.checkpoint_path, f"step_{self.train_state.step}_all_preds.{self.info.rank}")  # type: ignore[arg-type]

@@ -46,6 +46,7 @@ from utils.outputs import load_outputs, output_files  # noqa: E402
 
 TEST_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "preds", "q_halt_logits", "steps", "trace", "trace_q_halt_logits"]
 SMALL_OUTPUTS = ["labels", "preds"]
+TRACE_LIMIT_BYTES = 1 << 30  # the trace is held in memory while evaluating
 
 
 class AnalyzeConfig(pydantic.BaseModel):
@@ -89,7 +90,13 @@ def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str,
     n_test = ev.loader("test", cfg.max_examples)[0].dataset
     test_count = min(sum(s.num_examples for s in n_test._sources), cfg.max_examples or 1 << 62)
     train_cap = cfg.train_max_examples or test_count
-    plan = [("test", dict(split="test", max_examples=cfg.max_examples, save_outputs=TEST_OUTPUTS, save_npy=True)),
+    test_outputs = TEST_OUTPUTS
+    trace_bytes = test_count * trained * ev.train_metadata.seq_len * 4
+    if trace_bytes > TRACE_LIMIT_BYTES:
+        test_outputs = [k for k in TEST_OUTPUTS if not k.startswith("trace")]
+        print(f"note: no per-segment trace ({test_count} test examples would need {trace_bytes / 2 ** 30:.1f} GiB); "
+              "give max_examples= for one")
+    plan = [("test", dict(split="test", max_examples=cfg.max_examples, save_outputs=test_outputs, save_npy=True)),
             ("train", dict(split="train", max_examples=train_cap, save_outputs=SMALL_OUTPUTS + ["q_halt_logits"])),
             ("blank", dict(split="test", max_examples=cfg.max_examples, puzzle_id_ablation="blank", save_outputs=SMALL_OUTPUTS)),
             ("random", dict(split="test", max_examples=cfg.max_examples, puzzle_id_ablation="random",
@@ -113,7 +120,7 @@ def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str,
                 done[name] = dict(saved, folder=folder, reused=True)
                 continue
         start = time.time()
-        ev.run(output_dir=folder, **kwargs)
+        ev.run(output_dir=folder, use_evaluators=False, **kwargs)  # ARC voting is done per task below
         entry = {"settings": settings, "seconds": time.time() - start}
         atomic_write_text(record, json.dumps(entry, indent=1))
         done[name] = dict(entry, folder=folder, reused=False)
@@ -161,9 +168,10 @@ def compute_results(cfg: AnalyzeConfig, ev, evals: Dict[str, Dict[str, Any]], tr
     res["halting"] = {"mean_steps": float(steps.mean()) if len(steps) else float("nan"),
                       "histogram": {int(k): int(n) for k, n in zip(*np.unique(steps, return_counts=True))},
                       "accuracy_by_steps": [(int(k), n, a) for k, n, a in A.accuracy_by(steps, correct)]}
-    halting = A.halting_accuracy(test["trace"], test["labels"], steps)
-    res["halting"]["accuracy_after_segment"] = halting["per_segment"].tolist()
-    res["halting"]["accuracy_at_halt"] = halting["at_halt"]
+    if "trace" in test:
+        halting = A.halting_accuracy(test["trace"], test["labels"], steps)
+        res["halting"]["accuracy_after_segment"] = halting["per_segment"].tolist()
+        res["halting"]["accuracy_at_halt"] = halting["at_halt"]
 
     curve = {trained: acc["test"]}
     curve.update({int(n.split("_")[1]): a for n, a in acc.items() if n.startswith("halt_")})
@@ -185,7 +193,11 @@ def compute_results(cfg: AnalyzeConfig, ev, evals: Dict[str, Dict[str, Any]], tr
         what, k = keys
         res["breakdown"] = {"by": what, "rows": [(str(key) if task == "arc" else int(key), n, a) for key, n, a in A.accuracy_by(k, correct)]}
     if task == "arc" and has_arc:
-        res["arc_tasks"] = arc_task_scores(test_paths[0], ev.loader("test", None)[1], test)
+        evaluated = {str(k) for k, _, _ in res.get("breakdown", {}).get("rows", [])}
+        scores = arc_task_scores(test_paths[0], ev.loader("test", None)[1], test)
+        res["arc_tasks"] = {k: v for k, v in scores.items() if k in evaluated}
+        res["arc_pass"] = {k: float(np.mean([v[k] for v in res["arc_tasks"].values()])) if res["arc_tasks"] else float("nan")
+                           for k in ("pass@1", "pass@2")}
     return res
 
 
@@ -225,8 +237,8 @@ def figures(res: Dict[str, Any], out: str) -> List[str]:
     axes[0].set(xlabel="segments used (halting rule)", ylabel="test examples", title="Segments used")
     by = res["halting"]["accuracy_by_steps"]
     axes[1].bar([k for k, _, _ in by], [a for _, _, a in by], color="#55a868")
-    after = res["halting"]["accuracy_after_segment"]
-    axes[1].plot(range(1, len(after) + 1), after, "k.-", label="after segment t (all)")
+    after = res["halting"].get("accuracy_after_segment", [])
+    axes[1].plot(range(1, len(after) + 1), after, "k.-", label="after segment t (all examples)")
     axes[1].set(xlabel="segments", ylabel="exact accuracy", ylim=(0, 1.02), title="Accuracy per segment count")
     axes[1].legend(fontsize=7, loc="lower right")
     save(fig, "halting.png")
@@ -299,10 +311,11 @@ def report_markdown(res: Dict[str, Any], made: List[str], evals: Dict[str, Dict[
              "Evaluation runs every example for halt_max_steps segments; *segments used* is where the training-time "
              "halting rule (halt signal of the Q head) would have stopped it.", "",
              f"Mean segments used: {halt['mean_steps']:.2f}. Exact accuracy if every example stops where it halts: "
-             f"{pct(halt['accuracy_at_halt'])} (after all segments: {pct(res['exact_accuracy']['test'])}).", "",
+             f"{pct(halt.get('accuracy_at_halt'))} (after all segments: {pct(res['exact_accuracy']['test'])}).", "",
              "| segments used | examples | exact accuracy |", "|---|---|---|",
              *[f"| {k} | {n} | {pct(a)} |" for k, n, a in halt["accuracy_by_steps"]], "",
-             "Exact accuracy after each segment: " + ", ".join(f"{t + 1}: {pct(a)}" for t, a in enumerate(halt["accuracy_after_segment"])) + ".",
+             "Exact accuracy after each segment: " + (", ".join(f"{t + 1}: {pct(a)}" for t, a in enumerate(halt["accuracy_after_segment"]))
+                                                      if "accuracy_after_segment" in halt else "not traced (give max_examples=)") + ".",
              "", "![halting](halting.png)", "",
              f"Reliability of the halt confidence sigmoid(q_halt) as a predictor of exact correctness: "
              f"**ECE {rel['ece']:.4f}** (mean confidence {pct(rel['mean_confidence'])}, accuracy {pct(res['exact_accuracy']['test'])}).", "",
@@ -319,6 +332,9 @@ def report_markdown(res: Dict[str, Any], made: List[str], evals: Dict[str, Dict[
         lines += ["", f"## By {res['breakdown']['by']}", ""]
         if res["task"] == "arc":
             scores = res.get("arc_tasks", {})
+            if "arc_pass" in res:
+                lines += [f"Over the {len(scores)} tasks evaluated, by voting over augmentations: pass@1 {pct(res['arc_pass']['pass@1'])}, "
+                          f"pass@2 {pct(res['arc_pass']['pass@2'])}.", ""]
             lines += ["| task | test examples (all augmentations) | exact accuracy | pass@1 | pass@2 |", "|---|---|---|---|---|"]
             lines += [f"| {k} | {n} | {pct(a)} | {pct(scores.get(k, {}).get('pass@1'))} | {pct(scores.get(k, {}).get('pass@2'))} |"
                       for k, n, a in rows]
@@ -340,7 +356,7 @@ def summary_lines(res: Dict[str, Any]) -> List[str]:
             f"({res['examples']['test']} test examples)",
             f"memorisation: {pct(mem['preds_in_train'])} of test predictions are train answers "
             f"({pct(mem['wrong_preds_in_train'])} of the wrong ones); test labels in train: {pct(mem['test_labels_in_train'])}",
-            f"halting: mean {res['halting']['mean_steps']:.2f} segments used, accuracy at halt {pct(res['halting']['accuracy_at_halt'])}, "
+            f"halting: mean {res['halting']['mean_steps']:.2f} segments used, accuracy at halt {pct(res['halting'].get('accuracy_at_halt'))}, "
             f"ECE {res['reliability']['ece']:.4f}",
             f"test-time compute (halt_max_steps: accuracy): {curve}",
             f"identifier ablation: real {pct(abl['real'])}, blank {pct(abl['blank'])}, random {pct(abl['random'])}"]

@@ -128,3 +128,14 @@ def test_non_arc_data_disables_the_evaluator_once(tmp_path, capsys):
     ev.update_batch({"inputs": torch.zeros(1, 81)}, {"preds": torch.zeros(1, 81)})
     assert ev.result(None, rank=0, world_size=1) is None
     assert capsys.readouterr().out.count("evaluator disabled") == 1
+
+
+def test_task_scores_per_task(arc_data):
+    out, batch, labels = arc_data
+    ev = evaluator(out)
+    names = np.array(ev.identifier_map)[batch["puzzle_identifiers"].numpy()]
+    flip = torch.from_numpy(np.char.startswith(names.astype(str), "e_flip"))
+    ev.begin_eval()
+    ev.update_batch(batch, {"preds": corrupt(labels, torch.nonzero(flip)[:, 0]), "q_halt_logits": torch.zeros(len(labels))})
+    scores = ev.task_scores()
+    assert scores == {"e_flip": {f"pass@{k}": 0.0 for k in ev.pass_Ks}, "e_col": {f"pass@{k}": 1.0 for k in ev.pass_Ks}}
