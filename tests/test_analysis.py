@@ -54,6 +54,7 @@ def test_exact_accuracy_by_key_and_halting_trace():
     assert A.accuracy_by(np.array([2, 1, 2]), A.exact_correct(trace[:, -1], labels)) == [(1, 1, 0.0), (2, 2, 0.5)]
 
 
+@pytest.mark.slow
 def test_analyze_checkpoint_report(trained_hrm, tmp_path, capsys):
     from scripts import analyze_checkpoint
     ck, logged = trained_hrm

@@ -339,6 +339,7 @@ def wrong_cells(driver):
                                  " c => Number(c.dataset.index)).sort((a, b) => a - b)")
 
 
+@pytest.mark.slow
 def test_predictions_mark_wrong_cells_filter_trace_and_identifier_text(driver, tmp_path):
     solution = np.array([[1, 2, 3, 4], [3, 4, 1, 2], [2, 1, 4, 3], [4, 3, 2, 1]]).reshape(-1) + 1
     puzzle = solution.copy()
