@@ -287,6 +287,12 @@ class PuzzleDataset(IterableDataset):
         data["single_example_puzzles"] = bool(np.all(np.diff(pi) == 1))
         src.data = data
 
+    @property
+    def num_examples(self) -> int:
+        """Examples a test-mode pass walks: the whole split, or its first ``max_examples``."""
+        total = sum(src.num_examples for src in self._sources)
+        return total if self.config.max_examples is None else min(total, self.config.max_examples)
+
     def _negative_labels_are_ignored(self, labels: np.ndarray) -> bool:
         ignore = self.metadata.ignore_label_id
         if ignore is None or ignore >= 0:

@@ -87,8 +87,7 @@ def default_halt_values(trained: int) -> List[int]:
 
 def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str, Any]]:
     """Run (or reuse) every evaluation; returns ``{name: {"settings", "seconds", "folder"}}``."""
-    n_test = ev.loader("test", cfg.max_examples)[0].dataset
-    test_count = min(sum(s.num_examples for s in n_test._sources), cfg.max_examples or 1 << 62)
+    test_count = ev.loader("test", cfg.max_examples)[0].dataset.num_examples
     train_cap = cfg.train_max_examples or test_count
     test_outputs = TEST_OUTPUTS
     trace_bytes = test_count * trained * ev.train_metadata.seq_len * 4

@@ -111,6 +111,23 @@ def test_test_mode_yields_every_example_once_across_ranks(tmp_path, num_replicas
     assert sizes[: 4] == [6, 6, 6, 4]  # the last window's real size
 
 
+@pytest.mark.parametrize("num_replicas", [1, 2, 3])
+def test_max_examples_is_the_first_n_examples_of_the_merged_split(tmp_path, num_replicas):
+    # Two folders of 22 examples each: 25 examples are all of the first and 3 of the second.
+    for name in ("a", "b"):
+        write_dataset(str(tmp_path / name), PUZZLES, GROUPS, split="test")
+    seen = []
+    for rank in range(num_replicas):
+        ds = PuzzleDataset(config([str(tmp_path / "a"), str(tmp_path / "b")], test_set_mode=True, rank=rank,
+                                  num_replicas=num_replicas, max_examples=25), "test")
+        assert ds.num_examples == 25
+        seen.extend(example_ids(batch).tolist() for _, batch, _ in ds)
+    flat = sorted(i for ids in seen for i in ids)
+    assert flat == sorted(list(range(22)) + [0, 1, 2])
+    with pytest.raises(ValueError, match="max_examples"):
+        config([str(tmp_path / "a")], test_set_mode=False, max_examples=5)
+
+
 # ----------------------------------------------------------------------------------------------
 # Train mode
 
