@@ -56,7 +56,7 @@ class AnalyzeConfig(pydantic.BaseModel):
     out: str
     max_examples: Optional[int] = None        # first N test examples (default: all)
     train_max_examples: Optional[int] = None  # first N train examples (default: as many as test examples)
-    halt_max_steps: Optional[List[int]] = None  # default: 1, 2, 4, ... up to 4x the trained value, and the trained value
+    halt_max_steps: Optional[List[int]] = None  # default: 1, 2, 4, ... up to 2x the trained value, and the trained value
     bins: int = 10
     ablation_seed: int = 0
     reuse: bool = True
@@ -75,7 +75,7 @@ class AnalyzeConfig(pydantic.BaseModel):
 
 def default_halt_values(trained: int) -> List[int]:
     values, v = [], 1
-    while v <= 4 * trained:
+    while v <= 2 * trained:
         values.append(v)
         v *= 2
     return sorted(set(values) | {trained})
@@ -235,11 +235,14 @@ def figures(res: Dict[str, Any], out: str) -> List[str]:
     axes[0].bar(list(hist), list(hist.values()), color="#4c72b0")
     axes[0].set(xlabel="segments used (halting rule)", ylabel="test examples", title="Segments used")
     by = res["halting"]["accuracy_by_steps"]
-    axes[1].bar([k for k, _, _ in by], [a for _, _, a in by], color="#55a868")
+    axes[1].bar([k for k, _, _ in by], [a for _, _, a in by], color="#55a868", label="examples halting after t segments")
     after = res["halting"].get("accuracy_after_segment", [])
-    axes[1].plot(range(1, len(after) + 1), after, "k.-", label="after segment t (all examples)")
-    axes[1].set(xlabel="segments", ylabel="exact accuracy", ylim=(0, 1.02), title="Accuracy per segment count")
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[1].plot(range(1, len(after) + 1), after, "k.-", label="all examples, prediction after segment t")
+    axes[1].set(xlabel="segments t", ylabel="exact accuracy", ylim=(0, 1.02), title="Accuracy per segment count")
+    axes[1].legend(fontsize=6, loc="lower right")
+    last = max([res["trained_halt_max_steps"], len(after)] + list(hist))
+    for ax in axes:
+        ax.set_xticks(range(1, last + 1))
     save(fig, "halting.png")
 
     rel = res["reliability"]
@@ -249,6 +252,8 @@ def figures(res: Dict[str, Any], out: str) -> List[str]:
     accs = np.array([np.nan if a is None else a for a in rel["accuracy"]], dtype=float)
     ax.bar(centers, np.nan_to_num(accs), width=edges[1] - edges[0], edgecolor="k", color="#8172b2", alpha=.8, label="accuracy")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    confs = np.array([np.nan if c is None else c for c in rel["confidence"]], dtype=float)
+    ax.plot(confs, accs, "o", color="#333", ms=3, label="bin mean confidence")
     ax.set(xlabel="halt confidence sigmoid(q_halt)", ylabel="exact accuracy", xlim=(0, 1), ylim=(0, 1),
            title=f"Reliability (ECE {rel['ece']:.3f})")
     ax.legend(fontsize=7, loc="upper left")
