@@ -273,7 +273,8 @@ def figures(res: Dict[str, Any], out: str) -> List[str]:
     fig, ax = plt.subplots(figsize=(5.6, 3))
     labels = ["train", "test", "test, blank id", "test, random id"]
     values = [res["exact_accuracy"]["train"], abl["real"], abl["blank"], abl["random"]]
-    ax.bar(labels, values, color=["#4c72b0", "#55a868", "#dd8452", "#c44e52"])
+    bars = ax.bar(labels, values, color=["#4c72b0", "#55a868", "#dd8452", "#c44e52"])
+    ax.bar_label(bars, labels=[pct(v) for v in values], fontsize=8)
     ax.set(ylabel="exact accuracy", ylim=(0, 1.05), title="Train vs test; puzzle-identifier ablation")
     ax.tick_params(axis="x", labelsize=8)
     save(fig, "accuracy.png")
