@@ -29,20 +29,16 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+import numpy as np
+import pydantic
+import tqdm
 
-import numpy as np  # noqa: E402
-import pydantic  # noqa: E402
-import tqdm  # noqa: E402
-
-from dataset.common import DatasetError  # noqa: E402
-from pretrain import ConfigError, user_error_message  # noqa: E402
-from utils import analysis as A  # noqa: E402
-from utils.checkpoint import atomic_write_text  # noqa: E402
-from utils.functions import validation_error_line  # noqa: E402
-from utils.outputs import load_outputs, output_files  # noqa: E402
+from dataset.common import DatasetError
+from utils import analysis as A
+from utils.checkpoint import atomic_write_text
+from utils.config import ConfigError, user_error_message
+from utils.functions import validation_error_line
+from utils.outputs import load_outputs, output_files
 
 TEST_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "preds", "q_halt_logits", "steps", "trace", "trace_q_halt_logits"]
 SMALL_OUTPUTS = ["labels", "preds"]
