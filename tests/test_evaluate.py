@@ -131,7 +131,9 @@ def test_puzzle_id_ablation_changes_what_the_model_sees(trained, sudoku4, tmp_pa
 
     import evaluate
     from dataset.common import save_identifiers
-    from pretrain import init_train_state, model_state_dict, parse_config, unwrap
+    from pretrain import init_train_state, parse_config
+    from utils.checkpoint import model_weights
+    from utils.functions import unwrap_compiled
     from utils.distributed import init_distributed
     from utils.outputs import load_outputs
     ck, _ = trained
@@ -149,11 +151,11 @@ def test_puzzle_id_ablation_changes_what_the_model_sees(trained, sudoku4, tmp_pa
     from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
     meta = PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_paths=[str(data)], global_batch_size=8, test_set_mode=False,
                                              epochs_per_iter=1, rank=0, num_replicas=1), "train").metadata
-    torch.save(model_state_dict(init_train_state(parse_config(raw), meta)), tmp_path / "ck" / "step_0")
+    torch.save(model_weights(init_train_state(parse_config(raw), meta).model), tmp_path / "ck" / "step_0")
 
     ev = evaluate.load_evaluation(evaluate.EvalConfig(checkpoint=str(tmp_path / "ck" / "step_0")), init_distributed())
     seen = []
-    unwrap(ev.train_state.model).model.register_forward_pre_hook(
+    unwrap_compiled(ev.train_state.model).model.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["batch"]["puzzle_identifiers"].clone()), with_kwargs=True)
     real = np.load(data / "test" / "all__puzzle_identifiers.npy")
 
