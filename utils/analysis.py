@@ -128,6 +128,7 @@ def breakdown_keys(task: str, inputs: np.ndarray, labels: np.ndarray,
         table = inputs[:, :56].reshape(len(inputs), 28, 2)
         return "tiles on the table", (table != 0).any(-1).sum(-1)
     if task == "arc" and identifiers is not None and names is not None:
-        base = [names[i].split("|||")[0] if 0 <= i < len(names) else f"#{i}" for i in identifiers.tolist()]
+        from dataset.arc_grid import PUZZLE_ID_SEPARATOR
+        base = [names[i].split(PUZZLE_ID_SEPARATOR)[0] if 0 <= i < len(names) else f"#{i}" for i in identifiers.tolist()]
         return "ARC task", np.array(base)
     return None
