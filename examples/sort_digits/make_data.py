@@ -1,8 +1,8 @@
 """Generate the "sort a list of digits" task as JSONL for dataset/build_custom_dataset.py.
 
-    python examples/sort_digits/make_data.py --out data/sort-digits-src --train 20000 --test 1000
+    python examples/sort_digits/make_data.py --out data/sort-digits-src --length 6 --train 10000 --test 1000
 
-Each line is ``{"input": "5038", "output": "0358"}``: a random string of ``--length`` digits and
+Each line is ``{"input": "503891", "output": "013589"}``: a random string of ``--length`` digits and
 the same digits in ascending order. The output is not a copy of the input: every position
 depends on the whole input (position k holds the k-th smallest digit), so the model has to count.
 Held-out inputs never occur in the train file.
@@ -41,9 +41,9 @@ def write_jsonl(path: str, examples: list) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data/sort-digits-src", help="folder for train.jsonl and test.jsonl")
-    parser.add_argument("--train", type=int, default=20000, help="training examples")
+    parser.add_argument("--train", type=int, default=10000, help="training examples")
     parser.add_argument("--test", type=int, default=1000, help="held-out examples")
-    parser.add_argument("--length", type=int, default=8, help="digits per list")
+    parser.add_argument("--length", type=int, default=6, help="digits per list")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
