@@ -158,6 +158,12 @@ def parse_value(value: Any, where: str) -> Value:
     return Value("list", np.array([c for c, _ in cells], dtype=object), all(i for _, i in cells))
 
 
+def _as_int(token: str) -> Optional[int]:
+    """The integer a token spells in ASCII digits (``"-3"``, ``"10"``), else None."""
+    digits = token[1:] if token.startswith("-") else token
+    return int(token) if digits.isascii() and digits.isdigit() else None
+
+
 def _name(value: Any, where: str) -> Optional[str]:
     if value is None or value == "":
         return None
@@ -204,14 +210,16 @@ def read_examples(path: str) -> Split:
         if "input" not in header or "output" not in header:
             raise DatasetError(f"{path}: line 1: header {','.join(header)!r} needs columns 'input' and 'output' "
                                "(optional 'puzzle', 'group')")
-        for row in reader:
+        for row in tqdm(reader, desc=f"read {os.path.basename(path)}", unit="row", leave=False, delay=2):
             where = f"{path}: line {reader.line_num}"
             if None in row or any(v is None for v in row.values()):
                 raise DatasetError(f"{where}: expected {len(header)} comma-separated fields ({','.join(header)})")
             record = {k: (_csv_cell(v) if k in FIELDS else v) for k, v in row.items()}
             split.examples.append(_example(record, where, reader.line_num))
     else:
-        for i, line in enumerate(text.splitlines()):
+        lines = text.splitlines()
+        for i, line in enumerate(tqdm(lines, desc=f"read {os.path.basename(path)}", unit="line", leave=False,
+                                      delay=2)):
             if not line.strip():
                 continue
             where = f"{path}: line {i + 1}"
@@ -275,8 +283,8 @@ def make_vocab(config: CustomBuildConfig, splits: Sequence[Split]) -> List[str]:
         for ex in train.examples:
             seen.update(ex.input.tokens.ravel().tolist())
             seen.update(ex.output.tokens.ravel().tolist())
-        # Integers in numeric order (so digits 0..10 keep their order), then strings.
-        tokens = sorted(seen, key=lambda t: (0, int(t), "") if t.lstrip("-").isdigit() else (1, 0, t))
+        # Integers in numeric order (so 2 comes before 10), then strings; ties ("1", "01") by text.
+        tokens = sorted(seen, key=lambda t: (0, _as_int(t), t) if _as_int(t) is not None else (1, 0, t))
         checked, origin = others, f"the tokens of {train.path}"
     known = set(tokens)
     for split in checked:
@@ -361,7 +369,7 @@ def to_value(ids: np.ndarray, kind: str, ints: bool, vocab: Sequence[str]) -> An
     """Token ids -> the notation of the file: a string, a list of tokens, or a list of rows."""
     tokens = [vocab[i] if 0 <= i < len(vocab) else "?" for i in np.asarray(ids).ravel().tolist()]
     if ints:
-        tokens = [int(t) if t.lstrip("-").isdigit() else t for t in tokens]
+        tokens = [t if _as_int(t) is None else _as_int(t) for t in tokens]
     if kind == "string":
         return "".join(tokens)
     if kind == "list":
