@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -519,8 +520,35 @@ def build_custom_dataset(config: CustomBuildConfig) -> None:
           f"({' '.join(vocab[FIRST_TOKEN_ID:][:20])}{' ...' if len(vocab) > 22 else ''})")
 
 
+def merge_repeated_augment(argv: Sequence[str]) -> List[str]:
+    """``--augment dihedral --augment permute=...`` as ``--augment dihedral permute=...`` (argparse keeps the last)."""
+    out: List[str] = []
+    values: List[str] = []
+    i, seen = 0, False
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--augment" or arg.startswith("--augment="):
+            if arg.startswith("--augment="):
+                values.append(arg[len("--augment="):])
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                values.append(argv[i])
+                i += 1
+            if not seen:
+                out.append("--augment")  # placeholder position, filled below
+                seen = True
+            continue
+        out.append(arg)
+        i += 1
+    if seen:
+        at = out.index("--augment")
+        out[at + 1:at + 1] = values
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Build the dataset the command line asks for (one option per field of :class:`CustomBuildConfig`)."""
+    argv = merge_repeated_augment(list(sys.argv[1:] if argv is None else argv))
     build_custom_dataset(parse_config(CustomBuildConfig, argv, description=__doc__))
 
 

@@ -185,3 +185,17 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
             run_cli(main, argv + ["--output-dir", str(tmp_path / "out")])
         err = capsys.readouterr().err
         assert e.value.code == status and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_augment_options_repeat_and_combine(tmp_path):
+    train = write_jsonl(tmp_path / "t.jsonl", [{"input": [[1, 2], [3, 4]], "output": [[4, 3], [2, 1]]}])
+    out = tmp_path / "out"
+    main(["--train", train, "--test", train, "--output-dir", str(out), "--augment", "dihedral", "--num-aug", "6",
+          "--augment", "permute=1234"])
+    meta = json.loads((out / "train" / "dataset.json").read_text())
+    data = load_split(out, "train")
+    grids = [decode(meta, x, "input") for x in data["inputs"]]
+    assert 1 < len(grids) <= 7 and len({json.dumps(g) for g in grids}) == len(grids)  # duplicates dropped
+    # some copy is neither a symmetry of the original nor keeps its colours: both transforms were drawn
+    symmetries = {json.dumps(dihedral_transform(np.array([[1, 2], [3, 4]]), t).tolist()) for t in range(8)}
+    assert any(json.dumps(g) not in symmetries for g in grids)
