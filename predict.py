@@ -10,7 +10,7 @@ task and, for ARC, the trained puzzle names), writes puzzles in the task's notat
 (``tasks/``) into tokens, runs every puzzle for ``halt_max_steps`` ACT segments as
 ``evaluate.py`` does, and prints the answers (``output=`` writes them as JSON). Options:
 
-    task=sudoku|maze|arc|domino  needed only when the dataset does not record its task
+    task=sudoku|maze|arc|domino|custom  needed only when the dataset does not record its task
     halt_max_steps=N             test-time compute (default: the trained value)
     trace=true                   the answer and halt confidence after every segment
     picture=x.png|x.gif          the input, each segment's answer (changes outlined), the truth

@@ -32,6 +32,6 @@ def get_codec(task: str) -> Type[TaskCodec]:
 
 
 # The built-in tasks register themselves on import.
-from tasks import arc, domino, maze, sudoku  # noqa: E402,F401
+from tasks import arc, custom, domino, maze, sudoku  # noqa: E402,F401
 
 __all__ = ["CODECS", "PuzzleError", "TaskCodec", "get_codec", "register"]

@@ -1,6 +1,6 @@
 """The worked example of README "Bring your own task" (examples/sort_digits) at a reduced size: the
 generator's JSONL, the custom builder and a short training run give a model that sorts held-out
-digit lists better than copying the input does."""
+digit lists better than copying the input does, and predict.py answers them in the file's notation."""
 import json
 import sys
 
@@ -31,3 +31,11 @@ def test_sort_digits_beats_copying_the_input(tmp_path):
     # measured (2-core CPU): cells 0.876 vs 0.333 for copying, whole lists 0.590 vs 0.090
     assert final["accuracy"] > copy_cells + 0.15, (final, copy_cells)
     assert final["exact_accuracy"] > copy_exact + 0.2, (final, copy_exact)
+
+    # predict.py reads the held-out lines of the examples file and answers in its notation, as evaluated
+    from predict import load_predictor
+    predictor = load_predictor(str(ck / "step_93"), device="cpu")
+    lines = (src / "test.jsonl").read_text().splitlines()
+    results = predictor.predict(lines, progress=False)
+    assert all(isinstance(r["answer"], str) and len(r["answer"]) == 4 for r in results)
+    assert abs(np.mean([r["correct"] for r in results]) - final["exact_accuracy"]) <= 0.01

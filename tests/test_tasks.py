@@ -21,7 +21,7 @@ def test_registry_has_every_builder_task_and_takes_new_ones():
         assert get_codec("numbers-test") is Numbers
     finally:
         del CODECS["numbers-test"]
-    with pytest.raises(ValueError, match="unknown task 'nope'; known tasks: arc, domino, maze, sudoku"):
+    with pytest.raises(ValueError, match="unknown task 'nope'; known tasks: arc, custom, domino, maze, sudoku"):
         get_codec("nope")
 
 

@@ -5,12 +5,10 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("tasks.base")  # the codec registry of predict.py (tasks/)
-
-from conftest import load_split  # noqa: E402
-from dataset.build_custom_dataset import CustomBuildConfig, build_custom_dataset  # noqa: E402
-from tasks import get_codec  # noqa: E402
-from tasks.base import PuzzleError  # noqa: E402
+from conftest import load_split
+from dataset.build_custom_dataset import CustomBuildConfig, build_custom_dataset
+from tasks import get_codec
+from tasks.base import PuzzleError
 
 EXAMPLES = {
     "string": [{"input": "cab", "output": "abc"}, {"input": "ba", "output": "ab"}],
