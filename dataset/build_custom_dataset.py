@@ -499,7 +499,9 @@ def build_custom_dataset(config: CustomBuildConfig) -> None:
     arrays = {"train": split_arrays(train_groups, layout, identifier_of, config.ignore_unchanged, "train"),
               "test": split_arrays(test_groups, layout, identifier_of, config.ignore_unchanged, "test")}
     dtype = np.uint8 if len(vocab) <= 256 else np.int32
-    with atomic_output_dir(config.output_dir) as tmp:
+    needed = sum(v.size * (np.dtype(dtype).itemsize if k in ("inputs", "labels") else 4)
+                 for a in arrays.values() for k, v in a.items())
+    with atomic_output_dir(config.output_dir, needed_bytes=needed) as tmp:
         for split, a in arrays.items():
             a["inputs"], a["labels"] = a["inputs"].astype(dtype), a["labels"].astype(dtype)
             split_dir = os.path.join(tmp, split)

@@ -104,7 +104,7 @@ def test_task_from_dataset_json_or_option(sudoku_ck, tmp_path, capsys):
     # Datasets from the original builders do not record their task: predict.py asks for task=.
     legacy = checkpoint_on_data(sudoku_ck, tmp_path / "legacy", lambda m: {k: v for k, v in m.items() if k != "task"})
     status, out, err = cli(capsys, f"checkpoint={legacy}", "puzzle=1...............")
-    assert status == 2 and "does not record its task" in err and "task=arc|domino|maze|sudoku" in err
+    assert status == 2 and "does not record its task" in err and "task=arc|custom|domino|maze|sudoku" in err
     assert cli(capsys, f"checkpoint={legacy}", "puzzle=1...............", "task=sudoku")[0] == 0
     status, out, err = cli(capsys, f"checkpoint={legacy}", "puzzle=1...............", "task=domino")
     assert status == 2 and "task=domino: does not fit this checkpoint: a domino model has seq_len 72 and vocab 8" in err
