@@ -22,7 +22,7 @@ CompileSetting = Union[bool, Literal["auto"]]
 
 # Training steps after which compiling pays back on a CPU (demo config, 2-core machine, train and
 # eval graphs; README "Performance"), rounded up for a margin.
-CPU_BREAK_EVEN_STEPS = 600
+CPU_BREAK_EVEN_STEPS = 500
 
 # The compiled AdamATan2 update (utils/adam_atan2.py) compiles in a few seconds and saves about
 # 2.4 ns per parameter per step on a CPU: it pays once steps x parameters exceeds this.
