@@ -3,7 +3,7 @@
     python scripts/benchmark.py                      # HRM and TRM; GPU if present, else a reduced CPU run
     python scripts/benchmark.py --arch hrm --batch 768 --steps 30 --compile both
     python scripts/benchmark.py --arch all           # every config/arch/*.yaml
-    python scripts/benchmark.py --device cpu --batch 16
+    python scripts/benchmark.py --device cpu --preset sudoku --batch 16 --dtype float32
     python scripts/benchmark.py --compile both       # eager vs compiled; CPU: at the demo config
 
 Presets: ``sudoku`` (default on GPU) is the paper's Sudoku configuration: global batch 768, the
@@ -17,7 +17,7 @@ prints per arch the steady-state steps/s, the compile time (train and eval graph
 time of the first steps) and the break-even run length, then ``compile speedup: X.XX`` (the
 geometric mean over the archs of compiled / eager steps/s).
 
-Measures, on random Sudoku-shaped batches (seq_len 81, vocab 11, one puzzle identifier):
+Measures, on random Sudoku-shaped batches of the preset (one puzzle identifier):
 training steps/s and examples/s (forward + backward + both optimizers, ACT carry kept), model
 FLOPs per training step computed analytically, achieved TFLOP/s, peak memory, and evaluation
 examples/s (every example runs halt_max_steps segments).

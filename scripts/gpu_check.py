@@ -70,7 +70,7 @@ def main():
 
     bench_log, results, bench_rc = [], [], 0
     with tempfile.TemporaryDirectory() as tmp:
-        for arch in ("hrm", "trm"):
+        for arch in ("hrm_v1", "trm"):
             out = os.path.join(tmp, f"{arch}.json")
             rc = run([sys.executable, "scripts/benchmark.py", "--arch", arch, "--preset", "sudoku", "--compile", "both",
                       "--steps", str(args.steps), "--json", out], bench_log)
