@@ -11,11 +11,10 @@ atan2 is bounded and scale-invariant, so there is no epsilon to tune. The CUDA k
 ``adam-atan2`` package is used when it imports and the parameters are on CUDA; otherwise a
 built-in implementation with the same state layout (``step``, ``exp_avg``, ``exp_avg_sq``).
 
-``compiled=True`` runs the CPU update as two ``torch.compile`` kernels per parameter (decay and
-moments in one pass, atan2 and the parameter update in another) instead of eight foreach passes:
-about 2x faster on a 2-core CPU, bit for bit the same numbers as the foreach path (checked in
-tests/test_adam_atan2.py). The square root stays an eager op between the two, because torch's CPU
-``sqrt`` (MKL) and the compiled one round differently in the last bit.
+``compiled=True`` (CPU): bias correction, atan2 and the parameter update run as one
+``torch.compile`` kernel per parameter instead of four passes, with bit for bit the same numbers
+as the foreach path (tests/test_adam_atan2.py); the moment updates and the square root stay eager
+(see below). Speed: README "Performance".
 """
 from __future__ import annotations
 
