@@ -2,6 +2,7 @@
 #   make test   - set up, then run the test suite
 #   make test-fast - set up, then run the tests that start no processes, torchrun or browser (~1 min)
 #   make demo   - set up, then generate a small Sudoku set, train HRM on it, evaluate, show answers
+#   make gpu-check - on an NVIDIA GPU machine: CUDA tests + Sudoku-config benchmark into gpu_check_report.md
 # On machines without an NVIDIA GPU the pinned CPU build of torch is installed first, so pip
 # never pulls the multi-GB CUDA build. With a GPU, an already-installed torch is kept
 # (use VENV_FLAGS=--system-site-packages to reuse a system-wide CUDA torch).
@@ -14,7 +15,7 @@ PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 STAMP       := $(VENV)/.installed
 
-.PHONY: setup test test-fast demo browser benchmark clean
+.PHONY: setup test test-fast demo browser benchmark gpu-check clean
 
 setup: $(STAMP)
 
@@ -56,6 +57,11 @@ benchmark: $(STAMP)
 	$(PY) scripts/benchmark_optim.py
 	$(PY) scripts/benchmark_builders.py
 	$(PY) scripts/benchmark.py
+
+# Before a long GPU job: CUDA-marked tests and the Sudoku-config benchmark, one report file.
+# Without a GPU it says so in one line and succeeds.
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py --out gpu_check_report.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo_run

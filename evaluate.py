@@ -176,7 +176,7 @@ def load_evaluation(eval_cfg: EvalConfig, info: DistInfo) -> Evaluation:
                                                      global_batch_size=config.global_batch_size, rank=info.rank, world_size=info.world_size)
     del train_loader  # only its metadata sizes the model (vocab, puzzle identifiers)
 
-    train_state = init_train_state(config, train_metadata, world_size=info.world_size, device=info.device)
+    train_state = init_train_state(config, train_metadata, world_size=info.world_size, device=info.device, evaluate_only=True)
     state_dict = torch.load(eval_cfg.checkpoint, map_location=info.device, weights_only=True)
     try:
         load_state_dict_flexible(train_state.model, state_dict, source=f"checkpoint={eval_cfg.checkpoint}")

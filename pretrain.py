@@ -31,10 +31,11 @@ from models.ema import EMAHelper
 from puzzle_dataset import PuzzleDatasetMetadata
 from utils import checkpoint as ckpt
 from utils.build import create_dataloader, create_evaluators, create_model, create_optimizers
+from utils.compile import CompileSetting
 from utils.config import ConfigError, check_batch_divisible, normalize_data_paths, user_error_message
 from utils.distributed import DistInfo, all_reduce_grads, broadcast_object, cleanup, init_distributed, min_nonzero_over_ranks
 from utils.evaluation import evaluate, flatten_metrics, reduce_metrics, stack_metrics, to_device
-from utils.functions import validation_error_line
+from utils.functions import unwrap_compiled, validation_error_line
 from utils.runs import apply_sweep_job, check_checkpoint_folder_free, current_sweep_job
 from utils.schedule import cosine_schedule_with_warmup_lr_lambda
 
@@ -99,6 +100,7 @@ class PretrainConfig(pydantic.BaseModel):
     checkpoint_interval_steps: int = 0
     log_interval: int = 1
     wandb_group: Optional[str] = None
+    compile: CompileSetting = "auto"  # torch.compile: auto (CUDA always, CPU for long runs), true, false
 
     @pydantic.field_validator("data_paths", mode="before")
     @classmethod
@@ -189,13 +191,17 @@ class TrainState:
     first_bad_step: Optional[torch.Tensor] = field(default=None, repr=False)
 
 
-def init_train_state(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, world_size: int = 1, device=None) -> TrainState:
+def init_train_state(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, world_size: int = 1, device=None,
+                     evaluate_only: bool = False) -> TrainState:
+    """Model, optimizers and step count; ``evaluate_only``: no training follows (``compile=auto``
+    then compiles on CUDA only)."""
     total_steps = int(config.epochs * train_metadata.total_groups * train_metadata.mean_puzzle_examples / config.global_batch_size)
     if total_steps <= 0:
         raise ConfigError(f"training would run 0 steps: the train split ({train_metadata.total_groups} groups) x epochs ({config.epochs}) "
                           f"holds fewer examples than one global batch ({config.global_batch_size})")
-    model = create_model(config, train_metadata, world_size=world_size, device=device)
-    optimizers, optimizer_lrs = create_optimizers(config, model, world_size=world_size)
+    run_steps = None if evaluate_only else total_steps
+    model = create_model(config, train_metadata, world_size=world_size, device=device, total_steps=run_steps)
+    optimizers, optimizer_lrs = create_optimizers(config, model, world_size=world_size, total_steps=run_steps)
     state = TrainState(step=0, total_steps=total_steps, model=model, optimizers=optimizers, optimizer_lrs=optimizer_lrs, carry=None)
     if config.ema:
         state.ema = EMAHelper(mu=config.ema_rate)
@@ -373,8 +379,9 @@ def start_logging(run: Run, resumed: bool) -> None:
 
     config, state, info = run.config, run.state, run.info
     n_params = sum(x.numel() for x in state.model.parameters())
+    compiled = "compiled" if unwrap_compiled(state.model) is not state.model else "not compiled"
     print(f"{config.arch.name.split('@')[-1]}: {n_params / 1e6:.2f}M parameters, {state.total_steps} steps, "
-          f"device {info.device}, {info.world_size} process(es); checkpoints in {config.checkpoint_path}")
+          f"device {info.device} ({compiled}, compile={config.compile}), {info.world_size} process(es); checkpoints in {config.checkpoint_path}")
     if info.device.type == "cpu" and config.arch.__pydantic_extra__.get("forward_dtype", "bfloat16") == "bfloat16":
         print("note: bfloat16 matmuls are slow on most CPUs (7x slower than float32 on this project's test machine); "
               "for speed add +arch.forward_dtype=float32 (HRM) or arch.forward_dtype=float32 (TRM)")

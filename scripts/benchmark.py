@@ -3,9 +3,21 @@
     python scripts/benchmark.py                      # HRM and TRM; GPU if present, else a reduced CPU run
     python scripts/benchmark.py --arch hrm --batch 768 --steps 30 --compile both
     python scripts/benchmark.py --arch all           # every config/arch/*.yaml
-    python scripts/benchmark.py --device cpu --batch 16
+    python scripts/benchmark.py --device cpu --preset sudoku --batch 16 --dtype float32
+    python scripts/benchmark.py --compile both       # eager vs compiled; CPU: at the demo config
 
-Measures, on random Sudoku-shaped batches (seq_len 81, vocab 11, one puzzle identifier):
+Presets: ``sudoku`` (default on GPU) is the paper's Sudoku configuration: global batch 768, the
+arch yaml as is (hidden 512, HRM 4+4 layers), 9x9 Sudoku shapes, bf16. ``demo`` (default on CPU)
+is ``make demo``'s: batch 256, hidden 64, 2 heads, 2+2 layers, 2x2 cycles, 4 ACT segments, 4x4
+Sudoku shapes (seq_len 16, vocab 6), float32.
+
+``--compile both`` times each arch eager and compiled (as ``pretrain.py compile=true`` does it:
+the model, and on a CPU the AdamATan2 update when that pays for a run of ``--run-steps``) and
+prints per arch the steady-state steps/s, the compile time (train and eval graphs: the extra
+time of the first steps) and the break-even run length, then ``compile speedup: X.XX`` (the
+geometric mean over the archs of compiled / eager steps/s).
+
+Measures, on random Sudoku-shaped batches of the preset (one puzzle identifier):
 training steps/s and examples/s (forward + backward + both optimizers, ACT carry kept), model
 FLOPs per training step computed analytically, achieved TFLOP/s, peak memory, and evaluation
 examples/s (every example runs halt_max_steps segments).
@@ -18,6 +30,7 @@ Models: config/arch/<name>.yaml as composed for training (``hrm`` = hrm_v1), glo
 import argparse
 import glob
 import json
+import math
 import os
 import resource
 import time
@@ -30,6 +43,8 @@ from models.layers import _find_multiple
 from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils.adam_atan2 import AdamATan2
+from utils.compile import compile_model as compile_model_fn
+from utils.compile import should_compile_optimizer
 from utils.functions import load_model_class
 
 SEQ_LEN, VOCAB = 81, 11
@@ -48,16 +63,16 @@ def arch_config(arch, **overrides):
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def build_model(cfg, batch_size, device, dtype):
+def build_model(cfg, batch_size, device, dtype, seq_len=SEQ_LEN, vocab=VOCAB):
     """The model in its loss head for Sudoku-shaped batches, and one random batch on ``device``."""
     model_cfg = {k: v for k, v in cfg.items() if k not in ("name", "loss")}
-    model_cfg.update(batch_size=batch_size, seq_len=SEQ_LEN, vocab_size=VOCAB, num_puzzle_identifiers=1, forward_dtype=dtype)
+    model_cfg.update(batch_size=batch_size, seq_len=seq_len, vocab_size=vocab, num_puzzle_identifiers=1, forward_dtype=dtype)
     loss = dict(cfg["loss"])
     with torch.device(device):
         model = load_model_class(loss.pop("name"))(load_model_class(cfg["name"])(model_cfg), **loss)
     gen = torch.Generator().manual_seed(0)
-    batch = {"inputs": torch.randint(1, VOCAB, (batch_size, SEQ_LEN), generator=gen, dtype=torch.int32),
-             "labels": torch.randint(2, VOCAB, (batch_size, SEQ_LEN), generator=gen, dtype=torch.int32),
+    batch = {"inputs": torch.randint(1, vocab, (batch_size, seq_len), generator=gen, dtype=torch.int32),
+             "labels": torch.randint(2, vocab, (batch_size, seq_len), generator=gen, dtype=torch.int32),
              "puzzle_identifiers": torch.zeros(batch_size, dtype=torch.int32)}
     return model, {k: v.to(device) for k, v in batch.items()}
 
@@ -76,16 +91,16 @@ def block_flops(cfg, tokens_per_row, rows):
     return mixer + mlp
 
 
-def model_flops(cfg, batch):
+def model_flops(cfg, batch, seq_len=SEQ_LEN, vocab=VOCAB):
     """``(forward FLOPs of one ACT segment, FLOPs of one training step)``."""
     model_cls = load_model_class(cfg["name"])
     if not issubclass(model_cls, (HierarchicalReasoningModel_ACTV1, TinyRecursiveReasoningModel_ACTV1)):
         raise ValueError(f"no FLOP formula for {cfg['name']}")
     is_trm = issubclass(model_cls, TinyRecursiveReasoningModel_ACTV1)
     puzzle_len = cfg.get("puzzle_emb_len", 0) if is_trm else -(cfg["puzzle_emb_ndim"] // -cfg["hidden_size"])
-    S = SEQ_LEN + (puzzle_len if cfg["puzzle_emb_ndim"] > 0 else 0)
+    S = seq_len + (puzzle_len if cfg["puzzle_emb_ndim"] > 0 else 0)
     block = block_flops(cfg, S, batch)
-    heads = 2 * batch * S * cfg["hidden_size"] * (VOCAB + 2)
+    heads = 2 * batch * S * cfg["hidden_size"] * (vocab + 2)
     H, L = cfg["H_cycles"], cfg["L_cycles"]
     if is_trm:
         layer_calls = H * (L + 1) * cfg["L_layers"]  # each of H rounds: L updates of z_L and one of z_H
@@ -113,15 +128,33 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+# make demo's model (scripts/demo.py DEMO_ARCH); only keys an arch yaml has are applied.
+DEMO_OVERRIDES = dict(hidden_size=64, num_heads=2, H_layers=2, L_layers=2, H_cycles=2, L_cycles=2, halt_max_steps=4)
+PRESETS = {"sudoku": dict(batch=768, seq_len=SEQ_LEN, vocab=VOCAB, dtype="bfloat16", overrides={}),
+           "demo": dict(batch=256, seq_len=16, vocab=6, dtype="float32", overrides=DEMO_OVERRIDES)}
+
+
+def preset_config(arch, args):
+    base = arch_config(arch)
+    overrides = {k: v for k, v in args.overrides.items() if k in base and not (k == "H_layers" and base[k] == 0)}
+    if args.hidden:
+        overrides["hidden_size"] = args.hidden
+    return arch_config(arch, **overrides)
+
+
 def bench(arch, args, device, compile_model):
-    cfg = arch_config(arch, **({"hidden_size": args.hidden} if args.hidden else {}))
+    cfg = preset_config(arch, args)
     torch.manual_seed(0)
+    torch._dynamo.reset()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    model, batch = build_model(cfg, args.batch, device, args.dtype)
+    model, batch = build_model(cfg, args.batch, device, args.dtype, seq_len=args.seq_len, vocab=args.vocab)
+    n_params = sum(p.numel() for p in model.parameters())
+    compile_optimizer = should_compile_optimizer(compile_model, device, n_params, args.run_steps)
     optimizers = [CastedSparseEmbeddingSignSGD_Distributed(model.model.puzzle_emb.buffers(), world_size=1, lr=1e-4, weight_decay=0.1),
-                  AdamATan2(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95))]
-    runner = torch.compile(model) if compile_model else model
+                  AdamATan2(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), compiled=compile_optimizer)]
+    runner = compile_model_fn(model) if compile_model else model
+    graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
     def train_step(carry):
         carry, loss, _, _, _ = runner(carry=carry, batch=batch, return_keys=[])
@@ -150,19 +183,24 @@ def bench(arch, args, device, compile_model):
             c = model.initial_carry(batch)
             for _ in range(cfg["halt_max_steps"]):
                 c, *_ = runner(carry=c, batch=batch, return_keys=["preds"])
+        t0 = time.perf_counter()
         eval_batch()
         sync(device)
+        first_eval_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         for _ in range(args.eval_batches):
             eval_batch()
         sync(device)
         eval_s = (time.perf_counter() - t0) / args.eval_batches
 
-    segment, step = model_flops(cfg, args.batch)
+    segment, step = model_flops(cfg, args.batch, seq_len=args.seq_len, vocab=args.vocab)
+    # Compilation happens in the first train step(s) and the first eval batch: their extra time.
+    compile_s = max(0.0, warmup_s - args.warmup * train_s) + max(0.0, first_eval_s - eval_s)
     return {
-        "arch": arch, "device": str(device), "dtype": args.dtype, "compile": compile_model, "batch": args.batch,
-        "hidden": cfg["hidden_size"], "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-        "warmup_s": round(warmup_s, 1),
+        "arch": arch, "device": str(device), "dtype": args.dtype, "compile": compile_model, "optimizer_compiled": compile_optimizer,
+        "preset": args.preset, "batch": args.batch, "hidden": cfg["hidden_size"], "params_M": round(n_params / 1e6, 2),
+        "warmup_s": round(warmup_s, 1), "compile_s": round(compile_s, 1) if compile_model else 0.0,
+        "graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before,
         "train_steps_per_s": round(1 / train_s, 3), "train_examples_per_s": round(args.batch / train_s, 1),
         "train_GFLOP_per_step": round(step / 1e9, 1), "train_TFLOP_per_s": round(step / train_s / 1e12, 3),
         "eval_examples_per_s": round(args.batch / eval_s, 1),
@@ -176,22 +214,29 @@ def main():
     parser.add_argument("--arch", choices=["both", "all"] + sorted(ARCH_ALIASES) + arch_names(), default="both",
                         help="a config/arch name; both: hrm_v1 and trm; all: every config/arch/*.yaml")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, default=None, help="global batch (default 768 on GPU, 16 on CPU)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="sudoku (default on GPU) or demo (default on CPU)")
+    parser.add_argument("--batch", type=int, default=None, help="global batch (default: the preset's, 768 or 256)")
     parser.add_argument("--hidden", type=int, default=None, help="hidden size (default 512, the Sudoku config)")
-    parser.add_argument("--dtype", default="bfloat16", help="forward dtype (bfloat16 as the configs; float32 is faster on CPUs without bf16)")
+    parser.add_argument("--dtype", default=None, help="forward dtype (default: the preset's; bfloat16 is slow on most CPUs)")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps (default 20 on GPU, 3 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 on GPU, 1 on CPU)")
     parser.add_argument("--eval-batches", type=int, default=None)
-    parser.add_argument("--compile", choices=["auto", "on", "off", "both"], default="auto", help="auto: on for CUDA, off on CPU")
+    parser.add_argument("--compile", choices=["auto", "on", "off", "both"], default="auto", help="auto: on for CUDA, off on CPU; both: eager and compiled")
+    parser.add_argument("--run-steps", type=int, default=625, help="run length assumed when deciding to compile the optimizer (default: the demo's 625)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     gpu = device.type == "cuda"
-    args.batch = args.batch or (768 if gpu else 16)
-    args.steps = args.steps or (20 if gpu else 3)
-    args.eval_batches = args.eval_batches or (5 if gpu else 1)
-    args.warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
+    args.preset = args.preset or ("sudoku" if gpu else "demo")
+    preset = PRESETS[args.preset]
+    args.batch = args.batch or preset["batch"]
+    args.dtype = args.dtype or preset["dtype"]
+    args.seq_len, args.vocab, args.overrides = preset["seq_len"], preset["vocab"], preset["overrides"]
+    small = args.preset == "demo"
+    args.steps = args.steps or (20 if gpu or small else 3)
+    args.eval_batches = args.eval_batches or (5 if gpu or small else 1)
+    args.warmup = args.warmup if args.warmup is not None else (3 if gpu or small else 1)
     modes = {"auto": [gpu], "on": [True], "off": [False], "both": [False, True]}[args.compile]
     print(f"torch {torch.__version__}, device {device}" + (f" ({torch.cuda.get_device_name()})" if gpu else f", {torch.get_num_threads()} threads"))
 
@@ -202,9 +247,24 @@ def main():
             r = bench(arch, args, device, compile_model)
             results.append(r)
             print(json.dumps(r))
+    if len(modes) == 2:
+        print_compile_summary(results)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+
+
+def print_compile_summary(results):
+    """Per arch: eager and compiled steps/s, compile time, break-even; then the overall speedup."""
+    speedups = []
+    for eager, compiled in zip(results[::2], results[1::2]):
+        e, c = eager["train_steps_per_s"], compiled["train_steps_per_s"]
+        saved_per_step = 1 / e - 1 / c
+        break_even = f"{compiled['compile_s'] / saved_per_step:.0f} steps" if saved_per_step > 0 else "never"
+        speedups.append(c / e)
+        print(f"{eager['arch']}: eager {e:.2f} steps/s, compiled {c:.2f} steps/s ({c / e:.2f}x), "
+              f"compile {compiled['compile_s']:.0f} s ({compiled['graphs']} graphs), break-even {break_even}")
+    print(f"compile speedup: {math.prod(speedups) ** (1 / len(speedups)):.2f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ head (initial weights, equal on every rank), the optimizers and the evaluators."
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, List, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, PuzzleDatasetMetadata
 from utils.adam_atan2 import AdamATan2
+from utils.compile import compile_model, should_compile, should_compile_optimizer
 from utils.config import ConfigError
 from utils.functions import load_model_class, load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
 
@@ -33,9 +34,11 @@ def create_dataloader(config: PretrainConfig, split: str, rank: int, world_size:
     return dataloader, dataset.metadata
 
 
-def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, world_size: int, device=None) -> nn.Module:
+def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, world_size: int, device=None,
+                 total_steps: Optional[int] = None) -> nn.Module:
     """The model in its loss head, with initial weights (``load_checkpoint``), equal on every rank;
-    compiled on CUDA unless ``DISABLE_COMPILE`` is set."""
+    compiled when ``config.compile`` says so for a run of ``total_steps`` (None: evaluation only),
+    see utils/compile.py."""
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model_cfg = dict(**config.arch.__pydantic_extra__,  # type: ignore[arg-type]
                      batch_size=config.global_batch_size // world_size,
@@ -61,17 +64,22 @@ def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, 
             with torch.no_grad():
                 for tensor in list(model.parameters()) + list(model.buffers()):
                     dist.broadcast(tensor, src=0)
-        if device.type == "cuda" and "DISABLE_COMPILE" not in os.environ:
-            model = torch.compile(model)  # type: ignore[assignment]
+    if should_compile(config.compile, device, total_steps):
+        model = compile_model(model)
     return model
 
 
-def create_optimizers(config: PretrainConfig, model: nn.Module, world_size: int = 1) -> Tuple[List[torch.optim.Optimizer], List[float]]:
+def create_optimizers(config: PretrainConfig, model: nn.Module, world_size: int = 1,
+                      total_steps: Optional[int] = None) -> Tuple[List[torch.optim.Optimizer], List[float]]:
     """The optimizers and their base learning rates, in the original's order: sign-SGD for the
-    puzzle embedding (when the model has one), AdamATan2 for the weights (unless frozen)."""
+    puzzle embedding (when the model has one), AdamATan2 for the weights (unless frozen). With a
+    compiled model, AdamATan2 also fuses its update where that pays for ``total_steps`` steps."""
     inner = unwrap_compiled(model)
     has_puzzle_emb = getattr(inner.model.config, "puzzle_emb_ndim", 0) > 0
-    adam = lambda: AdamATan2(model.parameters(), lr=0, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2))  # noqa: E731
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    compiled = should_compile_optimizer(inner is not model, device, sum(p.numel() for p in model.parameters()), total_steps)
+    adam = lambda: AdamATan2(model.parameters(), lr=0, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2),  # noqa: E731
+                             compiled=compiled)
     signsgd = lambda: CastedSparseEmbeddingSignSGD_Distributed(inner.model.puzzle_emb.buffers(), lr=0,  # noqa: E731
                                                                weight_decay=config.puzzle_emb_weight_decay, world_size=world_size)
     if not has_puzzle_emb:

@@ -121,7 +121,7 @@ def model_weights(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
 
 # Keys that may differ between a run and its resumption.
 RESUME_MAY_CHANGE = {"resume", "checkpoint_interval_steps", "log_interval", "eval_save_outputs", "load_checkpoint",
-                     "checkpoint_path", "project_name", "run_name", "wandb_group"}
+                     "checkpoint_path", "project_name", "run_name", "wandb_group", "compile"}
 
 
 def check_resume_config(now: Dict[str, Any], saved: Dict[str, Any]) -> None:

@@ -1,0 +1,156 @@
+"""The compile path without a GPU: every config/arch/*.yaml traces as one graph per mode, graphs
+are built once (no recompilation across train/eval switches and EMA swaps), a compiled run equals
+an eager one, and ``compile=auto|true|false`` decides as documented (utils/compile.py)."""
+import glob
+import os
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from models.ema import EMAHelper
+from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
+from pretrain import ConfigError, parse_config
+from utils.adam_atan2 import AdamATan2
+from utils.compile import CPU_BREAK_EVEN_STEPS, should_compile, should_compile_optimizer
+from utils.functions import load_model_class
+
+ARCH_DIR = os.path.join(os.path.dirname(__file__), "..", "config", "arch")
+ARCHS = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ARCH_DIR, "*.yaml")))
+
+# Tiny versions of every arch; only keys an arch yaml has are overridden (arch configs reject unknown keys).
+TINY = dict(hidden_size=32, num_heads=2, H_layers=1, L_layers=1, H_cycles=2, L_cycles=1, halt_max_steps=2, puzzle_emb_len=1,
+            expansion=2, halt_exploration_prob=0.5, forward_dtype="float32")
+B, SEQ, VOCAB, PUZZLES = 4, 16, 6, 3
+
+
+def build(arch, **overrides):
+    """The tiny model of ``config/arch/<arch>.yaml`` in its loss head (with puzzle embeddings)."""
+    cfg = OmegaConf.load(os.path.join(ARCH_DIR, f"{arch}.yaml"))
+    tiny = {k: v for k, v in {**TINY, **overrides}.items() if k in cfg and not (k == "H_layers" and cfg[k] == 0)}
+    cfg = OmegaConf.to_container(OmegaConf.merge(cfg, tiny), resolve=True)
+    model_cfg = {k: v for k, v in cfg.items() if k not in ("name", "loss")}
+    model_cfg.update(batch_size=B, seq_len=SEQ, vocab_size=VOCAB, num_puzzle_identifiers=PUZZLES, forward_dtype="float32")
+    loss = dict(cfg["loss"])
+    model = load_model_class(loss.pop("name"))(load_model_class(cfg["name"])(model_cfg), **loss)
+    assert model.model.config.puzzle_emb_ndim > 0, "the tiny configs keep the puzzle embedding"
+    return model
+
+
+def make_batch(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {"inputs": torch.randint(0, VOCAB, (B, SEQ), generator=g, dtype=torch.int32),
+            "labels": torch.randint(0, VOCAB, (B, SEQ), generator=g, dtype=torch.int32),
+            "puzzle_identifiers": torch.randint(0, PUZZLES, (B,), generator=g, dtype=torch.int32)}
+
+
+def train_step(runner, model, carry, batch, optimizers):
+    carry, loss, metrics, _, _ = runner(carry=carry, batch=batch, return_keys=[])
+    (loss / B).backward()
+    for opt in optimizers:
+        opt.step()
+        opt.zero_grad()
+    return carry, loss.detach(), metrics
+
+
+def eval_pass(runner, model, batch):
+    with torch.inference_mode():
+        carry = model.initial_carry(batch)
+        for _ in range(model.model.config.halt_max_steps):
+            carry, _, metrics, preds, _ = runner(carry=carry, batch=batch, return_keys=["preds", "q_halt_logits"])
+    return metrics, preds
+
+
+def optimizers_for(model):
+    return [CastedSparseEmbeddingSignSGD_Distributed(model.model.puzzle_emb.buffers(), world_size=1, lr=1e-2, weight_decay=0.1),
+            AdamATan2(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1)]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_arch_is_one_graph_per_mode_built_once(arch):
+    """fullgraph=True (a graph break fails) and, after the first train and eval graphs, nothing
+    recompiles over 3 train/eval switches with EMA swaps. Graph breaks and recompilations are
+    decided by dynamo, before any backend, so the graphs run as captured (cheap on a CPU);
+    inductor itself is exercised by the numeric test below."""
+    torch.manual_seed(0)
+    model = build(arch)
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    runner = torch.compile(model, backend=counting_backend, fullgraph=True, dynamic=False)
+    optimizers = optimizers_for(model)
+    ema = EMAHelper(mu=0.9)
+    ema.register(model)
+    batch = make_batch(0)
+    carry = model.initial_carry(batch)
+    for switch in range(3):
+        model.train()
+        for _ in range(2):
+            carry, loss, _ = train_step(runner, model, carry, batch, optimizers)
+            ema.update(model)
+        assert torch.isfinite(loss)
+        model.eval()
+        with ema.applied(model):
+            eval_pass(runner, model, batch)
+        assert len(graphs) == 2, f"{arch}: {len(graphs)} graphs after switch {switch + 1} (expected one train and one eval graph)"
+
+
+@pytest.mark.slow
+def test_inductor_compiled_training_equals_eager():
+    """A few HRM training steps (ACT halting with exploration, puzzle embeddings and both
+    optimizers) agree between eager and inductor-compiled within 1e-5."""
+    import torch._inductor.config as inductor_config
+
+    def run(compiled):
+        torch.manual_seed(0)
+        model = build("hrm_v1", halt_max_steps=4, H_cycles=1)
+        with torch.no_grad():  # a Q head that already halts some rows early
+            model.model.inner.q_head.weight.normal_(0, 0.3)
+            model.model.inner.q_head.bias.zero_()
+        torch._dynamo.reset()
+        runner = torch.compile(model, dynamic=False) if compiled else model
+        optimizers = optimizers_for(model)
+        batch = make_batch(1)
+        carry, losses, halts = model.initial_carry(batch), [], []
+        model.train()
+        for _ in range(4):
+            carry, loss, metrics = train_step(runner, model, carry, batch, optimizers)
+            losses.append(loss)
+            halts.append(carry.halted.clone())
+        return losses, halts, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    with inductor_config.patch(fallback_random=True):  # the same random numbers as eager (ACT exploration)
+        eager, compiled = run(False), run(True)
+    for a, b in zip(eager[0], compiled[0]):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(eager[1], compiled[1])), "halting decisions differ"
+    assert any(h.any() and not h.all() for h in eager[1]), "the steps should include rows halting at different segments"
+    for k, v in eager[2].items():
+        torch.testing.assert_close(compiled[2][k], v, rtol=1e-5, atol=1e-5, msg=k)
+
+
+def test_compile_setting_decides(monkeypatch):
+    monkeypatch.delenv("DISABLE_COMPILE", raising=False)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert should_compile("auto", cuda, 10) and should_compile("auto", cuda, None)
+    assert not should_compile("auto", cpu, CPU_BREAK_EVEN_STEPS - 1) and should_compile("auto", cpu, CPU_BREAK_EVEN_STEPS)
+    assert not should_compile("auto", cpu, None), "evaluation only: auto does not compile on a CPU"
+    assert should_compile(True, cpu, 1) and not should_compile(False, cuda, 10 ** 6)
+    assert not should_compile_optimizer(True, cpu, 10 ** 5, 100) and should_compile_optimizer(True, cpu, 27 * 10 ** 6, 1000)
+    assert not should_compile_optimizer(True, cuda, 27 * 10 ** 6, 1000) and not should_compile_optimizer(False, cpu, 27 * 10 ** 6, 1000)
+    monkeypatch.setenv("DISABLE_COMPILE", "1")
+    assert not should_compile(True, cuda, 10 ** 6), "DISABLE_COMPILE (the original's switch) wins"
+
+
+def test_compile_config_key():
+    raw = dict(arch={"name": "x", "loss": {"name": "y"}}, global_batch_size=8, epochs=1, lr=1e-4, lr_min_ratio=1.0, lr_warmup_steps=1,
+               weight_decay=0.1, beta1=0.9, beta2=0.95, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=0.1)
+    assert parse_config(raw).compile == "auto"
+    assert parse_config({**raw, "compile": True}).compile is True
+    assert parse_config({**raw, "compile": False}).compile is False
+    with pytest.raises(ConfigError, match="compile"):
+        parse_config({**raw, "compile": "sometimes"})

@@ -1,0 +1,80 @@
+"""Checks that need an NVIDIA GPU (``make gpu-check`` runs them; skipped without CUDA): the
+attention backends agree in bf16, compiled equals eager in bf16, and two NCCL processes train
+the same weights as one."""
+import pytest
+import torch
+
+from conftest import REPO, TINY_HRM, load_weights, max_rel_diff, pretrain, subprocess_env, torchrun
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (torch.cuda.is_available() is False)")]
+
+
+def test_attention_backends_agree_in_bf16(monkeypatch):
+    """FA3, FA2 (whichever import) and SDPA on the same bf16 inputs, against float32 SDPA."""
+    from models.layers import ATTENTION_BACKEND_ENV, _import_flash, attention
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(4, 97, 8, 64, device="cuda", generator=g) for _ in range(3))  # [B, S, heads, head_dim], S as Sudoku + puzzle
+    expected = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+    backends = ["sdpa"] + [b for b in ("fa3", "fa2") if _import_flash(b) is not None]
+    for backend in backends:
+        monkeypatch.setenv(ATTENTION_BACKEND_ENV, backend)
+        out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+        assert out.dtype == torch.bfloat16 and out.shape == q.shape
+        torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2, msg=f"attention backend {backend}")
+    print(f"attention backends compared: {', '.join(backends)}")
+
+
+def test_compiled_equals_eager_in_bf16():
+    """A few HRM training steps and an evaluation on the GPU, eager and inductor-compiled (bf16)."""
+    import torch._inductor.config as inductor_config
+
+    from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1
+    from models.losses import ACTLossHead
+    from utils.adam_atan2 import AdamATan2
+
+    cfg = dict(batch_size=32, seq_len=81, puzzle_emb_ndim=128, num_puzzle_identifiers=8, vocab_size=11, H_cycles=2, L_cycles=2,
+               H_layers=2, L_layers=2, hidden_size=128, expansion=4, num_heads=2, pos_encodings="rope", halt_max_steps=4,
+               halt_exploration_prob=0.1, forward_dtype="bfloat16")
+    g = torch.Generator().manual_seed(0)
+    batch = {"inputs": torch.randint(1, 11, (32, 81), generator=g, dtype=torch.int32),
+             "labels": torch.randint(2, 11, (32, 81), generator=g, dtype=torch.int32),
+             "puzzle_identifiers": torch.randint(0, 8, (32,), generator=g, dtype=torch.int32)}
+    batch = {k: v.cuda() for k, v in batch.items()}
+
+    def run(compiled):
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            model = ACTLossHead(HierarchicalReasoningModel_ACTV1(cfg), "stablemax_cross_entropy")
+        torch._dynamo.reset()
+        runner = torch.compile(model, dynamic=False) if compiled else model
+        opt = AdamATan2(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+        carry, losses = model.initial_carry(batch), []
+        for _ in range(3):
+            carry, loss, _, _, _ = runner(carry=carry, batch=batch, return_keys=[])
+            (loss / 32).backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.detach().float())
+        model.eval()
+        with torch.inference_mode():
+            c = model.initial_carry(batch)
+            for _ in range(cfg["halt_max_steps"]):
+                c, _, _, preds, _ = runner(carry=c, batch=batch, return_keys=["logits"])
+        return torch.stack(losses), preds["logits"].float()
+
+    with inductor_config.patch(fallback_random=True):
+        (loss_e, logits_e), (loss_c, logits_c) = run(False), run(True)
+    torch.testing.assert_close(loss_c, loss_e, rtol=2e-2, atol=1e-2)
+    torch.testing.assert_close(logits_c, logits_e, rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL with 2 processes needs 2 GPUs")
+def test_two_nccl_processes_match_one(sudoku4, tmp_path):
+    args = [f"data_path={sudoku4}", "epochs=2", "eval_interval=1", "global_batch_size=8", "evaluators=[]", "lr=3e-3",
+            "lr_warmup_steps=1", *TINY_HRM, "arch.halt_exploration_prob=0", "arch.H_cycles=2", "compile=false", "+run_name=n"]
+    pretrain(*args, f"checkpoint_path={tmp_path / 'one'}")
+    torchrun("--nproc-per-node", "2", str(REPO / "pretrain.py"), *args, f"checkpoint_path={tmp_path / 'two'}",
+             env=subprocess_env(OMP_NUM_THREADS="1"))
+    assert max_rel_diff(load_weights(tmp_path / "one" / "step_12"), load_weights(tmp_path / "two" / "step_12")) < 1e-4

@@ -1,0 +1,57 @@
+"""When to ``torch.compile``: the ``compile=auto|true|false`` config key.
+
+``auto`` compiles on CUDA always. On a CPU, compilation costs tens of seconds before the first
+step (one graph for training, one for evaluation) and then makes every step faster, so ``auto``
+compiles only runs long enough to earn that back: at least ``CPU_BREAK_EVEN_STEPS`` training
+steps, measured at the demo configuration (README, "Performance"); larger models gain more per
+step for about the same compile time, so they break even sooner. ``DISABLE_COMPILE`` (the original
+code's switch) turns compilation off whatever the config says.
+
+The compiled module is the usual ``torch.compile`` wrapper: its state-dict keys carry the
+``_orig_mod.`` prefix, which saving strips (``utils.functions.strip_compile_prefix``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Literal, Optional, Union
+
+import torch
+from torch import nn
+
+CompileSetting = Union[bool, Literal["auto"]]
+
+# Training steps after which compiling pays back on a CPU (demo config, 2-core machine, train and
+# eval graphs; README "Performance"), rounded up for a margin.
+CPU_BREAK_EVEN_STEPS = 500
+
+# The compiled AdamATan2 update (utils/adam_atan2.py) compiles in seconds; its fused part measured
+# 0.78x the eager ops it replaces (loaded machine, README "Performance"): used for large, long runs.
+CPU_OPTIMIZER_BREAK_EVEN = 4e9
+
+
+def should_compile(setting: CompileSetting, device: torch.device, total_steps: Optional[int]) -> bool:
+    """Whether to compile the model for a run of ``total_steps`` training steps on ``device``.
+
+    ``total_steps=None`` means evaluation only: ``auto`` then compiles on CUDA but not on a CPU.
+    """
+    if "DISABLE_COMPILE" in os.environ:
+        return False
+    if setting != "auto":
+        return bool(setting)
+    if device.type == "cuda":
+        return True
+    return total_steps is not None and total_steps >= CPU_BREAK_EVEN_STEPS
+
+
+def should_compile_optimizer(model_compiled: bool, device: torch.device, n_params: int, total_steps: Optional[int]) -> bool:
+    """Whether AdamATan2 fuses its update with ``torch.compile`` (CPU only; bit-identical results)."""
+    if not model_compiled or device.type != "cpu" or total_steps is None:
+        return False
+    return n_params * total_steps >= CPU_OPTIMIZER_BREAK_EVEN
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """The model compiled as the original compiles it (static shapes). Each arch traces as one
+    graph per mode (train, eval) without breaks (tests/test_compile.py), built once and reused
+    across mode switches and EMA swaps."""
+    return torch.compile(model, dynamic=False)  # type: ignore[return-value]
