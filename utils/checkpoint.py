@@ -6,6 +6,11 @@ crash while saving never leaves a truncated checkpoint: readers see the old file
 Besides the original's ``step_N`` (model weights), a run saves its full training state for exact
 resume: ``step_N.train_state.pt`` (rank 0: weights, optimizers, EMA, step, schedule and data
 position, config) and ``step_N.train_state.rank<R>.pt`` (each rank: its ACT carry and RNG states).
+
+Reading never runs code: every file is loaded with ``weights_only=True`` (states hold only
+tensors, numbers, strings, lists and dicts), and a file that is not a checkpoint, a truncated
+one, or a full disk while writing is one :class:`CheckpointError` line. Files get the user's
+umask. :func:`clean_checkpoint_folder` removes what killed runs leave behind.
 """
 from __future__ import annotations
 
