@@ -140,6 +140,7 @@ def test_clean_up_after_kills_keeps_pass_end_states_and_the_newest(tmp_path):
                                             "step_20.train_state.pt", "step_20.train_state.rank0.pt"]
 
 
+@pytest.mark.slow  # mounts a tmpfs
 def test_full_disk_is_one_line_and_keeps_the_old_file(small_tmpfs):
     path = small_tmpfs / "step_1"
     atomic_torch_save({"w": torch.ones(1000)}, str(path))

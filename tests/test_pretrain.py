@@ -260,6 +260,7 @@ def test_malicious_load_checkpoint_and_one_of_another_size(trained_hrm, tmp_path
     assert str(e.value).startswith(f"load_checkpoint={ck}/step_12 does not fit the model: ") and "shape mismatch" in str(e.value)
 
 
+@pytest.mark.slow  # mounts a tmpfs
 def test_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(trained_hrm, small_tmpfs):
     import shutil
 
