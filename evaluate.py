@@ -45,13 +45,14 @@ import yaml
 from dataset.common import DatasetError
 from pretrain import PretrainConfig, TrainState, init_train_state, parse_config
 from utils.build import create_dataloader, create_evaluators
-from utils.checkpoint import step_of
+from utils.checkpoint import CheckpointError, load_weights, step_of
 from utils.config import ConfigError, check_batch_divisible, user_error_message
 from utils.distributed import DistInfo, cleanup, init_distributed
 from utils.evaluation import evaluate
 from utils.functions import load_state_dict_flexible, unwrap_compiled, validation_error_line
 from utils.outputs import export_npy
 from utils.segments import SegmentOptions, puzzle_id_ablation_map
+from utils.validation import check_save_outputs
 
 DEFAULT_SAVE_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
 TRACE_OUTPUTS = ["steps", "trace", "trace_q_halt_logits"]
@@ -84,6 +85,12 @@ class EvalConfig(pydantic.BaseModel):
         if self.max_examples is not None and self.max_examples < 1:
             raise ValueError(f"max_examples must be a positive number of examples, got {self.max_examples}")
         return self
+
+    @pydantic.field_validator("save_outputs")
+    @classmethod
+    def _known_outputs(cls, v: List[str]) -> List[str]:
+        check_save_outputs(v)
+        return v
 
     @property
     def outputs(self) -> List[str]:
@@ -171,13 +178,14 @@ def set_halt_max_steps(model: torch.nn.Module, value: int) -> None:
 def load_evaluation(eval_cfg: EvalConfig, info: DistInfo) -> Evaluation:
     """Config, model and weights of ``eval_cfg.checkpoint``, ready for :meth:`Evaluation.run`."""
     config = load_run_config(eval_cfg)
+    # Read (safely) before building anything: a file that is not a checkpoint stops here.
+    state_dict = load_weights(eval_cfg.checkpoint, "checkpoint", map_location=info.device)
     check_batch_divisible(config.global_batch_size, info.world_size)
     train_loader, train_metadata = create_dataloader(config, "train", test_set_mode=False, epochs_per_iter=1,
                                                      global_batch_size=config.global_batch_size, rank=info.rank, world_size=info.world_size)
     del train_loader  # only its metadata sizes the model (vocab, puzzle identifiers)
 
     train_state = init_train_state(config, train_metadata, world_size=info.world_size, device=info.device, evaluate_only=True)
-    state_dict = torch.load(eval_cfg.checkpoint, map_location=info.device, weights_only=True)
     try:
         load_state_dict_flexible(train_state.model, state_dict, source=f"checkpoint={eval_cfg.checkpoint}")
     except ValueError as e:
@@ -223,7 +231,7 @@ def main(argv=None) -> None:
         except pydantic.ValidationError as e:
             raise ConfigError(validation_error_line(e)) from None
         run(eval_cfg)
-    except (ConfigError, DatasetError) as e:
+    except (ConfigError, DatasetError, CheckpointError) as e:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"error: {user_error_message(e)}", file=sys.stderr)
         sys.exit(2)

@@ -30,10 +30,14 @@ from dataset.common import DatasetError
 from models.ema import EMAHelper
 from puzzle_dataset import PuzzleDatasetMetadata
 from utils import checkpoint as ckpt
+from utils import validation
 from utils.build import create_dataloader, create_evaluators, create_model, create_optimizers
 from utils.compile import CompileSetting
+from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, check_batch_divisible, normalize_data_paths, user_error_message
-from utils.distributed import DistInfo, all_reduce_grads, broadcast_object, cleanup, init_distributed, min_nonzero_over_ranks
+from utils.distributed import (DEFAULT_DIST_TIMEOUT_S, DistInfo, RankStoppedAnswering, all_reduce_grads, broadcast_object, cleanup,
+                               init_distributed, is_peer_failure, min_nonzero_over_ranks, peer_failure_error)
+from utils.preemption import StopRequest, signal_name
 from utils.evaluation import evaluate, flatten_metrics, reduce_metrics, stack_metrics, to_device
 from utils.functions import unwrap_compiled, validation_error_line
 from utils.runs import apply_sweep_job, check_checkpoint_folder_free, current_sweep_job
@@ -101,6 +105,7 @@ class PretrainConfig(pydantic.BaseModel):
     log_interval: int = 1
     wandb_group: Optional[str] = None
     compile: CompileSetting = "auto"  # torch.compile: auto (CUDA always, CPU for long runs), true, false
+    dist_timeout_s: float = DEFAULT_DIST_TIMEOUT_S
 
     @pydantic.field_validator("data_paths", mode="before")
     @classmethod
@@ -119,15 +124,22 @@ class PretrainConfig(pydantic.BaseModel):
             raise ValueError(f"eval_interval ({self.eval_interval}) must be a positive divisor of epochs ({self.epochs})")
         if self.checkpoint_interval_steps < 0:
             raise ValueError(f"checkpoint_interval_steps must be >= 0, got {self.checkpoint_interval_steps}")
+        if self.dist_timeout_s <= 0:
+            raise ValueError(f"dist_timeout_s must be positive, got {self.dist_timeout_s}")
+        validation.check_training_values(self)
+        validation.check_save_outputs(self.eval_save_outputs, "eval_save_outputs")
         return self
 
 
 def parse_config(raw: Dict[str, Any]) -> PretrainConfig:
     """Validate a composed config dict; errors become one :class:`ConfigError` line."""
     try:
+        validation.check_known_keys(raw, PretrainConfig.model_fields)
         return PretrainConfig(**raw)
     except pydantic.ValidationError as e:
         raise ConfigError(f"config: {validation_error_line(e)}") from None
+    except ValueError as e:
+        raise ConfigError(f"config: {e}") from None
 
 
 def fill_names(config: PretrainConfig) -> PretrainConfig:
@@ -302,13 +314,34 @@ class Run:
     progress_bar: Any = None  # rank 0
     last_saved: Optional[int] = None  # newest step with a resume state on disk
     interval_state_step: Optional[int] = None  # interval-only resume state to drop when a newer one is written
+    stop: StopRequest = field(default_factory=StopRequest)  # set by SIGTERM / SIGINT / SIGUSR1
+
+
+class Preempted(Exception):
+    """The run stopped on a signal after saving a resume state; ``exit_status`` is 128 + the signal."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+def _dist_timeout_from(raw_config: Dict[str, Any]) -> float:
+    """``dist_timeout_s`` is needed to join the process group, before the config can be synced."""
+    value = raw_config.get("dist_timeout_s", DEFAULT_DIST_TIMEOUT_S)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"config: dist_timeout_s must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def launch(raw_config: Dict[str, Any]) -> PretrainConfig:
     """Run a whole training job from a composed config dict; returns the final config."""
-    info = init_distributed()
+    info = init_distributed(timeout_s=_dist_timeout_from(raw_config))
     try:
         return _run(raw_config, info)
+    except RuntimeError as e:
+        if info.world_size > 1 and is_peer_failure(e):
+            raise peer_failure_error(e, info, "while training") from None
+        raise
     finally:
         cleanup()
 
@@ -318,11 +351,16 @@ def _run(raw_config: Dict[str, Any], info: DistInfo) -> PretrainConfig:
     torch.random.manual_seed(config.seed + info.rank)
     resume = load_resume(config, info)
     run = set_up(config, info, resume)
-    for iter_id in range(run.state.iters_done, run.total_iters):
-        train_iteration(run, iter_id)
-        evaluate_and_save(run, iter_id)
+    run.stop = StopRequest(info.rank).install()
+    try:
+        for iter_id in range(run.state.iters_done, run.total_iters):
+            train_iteration(run, iter_id)
+            evaluate_and_save(run, iter_id)
+    finally:
+        run.stop.uninstall()
+        if run.progress_bar is not None:
+            run.progress_bar.close()
     if info.rank == 0:
-        run.progress_bar.close()
         run.logger.finish()
     return config
 
@@ -359,6 +397,7 @@ def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
                                                      start_iter=iters_done, skip_batches=batches_done, **common)
     eval_loader, eval_metadata = create_dataloader(config, "test", test_set_mode=True, epochs_per_iter=1, **common)
     evaluators = create_evaluators(config, eval_metadata)
+    validate_splits(config, train_metadata, eval_loader, eval_metadata, info.rank)
 
     state = init_train_state(config, train_metadata, world_size=info.world_size, device=info.device)
     if resume:
@@ -367,10 +406,28 @@ def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
             print(f"Resumed from {config.resume} at step {state.step} (pass {iters_done + 1}, batch {batches_done})")
     run = Run(config=config, info=info, state=state, train_loader=train_loader, eval_loader=eval_loader, eval_metadata=eval_metadata,
               evaluators=evaluators, epochs_per_iter=epochs_per_iter, total_iters=config.epochs // epochs_per_iter,
-              last_saved=resume[0]["step"] if resume else None)
+              last_saved=resume[0]["step"] if resume else None,
+              # A mid-pass state resumed from is replaced by the next one, as in an uninterrupted run.
+              interval_state_step=state.step if resume and batches_done else None)
     if info.rank == 0:
         start_logging(run, resumed=resume is not None)
     return run
+
+
+def validate_splits(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, eval_loader, eval_metadata: PuzzleDatasetMetadata,
+                    rank: int) -> None:
+    """Before the first step: the test split fits the model built from the train split, and is
+    not empty when evaluations are asked for."""
+    test_paths = config.data_paths_test or config.data_paths
+    try:
+        warning = validation.check_test_split_not_empty(validation.split_size(eval_loader.dataset), test_paths, config.eval_interval)
+        validation.check_splits(train_metadata, eval_metadata, eval_loader.dataset, test_paths)
+    except DatasetError:
+        raise
+    except ValueError as e:
+        raise DatasetError(str(e)) from None
+    if warning and rank == 0:
+        print(warning, file=sys.stderr)
 
 
 def start_logging(run: Run, resumed: bool) -> None:
@@ -388,6 +445,10 @@ def start_logging(run: Run, resumed: bool) -> None:
     run.logger = init_wandb(config.project_name, config.run_name, config.model_dump(), group=config.wandb_group)  # type: ignore[arg-type]
     if not resumed:
         run.logger.log({"num_params": n_params}, step=0)
+    removed = ckpt.clean_checkpoint_folder(config.checkpoint_path) if config.checkpoint_path else []
+    if removed:
+        print(f"Removed {len(removed)} file(s) left by an interrupted run from {config.checkpoint_path}: {', '.join(removed[:6])}"
+              + (" ..." if len(removed) > 6 else ""))
     ckpt.save_code_and_config(config)
     run.progress_bar = tqdm.tqdm(total=state.total_steps, initial=state.step, desc="train", dynamic_ncols=True)
 
@@ -416,11 +477,28 @@ def train_iteration(run: Run, iter_id: int) -> None:
             run.progress_bar.set_postfix(loss=f"{metrics.get('train/lm_loss', float('nan')):.4f}", refresh=False)
         if run.progress_bar is not None:
             run.progress_bar.update(min(state.step, state.total_steps) - run.progress_bar.n)
-        if config.checkpoint_interval_steps and state.step % config.checkpoint_interval_steps == 0:
+        saved_now = bool(config.checkpoint_interval_steps) and state.step % config.checkpoint_interval_steps == 0
+        if saved_now:
             stop_if_nonfinite(run)
             save_resume(run, interval=True)
+        stop_if_signalled(run, saved_now)
     state.iters_done, state.batches_in_iter = iter_id + 1, 0
     stop_if_nonfinite(run)
+
+
+def stop_if_signalled(run: Run, saved_now: bool) -> None:
+    """After a step: if any rank got a stop signal, all save this step's resume state (unless it
+    was just written) and raise :class:`Preempted` with the line saying how to go on."""
+    signum = run.stop.agreed(run.info.world_size, run.info.cpu_group)
+    if signum is None or run.state.step >= run.state.total_steps:
+        return
+    stop_if_nonfinite(run)
+    if not saved_now:
+        save_resume(run, interval=True)
+    config, step = run.config, run.state.step
+    raise Preempted(f"stopped by {signal_name(signum)} after step {step} of {run.state.total_steps}; resume state saved in "
+                    f"{config.checkpoint_path}. To continue, run the same command with "
+                    f"resume={os.path.join(config.checkpoint_path or '.', f'step_{step}')}", exit_status=128 + signum)
 
 
 def evaluate_and_save(run: Run, iter_id: int) -> None:
@@ -474,10 +552,20 @@ def main() -> None:
             print(f"sweep job {job.num}: checkpoints in {raw.get('checkpoint_path') or 'the folder of run ' + repr(raw.get('run_name'))}")
         try:
             launch(raw)  # type: ignore[arg-type]
-        except (ConfigError, DatasetError, FloatingPointError) as e:
+        except (ConfigError, DatasetError, CheckpointError, FloatingPointError) as e:
             if int(os.environ.get("RANK", "0")) == 0:
                 print(f"error: {user_error_message(e)}", file=sys.stderr)
             sys.exit(2)
+        except Preempted as e:
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(str(e), file=sys.stderr, flush=True)
+            sys.exit(e.exit_status)
+        except RankStoppedAnswering as e:
+            if e.report:
+                print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            # After a failed collective, the process group's finalisers can block for seconds: skip them.
+            os._exit(1)
 
     _entry()
 

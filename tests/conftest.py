@@ -54,6 +54,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class CreatesMarker:
+    """Unpickling this creates ``path``: a stand-in for any code a crafted checkpoint could run."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def malicious_checkpoint(path, marker, like_train_state: bool = False):
+    """A ``torch.save`` file whose unpickling (without ``weights_only``) would create ``marker``."""
+    payload: Dict[str, Any] = {"w": CreatesMarker(marker)}
+    if like_train_state:
+        payload.update(format="hrm-train-state-v1", world_size=1, step=3)
+    torch.save(payload, str(path))
+    return path
+
+
 def load_weights(path) -> Dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -124,3 +143,17 @@ def trained_hrm(sudoku4, tmp_path_factory):
              "lr_warmup_steps=1", *TINY_HRM, "arch.halt_max_steps=3", "ema=True", f"checkpoint_path={ck}", "+run_name=e")
     logged = {line["step"]: line["all"] for line in map(json.loads, (ck / "eval_metrics.jsonl").read_text().splitlines())}
     return ck, logged
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 4 MB tmpfs to fill (mounting needs root; skipped with the reason otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("mount -t tmpfs failed (no CAP_SYS_ADMIN in this container)")
+    yield mnt
+    proc = subprocess.run(["umount", str(mnt)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

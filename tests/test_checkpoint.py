@@ -1,4 +1,4 @@
-"""Crash-safe writes and train-state discovery (utils/checkpoint.py)."""
+"""Crash-safe writes, safe loading, clean-up and train-state discovery (utils/checkpoint.py)."""
 import os
 from dataclasses import dataclass
 from typing import Dict
@@ -6,8 +6,10 @@ from typing import Dict
 import pytest
 import torch
 
-from utils.checkpoint import (atomic_torch_save, atomic_write_text, carry_from_dict, carry_to_dict, list_train_states, resolve_resume,
-                              step_of, train_state_paths)
+from conftest import malicious_checkpoint
+from utils.checkpoint import (TRAIN_STATE_FORMAT, CheckpointError, atomic_torch_save, atomic_write_text, carry_from_dict, carry_to_dict,
+                              clean_checkpoint_folder, list_train_states, load_train_state, load_weights, resolve_resume, step_of,
+                              train_state_paths)
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -77,3 +79,73 @@ def test_step_of_reads_only_weights_file_names():
     assert step_of("ck/run/step_12") == 12
     assert step_of("ck/run/step_12.train_state.pt") is None and step_of("ck/run/all_config.yaml") is None
 
+# ---- reliability: safe loading, permissions, full disk, clean-up (issue 8) --------------------
+
+def test_safe_load_refuses_code_and_names_the_file(tmp_path):
+    marker = tmp_path / "pwned"
+    path = malicious_checkpoint(tmp_path / "step_3", marker)
+    with pytest.raises(CheckpointError, match=rf"^load_checkpoint={path}: refused to load: the file holds Python objects"):
+        load_weights(str(path), "load_checkpoint")
+    (tmp_path / "random").write_bytes(os.urandom(3000))
+    with pytest.raises(CheckpointError, match=rf"^checkpoint={tmp_path / 'random'}: not a checkpoint"):
+        load_weights(str(tmp_path / "random"), "checkpoint")
+    torch.save([torch.ones(1)], str(tmp_path / "list"))
+    with pytest.raises(CheckpointError, match="not a model checkpoint"):
+        load_weights(str(tmp_path / "list"), "checkpoint")
+    assert not marker.exists()
+
+
+def test_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_torch_save({"w": torch.ones(2)}, str(tmp_path / "step_1"))
+        atomic_write_text(str(tmp_path / "all_config.yaml"), "a: 1\n")
+    finally:
+        os.umask(old)
+    assert {oct(os.stat(tmp_path / n).st_mode & 0o777) for n in ("step_1", "all_config.yaml")} == {"0o644"}
+
+
+def _state(folder, step, batches_in_iter, world_size=1):
+    shared, _ = train_state_paths(str(folder), step, 0)
+    torch.save({"format": TRAIN_STATE_FORMAT, "world_size": world_size, "step": step, "batches_in_iter": batches_in_iter}, shared)
+    for r in range(world_size):
+        torch.save({}, train_state_paths(str(folder), step, r)[1])
+
+
+def test_truncated_train_state_names_the_previous_complete_one(tmp_path):
+    _state(tmp_path, 12, 0)
+    _state(tmp_path, 17, 5)
+    shared = tmp_path / "step_17.train_state.pt"
+    shared.write_bytes(shared.read_bytes()[:300])
+    with pytest.raises(CheckpointError) as e:
+        load_train_state(str(tmp_path), 17, 0, map_location="cpu")
+    assert str(e.value) == f"{shared}: this train state is truncated; the previous complete one is step_12: resume={tmp_path}/step_12"
+
+
+def test_clean_up_after_kills_keeps_pass_end_states_and_the_newest(tmp_path):
+    _state(tmp_path, 5, 5)            # mid-pass state of a killed run: stale
+    _state(tmp_path, 12, 0)           # end of a pass (evaluation): kept, as an uninterrupted run keeps it
+    _state(tmp_path, 15, 3)           # mid-pass, older than the newest: stale
+    _state(tmp_path, 20, 8)           # newest complete: kept
+    (tmp_path / "step_18.train_state.rank0.pt").write_bytes(b"")      # rank file without its shared file
+    (tmp_path / ".step_21.train_state.pt.k3x9a0b1.tmp").write_bytes(b"x")  # a kill while saving
+    (tmp_path / ".all_config.yaml.abcdefgh.tmp").write_bytes(b"x")
+    (tmp_path / "notes.tmp").write_bytes(b"mine")                    # not ours: untouched
+    (tmp_path / "step_12").write_bytes(b"w")
+    removed = clean_checkpoint_folder(str(tmp_path))
+    assert removed == sorted([".all_config.yaml.abcdefgh.tmp", ".step_21.train_state.pt.k3x9a0b1.tmp", "step_15.train_state.pt",
+                              "step_15.train_state.rank0.pt", "step_18.train_state.rank0.pt", "step_5.train_state.pt",
+                              "step_5.train_state.rank0.pt"])
+    assert sorted(os.listdir(tmp_path)) == ["notes.tmp", "step_12", "step_12.train_state.pt", "step_12.train_state.rank0.pt",
+                                            "step_20.train_state.pt", "step_20.train_state.rank0.pt"]
+
+
+@pytest.mark.slow  # mounts a tmpfs
+def test_full_disk_is_one_line_and_keeps_the_old_file(small_tmpfs):
+    path = small_tmpfs / "step_1"
+    atomic_torch_save({"w": torch.ones(1000)}, str(path))
+    with pytest.raises(CheckpointError) as e:
+        atomic_torch_save({"w": torch.ones(2_000_000)}, str(path))  # 8 MB
+    assert str(e.value) == f"no space left on device (needed about 8 MB in {small_tmpfs})"
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(1000))
+    assert os.listdir(small_tmpfs) == ["step_1"]

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY_HRM, load_weights, pretrain, run, torchrun
+from conftest import REPO, TINY_HRM, load_weights, malicious_checkpoint, pretrain, run, torchrun
 
 EVAL = [sys.executable, str(REPO / "evaluate.py")]
 
@@ -174,3 +174,18 @@ def test_puzzle_id_ablation_changes_what_the_model_sees(trained, sudoku4, tmp_pa
     for r, s in zip(real.tolist(), shuffled.tolist()):
         assert mapping.setdefault(r, s) == s  # one replacement per identifier
     np.testing.assert_array_equal(run("random"), shuffled)
+
+
+def test_malicious_or_random_checkpoint_runs_nothing_and_is_one_line(trained, tmp_path, capsys):
+    import evaluate
+    ck, _ = trained
+    (tmp_path / "all_config.yaml").write_text((ck / "all_config.yaml").read_text())
+    marker = tmp_path / "pwned"
+    malicious_checkpoint(tmp_path / "step_12", marker)
+    (tmp_path / "step_13").write_bytes((ck / "step_12").read_bytes()[:5000])  # cut off while copying
+    for name, message in (("step_12", "refused to load: the file holds Python objects"), ("step_13", "the file is truncated")):
+        with pytest.raises(SystemExit) as e:
+            evaluate.main([f"checkpoint={tmp_path / name}"])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.startswith(f"error: checkpoint={tmp_path / name}: {message}") and "\n" not in err
+    assert not marker.exists()

@@ -9,7 +9,7 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
-from conftest import REPO, TINY_HRM, TINY_TRM, load_weights, pretrain, torchrun
+from conftest import REPO, TINY_HRM, TINY_TRM, load_weights, malicious_checkpoint, pretrain, torchrun
 from pretrain import ConfigError, cosine_schedule_with_warmup_lr_lambda, parse_config
 
 # SPEC section 12, verbatim.
@@ -219,3 +219,64 @@ def test_bad_token_found_in_the_loader_worker_is_one_line(sudoku4, tmp_path):
     assert proc.returncode == 2
     assert f"error: {data}/train/all__inputs.npy: tokens must lie in [0, vocab_size=6); got 1 .. 99" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---- files that are not what they claim (issue 8); in-process: they fail before any training ----
+
+def _trained_raw(trained_hrm, tmp_path, **changes):
+    ck, _ = trained_hrm
+    raw = yaml.safe_load((ck / "all_config.yaml").read_text())
+    raw.update(checkpoint_path=str(tmp_path / "out"), **changes)
+    return raw
+
+
+def test_malicious_train_state_on_resume_runs_nothing(trained_hrm, tmp_path):
+    from pretrain import launch
+    ck, _ = trained_hrm
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "all_config.yaml").write_text((ck / "all_config.yaml").read_text())
+    marker = tmp_path / "pwned"
+    malicious_checkpoint(folder / "step_3.train_state.pt", marker, like_train_state=True)
+    malicious_checkpoint(folder / "step_3.train_state.rank0.pt", marker)
+    with pytest.raises(ConfigError) as e:
+        launch(_trained_raw(trained_hrm, tmp_path, resume=str(folder)))
+    assert str(e.value).startswith(f"resume={folder}/step_3.train_state.pt: refused to load") and "\n" not in str(e.value)
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_malicious_load_checkpoint_and_one_of_another_size(trained_hrm, tmp_path):
+    from pretrain import launch
+    from utils.checkpoint import CheckpointError
+    ck, _ = trained_hrm
+    marker = tmp_path / "pwned"
+    with pytest.raises(CheckpointError, match=f"^load_checkpoint={tmp_path}/bad: refused to load"):
+        launch(_trained_raw(trained_hrm, tmp_path, load_checkpoint=str(malicious_checkpoint(tmp_path / "bad", marker))))
+    assert not marker.exists()
+    raw = _trained_raw(trained_hrm, tmp_path, load_checkpoint=str(ck / "step_12"))
+    raw["arch"].update(hidden_size=64, puzzle_emb_ndim=64)
+    with pytest.raises(ConfigError) as e:
+        launch(raw)
+    assert str(e.value).startswith(f"load_checkpoint={ck}/step_12 does not fit the model: ") and "shape mismatch" in str(e.value)
+
+
+@pytest.mark.slow  # mounts a tmpfs
+def test_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(trained_hrm, small_tmpfs):
+    import shutil
+
+    from pretrain import launch
+    from utils.checkpoint import CheckpointError
+    ck, _ = trained_hrm
+    kept = ["all_config.yaml", "step_6", "step_6.train_state.pt", "step_6.train_state.rank0.pt"]
+    for name in kept:
+        shutil.copy(ck / name, small_tmpfs / name)
+    free = shutil.disk_usage(small_tmpfs).free
+    (small_tmpfs / "filler").write_bytes(b"\0" * (free - 160 * 1024))  # room for the sources, not for step_12
+    raw = yaml.safe_load((ck / "all_config.yaml").read_text())
+    raw.update(checkpoint_path=str(small_tmpfs), resume=f"{small_tmpfs}/step_6")
+    with pytest.raises(CheckpointError) as e:
+        launch(raw)
+    assert str(e.value) == f"no space left on device (needed about 1 MB in {small_tmpfs})"
+    for name in kept[1:]:  # the checkpoint to resume from, byte for byte (all_config.yaml is rewritten)
+        assert (small_tmpfs / name).read_bytes() == (ck / name).read_bytes(), name
+    assert not [n for n in os.listdir(small_tmpfs) if n.endswith(".tmp")]

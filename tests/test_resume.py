@@ -97,3 +97,27 @@ def test_resume_refuses_another_number_of_processes(uninterrupted, sudoku4, tmp_
 def test_resume_of_a_folder_without_state(sudoku4, tmp_path):
     proc = pretrain(*args(sudoku4, tmp_path / "x", f"resume={tmp_path}"), check=False)
     assert proc.returncode == 2 and "no step_N.train_state.pt in this folder" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_resume_state_and_resuming_equals_uninterrupted(uninterrupted, sudoku4, tmp_path):
+    ck = tmp_path / "ck"
+    proc = subprocess.Popen([sys.executable, str(REPO / "pretrain.py"), *args(sudoku4, ck)], cwd=str(REPO), env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (ck / "step_5.train_state.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    states = sorted(int(f.split("_")[1].split(".")[0]) for f in os.listdir(ck) if f.endswith("train_state.pt"))
+    stopped = states[-1]
+    assert 5 <= stopped < FINAL and (ck / f"step_{stopped}.train_state.rank0.pt").exists()
+    assert f"stopped by SIGTERM after step {stopped} of {FINAL}; resume state saved in {ck}. To continue, run the same command " \
+           f"with resume={ck}/step_{stopped}" in err
+    assert "Traceback" not in err
+
+    pretrain(*args(sudoku4, ck, f"resume={ck}/step_{stopped}"))
+    assert_identical(uninterrupted, ck)
+    # As after an uninterrupted run: only the states saved at evaluations remain.
+    assert sorted(f for f in os.listdir(ck) if f.endswith("train_state.pt")) == ["step_12.train_state.pt", "step_24.train_state.pt"]

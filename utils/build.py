@@ -14,8 +14,10 @@ from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, PuzzleDatasetMetadata
 from utils.adam_atan2 import AdamATan2
 from utils.compile import compile_model, should_compile, should_compile_optimizer
+from utils.checkpoint import load_weights
 from utils.config import ConfigError
 from utils.functions import load_model_class, load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
+from utils.preemption import ignore_stop_signals
 
 if TYPE_CHECKING:
     from pretrain import PretrainConfig
@@ -29,7 +31,7 @@ def create_dataloader(config: PretrainConfig, split: str, rank: int, world_size:
     paths = config.data_paths_test if (split == "test" and config.data_paths_test) else config.data_paths
     dataset = PuzzleDataset(PuzzleDatasetConfig(seed=config.seed, dataset_paths=paths, rank=rank, num_replicas=world_size, **kwargs), split=split)
     dataloader = DataLoader(dataset, batch_size=None, num_workers=1, prefetch_factor=PREFETCH_BATCHES, persistent_workers=True,
-                            pin_memory=torch.cuda.is_available(),
+                            pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals,
                             generator=torch.Generator())  # keeps the global torch RNG untouched (exact resume)
     return dataloader, dataset.metadata
 
@@ -97,12 +99,12 @@ def load_checkpoint(model: nn.Module, config: PretrainConfig) -> None:
     if config.load_checkpoint is None:
         return
     print(f"Loading checkpoint {config.load_checkpoint}")
-    if not os.path.isfile(config.load_checkpoint):
-        raise ConfigError(f"load_checkpoint={config.load_checkpoint}: no such file")
-    state_dict = strip_compile_prefix(torch.load(config.load_checkpoint, map_location="cpu", weights_only=True))
+    state_dict = strip_compile_prefix(load_weights(config.load_checkpoint, "load_checkpoint"))
     name = "model.inner.puzzle_emb.weights"
     expected = model.state_dict().get(name)
-    if expected is not None and name in state_dict and state_dict[name].shape != expected.shape:
+    # Another number of puzzles (same embedding width) is reset; another width is a model of another size.
+    if expected is not None and name in state_dict and state_dict[name].shape != expected.shape \
+            and state_dict[name].shape[1:] == expected.shape[1:]:
         print(f"Resetting puzzle embedding as shape is different. Found {tuple(state_dict[name].shape)}, Expected {tuple(expected.shape)}")
         state_dict[name] = state_dict[name].mean(dim=0, keepdim=True).expand(expected.shape).contiguous()
     try:

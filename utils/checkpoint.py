@@ -6,16 +6,23 @@ crash while saving never leaves a truncated checkpoint: readers see the old file
 Besides the original's ``step_N`` (model weights), a run saves its full training state for exact
 resume: ``step_N.train_state.pt`` (rank 0: weights, optimizers, EMA, step, schedule and data
 position, config) and ``step_N.train_state.rank<R>.pt`` (each rank: its ACT carry and RNG states).
+
+Reading never runs code: every file is loaded with ``weights_only=True`` (states hold only
+tensors, numbers, strings, lists and dicts), and a file that is not a checkpoint, a truncated
+one, or a full disk while writing is one :class:`CheckpointError` line. Files get the user's
+umask. :func:`clean_checkpoint_folder` removes what killed runs leave behind.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import glob
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import zipfile
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -27,6 +34,13 @@ from utils.functions import get_model_source_path, load_state_dict_flexible, str
 TRAIN_STATE_FORMAT = "hrm-train-state-v1"
 STEP_RE = re.compile(r"^step_(\d+)$")  # the original's weights file name
 _STATE_RE = re.compile(r"^step_(\d+)\.train_state\.pt$")
+_RANK_STATE_RE = re.compile(r"^step_(\d+)\.train_state\.rank\d+\.pt$")
+# Temporary names of atomic_write (``.<name>.<8 random chars>.tmp``); mkstemp used the same shape.
+_TMP_RE = re.compile(r"^\.(step_\d+.*|all_config\.yaml|eval_metrics\.jsonl|[\w.]+\.py)\.[a-z0-9_]{8}\.tmp$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be written or read; the message is one line for the user."""
 
 
 def step_of(path: str) -> Optional[int]:
@@ -35,30 +49,105 @@ def step_of(path: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
-def atomic_write(path: str, write_fn) -> None:
-    """Call ``write_fn(tmp_path)``, then rename ``tmp_path`` to ``path``."""
+def _is_disk_full(e: BaseException, folder: str, needed: int) -> bool:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # torch.save reports a failed write as a RuntimeError from its C++ writer (no errno).
+    try:
+        return isinstance(e, (OSError, RuntimeError)) and shutil.disk_usage(folder).free < max(needed, 1 << 20)
+    except OSError:
+        return False
+
+
+def atomic_write(path: str, write_fn, size_hint: int = 0) -> None:
+    """Call ``write_fn(tmp_path)``, then rename ``tmp_path`` to ``path``.
+
+    The temporary file is created with the user's umask (mkstemp would make it 0600, unreadable
+    to collaborators). A full disk becomes one :class:`CheckpointError` line; the old ``path``,
+    if any, is untouched and the temporary is removed.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
+    while True:
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         write_fn(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if _is_disk_full(e, folder, size_hint):
+            # The traceback holds the failed writer's open file: drop it so the space is freed now.
+            e.__traceback__ = None
+            del e
+            raise CheckpointError(f"no space left on device (needed about {max(size_hint, 1 << 20) / 1e6:.0f} MB in {folder})") from None
         raise
 
 
+def _nbytes(obj: Any) -> int:
+    """Bytes of the tensors in a nested object (the size of its ``torch.save`` file, roughly)."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
 def atomic_torch_save(obj: Any, path: str) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp):
+        with open(tmp, "wb") as f:  # our own handle: closed (space freed) even when the write fails
+            torch.save(obj, f)
+    atomic_write(path, write, size_hint=_nbytes(obj) + (64 << 10))
+
+
+def safe_load(path: str, what: str, map_location="cpu", mmap: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True`` (a pickle can only rebuild tensors and plain
+    containers, never run code); any failure is one :class:`CheckpointError` naming ``what=path``."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{what}={path}: no such file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - whatever a damaged or foreign file makes the unpickler raise
+        text = str(e)
+        if "Unsupported global" in text:
+            raise CheckpointError(f"{what}={path}: refused to load: the file holds Python objects other than tensors and plain "
+                                  "containers (not a checkpoint written by this project, or tampered with)") from None
+        detail = re.sub(r"\s+", " ", text.split("WeightsUnpickler error:")[-1]).strip()[:120] or type(e).__name__
+        if isinstance(e, EOFError) or "central directory" in text or _looks_truncated(path):
+            raise CheckpointError(f"{what}={path}: the file is truncated ({detail})") from None
+        raise CheckpointError(f"{what}={path}: not a checkpoint ({detail})") from None
+
+
+def _looks_truncated(path: str) -> bool:
+    """A zip file (torch.save's format) whose end record is missing: cut off while copying or writing."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        return head == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def load_weights(path: str, what: str, map_location="cpu") -> Dict[str, torch.Tensor]:
+    """A ``step_N`` weights file: a dict of tensors, or one :class:`CheckpointError` line."""
+    state_dict = safe_load(path, what, map_location=map_location)
+    if not isinstance(state_dict, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state_dict.items()):
+        raise CheckpointError(f"{what}={path}: not a model checkpoint (expected a dict of named tensors, got {type(state_dict).__name__})")
+    return state_dict
 
 
 def atomic_write_text(path: str, text: str) -> None:
     def write(tmp):
         with open(tmp, "w") as f:
             f.write(text)
-    atomic_write(path, write)
+    atomic_write(path, write, size_hint=len(text.encode()))
 
 
 def train_state_paths(checkpoint_path: str, step: int, rank: int) -> Tuple[str, str]:
@@ -93,14 +182,90 @@ def resolve_resume(resume: str) -> Tuple[str, int]:
     raise ValueError(f"resume={resume}: expected a checkpoint folder or <folder>/step_N with a matching step_N.train_state.pt")
 
 
+def _load_state_file(folder: str, step: int, path: str, map_location, mmap: bool = False) -> Dict[str, Any]:
+    """One train-state file; a truncated one names the previous complete state to resume from."""
+    try:
+        state = safe_load(path, "resume", map_location=map_location, mmap=mmap)
+    except CheckpointError as e:
+        if "truncated" not in str(e):
+            raise
+        earlier = [s for s in complete_train_states(folder) if s < step]
+        hint = (f"the previous complete one is step_{earlier[-1]}: resume={os.path.join(folder, f'step_{earlier[-1]}')}"
+                if earlier else "there is no earlier complete one in this folder")
+        raise CheckpointError(f"{path}: this train state is truncated; {hint}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"resume={path}: not a train state (got {type(state).__name__})")
+    return state
+
+
+def read_train_state(folder: str, step: int, map_location="cpu") -> Dict[str, Any]:
+    """Rank 0's shared train-state file of ``step`` (memory-mapped: cheap to peek at a few fields)."""
+    path = train_state_paths(folder, step, 0)[0]
+    shared = _load_state_file(folder, step, path, map_location, mmap=True)
+    if shared.get("format") != TRAIN_STATE_FORMAT:
+        raise CheckpointError(f"resume: {path} is not a train state of format {TRAIN_STATE_FORMAT}")
+    return shared
+
+
 def load_train_state(folder: str, step: int, rank: int, map_location) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     shared_path, rank_path = train_state_paths(folder, step, rank)
     if not os.path.isfile(rank_path):
-        raise ValueError(f"resume: {rank_path} is missing (resuming with more processes than the run had?)")
-    shared = torch.load(shared_path, map_location=map_location, weights_only=False)
+        raise CheckpointError(f"resume: {rank_path} is missing (resuming with more processes than the run had?)")
+    shared = _load_state_file(folder, step, shared_path, map_location)
     if shared.get("format") != TRAIN_STATE_FORMAT:
-        raise ValueError(f"resume: {shared_path} is not a train state of format {TRAIN_STATE_FORMAT}")
-    return shared, torch.load(rank_path, map_location=map_location, weights_only=False)
+        raise CheckpointError(f"resume: {shared_path} is not a train state of format {TRAIN_STATE_FORMAT}")
+    return shared, _load_state_file(folder, step, rank_path, map_location)
+
+
+def complete_train_states(folder: str) -> List[int]:
+    """Steps whose shared file is a whole zip archive and whose rank files all exist, ascending."""
+    steps = []
+    for step in list_train_states(folder):
+        shared = train_state_paths(folder, step, 0)[0]
+        if not zipfile.is_zipfile(shared):
+            continue
+        try:
+            world_size = torch.load(shared, map_location="cpu", weights_only=True, mmap=True).get("world_size", 1)
+        except Exception:  # noqa: BLE001 - any unreadable file simply is not a complete state
+            continue
+        if all(os.path.isfile(train_state_paths(folder, step, r)[1]) for r in range(world_size)):
+            steps.append(step)
+    return steps
+
+
+def clean_checkpoint_folder(folder: str) -> List[str]:
+    """Remove what killed runs leave behind in ``folder``: temporary files of :func:`atomic_write`
+    and train states (shared or per-rank files) from mid-pass saves older than the newest complete
+    state. States saved at the end of a pass (evaluations) stay, as an uninterrupted run keeps them.
+    Only this project's own file names are touched. Returns the removed names."""
+    if not os.path.isdir(folder):
+        return []
+    removed = []
+    names = os.listdir(folder)
+    for name in names:
+        if _TMP_RE.match(name):
+            os.remove(os.path.join(folder, name))
+            removed.append(name)
+    complete = complete_train_states(folder)
+    if complete:
+        newest = complete[-1]
+        for name in names:
+            m = _STATE_RE.match(name) or _RANK_STATE_RE.match(name)
+            if not m or int(m.group(1)) >= newest:
+                continue
+            step = int(m.group(1))
+            if step in complete and _is_pass_end_state(folder, step):
+                continue
+            os.remove(os.path.join(folder, name))
+            removed.append(name)
+    return sorted(removed)
+
+
+def _is_pass_end_state(folder: str, step: int) -> bool:
+    try:
+        return read_train_state(folder, step).get("batches_in_iter", 0) == 0
+    except CheckpointError:
+        return False
 
 
 def remove_train_state(checkpoint_path: str, step: int, world_size: int) -> None:
@@ -121,7 +286,7 @@ def model_weights(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
 
 # Keys that may differ between a run and its resumption.
 RESUME_MAY_CHANGE = {"resume", "checkpoint_interval_steps", "log_interval", "eval_save_outputs", "load_checkpoint",
-                     "checkpoint_path", "project_name", "run_name", "wandb_group", "compile"}
+                     "checkpoint_path", "project_name", "run_name", "wandb_group", "compile", "dist_timeout_s"}
 
 
 def check_resume_config(now: Dict[str, Any], saved: Dict[str, Any]) -> None:
@@ -217,7 +382,8 @@ def save_code_and_config(config) -> None:
     models_dir = os.path.dirname(get_model_source_path(config.arch.loss.name))
     sources += [os.path.join(models_dir, "act.py"), os.path.join(models_dir, "layers.py")]  # what the model file builds on
     for path in sources:
-        shutil.copy(path, os.path.join(config.checkpoint_path, os.path.basename(path)))
+        atomic_write(os.path.join(config.checkpoint_path, os.path.basename(path)), lambda tmp, src=path: shutil.copyfile(src, tmp),
+                     size_hint=os.path.getsize(path))
     atomic_write_text(os.path.join(config.checkpoint_path, "all_config.yaml"), yaml.dump(config.model_dump()))
 
 
