@@ -5,6 +5,7 @@
     python evaluate.py checkpoint=.../step_N halt_max_steps=32     # more thinking at test time
     python evaluate.py checkpoint=.../step_N halt_max_steps="[1,2,4,8,16]" max_examples=1000
     python evaluate.py checkpoint=.../step_N split=train puzzle_id_ablation=blank trace=true save_npy=true
+    python evaluate.py checkpoint=checkpoints/<project>/<run>/best # the best weights (best_metric)
 
 Reads ``all_config.yaml`` next to the checkpoint, rebuilds loaders and model, loads the weights
 (with or without the ``_orig_mod.`` prefix of compiled models), runs the evaluation and the

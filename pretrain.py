@@ -17,8 +17,9 @@ import contextlib
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import pydantic
 import torch
@@ -28,9 +29,11 @@ from torch import nn
 
 from dataset.common import DatasetError
 from models.ema import EMAHelper
+from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from puzzle_dataset import PuzzleDatasetMetadata
 from utils import checkpoint as ckpt
 from utils import validation
+from utils.best_checkpoint import BestTracker, save_best
 from utils.build import create_dataloader, create_evaluators, create_model, create_optimizers
 from utils.compile import CompileSetting
 from utils.checkpoint import CheckpointError
@@ -106,6 +109,15 @@ class PretrainConfig(pydantic.BaseModel):
     wandb_group: Optional[str] = None
     compile: CompileSetting = "auto"  # torch.compile: auto (CUDA always, CPU for long runs), true, false
     dist_timeout_s: float = DEFAULT_DIST_TIMEOUT_S
+    # One GPU (README "Training on one GPU"): micro-batches per optimizer step, best checkpoint and
+    # early stopping, cheaper evaluation during training.
+    gradient_accumulation_steps: int = 1
+    best_metric: Optional[str] = None
+    best_metric_mode: Literal["max", "min"] = "max"
+    early_stop_patience: Optional[int] = None
+    eval_max_examples: Optional[int] = None
+    eval_full_at_end: bool = False
+    eval_global_batch_size: Optional[int] = None
 
     @pydantic.field_validator("data_paths", mode="before")
     @classmethod
@@ -128,6 +140,13 @@ class PretrainConfig(pydantic.BaseModel):
             raise ValueError(f"dist_timeout_s must be positive, got {self.dist_timeout_s}")
         validation.check_training_values(self)
         validation.check_save_outputs(self.eval_save_outputs, "eval_save_outputs")
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps must be >= 1 (micro-batches per optimizer step), got {self.gradient_accumulation_steps}")
+        for name in ("eval_max_examples", "eval_global_batch_size", "early_stop_patience"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive number or null, got {getattr(self, name)}")
+        if self.early_stop_patience is not None and self.best_metric is None:
+            raise ValueError("early_stop_patience needs best_metric (the metric whose improvement it waits for), e.g. best_metric=all/exact_accuracy")
         return self
 
 
@@ -155,13 +174,30 @@ def fill_names(config: PretrainConfig) -> PretrainConfig:
     return config
 
 
+def check_batch_split(config: PretrainConfig, world_size: int) -> None:
+    """Every rank gets an equal share of the global batch, cut into equal micro-batches."""
+    check_batch_divisible(config.global_batch_size, world_size)
+    parts = world_size * config.gradient_accumulation_steps
+    if config.global_batch_size % parts:
+        raise ConfigError(f"global_batch_size ({config.global_batch_size}) is not divisible by processes ({world_size}) x "
+                          f"gradient_accumulation_steps ({config.gradient_accumulation_steps}) = {parts}; "
+                          "every micro-batch must hold the same number of examples")
+    eval_batch = eval_batch_size(config)
+    if eval_batch % world_size:
+        raise ConfigError(f"eval_global_batch_size ({eval_batch}) is not divisible by the number of processes ({world_size})")
+
+
+def eval_batch_size(config: PretrainConfig) -> int:
+    return config.eval_global_batch_size or config.global_batch_size
+
+
 def load_synced_config(raw: Dict[str, Any], info: DistInfo) -> PretrainConfig:
     """Build the config on rank 0 (names are random) and give every rank the same one."""
     payload: Any = None
     if info.rank == 0:
         try:
             config = parse_config(raw)
-            check_batch_divisible(config.global_batch_size, info.world_size)
+            check_batch_split(config, info.world_size)
             if config.resume is not None:
                 folder, _step = ckpt.resolve_resume(config.resume)
                 with open(os.path.join(folder, "all_config.yaml")) as f:
@@ -170,7 +206,9 @@ def load_synced_config(raw: Dict[str, Any], info: DistInfo) -> PretrainConfig:
                 for key in ("project_name", "run_name", "checkpoint_path"):
                     if getattr(config, key) is None:
                         setattr(config, key, saved.get(key))
-                ckpt.check_resume_config(config.model_dump(), saved)
+                # Keys added to the config after the saved run started count as their defaults there.
+                defaults = {k: f.default for k, f in PretrainConfig.model_fields.items() if not f.is_required()}
+                ckpt.check_resume_config(config.model_dump(), saved, defaults)
             payload = fill_names(config)
             taken = check_checkpoint_folder_free(config.checkpoint_path, config.resume)  # type: ignore[arg-type]
             if taken:
@@ -192,6 +230,7 @@ class TrainState:
     model: nn.Module
     optimizers: Sequence[torch.optim.Optimizer]
     optimizer_lrs: Sequence[float]
+    # The ACT carry: one per micro-batch (a list of gradient_accumulation_steps carries; None before the first step).
     carry: Any
     step: int
     total_steps: int
@@ -199,6 +238,7 @@ class TrainState:
     iters_done: int = 0
     batches_in_iter: int = 0
     ema: Optional[EMAHelper] = None
+    best: Optional[BestTracker] = None  # best_metric so far (``best_metric`` set)
     # Device-side record of the first step with a non-finite loss (0: none); read only when logging.
     first_bad_step: Optional[torch.Tensor] = field(default=None, repr=False)
 
@@ -218,6 +258,8 @@ def init_train_state(config: PretrainConfig, train_metadata: PuzzleDatasetMetada
     if config.ema:
         state.ema = EMAHelper(mu=config.ema_rate)
         state.ema.register(model)
+    if config.best_metric is not None:
+        state.best = BestTracker(config.best_metric, config.best_metric_mode, config.early_stop_patience)
     return state
 
 
@@ -230,9 +272,22 @@ def compute_lr(base_lr: float, config: PretrainConfig, train_state: TrainState) 
 # Steps
 
 
+def split_micro_batches(batch: Dict[str, torch.Tensor], num: int) -> List[Dict[str, torch.Tensor]]:
+    """``num`` consecutive slices of a rank's batch: micro-batch k holds rows ``[k*m, (k+1)*m)``."""
+    if num == 1:
+        return [batch]
+    size = batch["inputs"].shape[0] // num
+    return [{k: v[i * size: (i + 1) * size] for k, v in batch.items()} for i in range(num)]
+
+
 def train_batch(config: PretrainConfig, train_state: TrainState, batch: Dict[str, torch.Tensor], global_batch_size: int,
                 rank: int, world_size: int, log: bool = True) -> Optional[Dict[str, float]]:
-    """One optimisation step. Returns rank 0's logged metrics when ``log`` is set, else None."""
+    """One optimisation step. Returns rank 0's logged metrics when ``log`` is set, else None.
+
+    With ``gradient_accumulation_steps`` K > 1 the rank's batch runs as K micro-batches, each with
+    its own ACT carry (so a halted row is refilled from the same batch position as at K=1);
+    gradients add up over them and the optimizers step once, giving the K=1 result.
+    """
     train_state.step += 1
     if train_state.step > train_state.total_steps:  # at most total_steps, as the original
         return None
@@ -240,15 +295,26 @@ def train_batch(config: PretrainConfig, train_state: TrainState, batch: Dict[str
     device = next(iter(train_state.model.parameters()), torch.empty(0)).device
     if train_state.first_bad_step is None:
         train_state.first_bad_step = torch.zeros((), dtype=torch.int64, device=device)
-    batch = to_device(batch, device)
+    micro_batches = split_micro_batches(to_device(batch, device), config.gradient_accumulation_steps)
     if train_state.carry is None:
-        train_state.carry = train_state.model.initial_carry(batch)  # type: ignore[operator]
+        train_state.carry = [train_state.model.initial_carry(mb) for mb in micro_batches]  # type: ignore[operator]
 
-    train_state.carry, loss, metrics, _, _ = train_state.model(carry=train_state.carry, batch=batch, return_keys=[])
-    ((1 / global_batch_size) * loss).backward()
+    sparse_optimizers = [opt for opt in train_state.optimizers if isinstance(opt, CastedSparseEmbeddingSignSGD_Distributed)]
+    total_loss: Optional[torch.Tensor] = None
+    metrics: Dict[str, torch.Tensor] = {}
+    for k, micro_batch in enumerate(micro_batches):
+        train_state.carry[k], loss, mb_metrics, _, _ = train_state.model(carry=train_state.carry[k], batch=micro_batch, return_keys=[])
+        # Divided by the global batch, so the accumulated gradient is the K=1 gradient.
+        ((1 / global_batch_size) * loss).backward()
+        if k < len(micro_batches) - 1:
+            for opt in sparse_optimizers:
+                opt.accumulate()  # the next forward overwrites the embedding's batch rows
+        total_loss = loss.detach() if total_loss is None else total_loss + loss.detach()
+        metrics = mb_metrics if not metrics else {key: metrics[key] + v for key, v in mb_metrics.items()}
+    assert total_loss is not None
 
     # Remember the first non-finite loss without a device sync; it is read when logging.
-    bad = ~torch.isfinite(loss.detach())
+    bad = ~torch.isfinite(total_loss)
     train_state.first_bad_step = torch.where(bad & (train_state.first_bad_step == 0), train_state.step, train_state.first_bad_step)
 
     if world_size > 1:
@@ -355,7 +421,8 @@ def _run(raw_config: Dict[str, Any], info: DistInfo) -> PretrainConfig:
     try:
         for iter_id in range(run.state.iters_done, run.total_iters):
             train_iteration(run, iter_id)
-            evaluate_and_save(run, iter_id)
+            if evaluate_and_save(run, iter_id):
+                break  # early stop
     finally:
         run.stop.uninstall()
         if run.progress_bar is not None:
@@ -395,7 +462,7 @@ def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
     common = dict(global_batch_size=config.global_batch_size, rank=info.rank, world_size=info.world_size)
     train_loader, train_metadata = create_dataloader(config, "train", test_set_mode=False, epochs_per_iter=epochs_per_iter,
                                                      start_iter=iters_done, skip_batches=batches_done, **common)
-    eval_loader, eval_metadata = create_dataloader(config, "test", test_set_mode=True, epochs_per_iter=1, **common)
+    eval_loader, eval_metadata = create_eval_loader(config, info.rank, info.world_size)
     evaluators = create_evaluators(config, eval_metadata)
     validate_splits(config, train_metadata, eval_loader, eval_metadata, info.rank)
 
@@ -501,26 +568,70 @@ def stop_if_signalled(run: Run, saved_now: bool) -> None:
                     f"resume={os.path.join(config.checkpoint_path or '.', f'step_{step}')}", exit_status=128 + signum)
 
 
-def evaluate_and_save(run: Run, iter_id: int) -> None:
-    """After a pass: evaluate (EMA weights when ``ema``), write ``step_N`` and the resume state."""
+def evaluate_and_save(run: Run, iter_id: int) -> bool:
+    """After a pass: evaluate (EMA weights when ``ema``), track the best, write ``step_N`` and the
+    resume state. Returns True when training stops early (``early_stop_patience``)."""
     config, state, rank = run.config, run.state, run.info.rank
     is_last = iter_id == run.total_iters - 1
     evaluating = iter_id >= (config.min_eval_interval or 0)
+    stop_early = False
     if evaluating or (is_last and rank == 0):
         if evaluating:
             state.model.eval()
         with ema_applied(state):
             if evaluating:
-                metrics = evaluate(config, state, run.eval_loader, run.eval_metadata, run.evaluators, rank=rank,
+                # The final evaluation covers the whole test split when asked; best/early stop then
+                # skip it, as it is not comparable with the subset evaluations before it.
+                full = is_last and config.eval_full_at_end and config.eval_max_examples is not None
+                loader = create_eval_loader(config, rank, run.info.world_size, full=True)[0] if full else run.eval_loader
+                started = time.perf_counter()
+                metrics = evaluate(config, state, loader, run.eval_metadata, run.evaluators, rank=rank,
                                    world_size=run.info.world_size, cpu_group=run.info.cpu_group)
                 if rank == 0 and metrics is not None:
+                    metrics["eval/seconds"] = round(time.perf_counter() - started, 3)
                     run.logger.log(flatten_metrics(metrics), step=state.step)
                     ckpt.write_metrics_line(config.checkpoint_path, state.step, metrics)
                     tqdm.tqdm.write(f"step {state.step}: " + json.dumps(metrics))
-            if rank == 0 and (config.checkpoint_every_eval or is_last):
+                if state.best is not None and not full:
+                    stop_early = update_best(config, state, metrics, run.info)
+            if rank == 0 and (config.checkpoint_every_eval or is_last or stop_early):
                 save_train_state(config, state)
-    if config.checkpoint_every_eval or is_last or config.checkpoint_interval_steps:
+    if config.checkpoint_every_eval or is_last or config.checkpoint_interval_steps or stop_early:
         save_resume(run, interval=False)
+    if stop_early and rank == 0:
+        best = state.best
+        assert best is not None
+        tqdm.tqdm.write(f"early stop at step {state.step}: {best.metric} did not improve for {best.evals_since_best} evaluation(s); "
+                        f"best {best.value} at step {best.step}"
+                        + (f", weights in {os.path.join(config.checkpoint_path, 'best')}" if config.checkpoint_path else ""))
+    return stop_early
+
+
+def create_eval_loader(config: PretrainConfig, rank: int, world_size: int, full: bool = False):
+    """The test split as evaluated during training: its first ``eval_max_examples`` examples (all
+    when ``full`` or unset), in batches of ``eval_global_batch_size``."""
+    return create_dataloader(config, "test", test_set_mode=True, epochs_per_iter=1, global_batch_size=eval_batch_size(config),
+                             rank=rank, world_size=world_size, max_examples=None if full else config.eval_max_examples)
+
+
+def update_best(config: PretrainConfig, train_state: TrainState, metrics: Optional[Dict[str, Any]], info: DistInfo) -> bool:
+    """Rank 0 records an evaluation in ``train_state.best`` and writes ``best`` when it improved
+    (call with the evaluated weights in place); returns, on every rank, whether to stop early."""
+    tracker = train_state.best
+    assert tracker is not None
+    payload: Any = None
+    if info.rank == 0:
+        try:
+            if tracker.update(train_state.step, flatten_metrics(metrics or {})) and config.checkpoint_path is not None:
+                save_best(config.checkpoint_path, ckpt.model_weights(train_state.model), tracker)
+            payload = tracker.state_dict()
+        except ValueError as e:
+            payload = ConfigError(str(e))
+    payload = broadcast_object(payload, info)
+    if isinstance(payload, Exception):
+        raise payload
+    tracker.load_state_dict(payload)
+    return tracker.should_stop
 
 
 def ema_applied(state: TrainState):

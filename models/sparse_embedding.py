@@ -38,6 +38,7 @@ class CastedSparseEmbeddingSignSGD_Distributed(Optimizer):
     ``params`` is ``embedding.buffers()`` (``weights``, ``local_weights``, ``local_ids``). With
     several ranks the local gradients and ids are all-gathered; gradients of the same id are
     summed before taking the sign; rows absent from the global batch are untouched (no decay).
+    With gradient accumulation, :meth:`accumulate` keeps each micro-batch's rows until the step.
     """
 
     def __init__(self, params: ParamsT, world_size: int, lr: Union[float, torch.Tensor] = 1e-3, weight_decay: float = 1e-2):
@@ -46,22 +47,52 @@ class CastedSparseEmbeddingSignSGD_Distributed(Optimizer):
         if weight_decay < 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, world_size=world_size))
+        # Gradient accumulation: (gradients, ids) of the earlier micro-batches of this step, per
+        # param group. Empty at every step boundary, so never part of the saved state.
+        self._pending: dict = {}
+
+    @staticmethod
+    def _buffers(group):
+        local_weights = local_ids = weights = None
+        for p in group["params"]:
+            if p.requires_grad:
+                local_weights = p
+            elif p.ndim == 1:
+                local_ids = p
+            elif p.ndim == 2:
+                weights = p
+        if local_weights is None or local_ids is None or weights is None:
+            raise ValueError("CastedSparseEmbeddingSignSGD_Distributed expects the buffers of a CastedSparseEmbedding (weights, local_weights, local_ids)")
+        return local_weights, local_ids, weights
+
+    @torch.no_grad()
+    def accumulate(self) -> None:
+        """Set this micro-batch's row gradients and ids aside for the next :meth:`step`.
+
+        The next forward overwrites ``local_weights``/``local_ids`` with other rows, so with
+        gradient accumulation the trainer calls this after every micro-batch but the last; the
+        step then sees the rows of all micro-batches (a row used twice gets the sum of both).
+        """
+        for i, group in enumerate(self.param_groups):
+            local_weights, local_ids, _ = self._buffers(group)
+            if local_weights.grad is not None:
+                self._pending.setdefault(i, []).append((local_weights.grad.clone(), local_ids.clone()))
+                local_weights.grad = None
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
-        for group in self.param_groups:
-            local_weights_grad = local_ids = weights = None
-            for p in group["params"]:
-                if p.requires_grad:
-                    local_weights_grad = p.grad
-                elif p.ndim == 1:
-                    local_ids = p
-                elif p.ndim == 2:
-                    weights = p
-            if local_ids is None or weights is None:
-                raise ValueError("CastedSparseEmbeddingSignSGD_Distributed expects the buffers of a CastedSparseEmbedding (weights, local_weights, local_ids)")
-            if local_weights_grad is not None:
-                _sparse_emb_signsgd_dist(local_weights_grad, local_ids, weights, lr=group["lr"], weight_decay=group["weight_decay"], world_size=group["world_size"])
+        for i, group in enumerate(self.param_groups):
+            local_weights, local_ids, weights = self._buffers(group)
+            grads_and_ids = self._pending.pop(i, [])
+            if local_weights.grad is not None:
+                grads_and_ids.append((local_weights.grad, local_ids))
+            if not grads_and_ids:
+                continue
+            if len(grads_and_ids) == 1:
+                grad, ids = grads_and_ids[0]
+            else:
+                grad, ids = torch.cat([g for g, _ in grads_and_ids]), torch.cat([ids for _, ids in grads_and_ids])
+            _sparse_emb_signsgd_dist(grad, ids, weights, lr=group["lr"], weight_decay=group["weight_decay"], world_size=group["world_size"])
 
 
 def _sparse_emb_signsgd_dist(local_weights_grad: torch.Tensor, local_ids: torch.Tensor, weights: torch.Tensor,

@@ -43,7 +43,7 @@ def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, 
     see utils/compile.py."""
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model_cfg = dict(**config.arch.__pydantic_extra__,  # type: ignore[arg-type]
-                     batch_size=config.global_batch_size // world_size,
+                     batch_size=config.global_batch_size // (world_size * config.gradient_accumulation_steps),  # one micro-batch
                      vocab_size=train_metadata.vocab_size,
                      seq_len=train_metadata.seq_len,
                      num_puzzle_identifiers=train_metadata.num_puzzle_identifiers)

@@ -286,11 +286,16 @@ def model_weights(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
 
 # Keys that may differ between a run and its resumption.
 RESUME_MAY_CHANGE = {"resume", "checkpoint_interval_steps", "log_interval", "eval_save_outputs", "load_checkpoint",
-                     "checkpoint_path", "project_name", "run_name", "wandb_group", "compile", "dist_timeout_s"}
+                     "checkpoint_path", "project_name", "run_name", "wandb_group", "compile", "dist_timeout_s",
+                     "early_stop_patience", "eval_full_at_end", "eval_global_batch_size"}
 
 
-def check_resume_config(now: Dict[str, Any], saved: Dict[str, Any]) -> None:
-    """Refuse to resume with settings that change the run (``now``/``saved``: config dicts)."""
+def check_resume_config(now: Dict[str, Any], saved: Dict[str, Any], defaults: Optional[Dict[str, Any]] = None) -> None:
+    """Refuse to resume with settings that change the run (``now``/``saved``: config dicts).
+
+    ``defaults``: values of keys added to the config after the saved run started (absent from ``saved``).
+    """
+    saved = {**{k: v for k, v in (defaults or {}).items() if k not in saved}, **saved}
     changed = sorted(k for k in set(now) | set(saved) if k not in RESUME_MAY_CHANGE and now.get(k) != saved.get(k))
     if changed:
         details = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
@@ -328,6 +333,21 @@ def carry_from_dict(model: torch.nn.Module, d: Optional[Dict[str, Any]], device)
     return carry
 
 
+def carries_to_saved(carries: Optional[List[Any]]) -> Any:
+    """One carry dict per micro-batch (gradient accumulation); a single dict, as format v1, when there is one."""
+    if carries is None:
+        return None
+    saved = [carry_to_dict(c) for c in carries]
+    return saved[0] if len(saved) == 1 else saved
+
+
+def carries_from_saved(model: torch.nn.Module, saved: Any, device) -> Optional[List[Any]]:
+    """The list of carries saved by :func:`carries_to_saved`."""
+    if saved is None:
+        return None
+    return [carry_from_dict(model, d, device) for d in (saved if isinstance(saved, list) else [saved])]
+
+
 def save_resume_state(checkpoint_path: str, train_state, config: Dict[str, Any], info) -> None:
     """Everything needed to continue exactly: rank 0 writes the shared part, each rank its own.
 
@@ -338,7 +358,7 @@ def save_resume_state(checkpoint_path: str, train_state, config: Dict[str, Any],
     atomic_torch_save({
         "rng_torch": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state() if info.device.type == "cuda" else None,
-        "carry": carry_to_dict(train_state.carry),
+        "carry": carries_to_saved(train_state.carry),
     }, rank_path)
     if info.world_size > 1:
         dist.barrier(group=info.cpu_group)  # all rank files exist before rank 0 publishes the step
@@ -354,6 +374,7 @@ def save_resume_state(checkpoint_path: str, train_state, config: Dict[str, Any],
             "model": model_weights(train_state.model),
             "optimizers": [opt.state_dict() for opt in train_state.optimizers],
             "ema": train_state.ema.state_dict() if train_state.ema is not None else None,
+            "best": train_state.best.state_dict() if train_state.best is not None else None,
         }, shared_path)
 
 
@@ -364,9 +385,11 @@ def restore_resume_state(train_state, shared: Dict[str, Any], own: Dict[str, Any
         opt.load_state_dict(sd)
     if train_state.ema is not None and shared["ema"] is not None:
         train_state.ema.load_state_dict({k: v.to(device) for k, v in shared["ema"].items()})
+    if train_state.best is not None and shared.get("best") is not None:
+        train_state.best.load_state_dict(shared["best"])
     for key in ("step", "total_steps", "iters_done", "batches_in_iter"):
         setattr(train_state, key, shared[key])
-    train_state.carry = carry_from_dict(train_state.model, own["carry"], device)
+    train_state.carry = carries_from_saved(train_state.model, own["carry"], device)
     torch.set_rng_state(own["rng_torch"])
     if own.get("rng_cuda") is not None and device.type == "cuda":
         torch.cuda.set_rng_state(own["rng_cuda"])
