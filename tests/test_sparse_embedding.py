@@ -52,3 +52,28 @@ def test_signsgd_updates_only_batch_rows_and_sums_duplicates_before_sign():
     for untouched in (2, 4, 5):
         assert torch.equal(emb.weights[untouched], before[untouched]), "rows not in the batch must not decay"
     assert emb.weights[3, 0] > before[3, 0] * (1 - lr * wd)  # moved up: sign of the summed gradient
+
+
+def test_accumulated_micro_batches_step_like_one_batch():
+    """Two micro-batches, one row in both: after ``accumulate`` the step equals one step on the whole batch."""
+    ids = torch.tensor([1, 3, 3, 0], dtype=torch.int32)
+    grad = torch.tensor([[0.5, -1.0, 0.0, 2.0], [1.0, 1.0, -1.0, 0.0], [-3.0, 0.5, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]])
+
+    whole, whole_opt = make(batch=4)
+    whole.train()
+    whole(ids)
+    whole.local_weights.grad = grad.clone()
+    whole_opt.step()
+
+    micro, micro_opt = make(batch=2)
+    micro.train()
+    for half in (slice(0, 2), slice(2, 4)):
+        micro(ids[half])
+        micro.local_weights.grad = grad[half].clone()
+        if half.start == 0:
+            micro_opt.accumulate()
+            assert micro.local_weights.grad is None
+    micro_opt.step()
+    # Row 1 is only in the first micro-batch; row 3's column 2 moves by sign(-1 + 0) only if both halves are summed.
+    assert torch.equal(micro.weights, whole.weights)
+    assert micro_opt._pending == {}
