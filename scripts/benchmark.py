@@ -5,6 +5,7 @@
     python scripts/benchmark.py --arch all           # every config/arch/*.yaml
     python scripts/benchmark.py --device cpu --preset sudoku --batch 16 --dtype float32
     python scripts/benchmark.py --compile both       # eager vs compiled; CPU: at the demo config
+    python scripts/benchmark.py --arch hrm --grad-accum 1,2,4,8    # the same global batch in K micro-batches
 
 Presets: ``sudoku`` (default on GPU) is the paper's Sudoku configuration: global batch 768, the
 arch yaml as is (hidden 512, HRM 4+4 layers), 9x9 Sudoku shapes, bf16. ``demo`` (default on CPU)
@@ -26,6 +27,10 @@ FLOPs count matmuls only (2 per multiply-add): every segment's forward recursion
 no-grad cycles, the backward of the 1-step-gradient part (2x its forward), and the extra forward
 that computes HRM's Q target (tests/test_benchmark.py checks them against torch's FlopCounterMode).
 Models: config/arch/<name>.yaml as composed for training (``hrm`` = hrm_v1), global batch 768.
+
+``--grad-accum K1,K2,...`` runs pretrain.py's own training step (``train_batch``) with
+``gradient_accumulation_steps=K`` at the same global batch, each K in a fresh process, and reports
+steps/s, examples/s and peak memory: CUDA peak allocated on a GPU, peak process RSS on a CPU.
 """
 import argparse
 import glob
@@ -33,6 +38,9 @@ import json
 import math
 import os
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
@@ -209,6 +217,62 @@ def bench(arch, args, device, compile_model):
     }
 
 
+def bench_grad_accum(arch, args, device, compile_model, k):
+    """Training throughput and peak memory of pretrain.py's ``train_batch`` with K micro-batches."""
+    from dataset.common import PuzzleDatasetMetadata
+    from pretrain import PretrainConfig, init_train_state, train_batch
+
+    cfg = preset_config(arch, args)
+    cfg["forward_dtype"] = args.dtype
+    steps = args.warmup + args.steps
+    config = PretrainConfig(arch=cfg, data_path="unused", global_batch_size=args.batch, epochs=1, lr=1e-4, lr_min_ratio=1.0,
+                            lr_warmup_steps=0, weight_decay=0.1, beta1=0.9, beta2=0.95, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=0.1,
+                            gradient_accumulation_steps=k, compile=compile_model)
+    metadata = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=args.vocab, seq_len=args.seq_len,
+                                     num_puzzle_identifiers=1, total_groups=args.batch * (steps + 1), mean_puzzle_examples=1.0, sets=["all"])
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    state = init_train_state(config, metadata, world_size=1, device=device)
+    _, batch = build_model(cfg, args.batch, "cpu", args.dtype, seq_len=args.seq_len, vocab=args.vocab)  # only its random batch (train_batch moves it to the device)
+    state.model.train()
+    for _ in range(args.warmup):
+        train_batch(config, state, batch, args.batch, rank=0, world_size=1, log=False)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        train_batch(config, state, batch, args.batch, rank=0, world_size=1, log=False)
+    sync(device)
+    step_s = (time.perf_counter() - t0) / args.steps
+    return {"arch": arch, "device": str(device), "preset": args.preset, "dtype": args.dtype, "compile": compile_model, "hidden": cfg["hidden_size"],
+            "global_batch": args.batch, "grad_accum": k, "micro_batch": args.batch // k,
+            "train_steps_per_s": round(1 / step_s, 3), "train_examples_per_s": round(args.batch / step_s, 1),
+            "peak_memory_GiB": round(peak_memory(device), 3)}
+
+
+def run_grad_accum(args, arch, compile_model):
+    """One fresh process per K, so that each peak (RSS on CPU) belongs to that K alone."""
+    results = []
+    for k in args.grad_accum:
+        if k < 1 or args.batch % k:
+            raise SystemExit(f"error: --grad-accum {k} does not divide the global batch --batch {args.batch}")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "r.json")
+            cmd = [sys.executable, os.path.abspath(__file__), "--one-grad-accum", str(k), "--arch", arch, "--device", args.device,
+                   "--preset", args.preset,
+                   "--batch", str(args.batch), "--dtype", args.dtype, "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--compile", "on" if compile_model else "off", "--json", out] + (["--hidden", str(args.hidden)] if args.hidden else [])
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            with open(out) as f:
+                r = json.load(f)[0]
+        print(json.dumps(r), flush=True)
+        results.append(r)
+    print("\n| K | micro-batch | steps/s | examples/s | peak memory (GiB) |\n|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['grad_accum']} | {r['micro_batch']} | {r['train_steps_per_s']} | {r['train_examples_per_s']} | {r['peak_memory_GiB']} |")
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=["both", "all"] + sorted(ARCH_ALIASES) + arch_names(), default="both",
@@ -224,6 +288,9 @@ def main():
     parser.add_argument("--compile", choices=["auto", "on", "off", "both"], default="auto", help="auto: on for CUDA, off on CPU; both: eager and compiled")
     parser.add_argument("--run-steps", type=int, default=625, help="run length assumed when deciding to compile the optimizer (default: the demo's 625)")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--grad-accum", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                        help="comma-separated micro-batch counts K (e.g. 1,2,4,8): pretrain.py's training step at the same global batch")
+    parser.add_argument("--one-grad-accum", type=int, default=None, help=argparse.SUPPRESS)  # one K, in this process
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -244,10 +311,15 @@ def main():
     archs = {"both": ["hrm_v1", "trm"], "all": arch_names()}.get(args.arch, [args.arch])
     for arch in archs:
         for compile_model in modes:
-            r = bench(arch, args, device, compile_model)
-            results.append(r)
-            print(json.dumps(r))
-    if len(modes) == 2:
+            if args.one_grad_accum is not None:
+                results.append(bench_grad_accum(arch, args, device, compile_model, args.one_grad_accum))
+            elif args.grad_accum is not None:
+                results.extend(run_grad_accum(args, arch, compile_model))
+            else:
+                r = bench(arch, args, device, compile_model)
+                results.append(r)
+                print(json.dumps(r))
+    if len(modes) == 2 and args.grad_accum is None and args.one_grad_accum is None:
         print_compile_summary(results)
     if args.json:
         with open(args.json, "w") as f:

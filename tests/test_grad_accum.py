@@ -19,7 +19,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import REPO, TINY_HRM, max_rel_diff, pretrain, run, subprocess_env, torchrun
+from conftest import REPO, TINY_HRM, max_rel_diff, pretrain, subprocess_env, torchrun
 from pretrain import ConfigError, check_batch_split, init_train_state, parse_config, train_batch
 from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 
@@ -43,8 +43,8 @@ def arc_small(tmp_path_factory):
         (root / f"arc-agi_{subset}_challenges.json").write_text(json.dumps(
             {n: {"train": t["train"], "test": [{"input": p["input"]} for p in t["test"]]} for n, t in tasks.items()}))
         (root / f"arc-agi_{subset}_solutions.json").write_text(json.dumps({n: [p["output"] for p in t["test"]] for n, t in tasks.items()}))
-    run([sys.executable, "-m", "dataset.build_arc_dataset", "--input-file-prefix", str(root / "arc-agi"), "--output-dir", str(root / "data"),
-         "--subsets", "training", "evaluation", "--test-set-name", "evaluation", "--num-aug", "3"])
+    from dataset.build_arc_dataset import ARCBuildConfig, build_arc_dataset
+    build_arc_dataset(ARCBuildConfig(input_file_prefix=str(root / "arc-agi"), output_dir=str(root / "data"), num_aug=3))
     return root / "data"
 
 
