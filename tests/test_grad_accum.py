@@ -3,8 +3,9 @@ embeddings, both optimizer states, EMA and logged train metrics, on 1 process (K
 processes under torchrun (K=2); a K>1 run killed mid-pass resumes bit for bit.
 
 The data is a small ARC build (puzzle embeddings, 3-5 examples per puzzle, so a global batch
-holds rows of the same puzzle in different micro-batches and ranks). Exploration is off, so
-halting is a function of the weights (the Q head, and halt_max_steps) and identical at any K.
+holds rows of the same puzzle in different micro-batches and ranks). For the equality tests
+exploration is off, so halting is a function of the weights (the Q head, and halt_max_steps) and
+identical at any K; with exploration on, K>1 trains alike and resumes exactly.
 """
 import json
 import os
@@ -20,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import REPO, TINY_HRM, max_rel_diff, pretrain, subprocess_env, torchrun
-from pretrain import ConfigError, check_batch_split, init_train_state, parse_config, train_batch
+from pretrain import ConfigError, check_batch_split, evaluate, init_train_state, parse_config, train_batch
 from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 
 GLOBAL_BATCH = 4
@@ -61,9 +62,9 @@ def compose_config(items):
     return parse_config(OmegaConf.to_container(cfg, resolve=True))
 
 
-def train_in_process(data, k):
+def train_in_process(data, k, *extra):
     """The training loop's steps for one pass, in this process: (final train state, logged metrics per step)."""
-    config = compose_config(overrides(data, f"gradient_accumulation_steps={k}"))
+    config = compose_config(overrides(data, f"gradient_accumulation_steps={k}", *extra))
     dataset = PuzzleDataset(PuzzleDatasetConfig(seed=config.seed, dataset_paths=config.data_paths, global_batch_size=GLOBAL_BATCH,
                                                 test_set_mode=False, epochs_per_iter=1, rank=0, num_replicas=1), split="train")
     torch.manual_seed(config.seed)
@@ -134,10 +135,24 @@ def test_micro_batch_count_must_divide_the_batch():
         assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_with_exploration_micro_batches_train_like_one_batch(arc_small):
+    """Exploration draws are made per micro-batch, so K>1 is not identical to K=1; it trains alike."""
+    explore = ("arch.halt_max_steps=3", "arch.halt_exploration_prob=0.5")
+    (_, one), (_, four) = train_in_process(arc_small, 1, *explore), train_in_process(arc_small, 4, *explore)
+    loss_one, loss_four = [[m["train/lm_loss"] for m in logged] for logged in (one, four)]
+    assert loss_four == pytest.approx(loss_one, rel=0.05)
+    assert loss_four[-1] < loss_four[0] and loss_one[-1] < loss_one[0]
+
+
+# Exploration on (halt_max_steps 3, so it changes when rows halt): the resume must restore the RNG and all carries.
+EXPLORING_K2 = ("gradient_accumulation_steps=2", "arch.halt_max_steps=3", "arch.halt_exploration_prob=0.5", "checkpoint_interval_steps=2",
+                "+run_name=k2")
+
+
 @pytest.fixture(scope="module")
 def one_process_k2(arc_small, tmp_path_factory):
     ck = tmp_path_factory.mktemp("k2") / "ck"
-    pretrain(*overrides(arc_small, "gradient_accumulation_steps=2", "checkpoint_interval_steps=3", f"checkpoint_path={ck}", "+run_name=k2"))
+    pretrain(*overrides(arc_small, *EXPLORING_K2, f"checkpoint_path={ck}"))
     return ck
 
 
@@ -146,7 +161,7 @@ def final_step(ck):
 
 
 @pytest.mark.slow
-def test_two_processes_with_two_micro_batches_equal_one_batch(arc_small, reference_k1, one_process_k2, tmp_path):
+def test_two_processes_with_two_micro_batches_equal_one_batch(arc_small, reference_k1, tmp_path):
     ref, _ = reference_k1
     ck = tmp_path / "ck"
     torchrun("--nproc-per-node", "2", str(REPO / "pretrain.py"),
@@ -154,13 +169,19 @@ def test_two_processes_with_two_micro_batches_equal_one_batch(arc_small, referen
     step = final_step(ck)
     assert step == ref.step
     assert max_rel_diff(live_tensors(ref), saved_tensors(ck, step)) < 1e-5
-    assert max_rel_diff(live_tensors(ref), saved_tensors(one_process_k2, step)) < 1e-5
     # Both processes saved their two carries.
     rank1 = torch.load(ck / f"step_{step}.train_state.rank1.pt", map_location="cpu", weights_only=False)
     assert isinstance(rank1["carry"], list) and len(rank1["carry"]) == 2
-    # The evaluation subset (6 examples in batches of 4) is the same on 2 processes as on 1.
-    one, two = [json.loads((c / "eval_metrics.jsonl").read_text().splitlines()[-1]) for c in (one_process_k2, ck)]
+    # The evaluation subset (6 examples in batches of 4) is the same on 2 processes as on 1: the logged
+    # metrics equal those of the K=1 weights evaluated here on one process.
+    two = json.loads((ck / "eval_metrics.jsonl").read_text().splitlines()[-1])
     assert two["eval/seconds"] > 0
+    config = compose_config(overrides(arc_small))
+    subset = PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_paths=config.data_paths, global_batch_size=4, test_set_mode=True,
+                                               epochs_per_iter=1, rank=0, num_replicas=1, max_examples=6), split="test")
+    ref.model.eval()
+    with ref.ema.applied(ref.model):
+        one = evaluate(config, ref, subset, subset.metadata)
     for key, v in one["all"].items():
         assert two["all"][key] == pytest.approx(v, rel=1e-5, abs=1e-6), key
 
@@ -168,11 +189,11 @@ def test_two_processes_with_two_micro_batches_equal_one_batch(arc_small, referen
 @pytest.mark.slow
 def test_killed_mid_pass_with_micro_batches_resumes_bit_for_bit(arc_small, one_process_k2, tmp_path):
     ck = tmp_path / "ck"
-    args = overrides(arc_small, "gradient_accumulation_steps=2", "checkpoint_interval_steps=3", f"checkpoint_path={ck}", "+run_name=k2")
+    args = overrides(arc_small, *EXPLORING_K2, f"checkpoint_path={ck}")
     proc = subprocess.Popen([sys.executable, str(REPO / "pretrain.py"), *args], cwd=str(REPO), env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (ck / "step_3.train_state.pt").exists() and proc.poll() is None and time.time() < deadline:
+    while not (ck / "step_2.train_state.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
