@@ -154,6 +154,9 @@ def parse_config(raw: Dict[str, Any]) -> PretrainConfig:
     """Validate a composed config dict; errors become one :class:`ConfigError` line."""
     try:
         validation.check_known_keys(raw, PretrainConfig.model_fields)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None  # already says "config: ..."
+    try:
         return PretrainConfig(**raw)
     except pydantic.ValidationError as e:
         raise ConfigError(f"config: {validation_error_line(e)}") from None
