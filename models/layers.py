@@ -235,14 +235,16 @@ class PostNormBlock(nn.Module):
 
 
 class ReasoningModule(nn.Module):
-    """A stack of blocks applied to ``hidden_states + input_injection``."""
+    """A stack of blocks applied to ``hidden_states + input_injection`` (or to ``hidden_states`` alone)."""
 
     def __init__(self, layers: List[nn.Module]):
         super().__init__()
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, hidden_states: torch.Tensor, input_injection: torch.Tensor, cos_sin: Optional[CosSin] = None) -> torch.Tensor:
-        hidden_states = hidden_states + input_injection
+    def forward(self, hidden_states: torch.Tensor, input_injection: Optional[torch.Tensor] = None,
+                cos_sin: Optional[CosSin] = None) -> torch.Tensor:
+        if input_injection is not None:
+            hidden_states = hidden_states + input_injection
         for layer in self.layers:
             hidden_states = layer(cos_sin=cos_sin, hidden_states=hidden_states)
         return hidden_states

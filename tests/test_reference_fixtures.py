@@ -11,13 +11,15 @@ import os
 import pytest
 import torch
 
+from models.act import carry_fields
 from models.losses import ACTLossHead
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils.adam_atan2 import AdamATan2
 from utils.functions import load_model_class
 
 REFERENCE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference")
-FIXTURES = sorted(glob.glob(os.path.join(REFERENCE_DIR, "*.pt")))
+# The originals' two main models, then the TRM repository's ablation models (SPEC 4a).
+FIXTURES = sorted(glob.glob(os.path.join(REFERENCE_DIR, "*.pt"))) + sorted(glob.glob(os.path.join(REFERENCE_DIR, "variants", "*.pt")))
 
 if not FIXTURES:
     pytest.skip(f"reference fixtures not found in {os.path.abspath(REFERENCE_DIR)} (clone with ../shared beside the project to run these)",
@@ -56,8 +58,11 @@ def compare_step(result, expected, what):
         assert_close(outputs[k], v, f"{what} output {k}")
     assert_close(carry.steps, expected["steps"], f"{what} steps")
     assert_close(carry.halted, expected["halted"], f"{what} halted")
-    assert_close(carry.inner_carry.z_H, expected["z_H"], f"{what} z_H")
-    assert_close(carry.inner_carry.z_L, expected["z_L"], f"{what} z_L")
+    latents = carry_fields(carry.inner_carry)
+    recorded = sorted(k for k in expected if k.startswith("z_"))
+    assert recorded and sorted(latents) == recorded, f"{what} carry fields {sorted(latents)} != recorded {recorded}"
+    for name in recorded:
+        assert_close(latents[name], expected[name], f"{what} {name}")
 
 
 @pytest.fixture(params=FIXTURES, ids=lambda p: os.path.basename(p)[:-3])

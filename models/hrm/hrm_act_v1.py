@@ -8,16 +8,19 @@ learns when to stop.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Optional, Tuple
 
 import torch
 
-from models.act import ACTCarry, ACTInner, ACTModel, ACTModelConfig, InnerCarry
-from models.layers import PostNormBlock, ReasoningModule
+from models.act import ACTCarry, ACTInner, ACTModel, ACTModelConfig, InnerCarry, post_norm_block
+from models.layers import CosSin, ReasoningModule
 
 
 class HierarchicalReasoningModel_ACTV1Config(ACTModelConfig):
+    L_cycles: int
     H_layers: int
+    L_layers: int
+    mlp_t: bool = False  # in the TRM repository's config of this model; an MLP across the sequence instead of attention
 
 
 # Original class names, kept for people's notebooks and pickled objects.
@@ -25,38 +28,35 @@ HierarchicalReasoningModel_ACTV1InnerCarry = InnerCarry
 HierarchicalReasoningModel_ACTV1Carry = ACTCarry
 
 
-def _block(config: HierarchicalReasoningModel_ACTV1Config) -> PostNormBlock:
-    return PostNormBlock(hidden_size=config.hidden_size, num_heads=config.num_heads, expansion=config.expansion, rms_norm_eps=config.rms_norm_eps)
-
-
 class HierarchicalReasoningModel_ACTV1_Inner(ACTInner):
-    def __init__(self, config: HierarchicalReasoningModel_ACTV1Config):
-        super().__init__()
-        self._build_io(config, puzzle_emb_len=-(config.puzzle_emb_ndim // -config.hidden_size))  # ceil
-        self.H_level = ReasoningModule(layers=[_block(config) for _ in range(config.H_layers)])
-        self.L_level = ReasoningModule(layers=[_block(config) for _ in range(config.L_layers)])
-        self._build_carry_init()
+    carry_class = InnerCarry
+    output_latent = "z_H"
 
-    def forward(self, carry: InnerCarry, batch: Dict[str, torch.Tensor]) -> Tuple[InnerCarry, torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-        cos_sin = self.cos_sin()
-        input_embeddings = self._input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+    def build_levels(self, config: HierarchicalReasoningModel_ACTV1Config) -> None:
+        seq_len = config.seq_len + self.puzzle_emb_len
+        self.H_level = ReasoningModule(layers=[post_norm_block(config, seq_len) for _ in range(config.H_layers)])
+        self.L_level = ReasoningModule(layers=[post_norm_block(config, seq_len) for _ in range(config.L_layers)])
+
+    @staticmethod
+    def block_calls(config) -> Tuple[int, int]:
+        return (config.H_cycles * config.L_cycles * config.L_layers + config.H_cycles * config.H_layers,
+                config.L_layers + config.H_layers)
+
+    def reason(self, carry: InnerCarry, x: torch.Tensor, cos_sin: Optional[CosSin]) -> InnerCarry:
         H_cycles, L_cycles = self.config.H_cycles, self.config.L_cycles
-
         with torch.no_grad():
             z_H, z_L = carry.z_H, carry.z_L
             for h in range(H_cycles):
                 for l in range(L_cycles):
                     if not (h == H_cycles - 1 and l == L_cycles - 1):
-                        z_L = self.L_level(z_L, z_H + input_embeddings, cos_sin=cos_sin)
+                        z_L = self.L_level(z_L, z_H + x, cos_sin=cos_sin)
                 if h != H_cycles - 1:
                     z_H = self.H_level(z_H, z_L, cos_sin=cos_sin)
 
         # 1-step gradient: the final L and H updates are the only ones back-propagated through.
-        z_L = self.L_level(z_L, z_H + input_embeddings, cos_sin=cos_sin)
+        z_L = self.L_level(z_L, z_H + x, cos_sin=cos_sin)
         z_H = self.H_level(z_H, z_L, cos_sin=cos_sin)
-
-        new_carry = InnerCarry(z_H=z_H.detach(), z_L=z_L.detach())
-        return new_carry, *self._heads(z_H)
+        return InnerCarry(z_H=z_H, z_L=z_L)
 
 
 class HierarchicalReasoningModel_ACTV1(ACTModel):

@@ -1,4 +1,4 @@
-"""HRM under the name the TRM repository gives it (``recursive_reasoning.hrm@...``).
+"""HRM under the name the TRM repository gives it (``recursive_reasoning.hrm@...``, ``arch=hrm``).
 
 Same class as :mod:`models.hrm.hrm_act_v1`, so checkpoints and configs from either repo load.
 """

@@ -7,16 +7,18 @@ With ``mlp_t`` the attention is replaced by an MLP across the sequence axis.
 """
 from __future__ import annotations
 
-from typing import Dict, Literal, Tuple
+from typing import Literal, Optional, Tuple
 
 import pydantic
 import torch
 
-from models.act import ACTCarry, ACTInner, ACTModel, ACTModelConfig, InnerCarry
-from models.layers import PostNormBlock, ReasoningModule
+from models.act import ACTCarry, ACTInner, ACTModel, ACTModelConfig, InnerCarry, post_norm_block
+from models.layers import CosSin, ReasoningModule
 
 
 class TinyRecursiveReasoningModel_ACTV1Config(ACTModelConfig):
+    L_cycles: int
+    L_layers: int
     H_layers: int = 0  # unused: TRM has a single module; kept so HRM-style configs load
     pos_encodings: Literal["rope", "learned", "none"]
     mlp_t: bool = False
@@ -40,37 +42,37 @@ TinyRecursiveReasoningModel_ACTV1Carry = ACTCarry
 
 
 class TinyRecursiveReasoningModel_ACTV1_Inner(ACTInner):
-    def __init__(self, config: TinyRecursiveReasoningModel_ACTV1Config):
-        super().__init__()
-        puzzle_emb_len = 0
-        if config.puzzle_emb_ndim > 0:
-            puzzle_emb_len = config.puzzle_emb_len or -(config.puzzle_emb_ndim // -config.hidden_size)
-        self._build_io(config, puzzle_emb_len=puzzle_emb_len)
-        mlp_t_seq_len = config.seq_len + puzzle_emb_len if config.mlp_t else None
-        self.L_level = ReasoningModule(layers=[
-            PostNormBlock(hidden_size=config.hidden_size, num_heads=config.num_heads, expansion=config.expansion,
-                          rms_norm_eps=config.rms_norm_eps, mlp_t_seq_len=mlp_t_seq_len)
-            for _ in range(config.L_layers)])
-        self._build_carry_init()
+    carry_class = InnerCarry
+    output_latent = "z_H"
 
-    def forward(self, carry: InnerCarry, batch: Dict[str, torch.Tensor]) -> Tuple[InnerCarry, torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-        cos_sin = self.cos_sin()
-        input_embeddings = self._input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+    @staticmethod
+    def compute_puzzle_emb_len(config: TinyRecursiveReasoningModel_ACTV1Config) -> int:
+        if config.puzzle_emb_ndim == 0:
+            return 0
+        return config.puzzle_emb_len or ACTInner.compute_puzzle_emb_len(config)
+
+    def build_levels(self, config: TinyRecursiveReasoningModel_ACTV1Config) -> None:
+        seq_len = config.seq_len + self.puzzle_emb_len
+        self.L_level = ReasoningModule(layers=[post_norm_block(config, seq_len) for _ in range(config.L_layers)])
+
+    @staticmethod
+    def block_calls(config) -> Tuple[int, int]:
+        # Each of H_cycles rounds: L_cycles updates of z_L and one of z_H; the last round has gradients.
+        return config.H_cycles * (config.L_cycles + 1) * config.L_layers, (config.L_cycles + 1) * config.L_layers
+
+    def reason(self, carry: InnerCarry, x: torch.Tensor, cos_sin: Optional[CosSin]) -> InnerCarry:
         z_H, z_L = carry.z_H, carry.z_L
-
         with torch.no_grad():
             for _ in range(self.config.H_cycles - 1):
                 for _ in range(self.config.L_cycles):
-                    z_L = self.L_level(z_L, z_H + input_embeddings, cos_sin=cos_sin)
+                    z_L = self.L_level(z_L, z_H + x, cos_sin=cos_sin)
                 z_H = self.L_level(z_H, z_L, cos_sin=cos_sin)
 
         # The last round is back-propagated through (all its L steps and the H step).
         for _ in range(self.config.L_cycles):
-            z_L = self.L_level(z_L, z_H + input_embeddings, cos_sin=cos_sin)
+            z_L = self.L_level(z_L, z_H + x, cos_sin=cos_sin)
         z_H = self.L_level(z_H, z_L, cos_sin=cos_sin)
-
-        new_carry = InnerCarry(z_H=z_H.detach(), z_L=z_L.detach())
-        return new_carry, *self._heads(z_H)
+        return InnerCarry(z_H=z_H, z_L=z_L)
 
 
 class TinyRecursiveReasoningModel_ACTV1(ACTModel):
