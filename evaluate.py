@@ -30,6 +30,9 @@ Options besides ``checkpoint``:
 - ``save_npy=true`` also writes every saved key as ``step_N_all_preds.<rank>.<key>.npy`` for the
   browser page ``puzzle_visualizer.html`` (see ``utils/outputs.py``).
 - ``data_path`` / ``data_paths`` evaluate on another dataset of the same shapes.
+- ``act_inference=true`` (``arch=transformers_baseline``): each example stops at its own halting
+  decision instead of running ``halt_max_steps`` segments; the ``steps`` metric then reports the
+  mean number of segments used.
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ from utils.checkpoint import CheckpointError, load_weights, step_of
 from utils.config import ConfigError, check_batch_divisible, user_error_message
 from utils.distributed import DistInfo, cleanup, init_distributed
 from utils.evaluation import evaluate
-from utils.functions import load_state_dict_flexible, unwrap_compiled, validation_error_line
+from utils.functions import load_model_class, load_state_dict_flexible, unwrap_compiled, validation_error_line
 from utils.outputs import export_npy
 from utils.segments import SegmentOptions, puzzle_id_ablation_map
 from utils.validation import check_save_outputs
@@ -65,6 +68,7 @@ class EvalConfig(pydantic.BaseModel):
     checkpoint: str
     save_outputs: List[str] = DEFAULT_SAVE_OUTPUTS
     halt_max_steps: Optional[Union[int, List[int]]] = None
+    act_inference: Optional[bool] = None
     data_path: Optional[str] = None
     data_paths: Optional[List[str]] = None
     split: Literal["train", "test"] = "test"
@@ -114,6 +118,15 @@ def load_run_config(eval_cfg: EvalConfig) -> PretrainConfig:
         raw.update(data_path=eval_cfg.data_path, data_paths=eval_cfg.data_paths or None, data_paths_test=[])
     if isinstance(eval_cfg.halt_max_steps, int):
         raw["arch"]["halt_max_steps"] = eval_cfg.halt_max_steps
+    if eval_cfg.act_inference is not None:
+        try:
+            fields = getattr(load_model_class(raw["arch"]["name"]), "config_class").model_fields
+        except (ValueError, AttributeError):
+            fields = {}
+        if "act_inference" not in fields:
+            raise ConfigError(f"act_inference: {raw['arch']['name']} has no adaptive halting switch for evaluation "
+                              "(arch=transformers_baseline has)")
+        raw["arch"]["act_inference"] = eval_cfg.act_inference
     raw.update(resume=None, load_checkpoint=None, eval_save_outputs=eval_cfg.outputs, checkpoint_path=folder)
     return parse_config(raw)
 
@@ -207,7 +220,8 @@ def run(eval_cfg: EvalConfig):
             if info.rank == 0:
                 print(f"Evaluating {eval_cfg.checkpoint} on {eval_cfg.split}"
                       f"{'' if eval_cfg.max_examples is None else f' (first {eval_cfg.max_examples} examples)'} "
-                      f"(halt_max_steps={value}, puzzle_id_ablation={eval_cfg.puzzle_id_ablation}, "
+                      f"(halt_max_steps={value}{', adaptive halting' if ev.config.arch.__pydantic_extra__.get('act_inference') else ''}, "
+                      f"puzzle_id_ablation={eval_cfg.puzzle_id_ablation}, "
                       f"{info.world_size} process(es), device {info.device})")
             out_dir = os.path.join(base_dir, f"halt_max_steps_{value}") if isinstance(eval_cfg.halt_max_steps, list) else base_dir
             results[value] = ev.run(split=eval_cfg.split, max_examples=eval_cfg.max_examples, puzzle_id_ablation=eval_cfg.puzzle_id_ablation,

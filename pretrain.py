@@ -33,6 +33,7 @@ from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from puzzle_dataset import PuzzleDatasetMetadata
 from utils import checkpoint as ckpt
 from utils import validation
+from utils.arch_config import normalise_arch_overrides
 from utils.best_checkpoint import BestTracker, save_best
 from utils.build import create_dataloader, create_evaluators, create_model, create_optimizers
 from utils.compile import CompileSetting
@@ -511,7 +512,7 @@ def start_logging(run: Run, resumed: bool) -> None:
           f"device {info.device} ({compiled}, compile={config.compile}), {info.world_size} process(es); checkpoints in {config.checkpoint_path}")
     if info.device.type == "cpu" and config.arch.__pydantic_extra__.get("forward_dtype", "bfloat16") == "bfloat16":
         print("note: bfloat16 matmuls are slow on most CPUs (7x slower than float32 on this project's test machine); "
-              "for speed add +arch.forward_dtype=float32 (HRM) or arch.forward_dtype=float32 (TRM)")
+              "for speed add arch.forward_dtype=float32")
     run.logger = init_wandb(config.project_name, config.run_name, config.model_dump(), group=config.wandb_group)  # type: ignore[arg-type]
     if not resumed:
         run.logger.log({"num_params": n_params}, step=0)
@@ -681,6 +682,7 @@ def main() -> None:
             # After a failed collective, the process group's finalisers can block for seconds: skip them.
             os._exit(1)
 
+    sys.argv = [sys.argv[0], *normalise_arch_overrides(sys.argv[1:])]
     _entry()
 
 

@@ -25,7 +25,7 @@ import torch
 # Training passes compile=auto: the default 625 steps are past the CPU break-even, so the model is
 # compiled (measured faster end to end; README "Performance"); shorter runs stay eager.
 DEMO_ARCH = ["arch.hidden_size=64", "arch.num_heads=2", "arch.H_layers=2", "arch.L_layers=2", "arch.H_cycles=2",
-             "arch.L_cycles=2", "arch.halt_max_steps=4", "+arch.forward_dtype=float32"]
+             "arch.L_cycles=2", "arch.halt_max_steps=4", "arch.forward_dtype=float32"]
 
 
 def run(cmd, env=None):

@@ -16,7 +16,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get
 
 # A tiny HRM / TRM that trains in about a second per run on a laptop CPU.
 TINY_HRM = ["arch.hidden_size=32", "arch.num_heads=2", "arch.H_layers=1", "arch.L_layers=1", "arch.H_cycles=1",
-            "arch.L_cycles=1", "arch.halt_max_steps=2", "+arch.forward_dtype=float32"]
+            "arch.L_cycles=1", "arch.halt_max_steps=2", "arch.forward_dtype=float32"]
 TINY_TRM = ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=1",
             "arch.halt_max_steps=2", "arch.puzzle_emb_len=1", "arch.forward_dtype=float32"]
 

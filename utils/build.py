@@ -16,6 +16,7 @@ from utils.adam_atan2 import AdamATan2
 from utils.compile import compile_model, should_compile, should_compile_optimizer
 from utils.checkpoint import load_weights
 from utils.config import ConfigError
+from utils.arch_config import check_arch_keys
 from utils.functions import load_model_class, load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
 from utils.preemption import ignore_stop_signals
 
@@ -50,6 +51,8 @@ def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, 
     try:
         model_cls = load_model_class(config.arch.name)
         loss_head_cls = load_model_class(config.arch.loss.name)
+        if hasattr(model_cls, "config_class"):
+            check_arch_keys(config.arch.__pydantic_extra__, model_cls.config_class, config.arch.name)  # type: ignore[arg-type]
     except ValueError as e:
         raise ConfigError(f"arch: {e}") from None
 

@@ -51,7 +51,8 @@ def evaluate(config: PretrainConfig, train_state: TrainState, eval_loader, eval_
     """Run the test split; returns ``{set: {metric: mean}}`` plus evaluator results on rank 0.
 
     Each test batch starts from a fresh carry and runs until every row halted (in eval mode
-    that is exactly ``halt_max_steps`` segments); see :func:`utils.segments.run_eval_segments`
+    that is exactly ``halt_max_steps`` segments, unless the model halts adaptively in evaluation;
+    the ``steps`` metric is the mean number of segments used); see :func:`utils.segments.run_eval_segments`
     for the ``steps`` / ``trace`` outputs and ``segment_options`` (by default taken from
     ``eval_save_outputs``).
     """

@@ -83,8 +83,10 @@ def run_eval_segments(model: nn.Module, batch: Dict[str, torch.Tensor], return_k
             trace_q.append(preds["q_halt_logits"].to(torch.float32))
         return metrics, preds, all_finish
 
-    # Eval rows halt exactly at halt_max_steps: run that many segments, check once.
-    for _ in range(halt_max_steps):
+    # Eval rows halt exactly at halt_max_steps: run that many segments, check once. A model that halts
+    # adaptively in evaluation (transformers_baseline with act_inference) may finish earlier: check each segment.
+    adaptive = getattr(getattr(unwrap_compiled(model), "model", None), "halts_adaptively", lambda: False)()
+    for _ in range(1 if adaptive else halt_max_steps):
         metrics, preds, all_finish = one_segment()
     while not bool(all_finish):
         metrics, preds, all_finish = one_segment()
