@@ -26,12 +26,12 @@ def full_state(ck, step):
     return torch.load(ck / f"step_{step}.train_state.pt", map_location="cpu", weights_only=False)
 
 
-def assert_identical(ck_a, ck_b):
-    assert load_weights(ck_a / f"step_{FINAL}").keys() == load_weights(ck_b / f"step_{FINAL}").keys()
-    for k, v in load_weights(ck_a / f"step_{FINAL}").items():
-        assert torch.equal(v, load_weights(ck_b / f"step_{FINAL}")[k]), f"EMA weights differ at {k}"
-    a, b = full_state(ck_a, FINAL), full_state(ck_b, FINAL)
-    assert a["step"] == b["step"] == FINAL
+def assert_identical(ck_a, ck_b, final=FINAL):
+    assert load_weights(ck_a / f"step_{final}").keys() == load_weights(ck_b / f"step_{final}").keys()
+    for k, v in load_weights(ck_a / f"step_{final}").items():
+        assert torch.equal(v, load_weights(ck_b / f"step_{final}")[k]), f"EMA weights differ at {k}"
+    a, b = full_state(ck_a, final), full_state(ck_b, final)
+    assert a["step"] == b["step"] == final
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), f"weights differ at {k}"
     for opt_a, opt_b in zip(a["optimizers"], b["optimizers"]):
@@ -121,3 +121,43 @@ def test_sigterm_saves_a_resume_state_and_resuming_equals_uninterrupted(uninterr
     assert_identical(uninterrupted, ck)
     # As after an uninterrupted run: only the states saved at evaluations remain.
     assert sorted(f for f in os.listdir(ck) if f.endswith("train_state.pt")) == ["step_12.train_state.pt", "step_24.train_state.pt"]
+
+
+# The TRM paper's ablation models (SPEC 4a): tiny sizes, 12 steps, killed after the state of step 5.
+VARIANT_FINAL = 12
+VARIANTS = {
+    "trm_singlez": ["arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=2", "arch.puzzle_emb_len=1"],
+    "trm_hier6": ["arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=3", "arch.puzzle_emb_len=1"],
+    "transformers_baseline": ["arch.H_layers=2"],
+}
+
+
+def variant_args(arch, data, ck, *extra):
+    return [f"arch={arch}", f"data_path={data}", "epochs=2", "eval_interval=1", "global_batch_size=8", "evaluators=[]", "lr=3e-3",
+            "lr_warmup_steps=2", "arch.hidden_size=16", "arch.num_heads=2", *VARIANTS[arch], "arch.halt_max_steps=3",
+            "arch.halt_exploration_prob=0.5", "arch.forward_dtype=float32", "ema=True", "checkpoint_interval_steps=5",
+            f"checkpoint_path={ck}", "+run_name=v", *extra]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(VARIANTS))
+def test_variant_killed_then_resumed_equals_uninterrupted(arch, sudoku4, tmp_path):
+    full, ck = tmp_path / "full", tmp_path / "ck"
+    # Both runs at once (one thread each): the uninterrupted one is only needed at the end.
+    uninterrupted = subprocess.Popen([sys.executable, str(REPO / "pretrain.py"), *variant_args(arch, sudoku4, full)], cwd=str(REPO),
+                                     env=subprocess_env(OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(REPO / "pretrain.py"), *variant_args(arch, sudoku4, ck)], cwd=str(REPO),
+                            env=subprocess_env(OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (ck / "step_5.train_state.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    states = sorted(int(f.split("_")[1].split(".")[0]) for f in os.listdir(ck) if f.endswith("train_state.pt"))
+    assert states and states[-1] < VARIANT_FINAL, f"expected a state before the end, found {states}"
+
+    out = pretrain(*variant_args(arch, sudoku4, ck, f"resume={ck}"), env=subprocess_env(OMP_NUM_THREADS="1")).stdout
+    assert f"Resumed from {ck} at step {states[-1]}" in out
+    _, err = uninterrupted.communicate(timeout=300)
+    assert uninterrupted.returncode == 0, err[-2000:]
+    assert_identical(full, ck, final=VARIANT_FINAL)
