@@ -184,6 +184,7 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(sudoku4, tmp_path):
     (["epochs=3", "eval_interval=2"], "eval_interval (2) must be a positive divisor of epochs (3)"),
     (["data_paths=[/elsewhere]"], "disagree"),
     (["load_checkpoint=/nonexistent/step_1"], "load_checkpoint=/nonexistent/step_1: no such file"),
+    (["arch.hiden_size=64"], "arch.hiden_size: unknown key for hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1; did you mean hidden_size?"),
 ])
 def test_cli_bad_input_is_one_line(sudoku4, tmp_path, overrides, message):
     proc = pretrain(*_tiny(sudoku4, f"checkpoint_path={tmp_path / 'c'}"), *overrides, check=False)

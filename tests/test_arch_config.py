@@ -1,0 +1,44 @@
+"""utils/arch_config.py and config/arch/*.yaml: one spelling of arch overrides for every arch, and
+arch keys the model does not know are errors that name them."""
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import REPO
+from utils.arch_config import check_arch_keys, normalise_arch_overrides
+from utils.functions import load_model_class
+
+ARCHS = sorted(p.stem for p in (REPO / "config" / "arch").glob("*.yaml"))
+
+
+def composed_arch(overrides):
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
+        return OmegaConf.to_container(compose("cfg_pretrain", overrides=overrides), resolve=True)["arch"]
+
+
+def test_overrides_are_normalised_to_add_or_override():
+    assert normalise_arch_overrides(["arch=trm", "arch.hidden_size=64", "+arch.forward_dtype=float32", "++arch.x=1",
+                                     "+run_name=r", "data_path=arch.y", "~arch.mlp_t"]) == \
+        ["arch=trm", "++arch.hidden_size=64", "++arch.forward_dtype=float32", "++arch.x=1", "+run_name=r", "data_path=arch.y", "~arch.mlp_t"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_arch_has_forward_dtype_and_only_known_keys(arch):
+    assert {"hrm", "hrm_v1", "trm", "trm_singlez", "trm_hier6", "transformers_baseline"} <= set(ARCHS)
+    default = composed_arch([f"arch={arch}"])
+    assert default["forward_dtype"] == "bfloat16"
+    # Both spellings, as the command-line entry points pass them to Hydra.
+    for spelling in ("arch.forward_dtype=float32", "+arch.forward_dtype=float32"):
+        assert composed_arch([f"arch={arch}", *normalise_arch_overrides([spelling])])["forward_dtype"] == "float32"
+    config_cls = load_model_class(default["name"]).config_class
+    check_arch_keys(default, config_cls, default["name"])
+
+
+def test_unknown_key_names_it_and_the_nearest_valid_ones():
+    cls = load_model_class("recursive_reasoning.transformers_baseline@Model_ACTV2").config_class
+    with pytest.raises(ValueError, match=r"^arch\.L_layers: unknown key for tb; did you mean H_layers\?$"):
+        check_arch_keys(["hidden_size", "L_layers"], cls, "tb")
+    with pytest.raises(ValueError, match="arch.seq_len is set by pretrain.py"):
+        check_arch_keys(["seq_len"], cls, "tb")
+    with pytest.raises(ValueError, match="valid keys: "):
+        check_arch_keys(["zzzzzz"], cls, "tb")
