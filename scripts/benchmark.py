@@ -25,8 +25,10 @@ examples/s (every example runs halt_max_steps segments).
 
 FLOPs count matmuls only (2 per multiply-add): every segment's forward recursion including the
 no-grad cycles, the backward of the 1-step-gradient part (2x its forward), and the extra forward
-that computes HRM's Q target (tests/test_benchmark.py checks them against torch's FlopCounterMode).
-Models: config/arch/<name>.yaml as composed for training (``hrm`` = hrm_v1), global batch 768.
+that computes HRM's Q target; each model file states how many blocks a segment applies
+(tests/test_benchmark.py checks the count against torch's FlopCounterMode).
+Models: config/arch/<name>.yaml as composed for training (``hrm`` is the TRM repository's name for
+hrm_v1: same model and numbers), global batch 768.
 
 ``--grad-accum K1,K2,...`` runs pretrain.py's own training step (``train_batch``) with
 ``gradient_accumulation_steps=K`` at the same global batch, each K in a fresh process, and reports
@@ -46,9 +48,7 @@ import time
 import torch
 from omegaconf import OmegaConf
 
-from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1
-from models.layers import _find_multiple
-from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1
+from models.act import analytic_flops
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils.adam_atan2 import AdamATan2
 from utils.compile import compile_model as compile_model_fn
@@ -57,7 +57,6 @@ from utils.functions import load_model_class
 
 SEQ_LEN, VOCAB = 81, 11
 ARCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "arch")
-ARCH_ALIASES = {"hrm": "hrm_v1"}
 
 
 def arch_names():
@@ -67,7 +66,7 @@ def arch_names():
 
 def arch_config(arch, **overrides):
     """``config/arch/<arch>.yaml`` composed as for training (interpolations resolved after ``overrides``)."""
-    cfg = OmegaConf.merge(OmegaConf.load(os.path.join(ARCH_DIR, f"{ARCH_ALIASES.get(arch, arch)}.yaml")), overrides)
+    cfg = OmegaConf.merge(OmegaConf.load(os.path.join(ARCH_DIR, f"{arch}.yaml")), overrides)
     return OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -85,44 +84,14 @@ def build_model(cfg, batch_size, device, dtype, seq_len=SEQ_LEN, vocab=VOCAB):
     return model, {k: v.to(device) for k, v in batch.items()}
 
 
-def block_flops(cfg, tokens_per_row, rows):
-    """Forward matmul FLOPs of one block over ``rows`` sequences of ``tokens_per_row`` positions."""
-    d, e = cfg["hidden_size"], cfg["expansion"]
-    inter = _find_multiple(round(e * d * 2 / 3), 256)
-    tokens = tokens_per_row * rows
-    mlp = 2 * tokens * 3 * d * inter
-    if cfg.get("mlp_t"):
-        inter_t = _find_multiple(round(e * tokens_per_row * 2 / 3), 256)
-        mixer = 2 * d * rows * 3 * tokens_per_row * inter_t
-    else:
-        mixer = 2 * tokens * 4 * d * d + 2 * 2 * tokens * tokens_per_row * d  # qkv + o projections; QK^T and AV
-    return mixer + mlp
-
-
 def model_flops(cfg, batch, seq_len=SEQ_LEN, vocab=VOCAB):
-    """``(forward FLOPs of one ACT segment, FLOPs of one training step)``."""
-    model_cls = load_model_class(cfg["name"])
-    if not issubclass(model_cls, (HierarchicalReasoningModel_ACTV1, TinyRecursiveReasoningModel_ACTV1)):
-        raise ValueError(f"no FLOP formula for {cfg['name']}")
-    is_trm = issubclass(model_cls, TinyRecursiveReasoningModel_ACTV1)
-    puzzle_len = cfg.get("puzzle_emb_len", 0) if is_trm else -(cfg["puzzle_emb_ndim"] // -cfg["hidden_size"])
-    S = seq_len + (puzzle_len if cfg["puzzle_emb_ndim"] > 0 else 0)
-    block = block_flops(cfg, S, batch)
-    heads = 2 * batch * S * cfg["hidden_size"] * (vocab + 2)
-    H, L = cfg["H_cycles"], cfg["L_cycles"]
-    if is_trm:
-        layer_calls = H * (L + 1) * cfg["L_layers"]  # each of H rounds: L updates of z_L and one of z_H
-        grad_layer_calls = (L + 1) * cfg["L_layers"]
-        q_target = not cfg.get("no_ACT_continue", True)
-    else:
-        layer_calls = H * L * cfg["L_layers"] + H * cfg["H_layers"]
-        grad_layer_calls = cfg["L_layers"] + cfg["H_layers"]
-        q_target = True
-    segment = layer_calls * block + heads
-    step = segment + 2 * (grad_layer_calls * block + heads)
-    if q_target and cfg["halt_max_steps"] > 1:
-        step += segment  # bootstrapped Q target: one more forward in no-grad
-    return segment, step
+    """``(forward FLOPs of one ACT segment, FLOPs of one training step)``: the model's own analytic
+    count (``models.act.analytic_flops``, from its ``block_calls``), built without memory on the meta device."""
+    model_cfg = {k: v for k, v in cfg.items() if k not in ("name", "loss")}
+    model_cfg.update(batch_size=batch, seq_len=seq_len, vocab_size=vocab, num_puzzle_identifiers=1)
+    with torch.device("meta"):
+        model = load_model_class(cfg["name"])(model_cfg)
+    return analytic_flops(model, batch)
 
 
 def peak_memory(device):
@@ -275,7 +244,7 @@ def run_grad_accum(args, arch, compile_model):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=["both", "all"] + sorted(ARCH_ALIASES) + arch_names(), default="both",
+    parser.add_argument("--arch", choices=["both", "all"] + arch_names(), default="both",
                         help="a config/arch name; both: hrm_v1 and trm; all: every config/arch/*.yaml")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="sudoku (default on GPU) or demo (default on CPU)")

@@ -21,7 +21,7 @@ def counted_flops(fn) -> int:
 
 @pytest.mark.parametrize("arch", arch_names())
 def test_flop_formulas_match_the_flop_counter(arch):
-    cfg = arch_config(arch, **SMALL, **{k: 1 for k in ("H_layers", "L_layers") if arch_config(arch)[k] > 0})
+    cfg = arch_config(arch, **SMALL, **{k: 1 for k in ("H_layers", "L_layers") if arch_config(arch).get(k, 0) > 0})
     torch.manual_seed(0)
     model, batch = build_model(cfg, BATCH, "cpu", "float32")
     segment, step = model_flops(cfg, BATCH)
