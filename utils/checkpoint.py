@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import glob
+import inspect
 import json
 import os
 import re
@@ -29,7 +30,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from utils.functions import get_model_source_path, load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
+from utils.functions import get_model_source_path, load_model_class, load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
 
 TRAIN_STATE_FORMAT = "hrm-train-state-v1"
 STEP_RE = re.compile(r"^step_(\d+)$")  # the original's weights file name
@@ -404,7 +405,12 @@ def save_code_and_config(config) -> None:
     sources = [get_model_source_path(config.arch.name), get_model_source_path(config.arch.loss.name)]
     models_dir = os.path.dirname(get_model_source_path(config.arch.loss.name))
     sources += [os.path.join(models_dir, "act.py"), os.path.join(models_dir, "layers.py")]  # what the model file builds on
-    for path in sources:
+    # A variant file builds on another model's file (trm_singlez on trm, recursive_reasoning.hrm on hrm_act_v1).
+    model_cls = load_model_class(config.arch.name)
+    for cls in (*model_cls.__mro__, *getattr(model_cls, "inner_class", object).__mro__):
+        if cls.__module__.startswith("models."):
+            sources.append(inspect.getsourcefile(cls))
+    for path in dict.fromkeys(sources):
         atomic_write(os.path.join(config.checkpoint_path, os.path.basename(path)), lambda tmp, src=path: shutil.copyfile(src, tmp),
                      size_hint=os.path.getsize(path))
     atomic_write_text(os.path.join(config.checkpoint_path, "all_config.yaml"), yaml.dump(config.model_dump()))
