@@ -208,7 +208,8 @@ class ACTInner(nn.Module):
     def cos_sin(self):
         return self.rotary_emb() if hasattr(self, "rotary_emb") else None
 
-    def input_embeddings(self, input: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
+    def _input_embeddings(self, input: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
+        """Token (and puzzle) embeddings of a batch, scaled; the original's name, kept for notebooks."""
         embedding = self.embed_tokens(input.to(torch.int32))
 
         if self.config.puzzle_emb_ndim > 0:
@@ -231,7 +232,7 @@ class ACTInner(nn.Module):
         return output, (q_logits[..., 0], q_logits[..., 1])
 
     def forward(self, carry, batch: Dict[str, torch.Tensor]) -> Tuple[Any, torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+        x = self._input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
         new_carry = self.reason(carry, x, self.cos_sin())
         # The carry is detached: gradients never flow from one ACT segment into the previous one.
         return map_carry(torch.Tensor.detach, new_carry), *self.heads(getattr(new_carry, self.output_latent))
