@@ -14,6 +14,8 @@ CPU_TORCH   ?= torch==2.13.0
 PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 STAMP       := $(VENV)/.installed
+# Test processes: most tests wait on the programs they start, so two workers keep 2 cores busy.
+TEST_WORKERS ?= 2
 
 .PHONY: setup test test-fast demo browser benchmark gpu-check clean
 
@@ -45,10 +47,10 @@ browser:
 	else echo "[setup] chromium not installed and cannot install it here; the visualizer test will be skipped"; fi
 
 test: $(STAMP) browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
