@@ -20,9 +20,11 @@ from torch import nn
 
 CompileSetting = Union[bool, Literal["auto"]]
 
-# Training steps after which compiling pays back on a CPU (demo config, 2-core machine, train and
-# eval graphs; README "Performance"), rounded up for a margin.
-CPU_BREAK_EVEN_STEPS = 500
+# Training steps after which compiling pays back on a CPU. Step-level figures under load suggested
+# ~500, but a full `make demo` (625 steps, 2-core machine, idle) took 288 s compiled against 195 s
+# eager: compiling the train and eval graphs cost ~120 s for ~0.04 s saved per step, so ~3000
+# (README "Performance").
+CPU_BREAK_EVEN_STEPS = 3000
 
 # The compiled AdamATan2 update (utils/adam_atan2.py) compiles in seconds; its fused part measured
 # 0.78x the eager ops it replaces (loaded machine, README "Performance"): used for large, long runs.
