@@ -242,17 +242,22 @@ def figures(res: Dict[str, Any], out: str) -> List[str]:
     save(fig, "halting.png")
 
     rel = res["reliability"]
-    fig, ax = plt.subplots(figsize=(3.8, 3.6))
+    # Accuracy per bin above, the examples per bin below: a bin of 3 examples must not look like one of 900.
+    fig, (ax, hist_ax) = plt.subplots(2, 1, figsize=(3.8, 4.8), sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
     edges = np.array(rel["edges"])
     centers = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
     accs = np.array([np.nan if a is None else a for a in rel["accuracy"]], dtype=float)
-    ax.bar(centers, np.nan_to_num(accs), width=edges[1] - edges[0], edgecolor="k", color="#8172b2", alpha=.8, label="accuracy")
+    ax.bar(centers, np.nan_to_num(accs), width=width, edgecolor="k", color="#8172b2", alpha=.8, label="accuracy")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     confs = np.array([np.nan if c is None else c for c in rel["confidence"]], dtype=float)
     ax.plot(confs, accs, "o", color="#333", ms=3, label="bin mean confidence")
-    ax.set(xlabel="halt confidence sigmoid(q_halt)", ylabel="exact accuracy", xlim=(0, 1), ylim=(0, 1),
-           title=f"Reliability (ECE {rel['ece']:.3f})")
+    ax.set(ylabel="exact accuracy", xlim=(0, 1), ylim=(0, 1), title=f"Reliability (ECE {rel['ece']:.3f})")
     ax.legend(fontsize=7, loc="upper left")
+    counts = np.array(rel["count"])
+    bars = hist_ax.bar(centers, counts, width=width, edgecolor="k", color="#bbbbbb")
+    hist_ax.bar_label(bars, labels=[str(int(n)) if n else "" for n in counts], fontsize=6)
+    hist_ax.set(xlabel="halt confidence sigmoid(q_halt)", ylabel="examples", ylim=(0, max(1, counts.max(initial=0)) * 1.3))
     save(fig, "reliability.png")
 
     curve = res["test_time_compute"]
@@ -299,8 +304,14 @@ def report_markdown(res: Dict[str, Any], made: List[str], evals: Dict[str, Dict[
              f"| train exact accuracy | {pct(res['exact_accuracy']['train'])} |",
              f"| test exact accuracy | {pct(res['exact_accuracy']['test'])} |",
              f"| test answers (labels) that are train answers | {pct(mem['test_labels_in_train'])} |",
-             f"| test predictions that are train answers (memorisation rate) | {pct(mem['preds_in_train'])} |",
+             f"| test predictions that are train answers (memorisation rate) | {pct(mem['preds_in_train'])} "
+             f"(baseline {pct(mem.get('baseline'))}{', uninformative' if mem.get('uninformative') else ''}) |",
              f"| wrong test predictions that are train answers | {pct(mem['wrong_preds_in_train'])} of {mem['wrong']} |",
+             "", "The baseline is the rate of a model that memorises nothing at this accuracy: the right test "
+             "predictions whose answer is also a train answer. " + (
+                 f"Here the train answers cover {pct(mem['test_labels_in_train'])} of the test answers, so a right answer is a "
+                 "train answer anyway and the memorisation rate says nothing: look at the wrong predictions instead."
+                 if mem.get("uninformative") else "A rate well above the baseline means wrong answers copied from training."),
              "", "## Puzzle-identifier ablation", "",
              "| identifiers the model sees | test exact accuracy |", "|---|---|",
              f"| real | {pct(abl['real'])} |", f"| blank | {pct(abl['blank'])} |", f"| random other | {pct(abl['random'])} |", "",
@@ -350,13 +361,25 @@ def report_markdown(res: Dict[str, Any], made: List[str], evals: Dict[str, Dict[
     return "\n".join(lines) + "\n"
 
 
+def memorisation_line(mem: Dict[str, Any]) -> str:
+    """The memorisation rate with its baseline, flagged when the train answers cover the test answers."""
+    line = (f"memorisation: {pct(mem['preds_in_train'])} of test predictions are train answers "
+            f"(baseline {pct(mem['baseline'])}: the right ones whose answer is a train answer); "
+            f"{pct(mem['wrong_preds_in_train'])} of the {mem['wrong']} wrong ones are")
+    if mem["uninformative"]:
+        line += (f"; uninformative here: {pct(mem['test_labels_in_train'])} of test answers are train answers, "
+                 "so only the wrong predictions tell")
+    else:
+        line += f"; test answers in train: {pct(mem['test_labels_in_train'])}"
+    return line
+
+
 def summary_lines(res: Dict[str, Any]) -> List[str]:
     mem, abl = res["memorisation"], res["puzzle_id_ablation"]
     curve = ", ".join(f"{k}: {pct(a)}" for k, a in res["test_time_compute"].items())
     return [f"exact accuracy: train {pct(res['exact_accuracy']['train'])}, test {pct(res['exact_accuracy']['test'])} "
             f"({res['examples']['test']} test examples)",
-            f"memorisation: {pct(mem['preds_in_train'])} of test predictions are train answers "
-            f"({pct(mem['wrong_preds_in_train'])} of the wrong ones); test labels in train: {pct(mem['test_labels_in_train'])}",
+            memorisation_line(mem),
             f"halting: mean {res['halting']['mean_steps']:.2f} segments used, accuracy at halt {pct(res['halting'].get('accuracy_at_halt'))}, "
             f"ECE {res['reliability']['ece']:.4f}",
             f"test-time compute (halt_max_steps: accuracy): {curve}",

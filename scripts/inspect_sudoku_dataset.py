@@ -1,4 +1,4 @@
-"""Print Sudoku puzzles and solutions of a built dataset, and check every solution (SPEC 10).
+"""Print Sudoku puzzles and solutions of a built dataset, and check every solution.
 
     python scripts/inspect_sudoku_dataset.py --data-path data/sudoku-extreme-1k-aug-1000 --split train --num 3
 

@@ -2,12 +2,15 @@
 
     python scripts/summarize_runs.py checkpoints/my-sweep
     python scripts/summarize_runs.py checkpoints --metrics all/exact_accuracy all/accuracy --out reports/
+    python scripts/summarize_runs.py checkpoints --metrics all     # every metric logged
 
 A run is a folder holding ``all_config.yaml`` (what ``pretrain.py`` writes). For each run the table
 gives its settings that differ from the defaults (``config/cfg_pretrain.yaml`` with the run's
 arch), the steps done, the best and the last value of each evaluation metric with their steps
-(from ``eval_metrics.jsonl``; best is the minimum for losses, the maximum otherwise), and the wall
-time from its first to its last file. It writes ``runs_summary.md``, ``runs_summary.csv`` and
+(from ``eval_metrics.jsonl``; best is the minimum for losses and times, the maximum otherwise), and the wall
+time from its first to its last file. By default the table shows the main metrics (exact accuracy,
+token accuracy and loss of each set, pass@1 / pass@2 of an evaluator); ``--metrics all`` shows every
+one. It writes ``runs_summary.md``, ``runs_summary.csv`` and
 ``runs_curves.png`` (matplotlib) to ``--out`` (default: the folder) and prints the markdown.
 Offline: nothing needs W&B.
 """
@@ -30,6 +33,9 @@ CONFIG_DIR = os.path.join(REPO, "config")
 # Names that say where a run writes, not how it trains: never "overrides".
 NAMING_KEYS = {"checkpoint_path", "run_name", "project_name", "resume", "data_path"}
 STEP_FILE = re.compile(r"^step_(\d+)$")
+# Shown by default: what a results table reports (other metrics with --metrics all or by name).
+MAIN_METRICS = ("exact_accuracy", "accuracy", "lm_loss", "pass@1", "pass@2")
+LOWER_IS_BETTER = ("loss", "seconds", "time")
 
 
 class SummaryError(ValueError):
@@ -59,7 +65,15 @@ def flatten(d: Dict[str, Any], prefix: str = "", sep: str = ".") -> Dict[str, An
 
 
 def lower_is_better(metric: str) -> bool:
-    return "loss" in metric.rsplit("/", 1)[-1]
+    """Losses and durations: their best value is the minimum."""
+    name = metric.rsplit("/", 1)[-1]
+    return any(word in name for word in LOWER_IS_BETTER)
+
+
+def main_metrics(available: Sequence[str]) -> List[str]:
+    """The metrics of ``available`` shown by default (every one when none of them is a main metric)."""
+    chosen = [m for m in available if m.rsplit("/", 1)[-1] in MAIN_METRICS]
+    return chosen or list(available)
 
 
 def find_runs(folder: str) -> List[str]:
@@ -248,13 +262,15 @@ def summarize(folder: str, metrics: Optional[Sequence[str]] = None, out: Optiona
     cache: Dict[Optional[str], Dict[str, Any]] = {}
     runs = [load_run(p, cache) for p in tqdm(paths, desc="runs", disable=len(paths) < 20)]
     available = sorted({m for r in runs for m in r.curves})
-    if metrics:
+    if metrics is not None and list(metrics) == ["all"]:
+        chosen = available
+    elif metrics:
         unknown = [m for m in metrics if m not in available]
         if unknown:
             raise SummaryError(f"--metrics: {', '.join(unknown)} not logged by any run; available: {', '.join(available) or 'none'}")
         chosen = list(metrics)
     else:
-        chosen = available
+        chosen = main_metrics(available)
     header, rows, records = table_rows(runs, folder, chosen)
     text = markdown(header, rows)
     shared = shared_overrides(runs)
@@ -277,7 +293,8 @@ def summarize(folder: str, metrics: Optional[Sequence[str]] = None, out: Optiona
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", help="a folder of runs (searched recursively for all_config.yaml)")
-    p.add_argument("--metrics", nargs="+", default=None, help="evaluation metrics to show (default: every one logged)")
+    p.add_argument("--metrics", nargs="+", default=None, help="evaluation metrics to show, or 'all' "
+                   "(default: exact_accuracy, accuracy and lm_loss of each set, and evaluators' pass@1 / pass@2)")
     p.add_argument("--out", default=None, help="where to write runs_summary.{md,csv} and runs_curves.png (default: the folder)")
     args = p.parse_args(argv)
     try:

@@ -41,6 +41,24 @@ def test_memorisation_rate_on_a_copy_of_train_and_on_disjoint_answers():
     test[:, 0] = -100
     mixed = A.memorisation(preds, test, train)
     assert mixed["wrong"] == 3 and mixed["wrong_preds_in_train"] == pytest.approx(2 / 3) and mixed["preds_in_train"] == pytest.approx(0.2)
+    assert mixed["baseline"] == 0.0 and not mixed["uninformative"]  # no test answer is a train answer
+
+
+def test_memorisation_is_flagged_uninformative_when_train_answers_cover_the_test_answers():
+    rng = np.random.default_rng(1)
+    train = rng.integers(2, 6, size=(30, 16))
+    test = train[:10].copy()            # every test answer is a train answer (as in 4x4 Sudoku)
+    preds = test.copy()
+    preds[:3] = train[20:23]            # 3 wrong predictions, all train answers
+    preds[3, 0] = 9                     # 1 wrong prediction that is no train answer
+    mem = A.memorisation(preds, test, train)
+    assert mem["uninformative"] and mem["test_labels_in_train"] == 1.0
+    # 6 right predictions are train answers anyway: the baseline; the 3 copied wrong ones come on top.
+    assert mem["baseline"] == pytest.approx(0.6) and mem["preds_in_train"] == pytest.approx(0.9)
+    assert mem["wrong"] == 4 and mem["wrong_preds_in_train"] == pytest.approx(0.75)
+    from scripts.analyze_checkpoint import memorisation_line
+    line = memorisation_line(mem)
+    assert "baseline 60.0%" in line and "uninformative" in line
 
 
 def test_exact_accuracy_by_key_and_halting_trace():

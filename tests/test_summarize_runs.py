@@ -15,10 +15,26 @@ def logged(path):
     return [json.loads(line) for line in open(path)]
 
 
-def test_best_and_last_prefers_low_losses_and_the_earliest_tie():
+def test_best_and_last_prefers_low_losses_and_times_and_the_earliest_tie():
     points = [(3, 0.5), (6, 0.9), (9, 0.9), (12, 0.7)]
     assert best_and_last(points, "all/exact_accuracy") == ((6, 0.9), (12, 0.7))
     assert best_and_last(points, "all/lm_loss") == ((3, 0.5), (12, 0.7))
+    assert best_and_last(points, "eval/seconds") == ((3, 0.5), (12, 0.7))
+
+
+def test_main_metrics_by_default_and_all_on_request(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "all_config.yaml").write_text("lr: 0.1\n")
+    (tmp_path / "r" / "eval_metrics.jsonl").write_text(
+        '{"step": 3, "all": {"accuracy": 0.5, "exact_accuracy": 0.1, "lm_loss": 2.0, "q_halt_loss": 0.3, "steps": 4.0}, '
+        '"ARC": {"pass@1": 0.2, "pass@1000": 0.4}, "eval/seconds": 9.5}\n')
+    header = summarize(str(tmp_path), out=str(tmp_path)).splitlines()[0]
+    for shown in ("all/exact_accuracy", "all/accuracy", "all/lm_loss", "ARC/pass@1"):
+        assert f"{shown} best" in header
+    for hidden in ("q_halt_loss", "all/steps", "pass@1000", "eval/seconds"):
+        assert hidden not in header
+    header = summarize(str(tmp_path), metrics=["all"], out=str(tmp_path)).splitlines()[0]
+    assert "eval/seconds best" in header and "all/q_halt_loss best" in header
 
 
 @pytest.mark.slow

@@ -11,6 +11,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 IGNORE_LABEL_ID = -100
+# Share of test labels that are train labels from which the memorisation rate says nothing on its
+# own (4x4 Sudoku has 288 solution grids: every test label is a train label).
+COVERED = 0.9
 
 
 def exact_correct(preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -58,7 +61,11 @@ def memorisation(test_preds: np.ndarray, test_labels: np.ndarray, train_labels: 
     - ``test_labels_in_train``: share of test examples whose label is also a train label (overlap);
     - ``preds_in_train`` (the memorisation rate): share of test predictions equal to a train label;
     - ``wrong_preds_in_train``: among wrong test predictions, the share equal to a train label;
-    - ``wrong``: the number of wrong test predictions.
+    - ``wrong``: the number of wrong test predictions;
+    - ``baseline``: the memorisation rate a model that memorises nothing would show at this
+      accuracy: the share of test examples predicted right whose label is a train label;
+    - ``uninformative``: the train labels cover the test labels (at least ``COVERED`` of them), so
+      right answers are train answers anyway and only the wrong predictions tell anything.
     """
     preds = np.where(test_labels == IGNORE_LABEL_ID, IGNORE_LABEL_ID, test_preds)
     train = set(_row_keys(train_labels).tolist()) if len(train_labels) else set()
@@ -66,8 +73,10 @@ def memorisation(test_preds: np.ndarray, test_labels: np.ndarray, train_labels: 
     pred_in, label_in = in_train(preds), in_train(test_labels)
     wrong = ~exact_correct(test_preds, test_labels)
     share = lambda x: float(x.mean()) if x.size else float("nan")  # noqa: E731
-    return {"test_labels_in_train": share(label_in), "preds_in_train": share(pred_in),
-            "wrong_preds_in_train": share(pred_in[wrong]), "wrong": int(wrong.sum())}
+    labels_covered = share(label_in)
+    return {"test_labels_in_train": labels_covered, "preds_in_train": share(pred_in),
+            "wrong_preds_in_train": share(pred_in[wrong]), "wrong": int(wrong.sum()),
+            "baseline": share(label_in & ~wrong), "uninformative": bool(labels_covered >= COVERED)}
 
 
 def accuracy_by(keys: Sequence, correct: np.ndarray) -> List[Tuple[object, int, float]]:
