@@ -13,8 +13,8 @@ Tokens: PAD 0, end marker 1, then the vocabulary (``--vocab``, else the sorted t
 train file). Sequences and lists are written from position 0 followed by an end marker; grids
 row-major on a ``--grid-size``-wide square canvas with an end marker after the last column and
 below the last row, as ARC grids are. ``dataset.json`` records ``task: custom``, the vocabulary
-(``vocab[i]`` is token ``i``) and the shapes, which ``predict.py`` uses to write answers back in
-the notation of the file.
+(``vocab[i]`` is token ``i``), the shapes, which ``predict.py`` uses to write answers back in
+the notation of the file, and ``augment``: the task's symmetries, from which test-time views are drawn.
 """
 from __future__ import annotations
 
@@ -513,7 +513,7 @@ def build_custom_dataset(config: CustomBuildConfig) -> None:
                 total_groups=a["group_indices"].size - 1, mean_puzzle_examples=a["inputs"].shape[0] / num_puzzles,
                 total_puzzles=num_puzzles, sets=["all"], task="custom")
             with open(os.path.join(split_dir, "dataset.json"), "w") as f:
-                json.dump({**metadata.model_dump(), "vocab": vocab, "custom": layout.to_json()}, f)
+                json.dump({**metadata.model_dump(), "vocab": vocab, "custom": layout.to_json(), "augment": config.augment}, f)
             print(f"{split}: {a['inputs'].shape[0]} examples in {num_puzzles} puzzles, "
                   f"{a['group_indices'].size - 1} groups")
         names = ["<blank>"] + sorted(identifier_of, key=identifier_of.get)

@@ -29,6 +29,7 @@ from dataset.common import DatasetError
 from evaluators.arc import ARC
 from tasks import register
 from tasks.base import Cells, Puzzle, PuzzleError, Row, RowOutput, TaskCodec, halt_fields, trace_entries
+from tasks.views import DIHEDRAL_COMPOSE, DIHEDRAL_INVERSE, CanvasViews, distinct_choices, row_keys
 
 # The usual ARC colours (black, blue, red, green, yellow, grey, magenta, orange, azure, maroon).
 ARC_PALETTE = np.array([(0, 0, 0), (0, 116, 217), (255, 65, 54), (46, 204, 64), (255, 220, 0), (170, 170, 170),
@@ -232,6 +233,45 @@ class ARCCodec(TaskCodec):
             result["trace"] = [trace_entries(o, lambda t: self.answer(puzzle, t), self.changed_cells)
                                for _, o in plain[: len(d.test_inputs)]]
         return result
+
+    # ---- test-time views
+    def views(self, inputs: np.ndarray, num_views: int, seed: int = 0,
+              identifiers: Optional[np.ndarray] = None) -> CanvasViews:
+        """The builder's versions of each row's task (a dihedral map and a colour map each, with the
+        version's own trained identifier): view 0 the row's own version, views 1.. the task's other
+        trained versions in a random order, cycling when more views are asked than it has.
+
+        A row may itself be any version: its views are relative to it (undo its maps, apply the
+        view's), so answers map back to the row's frame.
+        """
+        if identifiers is None:
+            raise ValueError("ARC views need the rows' puzzle identifiers (each version has its own)")
+        inputs = np.asarray(inputs)
+        names = self.identifier_names()
+        batch = inputs.shape[0]
+        keys = row_keys(inputs, seed)
+        dihedral = np.zeros((batch, num_views), dtype=np.int64)
+        colours = np.empty((batch, num_views, 10), dtype=np.int64)
+        ids = np.empty((batch, num_views), dtype=np.int64)
+        for b, identifier in enumerate(np.asarray(identifiers).tolist()):
+            own = names.get(identifier)
+            if own is None:
+                raise ValueError(f"puzzle identifier {identifier} is not a version of a trained ARC task")
+            base, own_t, own_map = parse_aug_name(own)
+            others = sorted((i, n) for n, i in self.known_versions(base) if i != identifier)
+            versions = [(identifier, own)] + others
+            to_original = np.argsort(own_map)
+            for v, k in enumerate(distinct_choices(keys[b:b + 1], num_views, len(versions))[0].tolist()):
+                ids[b, v], name = versions[k]
+                _, t, mapping = parse_aug_name(name)
+                dihedral[b, v] = DIHEDRAL_COMPOSE[t, DIHEDRAL_INVERSE[own_t]]
+                colours[b, v] = mapping[to_original]
+        tokens = np.concatenate([np.broadcast_to(np.arange(2), (batch, num_views, 2)), colours + 2], axis=2)
+        return CanvasViews(dihedral=dihedral, tokens=tokens, side=ARC_MAX_GRID_SIZE, eos_corner=False, identifiers=ids)
+
+    def identifier_names(self) -> Dict[int, str]:
+        """Name of every trained puzzle identifier."""
+        return {i: n for n, i in self.identifier_of.items()}
 
     def picture_rows(self, puzzle: Puzzle, rows: Sequence[Row], outputs: Sequence[RowOutput]):
         plain = [(r, o) for r, o in zip(rows, outputs) if PUZZLE_ID_SEPARATOR not in r.name]

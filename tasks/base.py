@@ -11,6 +11,8 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tasks.views import Views
+
 
 class PuzzleError(ValueError):
     """A puzzle that breaks its notation or its rules; the message says what, the caller says where."""
@@ -165,6 +167,16 @@ class TaskCodec:
     def picture_rows(self, puzzle: Puzzle, rows: Sequence[Row], outputs: Sequence[RowOutput]):
         """``(row, output)`` pairs shown in pictures: default all (ARC: the unaugmented ones)."""
         return list(zip(rows, outputs))
+
+    # ---- test-time views
+    def views(self, inputs: np.ndarray, num_views: int, seed: int = 0,
+              identifiers: Optional[np.ndarray] = None) -> Optional[Views]:
+        """``num_views`` views of every input row ``[B, seq_len]`` from the task's symmetries
+        (see ``tasks/views.py``): view 0 the row itself, the others drawn from ``seed`` and the
+        row's tokens. ``identifiers`` ``[B]``: the rows' puzzle identifiers (ARC versions).
+        None when the task declares no symmetry (its samples then differ by noise only).
+        """
+        return None
 
 
 def halt_fields(out: RowOutput) -> Dict[str, Any]:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from dataset.build_custom_dataset import FIRST_TOKEN_ID, lay_out, parse_value, read_back, to_value
+from dataset.build_custom_dataset import FIRST_TOKEN_ID, lay_out, parse_value, permute_tokens, read_back, to_value
 from dataset.common import DatasetError
 from tasks import register
 from tasks.base import Cells, Puzzle, PuzzleError, Row, TaskCodec
+from tasks.views import (CanvasViews, CellViews, Views, distinct_choices, identity_cells, random_permutations, random_words,
+                         row_keys, splitmix64)
 
 TOKEN_FILL, MARKER_FILL = (236, 239, 244), (255, 255, 255)
 TEXT_COLOUR = (20, 24, 33)
@@ -44,11 +46,14 @@ class CustomCodec(TaskCodec):
     def __init__(self, seq_len: Optional[int] = None, data_path: Optional[str] = None):
         super().__init__(seq_len, data_path)
         self.vocab: Optional[list] = None
+        self.augment: List[str] = []
         if data_path is None:
             return  # only check_shapes works without the dataset (it has nothing to check then)
         meta = read_custom_layout(data_path)
         self.vocab = list(meta["vocab"])
         self.layout = dict(meta["custom"])
+        # The symmetries the dataset was built with (--augment); datasets built before it was recorded have none.
+        self.augment = list(meta.get("augment") or [])
         self.seq_len = seq_len or int(meta["seq_len"])
         self.token_id = {t: i for i, t in enumerate(self.vocab) if i >= FIRST_TOKEN_ID}
         self.identifier_of: Dict[str, int] = {}
@@ -129,6 +134,30 @@ class CustomCodec(TaskCodec):
         if self.vocab is not None and vocab_size != len(self.vocab):
             return f"the dataset's vocabulary has {len(self.vocab)} tokens, this model {vocab_size}"
         return None
+
+    # ---- test-time views
+    def views(self, inputs: np.ndarray, num_views: int, seed: int = 0,
+              identifiers: Optional[np.ndarray] = None) -> Optional[Views]:
+        """The ``--augment`` the dataset was built with: the 8 symmetries of the grid canvas
+        (``dihedral``; views 1..7 the other seven in a random order, then cycling) and/or a random
+        bijection of the ``permute=`` tokens per view. None when it was built without one."""
+        if not self.augment:
+            return None
+        inputs = np.asarray(inputs)
+        batch, seq_len = inputs.shape
+        keys = row_keys(inputs, seed)
+        views = identity_cells(batch, num_views, seq_len, len(self.vocab))
+        tokens = views.tokens
+        for option in self.augment:
+            if option.startswith("permute="):
+                ids = np.array([self.token_id[t] for t in permute_tokens(option)])
+                order = random_permutations(random_words(splitmix64(keys), num_views, ids.size))
+                order[:, 0] = np.arange(ids.size)
+                tokens[..., ids] = ids[order]
+        if "dihedral" in self.augment:
+            return CanvasViews(dihedral=distinct_choices(keys, num_views, 8), tokens=tokens,
+                               side=self.layout["grid_size"], eos_corner=True, first_real=FIRST_TOKEN_ID)
+        return CellViews(positions=views.positions, tokens=tokens)
 
     # ---- pictures
     def cells(self, puzzle: Puzzle, tokens: np.ndarray, is_input: bool) -> Cells:

@@ -15,6 +15,7 @@ import numpy as np
 from dataset.build_maze_dataset import CHAR_TO_TOKEN, CHARSET, bfs
 from tasks import register
 from tasks.base import Cells, Puzzle, PuzzleError, TaskCodec
+from tasks.views import CellViews, dihedral_positions, distinct_choices, identity_cells, row_keys
 
 WALL_T, OPEN_T, START_T, GOAL_T, PATH_T = range(1, 6)
 FILLS = {0: (236, 238, 242), WALL_T: (47, 53, 66), OPEN_T: (255, 255, 255), START_T: (30, 158, 85),
@@ -100,6 +101,17 @@ class MazeCodec(TaskCodec):
         palette = np.array([FILLS[k] for k in range(6)], dtype=np.uint8)
         text = [["S" if v == START_T else "G" if v == GOAL_T else "" for v in row] for row in t]
         return Cells(colours=palette[t], text=text, text_colours=np.full((n, n, 3), 255, dtype=np.uint8))
+
+    def views(self, inputs: np.ndarray, num_views: int, seed: int = 0,
+              identifiers: Optional[np.ndarray] = None) -> CellViews:
+        """The 8 symmetries of the square (the builder's ``--aug``): views 1..7 the other seven in a
+        random order per maze, then again from the identity when more views are asked."""
+        inputs = np.asarray(inputs)
+        batch, seq_len = inputs.shape
+        dihedral = distinct_choices(row_keys(inputs, seed), num_views, 8)
+        views = identity_cells(batch, num_views, seq_len, len(CHARSET) + 1)
+        views.positions = dihedral_positions(math.isqrt(seq_len))[dihedral]
+        return views
 
 
 def path_problem(maze: np.ndarray, answer: np.ndarray) -> Optional[str]:

@@ -18,6 +18,7 @@ from dataset.common import DatasetError
 from scripts.inspect_sudoku_dataset import first_problem
 from tasks import register
 from tasks.base import Cells, Puzzle, PuzzleError, TaskCodec
+from tasks.views import CellViews, random_permutations, random_words, row_keys
 
 _DECORATION = re.compile(r"[\s|+\-]")
 CLUE_FILL, BLANK_FILL = (226, 229, 236), (255, 255, 255)
@@ -97,6 +98,40 @@ class SudokuCodec(TaskCodec):
             # A filled digit that overwrote a clue is drawn in red.
             ink[clue & (digits != puzzle.data.reshape(n, n))] = WRONG_TEXT
         return Cells(colours=colours, text=text, text_colours=ink, boxes=box_shape(n))
+
+    def views(self, inputs: np.ndarray, num_views: int, seed: int = 0,
+              identifiers: Optional[np.ndarray] = None) -> CellViews:
+        """Sudoku's symmetries, as the builder's augmentation draws them (``shuffle_sudoku``)."""
+        inputs = np.asarray(inputs)
+        return sudoku_views(inputs.shape[0], math.isqrt(inputs.shape[1]), num_views, row_keys(inputs, seed))
+
+
+def sudoku_views(batch: int, n: int, num_views: int, keys: np.ndarray) -> CellViews:
+    """Random symmetries of n x n Sudoku: relabel the digits, transpose (square boxes only), order
+    the bands and the rows inside each band, the stacks and the columns inside each stack.
+
+    Every one maps a valid solution to a valid solution and keeps clues on their solution's
+    digits. ``keys`` ``[batch]`` (``row_keys``) fix the draws; view 0 is the identity.
+    """
+    br, bc = box_shape(n)
+    bands, stacks = n // br, n // bc
+    widths = [n, 1, bands, n, stacks, n]  # digits, transpose, band order, rows in bands, stack order, columns in stacks
+    words = np.split(random_words(keys, num_views, sum(widths)), np.cumsum(widths)[:-1], axis=2)
+    digits = random_permutations(words[0])  # digit d + 1 is shown as digits[d] + 1
+    transpose = (words[1][..., 0] & np.uint64(1)).astype(bool) & (br == bc)
+
+    def lines(order: np.ndarray, inner: np.ndarray, block: int, blocks: int) -> np.ndarray:
+        inside = random_permutations(inner.reshape(batch, num_views, blocks, block))
+        return (random_permutations(order)[..., None] * block + inside).reshape(batch, num_views, n)
+
+    rows, cols = lines(words[2], words[3], br, bands), lines(words[4], words[5], bc, stacks)
+    rows[:, 0], cols[:, 0], digits[:, 0], transpose[:, 0] = np.arange(n), np.arange(n), np.arange(n), False
+    # View cell (i, j) shows cell (rows[i], cols[j]) of the row, or (cols[j], rows[i]) after a transpose.
+    by_row = rows[..., :, None] * n + cols[..., None, :]
+    by_col = cols[..., None, :] * n + rows[..., :, None]
+    positions = np.where(transpose[..., None, None], by_col, by_row).reshape(batch, num_views, n * n)
+    tokens = np.concatenate([np.broadcast_to(np.arange(2), (batch, num_views, 2)), digits + 2], axis=2)  # PAD, blank fixed
+    return CellViews(positions=positions, tokens=tokens)
 
 
 def clue_conflict(puzzle: np.ndarray, n: int) -> Optional[str]:
