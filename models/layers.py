@@ -156,14 +156,77 @@ def current_attention_backend(device_type: str, dtype: torch.dtype) -> str:
     return select_attention_backend(device_type, dtype, _requested_backend())
 
 
+def _flash_forward(backend: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, causal: bool) -> torch.Tensor:
+    out = _import_flash(backend)(query, key, value, causal=causal)
+    return out[0] if isinstance(out, tuple) else out  # FA3 returns (out, lse) in some versions
+
+
+# FlashAttention inside torch.compile. Builds of FA3 from before its torch.compile support (and FA2
+# before 2.7) call a pybind function that dynamo cannot trace: each of HRM's attention calls would
+# break the graph. Under compile the call therefore goes through this custom op, which the graph
+# holds as one opaque node. Its backward recomputes the forward with the package's own autograd
+# (flash_attn_func is public and stable across versions, its internal backward entry points are
+# not); attention is a small part of a step at these sequence lengths.
+
+@torch.library.custom_op("hrm::flash_attention", mutates_args=())
+def flash_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, backend: str, causal: bool) -> torch.Tensor:
+    """FlashAttention (``backend`` fa3 or fa2) on ``[B, S, heads, head_dim]`` as one torch op."""
+    with torch.no_grad():
+        return _flash_forward(backend, query, key, value, causal).contiguous()
+
+
+@flash_attention_op.register_fake
+def _(query, key, value, backend, causal):
+    return query.new_empty(query.shape)
+
+
+@torch.library.custom_op("hrm::flash_attention_backward", mutates_args=())
+def flash_attention_backward_op(grad_out: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, backend: str,
+                                causal: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`flash_attention_op` with respect to query, key and value."""
+    # A custom op runs below autograd (its dispatch keys are excluded while compiled code calls
+    # it); the recomputation needs them back for this scope.
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    for k in (torch._C.DispatchKey.AutogradFunctionality, torch._C.DispatchKey.ADInplaceOrView):
+        exclude = exclude.remove(k)
+    with torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude), torch.enable_grad():
+        inputs = [t.detach().requires_grad_() for t in (query, key, value)]
+        out = _flash_forward(backend, *inputs, causal)
+        grads = torch.autograd.grad(out, inputs, grad_out)
+    return tuple(g.contiguous() for g in grads)  # type: ignore[return-value]
+
+
+@flash_attention_backward_op.register_fake
+def _(grad_out, query, key, value, backend, causal):
+    return query.new_empty(query.shape), key.new_empty(key.shape), value.new_empty(value.shape)
+
+
+def _flash_setup_context(ctx, inputs, output):
+    query, key, value, ctx.backend, ctx.causal = inputs
+    ctx.save_for_backward(query, key, value)
+
+
+def _flash_backward(ctx, grad_out):
+    grads = flash_attention_backward_op(grad_out, *ctx.saved_tensors, ctx.backend, ctx.causal)
+    return (*grads, None, None)
+
+
+flash_attention_op.register_autograd(_flash_backward, setup_context=_flash_setup_context)
+
+
 def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, causal: bool = False) -> torch.Tensor:
-    """Scaled dot-product attention on ``[B, S, heads, head_dim]`` tensors through the selected backend."""
+    """Scaled dot-product attention on ``[B, S, heads, head_dim]`` tensors through the selected backend.
+
+    FlashAttention runs directly when eager and through the ``hrm::flash_attention`` custom op under
+    ``torch.compile`` (one graph whatever the FlashAttention build).
+    """
     backend = current_attention_backend(query.device.type, query.dtype)
     if backend == "sdpa":
         out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), is_causal=causal)
         return out.transpose(1, 2)
-    out = _import_flash(backend)(query, key, value, causal=causal)
-    return out[0] if isinstance(out, tuple) else out  # FA3 returns (out, lse) in some versions
+    if torch.compiler.is_compiling():
+        return flash_attention_op(query, key, value, backend, causal)
+    return _flash_forward(backend, query, key, value, causal)
 
 
 class Attention(nn.Module):

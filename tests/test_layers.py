@@ -90,6 +90,40 @@ def test_attention_backend_selection(monkeypatch):
     assert attention(torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 1, 4), torch.ones(1, 2, 1, 4)).eq(1).all()
 
 
+def _stand_in_flash(q, k, v, causal=False):
+    """flash_attn_func's signature and layout, computed by SDPA: a stand-in for FlashAttention on a CPU."""
+    return torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                            is_causal=causal).transpose(1, 2)
+
+
+def test_flash_attention_is_one_graph_node_under_compile(monkeypatch):
+    """Under torch.compile a FlashAttention backend goes through the hrm::flash_attention custom op:
+    one graph with forward and backward equal to the eager call (an opaque FA build would break it)."""
+    import models.layers as layers
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    monkeypatch.setattr(layers, "_import_flash", lambda backend: _stand_in_flash)
+    monkeypatch.setattr(layers, "current_attention_backend", lambda device_type, dtype: "fa2")
+    torch.manual_seed(0)
+    qkv = [torch.randn(2, 9, 3, 8, requires_grad=True) for _ in range(3)]
+    torch.library.opcheck(layers.flash_attention_op, (*qkv, "fa2", False))
+
+    def two_layers(q, k, v):
+        return attention(attention(q, k, v), k, v, causal=True).square().sum()
+
+    expected = two_layers(*qkv)
+    expected_grads = torch.autograd.grad(expected, qkv)
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("aot_eager")
+    got = torch.compile(two_layers, backend=counter, fullgraph=True)(*qkv)
+    got_grads = torch.autograd.grad(got, qkv)
+    assert counter.frame_count == 1
+    assert str(counter.graphs[0].code).count("hrm.flash_attention") == 2
+    torch.testing.assert_close(got, expected)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e)
+
+
 def test_swiglu_width_and_function():
     mlp = SwiGLU(hidden_size=512, expansion=4)
     # round(4 * 512 * 2/3) = 1365 -> next multiple of 256 = 1536
