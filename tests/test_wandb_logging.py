@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from conftest import REPO, subprocess_env
-from utils.wandb_logging import choose_wandb_mode
+from utils.wandb_logging import DisabledRun, choose_wandb_mode, init_wandb
 
 
 @pytest.fixture
@@ -32,6 +32,19 @@ def test_environment_is_honoured(no_credentials, monkeypatch, tmp_path):
     (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "x" * 40 + "\n")
     (tmp_path / "netrc").chmod(0o600)
     assert choose_wandb_mode() == ("online", None)
+
+
+def test_disabled_never_imports_wandb(no_credentials, monkeypatch):
+    """W&B off: a machine without the wandb package trains (the GPU check's bundle leaves it out)."""
+    monkeypatch.setitem(sys.modules, "wandb", None)  # any `import wandb` now raises ImportError
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    run = init_wandb("project", "name", {"lr": 1e-4})
+    assert isinstance(run, DisabledRun)
+    run.log({"train/lm_loss": 1.0}, step=1)
+    run.finish()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(ImportError, match="needs the wandb package: pip install wandb, or set WANDB_MODE=disabled"):
+        init_wandb("project", "name", {})
 
 
 @pytest.mark.slow

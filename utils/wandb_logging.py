@@ -38,11 +38,30 @@ def choose_wandb_mode() -> Tuple[str, Optional[str]]:
                        "`wandb sync` uploads it later, WANDB_MODE=disabled turns logging off")
 
 
-def init_wandb(project: str, name: str, config: Dict[str, Any], group: Optional[str] = None) -> Any:
-    """Start a W&B run (possibly offline or disabled) and return it; ``group`` gathers a sweep's runs."""
-    import wandb  # slow import; only on rank 0 of a training run
+class DisabledRun:
+    """What :func:`init_wandb` returns with W&B off: the run methods training calls, doing nothing."""
 
+    def log(self, data: Dict[str, Any], step: Optional[int] = None) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+def init_wandb(project: str, name: str, config: Dict[str, Any], group: Optional[str] = None) -> Any:
+    """Start a W&B run (possibly offline) and return it; ``group`` gathers a sweep's runs.
+
+    With W&B off (``WANDB_MODE=disabled``, ``WANDB_DISABLED=true``) ``wandb`` is not imported at
+    all, so a machine without the package trains (the GPU check's bundle leaves it out).
+    """
     mode, message = choose_wandb_mode()
+    if mode == "disabled":
+        return DisabledRun()
+    try:
+        import wandb  # slow import; only on rank 0 of a training run with W&B on
+    except ImportError:
+        raise ImportError(f"W&B logging ({mode}) needs the wandb package: pip install wandb, or set WANDB_MODE=disabled") from None
+
     if message:
         print(message)
     return wandb.init(project=project, name=name, config=config, mode=mode, group=group,
