@@ -106,9 +106,22 @@ def _sparse_emb_signsgd_dist(local_weights_grad: torch.Tensor, local_ids: torch.
         dist.all_gather_into_tensor(all_ids, local_ids)
 
     grad_ids, inverse = all_ids.unique(return_inverse=True)
-    grad = torch.zeros((grad_ids.shape[0], D), dtype=all_weights_grad.dtype, device=all_weights_grad.device)
-    grad.scatter_add_(0, inverse.unsqueeze(-1).expand(-1, D), all_weights_grad)
+    grad = sum_rows_by_id(all_weights_grad, inverse, grad_ids.shape[0])
 
     rows = weights[grad_ids]
     rows.mul_(1.0 - lr * weight_decay).add_(torch.sign(grad), alpha=-lr)
     weights[grad_ids] = rows
+
+
+def sum_rows_by_id(values: torch.Tensor, inverse: torch.Tensor, num_ids: int) -> torch.Tensor:
+    """``out[i] = sum of values[j] with inverse[j] == i``, the same bits on every run.
+
+    On a CPU ``scatter_add_`` adds in row order (the original's op and numbers). CUDA's
+    ``scatter_add_`` adds with atomics in whatever order the threads arrive, so a sum near zero
+    could change sign from run to run; ``index_put_(accumulate=True)`` sorts the ids first and
+    adds in a fixed order, so a resumed run repeats the uninterrupted one.
+    """
+    out = torch.zeros((num_ids, values.shape[1]), dtype=values.dtype, device=values.device)
+    if values.is_cuda:
+        return out.index_put_((inverse,), values, accumulate=True)
+    return out.scatter_add_(0, inverse.unsqueeze(-1).expand(-1, values.shape[1]), values)

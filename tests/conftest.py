@@ -21,9 +21,16 @@ TINY_TRM = ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.
             "arch.halt_max_steps=2", "arch.puzzle_emb_len=1", "arch.forward_dtype=float32"]
 
 
-def subprocess_env(**extra: str) -> Dict[str, str]:
+def subprocess_env(cuda: bool = False, **extra: str) -> Dict[str, str]:
+    """The environment of a command a test starts: W&B off and, unless ``cuda``, no GPU visible.
+
+    The CPU tests (gloo ranks among them, which would otherwise pick ``cuda:<local rank>``) thus
+    run the same on a GPU machine; the CUDA tests pass ``cuda=True``.
+    """
     env = dict(os.environ)
     env.update(WANDB_MODE="disabled", PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+    if not cuda:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env

@@ -74,7 +74,19 @@ def test_compiled_equals_eager_in_bf16():
 def test_two_nccl_processes_match_one(sudoku4, tmp_path):
     args = [f"data_path={sudoku4}", "epochs=2", "eval_interval=1", "global_batch_size=8", "evaluators=[]", "lr=3e-3",
             "lr_warmup_steps=1", *TINY_HRM, "arch.halt_exploration_prob=0", "arch.H_cycles=2", "compile=false", "+run_name=n"]
-    pretrain(*args, f"checkpoint_path={tmp_path / 'one'}")
+    pretrain(*args, f"checkpoint_path={tmp_path / 'one'}", env=subprocess_env(cuda=True))
     torchrun("--nproc-per-node", "2", str(REPO / "pretrain.py"), *args, f"checkpoint_path={tmp_path / 'two'}",
-             env=subprocess_env(OMP_NUM_THREADS="1"))
+             env=subprocess_env(cuda=True, OMP_NUM_THREADS="1"))
     assert max_rel_diff(load_weights(tmp_path / "one" / "step_12"), load_weights(tmp_path / "two" / "step_12")) < 1e-4
+
+
+def test_sparse_embedding_row_sums_are_deterministic_on_cuda():
+    """Many rows of one id (Sudoku's single puzzle identifier): the same bits on every run, so a
+    resumed run repeats the uninterrupted one."""
+    from models.sparse_embedding import sum_rows_by_id
+    g = torch.Generator(device="cuda").manual_seed(0)
+    values = torch.randn(6144, 512, device="cuda", generator=g)
+    inverse = torch.randint(0, 3, (6144,), device="cuda", generator=g)
+    first = sum_rows_by_id(values, inverse, 3)
+    for _ in range(10):
+        assert torch.equal(sum_rows_by_id(values, inverse, 3), first)

@@ -24,6 +24,14 @@ def eval_metrics(ck):
     return [json.loads(line) for line in (ck / "eval_metrics.jsonl").read_text().splitlines()]
 
 
+def test_commands_started_by_cpu_tests_see_no_gpu():
+    """On a GPU machine, gloo ranks would pick cuda:<local rank> (cuda:1 does not exist on a 1-GPU
+    machine): the CPU tests' commands run with CUDA_VISIBLE_DEVICES empty."""
+    code = "import torch; print(torch.cuda.device_count())"
+    out = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "0"
+
+
 @pytest.fixture(scope="module")
 def single(sudoku4, tmp_path_factory):
     ck = tmp_path_factory.mktemp("single") / "ck"

@@ -77,3 +77,13 @@ def test_accumulated_micro_batches_step_like_one_batch():
     # Row 1 is only in the first micro-batch; row 3's column 2 moves by sign(-1 + 0) only if both halves are summed.
     assert torch.equal(micro.weights, whole.weights)
     assert micro_opt._pending == {}
+
+
+def test_sum_rows_by_id_adds_rows_of_the_same_id():
+    from models.sparse_embedding import sum_rows_by_id
+    g = torch.Generator().manual_seed(0)
+    values, inverse = torch.randn(64, 5, generator=g), torch.randint(0, 7, (64,), generator=g)
+    expected = torch.stack([values[inverse == i].sum(0) for i in range(7)])
+    torch.testing.assert_close(sum_rows_by_id(values, inverse, 7), expected)
+    # The CUDA path's op (index_put_ with accumulate), on CPU tensors: the same sums.
+    torch.testing.assert_close(torch.zeros(7, 5).index_put_((inverse,), values, accumulate=True), expected)
