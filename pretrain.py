@@ -44,7 +44,7 @@ from utils.distributed import (DEFAULT_DIST_TIMEOUT_S, DistInfo, RankStoppedAnsw
 from utils.preemption import StopRequest, signal_name
 from utils.evaluation import evaluate, flatten_metrics, reduce_metrics, stack_metrics, to_device
 from utils.functions import unwrap_compiled, validation_error_line
-from utils.runs import apply_sweep_job, check_checkpoint_folder_free, current_sweep_job
+from utils.runs import apply_sweep_job, claim_run_folder, current_sweep_job, nothing_saved
 from utils.schedule import cosine_schedule_with_warmup_lr_lambda
 
 DEFAULT_DATA_PATH = "data/arc-aug-1000"
@@ -195,13 +195,17 @@ def eval_batch_size(config: PretrainConfig) -> int:
     return config.eval_global_batch_size or config.global_batch_size
 
 
-def load_synced_config(raw: Dict[str, Any], info: DistInfo) -> PretrainConfig:
-    """Build the config on rank 0 (names are random) and give every rank the same one."""
+def load_synced_config(raw: Dict[str, Any], info: DistInfo, held: contextlib.ExitStack) -> PretrainConfig:
+    """Build the config on rank 0 (names are random) and give every rank the same one. Rank 0
+    locks the run folder for the run's lifetime (``held`` releases it)."""
     payload: Any = None
     if info.rank == 0:
         try:
             config = parse_config(raw)
             check_batch_split(config, info.world_size)
+            if config.resume is not None and nothing_saved(config.resume):
+                print(f"resume={config.resume}: that run stopped before saving any weights or resume state; starting from step 0")
+                config.checkpoint_path, config.resume = config.checkpoint_path or config.resume, None
             if config.resume is not None:
                 folder, _step = ckpt.resolve_resume(config.resume)
                 with open(os.path.join(folder, "all_config.yaml")) as f:
@@ -214,9 +218,9 @@ def load_synced_config(raw: Dict[str, Any], info: DistInfo) -> PretrainConfig:
                 defaults = {k: f.default for k, f in PretrainConfig.model_fields.items() if not f.is_required()}
                 ckpt.check_resume_config(config.model_dump(), saved, defaults)
             payload = fill_names(config)
-            taken = check_checkpoint_folder_free(config.checkpoint_path, config.resume)  # type: ignore[arg-type]
-            if taken:
-                raise ConfigError(taken)
+            lock, notices = claim_run_folder(config.checkpoint_path, config.resume)  # type: ignore[arg-type]
+            held.callback(lock.release)
+            print(*notices, sep="\n", end="\n" if notices else "")
         except (ConfigError, ValueError, OSError) as e:
             payload = ConfigError(str(e))
     payload = broadcast_object(payload, info)
@@ -406,18 +410,20 @@ def _dist_timeout_from(raw_config: Dict[str, Any]) -> float:
 def launch(raw_config: Dict[str, Any]) -> PretrainConfig:
     """Run a whole training job from a composed config dict; returns the final config."""
     info = init_distributed(timeout_s=_dist_timeout_from(raw_config))
+    held = contextlib.ExitStack()  # the run folder's lock, held until the run ends
     try:
-        return _run(raw_config, info)
+        return _run(raw_config, info, held)
     except RuntimeError as e:
         if info.world_size > 1 and is_peer_failure(e):
             raise peer_failure_error(e, info, "while training") from None
         raise
     finally:
+        held.close()
         cleanup()
 
 
-def _run(raw_config: Dict[str, Any], info: DistInfo) -> PretrainConfig:
-    config = load_synced_config(raw_config, info)
+def _run(raw_config: Dict[str, Any], info: DistInfo, held: contextlib.ExitStack) -> PretrainConfig:
+    config = load_synced_config(raw_config, info, held)
     torch.random.manual_seed(config.seed + info.rank)
     resume = load_resume(config, info)
     run = set_up(config, info, resume)

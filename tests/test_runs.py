@@ -3,12 +3,16 @@ another run's checkpoint folder. The end-to-end test runs a real 2-job Hydra mul
 scripts/summarize_runs.py on its output (tests/test_summarize_runs.py reuses it)."""
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
 from conftest import REPO, TINY_HRM, load_weights, pretrain, run, subprocess_env
-from utils.runs import SweepJob, apply_sweep_job, check_checkpoint_folder_free, swept_keys, sweep_group
+from utils.runs import (RunFolderBusy, RunFolderLock, SweepJob, apply_sweep_job, check_checkpoint_folder_free, claim_run_folder,
+                        start_over, swept_keys, sweep_group)
 
 
 def test_job_name_holds_the_swept_values_and_is_a_plain_override_value():
@@ -48,6 +52,92 @@ def test_folder_guard(tmp_path):
     assert check_checkpoint_folder_free(str(folder), str(folder)) is None
     assert check_checkpoint_folder_free(str(folder), str(folder / "step_12")) is None
     assert check_checkpoint_folder_free(str(folder), str(tmp_path / "other")) is not None
+
+
+def test_a_folder_where_a_run_saved_nothing_is_started_over(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("all_config.yaml", "eval_metrics.jsonl", "step_6_all_preds.0", "hrm_act_v1.py", "notes.txt"):
+        (folder / name).write_text("x")
+    assert check_checkpoint_folder_free(str(folder), None) is None
+    notice = start_over(str(folder))
+    assert "starting over" in notice and "all_config.yaml, eval_metrics.jsonl, step_6_all_preds.0" in notice
+    assert sorted(os.listdir(folder)) == ["hrm_act_v1.py", "notes.txt"]  # code copies are rewritten; the user's file stays
+    assert start_over(str(folder)) is None
+    (folder / "eval_metrics.jsonl").write_text("x")
+    (folder / "best").write_text("x")  # weights: another run's work, kept
+    assert start_over(str(folder)) is None and "already holds another run's files (best)" in check_checkpoint_folder_free(str(folder), None)
+
+
+def test_run_folder_lock(tmp_path):
+    folder = tmp_path / "a" / "b"
+    lock = RunFolderLock(str(folder))
+    assert lock.acquire() is None
+    assert (folder / "run.lock").read_text().split()[0] == str(os.getpid())
+    with pytest.raises(RunFolderBusy, match=rf"checkpoint_path={folder} is in use by another run \(PID {os.getpid()} on "):
+        RunFolderLock(str(folder)).acquire()  # a second open file: flock refuses it even in one process
+    with pytest.raises(RunFolderBusy):
+        claim_run_folder(str(folder), None)
+    lock.release()
+    assert not (tmp_path / "a").exists()  # the folders it made, still empty, go with the lock
+    # A lock file left by a killed run is only a file: the next run takes it.
+    folder.mkdir(parents=True)
+    (folder / "run.lock").write_text("999999 elsewhere\n")
+    with RunFolderLock(str(folder)) as again:
+        assert again.acquire() is None
+    assert os.listdir(folder) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="a file is in the way"):
+        RunFolderLock(str(tmp_path / "file")).acquire()
+
+
+def _stderr_lines(proc):
+    return [line for line in proc.stderr.splitlines() if line.strip() and "\r" not in line and "it/s]" not in line]
+
+
+@pytest.mark.slow
+def test_one_run_per_folder_and_a_killed_run_leaves_no_lock(sudoku4, tmp_path):
+    """A real run holds its folder: a second run into it stops before writing, naming the first's
+    PID. Killed (SIGKILL) before its first save, the first leaves no lock and nothing to resume:
+    the same command then starts over in the folder."""
+    ck = tmp_path / "ck"
+    args = [f"data_path={sudoku4}", "global_batch_size=8", "evaluators=[]", "lr_warmup_steps=1", *TINY_HRM, f"checkpoint_path={ck}"]
+    first = subprocess.Popen([sys.executable, str(REPO / "pretrain.py"), *args, "epochs=100000", "eval_interval=100000"],
+                             env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not ((ck / "all_config.yaml").exists() and (ck / "run.lock").exists()):
+            assert first.poll() is None and time.time() < deadline, "the first run did not start"
+            time.sleep(0.2)
+        before = {n: (ck / n).stat().st_mtime_ns for n in os.listdir(ck)}
+        second = pretrain(*args, "epochs=2", "eval_interval=1", check=False)
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert _stderr_lines(second) == [f"error: checkpoint_path={ck} is in use by another run (PID {first.pid} on "
+                                         f"{os.uname().nodename}); wait for it to end or choose another checkpoint_path"]
+        assert {n: (ck / n).stat().st_mtime_ns for n in os.listdir(ck)} == before
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert "run.lock" in os.listdir(ck) and not any(n.startswith("step_") for n in os.listdir(ck))
+    again = pretrain(*args, "epochs=2", "eval_interval=1")
+    assert f"checkpoint_path={ck}: a run stopped there before its first checkpoint; starting over" in again.stdout
+    assert (ck / "step_12").exists() and "run.lock" not in os.listdir(ck)
+    assert "lr_warmup_steps: 1" in (ck / "all_config.yaml").read_text() and "epochs: 2\n" in (ck / "all_config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_resume_of_a_run_that_saved_nothing_starts_from_step_0(sudoku4, tmp_path):
+    """A run that stops at its first evaluation (unknown best_metric) saves no weights; resume= of
+    its folder starts from step 0 there with a notice, and the stopped run's metrics are not mixed in."""
+    ck = tmp_path / "ck"
+    args = [f"data_path={sudoku4}", "epochs=2", "eval_interval=1", "global_batch_size=8", "evaluators=[]", "lr_warmup_steps=1", *TINY_HRM]
+    failed = pretrain(*args, f"checkpoint_path={ck}", "best_metric=all/nosuch", check=False)
+    assert failed.returncode == 2 and (ck / "eval_metrics.jsonl").exists() and not (ck / "step_6").exists()
+    resumed = pretrain(*args, f"resume={ck}")
+    assert f"resume={ck}: that run stopped before saving any weights or resume state; starting from step 0" in resumed.stdout
+    assert [json.loads(line)["step"] for line in (ck / "eval_metrics.jsonl").read_text().splitlines()] == [6, 12]
+    assert (ck / "step_12").exists()
 
 
 @pytest.fixture(scope="session")

@@ -4,14 +4,22 @@
   checkpoint folder (the given ``checkpoint_path`` plus ``job<N>_<key>-<value>`` of the swept keys) and every job's
   W&B run is put in one group named after the sweep.
 - Any run, sweep or not, refuses a ``checkpoint_path`` that already holds another run's files
-  unless ``resume=`` continues that run.
+  unless ``resume=`` continues that run. A folder where a run stopped before saving anything
+  (no weights, no resume state) is not another run's work: a new run starts over in it.
+- One run at a time per folder: a run holds an exclusive ``flock`` on ``<checkpoint_path>/run.lock``
+  for its lifetime (:class:`RunFolderLock`).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import re
+import socket
+import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 # Overrides that name the run or its folder: leaving them out of a job's folder name keeps the
 # name about what the sweep varies.
@@ -20,6 +28,9 @@ _MAX_JOB_NAME = 120  # keep folder names well under filesystem limits (255 bytes
 
 # Files that show a folder belongs to a run (the names pretrain.py writes).
 _RUN_FILE = re.compile(r"^(all_config\.yaml|eval_metrics\.jsonl|step_\d+([._].*)?)$")
+# Of those, the ones that hold a run's work: weights (``step_N``, ``best``) or a resume state.
+_SAVED_FILE = re.compile(r"^(step_\d+|step_\d+\.train_state(\.rank\d+)?\.pt|best|best\.json)$")
+LOCK_FILE = "run.lock"
 
 
 @dataclass(frozen=True)
@@ -103,14 +114,28 @@ def run_files(folder: str) -> Iterable[str]:
     return sorted(n for n in os.listdir(folder) if _RUN_FILE.match(n))
 
 
+def saved_files(folder: str) -> List[str]:
+    """Names in ``folder`` that hold a run's work: weights or a resume state."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(n for n in os.listdir(folder) if _SAVED_FILE.match(n))
+
+
+def nothing_saved(folder: str) -> bool:
+    """``folder`` is a run's folder (``all_config.yaml``) in which the run saved no weights and no
+    resume state: it stopped before its first checkpoint, so there is nothing to continue."""
+    return os.path.isfile(os.path.join(folder, "all_config.yaml")) and not saved_files(folder)
+
+
 def check_checkpoint_folder_free(checkpoint_path: str, resume: Optional[str]) -> Optional[str]:
     """None when a run may write to ``checkpoint_path``; otherwise the one-line reason it may not.
 
     A folder holding another run's checkpoints is taken only by ``resume=`` of that folder (or
-    of one of its ``step_N``), never silently overwritten."""
+    of one of its ``step_N``), never silently overwritten. The files of a run that saved nothing
+    do not count (:func:`start_over`)."""
     if os.path.exists(checkpoint_path) and not os.path.isdir(checkpoint_path):
         return None  # not ours to judge here: the path check elsewhere names it
-    found = list(run_files(checkpoint_path))
+    found = saved_files(checkpoint_path)
     if not found:
         return None
     if resume is not None:
@@ -120,3 +145,143 @@ def check_checkpoint_folder_free(checkpoint_path: str, resume: Optional[str]) ->
     shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
     return (f"checkpoint_path={checkpoint_path} already holds another run's files ({shown}); "
             f"continue that run with resume={checkpoint_path}, or choose a new checkpoint_path")
+
+
+def start_over(checkpoint_path: str) -> Optional[str]:
+    """In a folder where a run stopped before saving anything, remove that run's files (its
+    ``all_config.yaml``, ``eval_metrics.jsonl``, prediction files) so that a new run starts over
+    in it instead of appending to them. Returns a notice naming them, or None when there were none.
+    Call only when :func:`check_checkpoint_folder_free` allows the folder and nothing is resumed."""
+    if saved_files(checkpoint_path):
+        return None
+    left = list(run_files(checkpoint_path))
+    for name in left:
+        os.remove(os.path.join(checkpoint_path, name))
+    if not left:
+        return None
+    return (f"checkpoint_path={checkpoint_path}: a run stopped there before its first checkpoint; starting over "
+            f"(removed its {', '.join(left[:4])}{' ...' if len(left) > 4 else ''})")
+
+
+class RunFolderBusy(ValueError):
+    """Another process holds the lock of the run folder."""
+
+
+class RunFolderLock:
+    """An exclusive ``flock`` on ``<folder>/run.lock`` for as long as a run writes to ``folder``.
+
+    The kernel drops the lock when the process ends, however it ends, so a killed run never leaves
+    a stale lock (its ``run.lock`` may stay behind; an unlocked file means nothing). The file holds
+    the holder's PID and host for the message another run gets. A clean release deletes the file,
+    and the folders :meth:`acquire` created when they are still empty (the run failed early)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.path = os.path.join(folder, LOCK_FILE)
+        self._fd: Optional[int] = None
+        self._created: Optional[str] = None  # the topmost folder acquire() created
+
+    def acquire(self) -> Optional[str]:
+        """Take the lock, creating the folder if needed. Raises :class:`RunFolderBusy` naming the
+        holder when another process has it, ``ValueError`` when the folder cannot be made. Returns
+        a warning when the filesystem cannot lock (the run then goes on unlocked)."""
+        while True:
+            self._make_folder()
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                continue  # a finishing run removed the folder it had created: make it again
+            except OSError as e:
+                raise ValueError(f"checkpoint_path={self.folder}: cannot write there ({e.strerror})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise RunFolderBusy(f"checkpoint_path={self.folder} is in use by another run ({holder}); "
+                                    "wait for it to end or choose another checkpoint_path") from None
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    return (f"warning: checkpoint_path={self.folder}: this filesystem cannot lock files ({e.strerror}); "
+                            "nothing stops a second run from writing to the same folder")
+                raise ValueError(f"checkpoint_path={self.folder}: cannot lock {LOCK_FILE} ({e.strerror})") from None
+            # A run that just finished deletes its lock file: we must hold the file that is there now.
+            try:
+                now, ours = os.stat(self.path), os.fstat(fd)
+                if (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        self._fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        return None
+
+    def _make_folder(self) -> None:
+        top, parent = None, os.path.abspath(self.folder)
+        while not os.path.exists(parent):
+            top, parent = parent, os.path.dirname(parent)
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except FileExistsError:
+            raise ValueError(f"checkpoint_path={self.folder}: a file is in the way; give a folder") from None
+        except OSError as e:
+            raise ValueError(f"checkpoint_path={self.folder}: cannot create the folder ({e.strerror})") from None
+        if top is not None and self._created is None:
+            self._created = top
+
+    def release(self) -> None:
+        """Drop the lock and delete the lock file (and the folders acquire() made, if still empty)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.remove(self.path)  # while still locked, so that no one locks the file being deleted
+        os.close(self._fd)
+        self._fd = None
+        if self._created is not None:
+            folder = os.path.abspath(self.folder)
+            while True:
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    break
+                if folder == self._created:
+                    break
+                folder = os.path.dirname(folder)
+
+    def __enter__(self) -> "RunFolderLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    """``PID <n> on <host>`` from a lock file (the holder writes it right after locking)."""
+    for _ in range(20):
+        text = os.pread(fd, 200, 0).decode(errors="replace").split()
+        if len(text) >= 2:
+            return f"PID {text[0]} on {text[1]}"
+        time.sleep(0.05)
+    return "PID unknown"
+
+
+def claim_run_folder(checkpoint_path: str, resume: Optional[str]) -> Tuple[RunFolderLock, List[str]]:
+    """Lock ``checkpoint_path`` for this run, then check it is free (another run's work is taken
+    only by ``resume=`` of it) and start over in it when a stopped run saved nothing there.
+    Returns the held lock (release it when the run ends) and the notices to print. Raises
+    ``ValueError`` with one line, holding no lock, when the run may not write there."""
+    lock = RunFolderLock(checkpoint_path)
+    notices = [n for n in [lock.acquire()] if n]
+    try:
+        taken = check_checkpoint_folder_free(checkpoint_path, resume)
+        if taken:
+            raise ValueError(taken)
+        if resume is None:
+            notices += [n for n in [start_over(checkpoint_path)] if n]
+    except BaseException:
+        lock.release()
+        raise
+    return lock, notices
