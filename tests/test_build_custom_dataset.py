@@ -199,3 +199,55 @@ def test_augment_options_repeat_and_combine(tmp_path):
     # some copy is neither a symmetry of the original nor keeps its colours: both transforms were drawn
     symmetries = {json.dumps(dihedral_transform(np.array([[1, 2], [3, 4]]), t).tolist()) for t in range(8)}
     assert any(json.dumps(g) not in symmetries for g in grids)
+
+
+def test_output_folder_holding_the_sources_or_other_files_is_refused(tmp_path, capsys):
+    # The case: --output-dir cu with the sources in cu/ exited 0 and left only the dataset.
+    cu = tmp_path / "cu"
+    (cu / "notes").mkdir(parents=True)
+    train = write_jsonl(cu / "train.jsonl", [{"input": "ab", "output": "ba"}])
+    test = write_jsonl(cu / "test.jsonl", [{"input": "ba", "output": "ab"}])
+    elsewhere = write_jsonl(tmp_path / "t.jsonl", [{"input": "ab", "output": "ba"}])
+    before = {p: p.read_bytes() if p.is_file() else None for p in cu.rglob("*")}
+    for argv, message in [
+            (["--train", train, "--test", test], f"--train {train} is inside --output-dir {cu}, which the build "
+             "replaces as a whole: choose another output folder"),
+            (["--train", elsewhere, "--test", test], f"--test {test} is inside --output-dir {cu}"),
+            (["--train", elsewhere, "--test", elsewhere],
+             f"--output-dir {cu} holds files that are not a dataset (notes/, test.jsonl, train.jsonl): "
+             "choose an empty or new folder")]:
+        with pytest.raises(SystemExit) as e:
+            run_cli(main, argv + ["--output-dir", str(cu)])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+        assert {p: p.read_bytes() if p.is_file() else None for p in cu.rglob("*")} == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["cu", "t.jsonl"]
+
+
+def test_byte_order_mark_is_dropped(tmp_path):
+    examples = [{"input": "ab", "output": "ba", "puzzle": "p"}, {"input": "ba", "output": "ab", "puzzle": "p"}]
+    for fmt, write in (("jsonl", write_jsonl), ("csv", write_csv)):
+        plain = write(tmp_path / f"plain.{fmt}", examples)
+        bom = tmp_path / f"bom.{fmt}"  # as Windows editors save UTF-8
+        bom.write_bytes(b"\xef\xbb\xbf" + (tmp_path / f"plain.{fmt}").read_bytes())
+        for name, path in (("a", plain), ("b", str(bom))):
+            build_custom_dataset(CustomBuildConfig(train=path, test=path, output_dir=str(tmp_path / name)))
+        for split in ("train", "test"):
+            a, b = load_split(tmp_path / "a", split), load_split(tmp_path / "b", split)
+            assert all(np.array_equal(a[k], b[k]) for k in a)
+        assert (tmp_path / "a" / "identifiers.json").read_text() == (tmp_path / "b" / "identifiers.json").read_text()
+
+
+def test_unknown_fields_name_the_nearest_known_one(tmp_path):
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text('{"input": "ab", "output": "ba"}\n{"input": "ab", "output": "ba", "puzzel": "p"}\n')
+    (tmp_path / "t.csv").write_text("input,output,grup\nab,ba,g\n")
+    (tmp_path / "u.jsonl").write_text('{"input": "ab", "output": "ba", "weight": 2}\n')
+    for name, message in [("t.jsonl", "line 2: unknown field 'puzzel' (did you mean 'puzzle'?)"),
+                          ("t.csv", "line 1: unknown column 'grup' (did you mean 'group'?)"),
+                          ("u.jsonl", "line 1: unknown field 'weight' (known: input, output, puzzle, group)")]:
+        with pytest.raises(DatasetError) as e:
+            build_custom_dataset(CustomBuildConfig(train=str(tmp_path / name), test=str(tmp_path / name),
+                                                   output_dir=str(tmp_path / "out")))
+        assert str(e.value) == f"{tmp_path / name}: {message}"
+    assert not (tmp_path / "out").exists()

@@ -247,3 +247,19 @@ def test_output_path_that_is_a_file(tmp_path):
         assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "Traceback" not in result.stderr
     assert target.read_text() == "keep me" and os.listdir(tmp_path) == ["taken"]
+
+
+def test_only_a_dataset_folder_is_replaced(tmp_path, capsys):
+    from dataset.build_domino_dataset import main
+    from dataset.common import run_cli
+    data = tmp_path / "data"
+    (data / "sudoku").mkdir(parents=True)
+    (data / "sudoku" / "identifiers.json").write_text('["<blank>"]')
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, ["--output-dir", str(data), "--num-games", "5"])
+    assert (e.value.code, capsys.readouterr().err) == (
+        2, f"error: --output-dir {data} holds files that are not a dataset (sudoku/): choose an empty or new folder\n")
+    assert [p.name for p in data.rglob("*")] == ["sudoku", "identifiers.json"] and os.listdir(tmp_path) == ["data"]
+    for seed in ("1", "2"):  # a domino dataset (domino.json beside the splits) is replaced
+        run_cli(main, ["--output-dir", str(data / "domino"), "--num-games", "5", "--seed", seed])
+        assert json.loads((data / "domino" / "domino.json").read_text())["seed"] == int(seed)

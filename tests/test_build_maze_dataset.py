@@ -158,3 +158,26 @@ def test_generated_dataset_records_the_task_and_empty_fields_are_one_line(tmp_pa
         run_cli(main, ["--source-repo", str(src), "--output-dir", str(tmp_path / "out")])
     assert e.value.code == 1
     assert capsys.readouterr().err == f"error: {src / 'train.csv'}: line 3: the answer field is empty\n"
+
+
+def test_output_folder_of_other_files_or_holding_the_source_is_refused(tmp_path, capsys):
+    from dataset.build_maze_dataset import main
+    from dataset.common import run_cli
+    out = tmp_path / "out"
+    src = out / "src"
+    src.mkdir(parents=True)
+    for name in ("train.csv", "test.csv"):  # with a byte-order mark, as Windows editors write them
+        (src / name).write_text("\ufeffsource,question,answer,rating\n" + f"gen,{ROW},{SOLVED},0\n", encoding="utf-8")
+    before = sorted(p.name for p in out.rglob("*"))
+    for argv, message in [
+            (["--generate", "2", "--size", "7", "--output-dir", str(out)],
+             f"error: --output-dir {out} holds files that are not a dataset (src/): choose an empty or new folder\n"),
+            (["--source-repo", str(src), "--output-dir", str(out)],
+             f"error: --source-repo {src} is inside --output-dir {out}, which the build replaces as a whole: "
+             "choose another output folder\n")]:
+        with pytest.raises(SystemExit) as e:
+            run_cli(main, argv)
+        assert (e.value.code, capsys.readouterr().err) == (2, message)
+        assert sorted(p.name for p in out.rglob("*")) == before and os.listdir(tmp_path) == ["out"]
+    run_cli(main, ["--source-repo", str(src), "--output-dir", str(tmp_path / "ds")])
+    assert load_split(tmp_path / "ds", "test")["inputs"].shape == (1, 25)

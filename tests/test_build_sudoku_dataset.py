@@ -192,13 +192,14 @@ def test_bad_csv_rows_are_clear_errors(tmp_path, q, a, message):
     write_csv(src / "train.csv", [(GOOD_Q, GOOD_A, 0), (q, a, 1)])
     write_csv(src / "test.csv", [(GOOD_Q, GOOD_A, 0)])
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("previous build")
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "dataset.json").write_text("previous build")
     res = run_builder("--source-repo", src, "--output-dir", out)
     assert res.returncode == 1
     assert res.stderr.startswith(f"error: {src / 'train.csv'}: {message}"), res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
-    assert os.listdir(out) == ["keep.txt"] and sorted(os.listdir(tmp_path)) == ["out", "src"]
+    assert os.listdir(out) == ["train"] and (out / "train" / "dataset.json").read_text() == "previous build"
+    assert sorted(os.listdir(tmp_path)) == ["out", "src"]
 
 
 @pytest.mark.slow
@@ -229,3 +230,36 @@ def test_empty_question_field_is_one_line(tmp_path, capsys):
     assert e.value.code == 1
     assert capsys.readouterr().err == f"error: {src / 'train.csv'}: line 3: the question field is empty\n"
     assert not (tmp_path / "out").exists()
+
+
+def tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def test_output_folder_of_other_files_or_holding_the_source_is_refused(tmp_path, capsys):
+    from dataset.build_sudoku_dataset import main
+    from dataset.common import run_cli
+    datadir = tmp_path / "datadir"
+    (datadir / "sudoku-old").mkdir(parents=True)
+    write_csv(datadir / "sudoku-old" / "train.csv", [(GOOD_Q, GOOD_A, 0)])
+    write_csv(datadir / "sudoku-old" / "test.csv", [(GOOD_Q, GOOD_A, 0)])
+    (datadir / "notes.txt").write_text("mine")
+    before = tree(datadir)
+    for argv, message in [
+            (["--generate", "5", "--grid", "4", "--output-dir", str(datadir)],
+             f"error: --output-dir {datadir} holds files that are not a dataset (notes.txt, sudoku-old/): "
+             "choose an empty or new folder\n"),
+            (["--source-repo", str(datadir / "sudoku-old"), "--output-dir", str(datadir)],
+             f"error: --source-repo {datadir / 'sudoku-old'} is inside --output-dir {datadir}, which the build "
+             "replaces as a whole: choose another output folder\n")]:
+        with pytest.raises(SystemExit) as e:
+            run_cli(main, argv)
+        assert (e.value.code, capsys.readouterr().err) == (2, message)
+        assert tree(datadir) == before and sorted(os.listdir(tmp_path)) == ["datadir"]
+    # A dataset folder is replaced; the CSVs of a local source may begin with a byte-order mark.
+    src = datadir / "sudoku-old"
+    for split in ("train", "test"):
+        (src / f"{split}.csv").write_bytes(b"\xef\xbb\xbf" + (src / f"{split}.csv").read_bytes())
+    run_cli(main, ["--source-repo", str(src), "--output-dir", str(tmp_path / "ds")])
+    run_cli(main, ["--generate", "3", "--grid", "4", "--output-dir", str(tmp_path / "ds")])
+    assert load_split(tmp_path / "ds", "train")["inputs"].shape == (3, 16)

@@ -13,9 +13,9 @@ import pydantic
 import pytest
 
 from dataset.common import (DIHEDRAL_INVERSE, DatasetError, NpyFile, OptionError, PuzzleCSV, PuzzleDatasetMetadata,
-                            atomic_output_dir, dihedral_transform, inverse_dihedral_transform, load_metadata,
-                            parse_config, resolve_source_csv, run_cli, save_identifiers, save_metadata, save_set,
-                            save_split, subsample_rows)
+                            atomic_output_dir, check_output_dir, dihedral_transform, inverse_dihedral_transform,
+                            load_metadata, parse_config, resolve_source_csv, run_cli, save_identifiers, save_metadata,
+                            save_set, save_split, subsample_rows)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,24 +90,98 @@ def test_save_set_and_identifiers(tmp_path):
     assert json.loads((tmp_path / "identifiers.json").read_text()) == ["<blank>", "a|||t1|||0123456789"]
 
 
+def make_dataset(folder, *extra_files):
+    """A small dataset folder as a builder writes it (plus ``extra_files`` at its top)."""
+    for split in ("train", "test"):
+        save_split(str(folder / split), np.ones((2, 4), np.uint8), np.ones((2, 4), np.uint8), vocab_size=3,
+                   task="t", group_size=1)
+    save_identifiers(str(folder), ["<blank>"])
+    for name in extra_files:
+        (folder / name).write_text("{}")
+    return folder
+
+
 def test_atomic_output_dir_replaces_only_on_success(tmp_path):
-    out = tmp_path / "ds"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    out = make_dataset(tmp_path / "ds")
+    before = (out / "train" / "all__inputs.npy").read_bytes()
     with pytest.raises(RuntimeError):
         with atomic_output_dir(str(out)) as tmp:
             (open(os.path.join(tmp, "new.txt"), "w")).write("half")
             raise RuntimeError("builder failed")
     assert sorted(os.listdir(tmp_path)) == ["ds"]  # no temporary folder left behind
-    assert (out / "old.txt").read_text() == "old"
+    assert (out / "train" / "all__inputs.npy").read_bytes() == before
     with atomic_output_dir(str(out)) as tmp:
         (open(os.path.join(tmp, "new.txt"), "w")).write("complete")
     assert sorted(os.listdir(out)) == ["new.txt"]
     assert sorted(os.listdir(tmp_path)) == ["ds"]
     (tmp_path / "file").write_text("x")
-    with pytest.raises(DatasetError, match="not a folder"):
+    with pytest.raises(OptionError, match="not a folder"):
         with atomic_output_dir(str(tmp_path / "file")):
             pass
+
+
+def tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("make, shown", [
+    # the issue's case: a custom build into the folder of its own sources
+    (lambda d: [(d / "train.jsonl").write_text("{}"), (d / "test.jsonl").write_text("{}"), (d / "notes").mkdir()],
+     "notes/, test.jsonl, train.jsonl"),
+    (lambda d: [make_dataset(d), (d / "README.md").write_text("mine")], "README.md"),  # a dataset and a file
+    (lambda d: [make_dataset(d), (d / "train" / "notes.txt").write_text("mine")], "train/notes.txt"),
+    (lambda d: [make_dataset(d), (d / "test" / "dataset.json").unlink()], "test/"),  # a split without dataset.json
+    (lambda d: [(d / "sudoku").mkdir(), make_dataset(d / "sudoku"), (d / "maze").mkdir()], "maze/, sudoku/"),  # data/
+    (lambda d: [(d / "identifiers.json").write_text("[]")], "identifiers.json"),  # no split: not a dataset
+    (lambda d: [(d / f"f{i}").write_text("") for i in range(7)], "f0, f1, f2, f3, f4 and 2 more"),
+])
+def test_a_folder_that_is_not_a_dataset_is_refused_untouched(tmp_path, make, shown):
+    out = tmp_path / "out"
+    out.mkdir()
+    make(out)
+    before = tree(out)
+    message = f"--output-dir {out} holds files that are not a dataset ({shown}): choose an empty or new folder"
+    with pytest.raises(OptionError) as e:
+        check_output_dir(str(out))
+    assert str(e.value) == message and e.value.exit_status == 2
+    with pytest.raises(OptionError, match="holds files that are not a dataset"):
+        with atomic_output_dir(str(out)):
+            pytest.fail("a refused folder must not get a build")
+    assert tree(out) == before and os.listdir(tmp_path) == ["out"]
+
+
+def test_new_empty_and_dataset_folders_are_replaced(tmp_path):
+    for folder in (tmp_path / "new", tmp_path / "empty", make_dataset(tmp_path / "arc", "test_puzzles.json"),
+                   make_dataset(tmp_path / "domino", "domino.json")):
+        if folder.name == "empty":
+            folder.mkdir()
+        check_output_dir(str(folder))
+        with atomic_output_dir(str(folder)) as tmp:
+            save_identifiers(tmp, ["<blank>"])
+        assert os.listdir(folder) == ["identifiers.json"]
+
+
+def test_files_added_during_the_build_are_kept(tmp_path):
+    out = make_dataset(tmp_path / "ds")
+    with pytest.raises(OptionError, match=r"\(notes.txt\)"):
+        with atomic_output_dir(str(out)) as tmp:
+            save_identifiers(tmp, ["<blank>", "new"])
+            (out / "notes.txt").write_text("written while the build ran")
+    assert (out / "notes.txt").exists() and json.loads((out / "identifiers.json").read_text()) == ["<blank>"]
+    assert sorted(os.listdir(tmp_path)) == ["ds"]
+
+
+def test_an_input_inside_the_output_folder_is_refused(tmp_path):
+    out = make_dataset(tmp_path / "ds")
+    check_output_dir(str(out), [("--train", str(tmp_path / "train.jsonl")), ("--test", None)])  # beside it: fine
+    check_output_dir(str(tmp_path / "ds-new"), [("--source-repo", str(tmp_path))])  # output inside the input: fine
+    for path in (out / "train" / "dataset.json", out, tmp_path / "link"):
+        if path.name == "link":
+            path.symlink_to(out)  # the same folder by another name
+        with pytest.raises(OptionError) as e:
+            check_output_dir(str(out), [("--source-repo", str(path))])
+        assert str(e.value) == (f"--source-repo {path} is inside --output-dir {out}, which the build replaces as "
+                                "a whole: choose another output folder")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,8 +189,11 @@ def test_atomic_output_dir_replaces_only_on_success(tmp_path):
 
 def test_puzzle_csv_fields_ratings_and_line_endings(tmp_path):
     body = "source,question,answer,rating\ns1,ab.,abc,7\ns2,..c,abc,12\n\n"
-    for name, text in [("unix.csv", body), ("dos.csv", body.replace("\n", "\r\n")),
-                       ("quoted.csv", 'source,question,answer,rating\n"s1","ab.",abc,7\ns2,..c,"abc",12\n')]:
+    quoted = 'source,question,answer,rating\n"s1","ab.",abc,7\ns2,..c,"abc",12\n'
+    # A byte-order mark (Windows editors write one) before the header is dropped with it.
+    for name, text in [("unix.csv", body), ("dos.csv", body.replace("\n", "\r\n")), ("quoted.csv", quoted),
+                       ("bom.csv", "\ufeff" + body), ("bom-dos.csv", "\ufeff" + body.replace("\n", "\r\n")),
+                       ("bom-quoted.csv", "\ufeff" + quoted)]:
         path = tmp_path / name
         path.write_bytes(text.encode())
         table = PuzzleCSV(str(path))
@@ -310,3 +387,12 @@ def test_full_disk_is_one_line_and_keeps_the_previous_dataset(small_disk, capsys
                 write(tmp)
         assert sorted(os.listdir(small_disk)) == ["ds"]
         assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("task", ["sudoku", "maze", "arc", "custom", "domino"])
+def test_builder_help_cites_no_internal_documents(task, capsys):
+    main = __import__(f"dataset.build_{task}_dataset", fromlist=["main"]).main
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "--output-dir" in out and "SPEC" not in out  # the README is the reference
