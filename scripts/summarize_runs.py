@@ -12,7 +12,8 @@ time from its first to its last file. By default the table shows the main metric
 token accuracy and loss of each set, pass@1 / pass@2 of an evaluator); ``--metrics all`` shows every
 one. It writes ``runs_summary.md``, ``runs_summary.csv`` and
 ``runs_curves.png`` (matplotlib) to ``--out`` (default: the folder) and prints the markdown.
-Offline: nothing needs W&B.
+A run folder that cannot be read (broken ``all_config.yaml`` or ``eval_metrics.jsonl``) is
+skipped with a one-line warning. Offline: nothing needs W&B.
 """
 from __future__ import annotations
 
@@ -260,7 +261,14 @@ def summarize(folder: str, metrics: Optional[Sequence[str]] = None, out: Optiona
     if not paths:
         raise SummaryError(f"{folder}: no runs found (no all_config.yaml under it)")
     cache: Dict[Optional[str], Dict[str, Any]] = {}
-    runs = [load_run(p, cache) for p in tqdm(paths, desc="runs", disable=len(paths) < 20)]
+    runs = []
+    for path in tqdm(paths, desc="runs", disable=len(paths) < 20):
+        try:
+            runs.append(load_run(path, cache))
+        except (SummaryError, OSError, ValueError) as e:  # one broken run folder does not hide the others
+            print(f"warning: skipped a run: {e}", file=sys.stderr)
+    if not runs:
+        raise SummaryError(f"{folder}: none of the {len(paths)} run folder(s) under it could be read (see the warnings above)")
     available = sorted({m for r in runs for m in r.curves})
     if metrics is not None and list(metrics) == ["all"]:
         chosen = available

@@ -77,3 +77,17 @@ def test_command_line_errors(tmp_path, capsys):
     (tmp_path / "r" / "eval_metrics.jsonl").write_text('{"all": 1}\n')
     assert "eval_metrics.jsonl:1: not an evaluation line" in errors_of(capsys, tmp_path)
     assert not os.path.exists(tmp_path / "runs_summary.md")
+
+
+def test_a_broken_run_folder_is_skipped_with_a_warning(tmp_path, capsys):
+    for name, config, metrics in (("good", "lr: 0.1\n", '{"step": 3, "all": {"accuracy": 0.5}}\n'),
+                                  ("list", "- a\n- b\n", ""), ("bad-yaml", "lr: [\n", ""),
+                                  ("bad-metrics", "lr: 0.2\n", "not json\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "all_config.yaml").write_text(config)
+        (tmp_path / name / "eval_metrics.jsonl").write_text(metrics)
+    text = summarize(str(tmp_path), out=str(tmp_path / "out"))
+    assert [r.split(" | ")[0] for r in text.splitlines() if r.startswith("| ")][1:] == ["| good"]
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 3 and all(w.startswith("warning: skipped a run: ") for w in warnings)
+    assert any("bad-metrics/eval_metrics.jsonl:1" in w for w in warnings) and any("list/all_config.yaml" in w for w in warnings)
