@@ -1,10 +1,11 @@
 """Shared helpers for tests that run the real command-line programs on tiny generated data."""
+import hashlib
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import pytest
 import torch
@@ -164,3 +165,52 @@ def small_tmpfs(tmp_path):
     yield mnt
     proc = subprocess.run(["umount", str(mnt)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# ---- a Hugging Face cache laid out by hand (hf:// checkpoints, offline) ----------------------
+
+HF_TEST_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def lay_out_hf_cache(cache: Path, repo_id: str, files: Dict[str, Union[Path, bytes]], revision: str = "main",
+                     commit: str = HF_TEST_COMMIT) -> Path:
+    """A model repository in a huggingface_hub cache as a download leaves it: contents in
+    ``blobs/<hash>``, ``snapshots/<commit>/<file>`` links to them, ``refs/<revision>`` naming the
+    commit. ``files``: path in the repository -> bytes or a file (a folder: all its files). Returns the snapshot."""
+    storage = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = storage / "snapshots" / commit
+    expanded: Dict[str, Union[Path, bytes]] = {}
+    for rel, content in files.items():
+        if isinstance(content, Path) and content.is_dir():
+            expanded.update({f"{rel}/{p.relative_to(content).as_posix()}".lstrip("/"): p for p in content.rglob("*") if p.is_file()})
+        else:
+            expanded[rel] = content
+    for rel, content in expanded.items():
+        data = content.read_bytes() if isinstance(content, Path) else content
+        blob = storage / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = snapshot / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (storage / "refs").mkdir(parents=True, exist_ok=True)
+    (storage / "refs" / revision).write_text(commit)
+    return snapshot
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache with HF_HUB_OFFLINE=1 and no token, for this process (huggingface_hub's
+    constants) and for the commands it starts (the environment)."""
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf_home"
+    cache = home / "hub"
+    cache.mkdir(parents=True)
+    for name, value in (("HF_HOME", home), ("HF_HUB_CACHE", cache), ("HF_HUB_OFFLINE", "1")):
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    return cache

@@ -1,0 +1,143 @@
+"""scripts/push_to_hub.py: the published folder (release layout + Hub files + dataset metadata + model
+card) from a real training run, its card, its training command, and the one-line refusals."""
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import lay_out_hf_cache, load_weights
+from scripts import push_to_hub
+from utils.hub import resolve_checkpoint
+
+FILES = {"README.md", "all_config.yaml", "config.json", "checkpoint", "model.safetensors", "eval_metrics.jsonl",
+         "dataset/train/dataset.json", "dataset/test/dataset.json", "dataset/identifiers.json"}
+
+
+@pytest.fixture(scope="module")
+def published(trained_hrm, tmp_path_factory):
+    """``push_to_hub.py local_dir=`` of the tiny trained HRM's step_12: (folder, checkpoint folder, logged metrics)."""
+    ck, logged = trained_hrm
+    out = tmp_path_factory.mktemp("published") / "me-tiny"
+    push_to_hub.main([f"checkpoint={ck}/step_12", "repo_id=me/hrm-tiny", f"local_dir={out}"])
+    return out, ck, logged
+
+
+def front_matter(card: str):
+    assert card.startswith("---\n")
+    head, body = card[4:].split("\n---\n", 1)
+    return yaml.safe_load(head), body
+
+
+def test_folder_holds_release_layout_hub_files_and_dataset_metadata(published, sudoku4):
+    out, ck, _ = published
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == FILES
+    assert (out / "all_config.yaml").read_text() == (ck / "all_config.yaml").read_text()
+    assert json.loads((out / "config.json").read_text()) == yaml.safe_load((ck / "all_config.yaml").read_text())
+    for rel in ("train/dataset.json", "test/dataset.json", "identifiers.json"):
+        assert (out / "dataset" / rel).read_bytes() == (sudoku4 / rel).read_bytes()
+
+
+def test_safetensors_and_checkpoint_hold_the_same_tensors(published):
+    from safetensors.torch import load_file
+
+    out, ck, _ = published
+    release, hub, trained = load_weights(out / "checkpoint"), load_file(out / "model.safetensors"), load_weights(ck / "step_12")
+    assert all(k.startswith("_orig_mod.") for k in release)  # the original releases' (compiled) key names
+    assert {k[len("_orig_mod."):] for k in release} == set(hub) == set(trained)
+    for k, v in trained.items():
+        assert torch.equal(hub[k], v) and torch.equal(release["_orig_mod." + k], v) and hub[k].dtype == v.dtype
+
+
+def test_model_card_is_yaml_front_matter_plus_markdown(published):
+    from huggingface_hub import ModelCard
+
+    out, _, logged = published
+    text = (out / "README.md").read_text()
+    meta, body = front_matter(text)
+    assert meta["library_name"] == "hrm-trm" and {"hrm", "sudoku", "reasoning"} <= set(meta["tags"])
+    card = ModelCard(text)  # huggingface_hub's own parser: the Hub reads the same fields
+    assert card.data.library_name == "hrm-trm"
+    scores = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert scores["all/exact_accuracy"] == pytest.approx(logged[12]["exact_accuracy"], abs=1e-6)
+    assert scores["all/accuracy"] == pytest.approx(logged[12]["accuracy"], abs=1e-6)
+    assert "# hrm-tiny" in body and "step 12" in body
+    assert "python predict.py checkpoint=hf://me/hrm-tiny task=sudoku" in body
+    assert "python evaluate.py checkpoint=hf://me/hrm-tiny data_path=" in body
+    assert "https://arxiv.org/abs/2506.21734" in body
+
+
+def test_training_command_composes_to_the_run_config(published):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from conftest import REPO
+    from pretrain import parse_config
+
+    out, ck, _ = published
+    body = front_matter((out / "README.md").read_text())[1]
+    command = next(line for line in body.splitlines() if line.startswith("python pretrain.py "))
+    overrides = shlex.split(command)[2:]
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
+        composed = OmegaConf.to_container(compose("cfg_pretrain", overrides=overrides), resolve=True)
+    rebuilt = parse_config(composed).model_dump()
+    saved = yaml.safe_load((ck / "all_config.yaml").read_text())
+    names = {"checkpoint_path", "project_name", "run_name"}
+    assert {k: v for k, v in rebuilt.items() if k not in names} == {k: v for k, v in saved.items() if k not in names}
+
+
+def test_published_folder_resolves_through_the_hub_cache(published, hf_cache):
+    from safetensors.torch import load_file
+
+    out, ck, _ = published
+    snapshot = lay_out_hf_cache(hf_cache, "me/hrm-tiny", {"": out})
+    path = resolve_checkpoint("hf://me/hrm-tiny")
+    assert path == str(snapshot / "model.safetensors")
+    assert all(torch.equal(v, load_weights(ck / "step_12")[k]) for k, v in load_file(path).items())
+    assert resolve_checkpoint("hf://me/hrm-tiny/checkpoint") == str(snapshot / "checkpoint")
+
+
+def test_help_answers(capsys):
+    push_to_hub.main(["--help"])
+    assert "repo_id=<owner>/<name>" in capsys.readouterr().out
+
+
+def error_line(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        push_to_hub.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_refusals_are_one_line_and_write_nothing(trained_hrm, hf_cache, tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    ck, _ = trained_hrm
+    args = [f"checkpoint={ck}/step_12", "repo_id=me/hrm-tiny"]
+    assert "HF_HUB_OFFLINE=1 forbids uploading" in error_line(capsys, args)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert "no Hugging Face token; run `hf auth login` or set HF_TOKEN" in error_line(capsys, args)
+    assert "expected <owner>/<name>" in error_line(capsys, [f"checkpoint={ck}/step_12", "repo_id=me/x@v1", f"local_dir={tmp_path / 'a'}"])
+    assert "a folder; give its weights file" in error_line(capsys, [f"checkpoint={ck}", "repo_id=me/x", f"local_dir={tmp_path / 'a'}"])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep").write_text("x")
+    assert "exists and is not an empty folder" in error_line(capsys, [*args, f"local_dir={tmp_path / 'full'}"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "hf_home"]  # no temporary folder left behind
+
+
+def test_dataset_elsewhere_needs_data_path(trained_hrm, sudoku4, tmp_path, capsys):
+    ck, _ = trained_hrm
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "all_config.yaml").write_text((ck / "all_config.yaml").read_text().replace(str(sudoku4), "data/moved-away"))
+    (run / "step_12").write_bytes((ck / "step_12").read_bytes())
+    args = [f"checkpoint={run}/step_12", "repo_id=me/x", f"local_dir={tmp_path / 'out'}"]
+    err = error_line(capsys, args)
+    assert "data/moved-away/train/dataset.json: missing" in err and "give data_path=<the dataset folder>" in err
+    push_to_hub.main([*args, f"data_path={sudoku4}"])
+    assert (tmp_path / "out" / "dataset" / "identifiers.json").read_bytes() == (sudoku4 / "identifiers.json").read_bytes()
+    assert not (tmp_path / "out" / "eval_metrics.jsonl").exists()  # this folder logged none
+    assert "## Evaluation" not in (tmp_path / "out" / "README.md").read_text()
