@@ -149,3 +149,17 @@ def test_full_disk_is_one_line_and_keeps_the_old_file(small_tmpfs):
     assert str(e.value) == f"no space left on device (needed about 8 MB in {small_tmpfs})"
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(1000))
     assert os.listdir(small_tmpfs) == ["step_1"]
+
+
+def test_load_weights_reads_safetensors_whatever_the_name(tmp_path):
+    from safetensors.torch import save_file
+
+    weights = {"model.inner.lm_head.weight": torch.randn(6, 4), "model.inner.q_head.bias": torch.tensor([-5.0, -5.0])}
+    save_file(weights, str(tmp_path / "model.safetensors"))
+    (tmp_path / "step_3").write_bytes((tmp_path / "model.safetensors").read_bytes())  # a safetensors file named as a step
+    for name in ("model.safetensors", "step_3"):
+        loaded = load_weights(str(tmp_path / name), "checkpoint")
+        assert loaded.keys() == weights.keys() and all(torch.equal(loaded[k], v) for k, v in weights.items())
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "model.safetensors").read_bytes()[:60])
+    with pytest.raises(CheckpointError, match=r"cut.safetensors: the safetensors file is truncated"):
+        load_weights(str(tmp_path / "cut.safetensors"), "checkpoint")

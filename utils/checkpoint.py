@@ -136,8 +136,41 @@ def _looks_truncated(path: str) -> bool:
         return False
 
 
+def _safetensors_header_length(path: str) -> Optional[int]:
+    """The header length a safetensors file starts with (8 bytes, then the JSON header), or None for other files."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return None
+    n = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    return n if head[8:9] == b"{" and 0 < n < (100 << 20) else None
+
+
+def is_safetensors(path: str) -> bool:
+    """Whether ``path`` is a safetensors file, whatever its name."""
+    return _safetensors_header_length(path) is not None
+
+
+def _load_safetensors(path: str, what: str, map_location) -> Dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise CheckpointError(f"{what}={path}: a safetensors file; reading it needs the safetensors package (pip install safetensors)") from None
+    try:
+        return load_file(path, device=str(torch.device(map_location)))
+    except Exception as e:  # noqa: BLE001 - whatever a damaged file makes the reader raise
+        detail = re.sub(r"\s+", " ", str(e)).strip()[:120] or type(e).__name__
+        truncated = (_safetensors_header_length(path) or 0) + 8 > os.path.getsize(path)
+        problem = "the safetensors file is truncated" if truncated else "not a readable safetensors file"
+        raise CheckpointError(f"{what}={path}: {problem} ({detail})") from None
+
+
 def load_weights(path: str, what: str, map_location="cpu") -> Dict[str, torch.Tensor]:
-    """A ``step_N`` weights file: a dict of tensors, or one :class:`CheckpointError` line."""
+    """A weights file (``step_N``, a release's ``checkpoint``, or ``model.safetensors``): a dict of
+    tensors, or one :class:`CheckpointError` line."""
+    if os.path.isfile(path) and is_safetensors(path):
+        return _load_safetensors(path, what, map_location)
     state_dict = safe_load(path, what, map_location=map_location)
     if not isinstance(state_dict, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state_dict.items()):
         raise CheckpointError(f"{what}={path}: not a model checkpoint (expected a dict of named tensors, got {type(state_dict).__name__})")
