@@ -386,6 +386,11 @@ def upload(cfg: PushConfig, info: Dict[str, Any], card: str) -> str:
                 raise ConfigError(f"repo_id={cfg.repo_id}: the Hub refused ({status}): the token cannot write there; nothing was uploaded") from None
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(f"repo_id={cfg.repo_id}: the Hub answered {status or 'an error'} ({first[:160]}); nothing was uploaded") from None
+        except ValueError as e:  # huggingface_hub's verdict on README.md's front matter, before the commit
+            if "Invalid metadata" not in str(e):
+                raise
+            reasons = "; ".join(line.lstrip("- ").strip() for line in str(e).splitlines()[1:] if line.strip()) or str(e)
+            raise ConfigError(f"repo_id={cfg.repo_id}: the Hub refused the model card's metadata ({reasons[:200]}); nothing was uploaded") from None
         except (OSError, ConnectionError) as e:
             raise ConfigError(f"repo_id={cfg.repo_id}: the Hub cannot be reached ({type(e).__name__}); nothing was uploaded") from None
         except Exception as e:  # noqa: BLE001 - httpx/requests connection errors are not OSErrors

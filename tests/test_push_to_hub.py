@@ -1,8 +1,11 @@
 """scripts/push_to_hub.py: the published folder (release layout + Hub files + dataset metadata + model
 card) from a real training run, its card, its training command, and the one-line refusals."""
+import base64
+import http.server
+import io
 import json
 import shlex
-from pathlib import Path
+import threading
 
 import pytest
 import torch
@@ -141,3 +144,85 @@ def test_dataset_elsewhere_needs_data_path(trained_hrm, sudoku4, tmp_path, capsy
     assert (tmp_path / "out" / "dataset" / "identifiers.json").read_bytes() == (sudoku4 / "identifiers.json").read_bytes()
     assert not (tmp_path / "out" / "eval_metrics.jsonl").exists()  # this folder logged none
     assert "## Evaluation" not in (tmp_path / "out" / "README.md").read_text()
+
+
+# ---- uploading, to a local stand-in for the Hub's API ------------------------------------------
+
+
+class FakeHubAPI(http.server.BaseHTTPRequestHandler):
+    """The Hub's repository creation, pre-upload and commit endpoints: every file goes in the commit
+    itself ("regular" upload), which the stand-in records; ``fail`` answers a status instead."""
+
+    commits: list = []
+    fail: dict = {}  # path prefix -> status
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = self.path.split("?")[0]
+        status = next((s for prefix, s in self.fail.items() if path.startswith(prefix)), 200)
+        if status != 200:
+            return self.answer(status, {"error": "stand-in", "errors": [{"message": "stand-in refuses this"}]})
+        if path == "/api/validate-yaml":  # the model card's metadata, checked before the commit
+            return self.answer(200, {"errors": [], "warnings": []})
+        if path == "/api/repos/create":
+            request = json.loads(body)
+            return self.answer(200, {"url": f"http://{self.headers['Host']}/{request.get('organization')}/{request['name']}"})
+        if "/preupload/" in path:
+            files = json.loads(body)["files"]
+            return self.answer(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+        if "/commit/" in path:
+            lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+            self.commits.append({e["value"]["path"]: base64.b64decode(e["value"]["content"]) for e in lines if e["key"] == "file"})
+            repo = path.split("/api/models/")[1].split("/commit/")[0]
+            return self.answer(200, {"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{'1' * 40}", "commitOid": "1" * 40})
+        return self.answer(404, {"error": f"stand-in has no {path}"})
+
+    def answer(self, status, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_hub(hf_cache, monkeypatch):
+    from huggingface_hub import constants
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHubAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("HF_TOKEN", "hf_stand_in_token")
+    monkeypatch.setattr(FakeHubAPI, "commits", [])
+    monkeypatch.setattr(FakeHubAPI, "fail", {})
+    yield FakeHubAPI
+    server.shutdown()
+    server.server_close()
+
+
+def test_upload_is_one_commit_of_the_published_files(published, fake_hub, capsys):
+    out, ck, _ = published
+    push_to_hub.main([f"checkpoint={ck}/step_12", "repo_id=me/hrm-tiny", "private=true"])
+    assert "uploaded step_12 to http://" in capsys.readouterr().out
+    (commit,) = fake_hub.commits
+    assert set(commit) == FILES
+    for rel in FILES - {"checkpoint"}:  # torch.save's archive is not byte-stable across processes; its tensors are
+        assert commit[rel] == (out / rel).read_bytes(), rel
+    assert torch.load(io.BytesIO(commit["checkpoint"]), weights_only=True).keys() == load_weights(out / "checkpoint").keys()
+
+
+def test_refused_upload_is_one_line_and_commits_nothing(trained_hrm, fake_hub, capsys):
+    ck, _ = trained_hrm
+    fake_hub.fail = {"/api/models/me/hrm-tiny/commit": 403}
+    err = error_line(capsys, [f"checkpoint={ck}/step_12", "repo_id=me/hrm-tiny"])
+    assert "the Hub refused (403): the token cannot write there; nothing was uploaded" in err and not fake_hub.commits
+    fake_hub.fail = {"/api/repos/create": 500}
+    assert "the Hub answered 500" in error_line(capsys, [f"checkpoint={ck}/step_12", "repo_id=me/hrm-tiny"])
+    fake_hub.fail = {"/api/validate-yaml": 400}
+    err = error_line(capsys, [f"checkpoint={ck}/step_12", "repo_id=me/hrm-tiny"])
+    assert "the Hub refused the model card's metadata (stand-in refuses this); nothing was uploaded" in err and not fake_hub.commits
