@@ -33,7 +33,6 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 import numpy as np
 import pydantic
 import torch
-import tqdm
 import yaml
 
 from dataset.common import DatasetError, PuzzleDatasetMetadata, load_metadata
@@ -41,6 +40,7 @@ from models.losses import IGNORE_LABEL_ID
 from tasks import CODECS, get_codec
 from tasks.base import Puzzle, PuzzleError, Row, RowOutput, TaskCodec
 from utils.functions import load_model_class, load_state_dict_flexible, validation_error_line
+from utils.progress import progress_bar
 
 
 class PredictError(ValueError):
@@ -182,7 +182,7 @@ class Predictor:
         try:
             self.model.eval()
             starts = range(0, len(rows), self.batch_size)
-            bar = tqdm.tqdm(starts, desc="predict", unit="batch", delay=3, disable=not progress or None, leave=False)
+            bar = progress_bar(starts, desc="predict", unit="batch", delay=3, disable=not progress or None, leave=False)
             with torch.inference_mode():
                 for start in bar:
                     chunk = rows[start: start + self.batch_size]
@@ -276,7 +276,7 @@ class Predictor:
         self.model.train()
         carry, order = None, np.empty(0, dtype=np.int64)
         try:
-            for _ in tqdm.tqdm(range(steps), desc="adapt", unit="step", delay=3, disable=not progress or None, leave=False):
+            for _ in progress_bar(range(steps), desc="adapt", unit="step", delay=3, disable=not progress or None, leave=False):
                 while order.size < batch_size:
                     order = np.concatenate([order, rng.permutation(len(rows))])
                 picked, order = order[:batch_size], order[batch_size:]

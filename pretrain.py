@@ -42,6 +42,7 @@ from utils.config import ConfigError, check_batch_divisible, normalize_data_path
 from utils.distributed import (DEFAULT_DIST_TIMEOUT_S, DistInfo, RankStoppedAnswering, all_reduce_grads, broadcast_object, cleanup,
                                init_distributed, is_peer_failure, min_nonzero_over_ranks, peer_failure_error)
 from utils.preemption import StopRequest, signal_name
+from utils.progress import progress_bar
 from utils.evaluation import evaluate, flatten_metrics, reduce_metrics, stack_metrics, to_device
 from utils.functions import unwrap_compiled, validation_error_line
 from utils.runs import apply_sweep_job, claim_run_folder, current_sweep_job, nothing_saved
@@ -527,7 +528,7 @@ def start_logging(run: Run, resumed: bool) -> None:
         print(f"Removed {len(removed)} file(s) left by an interrupted run from {config.checkpoint_path}: {', '.join(removed[:6])}"
               + (" ..." if len(removed) > 6 else ""))
     ckpt.save_code_and_config(config)
-    run.progress_bar = tqdm.tqdm(total=state.total_steps, initial=state.step, desc="train", dynamic_ncols=True)
+    run.progress_bar = progress_bar(total=state.total_steps, initial=state.step, desc="train", dynamic_ncols=True)
 
 
 def stop_if_nonfinite(run: Run) -> None:

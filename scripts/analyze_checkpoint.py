@@ -31,7 +31,6 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pydantic
-import tqdm
 
 from dataset.common import DatasetError
 from utils import analysis as A
@@ -39,6 +38,7 @@ from utils.checkpoint import atomic_write_text
 from utils.config import ConfigError, user_error_message
 from utils.functions import validation_error_line
 from utils.outputs import load_outputs, output_files
+from utils.progress import progress_bar
 
 TEST_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "preds", "q_halt_logits", "steps", "trace", "trace_q_halt_logits"]
 SMALL_OUTPUTS = ["labels", "preds"]
@@ -101,7 +101,7 @@ def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str,
             plan.append((f"halt_{v}", dict(split="test", max_examples=cfg.max_examples, halt_max_steps=v, save_outputs=SMALL_OUTPUTS)))
 
     done = {}
-    bar = tqdm.tqdm(plan, desc="analyses", dynamic_ncols=True)
+    bar = progress_bar(plan, desc="analyses", dynamic_ncols=True)
     for name, kwargs in bar:
         bar.set_postfix_str(name)
         folder = os.path.join(cfg.out, "evals", name)

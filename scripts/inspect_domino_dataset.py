@@ -15,12 +15,12 @@ import sys
 from typing import Optional, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from dataset.build_domino_dataset import read_policy
 from dataset.common import DatasetError
 from dataset.domino import (POLICIES, VOCAB_SIZE, DominoError, check_example, describe_move, read_split,
                             table_str, tile_str)
+from utils.progress import progress_bar
 
 
 def digits(tokens: np.ndarray) -> str:
@@ -43,7 +43,7 @@ def inspect(data_path: str, split: str, num: int, policy: Optional[str] = None) 
 
     print(f"{data_path} [{split}/{data.set_name}]: {n} examples, {len(data.puzzle_indices) - 1} puzzles, "
           f"{len(data.group_indices) - 1} groups, policy {policy}")
-    for i in tqdm(range(n), desc=f"checking {split}", unit="example", disable=n < 5000):
+    for i in progress_bar(range(n), desc=f"checking {split}", unit="example", disable=n < 5000):
         x, y = np.asarray(inputs[i]), np.asarray(labels[i])
         try:
             scenario, move = check_example(x, y, policy)

@@ -255,14 +255,14 @@ def write_atomic(path: str, write) -> None:
 
 def summarize(folder: str, metrics: Optional[Sequence[str]] = None, out: Optional[str] = None) -> str:
     """Write the table (markdown, CSV) and the curves of every run under ``folder``; return the markdown."""
-    from tqdm import tqdm
+    from utils.progress import progress_bar
 
     paths = find_runs(folder)
     if not paths:
         raise SummaryError(f"{folder}: no runs found (no all_config.yaml under it)")
     cache: Dict[Optional[str], Dict[str, Any]] = {}
     runs = []
-    for path in tqdm(paths, desc="runs", disable=len(paths) < 20):
+    for path in progress_bar(paths, desc="runs", disable=len(paths) < 20):
         try:
             runs.append(load_run(path, cache))
         except (SummaryError, OSError, ValueError) as e:  # one broken run folder does not hide the others

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
-import tqdm
 from torch import nn
 
 from puzzle_dataset import PuzzleDatasetMetadata
 from utils import checkpoint as ckpt
 from utils.functions import unwrap_compiled
+from utils.progress import progress_bar
 from utils.segments import SegmentOptions, run_eval_segments
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def _eval_batches(config: PretrainConfig, model: nn.Module, eval_loader, set_ids
     save_preds: Dict[str, List[torch.Tensor]] = {}
     metric_keys: List[str] = []
     metric_values = None
-    batches = tqdm.tqdm(eval_loader, desc="eval", leave=False, dynamic_ncols=True) if show_progress else eval_loader
+    batches = progress_bar(eval_loader, desc="eval", leave=False, dynamic_ncols=True) if show_progress else eval_loader
     for set_name, batch, _global_batch_size in batches:
         batch = to_device(batch, device)
         _, metrics, preds = run_eval_segments(model, batch, return_keys, halt_max_steps, segment_options)

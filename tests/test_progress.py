@@ -1,0 +1,28 @@
+"""utils/progress.py: in a log (not a terminal) nested bars leave plain lines, no carriage returns or cursor moves."""
+import io
+
+from utils import progress
+
+
+def test_nested_bars_in_a_log_are_plain_lines(monkeypatch):
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL_S", 0.0)
+    log = io.StringIO()
+    outer = progress.progress_bar(total=3, desc="train", file=log, dynamic_ncols=True)
+    for _ in range(3):
+        for _ in progress.progress_bar(range(4), desc="eval", leave=False, file=log):
+            pass
+        outer.update(1)
+    outer.close()
+    text = log.getvalue()
+    assert "\r" not in text and "\x1b" not in text
+    lines = text.splitlines()
+    assert lines[-1].startswith("train: 100%") and "3/3" in lines[-1]
+    assert sum(line.startswith("eval: 100%") for line in lines) == 3  # each finished eval bar leaves its last line
+    assert all(len(line) <= progress.PLAIN_WIDTH for line in lines)
+
+
+def test_disable_none_hides_the_bar_outside_a_terminal():
+    log = io.StringIO()
+    for _ in progress.progress_bar(range(3), desc="predict", disable=None, file=log):
+        pass
+    assert log.getvalue() == ""
