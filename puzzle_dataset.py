@@ -418,3 +418,29 @@ def iter_train_batches(rng: np.random.Generator, group_indices: np.ndarray, puzz
         if size < global_batch_size:
             return  # drop the incomplete last batch, as the original does
         yield np.concatenate(example_parts), np.concatenate(puzzle_parts)
+
+
+def test_pass_rows(dataset_paths: List[str], global_batch_size: int, num_replicas: int, split: str = "test",
+                   max_examples: Optional[int] = None) -> Tuple[Dict[str, np.ndarray], List[np.ndarray]]:
+    """What a test-mode pass of ``num_replicas`` processes walks, to read saved outputs against it.
+
+    Returns the examples in walking order (``inputs``, ``labels`` with -100 for ignored positions,
+    ``puzzle_identifiers``; the batches' padding left out) and, for every rank, the positions in
+    that order of the rows it evaluated: rank r's saved outputs (padding dropped) are these rows.
+    """
+    config = PuzzleDatasetConfig(seed=0, dataset_paths=list(dataset_paths), global_batch_size=global_batch_size,
+                                 test_set_mode=True, epochs_per_iter=1, rank=0, num_replicas=1, max_examples=max_examples)
+    local = global_batch_size // num_replicas
+    check_batch_divisible(global_batch_size, num_replicas)
+    parts: Dict[str, List[np.ndarray]] = {}
+    positions: List[List[np.ndarray]] = [[] for _ in range(num_replicas)]
+    walked = 0
+    # One process walks the same global batches that num_replicas processes split between them.
+    for _set_name, batch, size in PuzzleDataset(config, split):
+        for key, value in batch.items():
+            parts.setdefault(key, []).append(value[:size].numpy())
+        for rank in range(num_replicas):
+            positions[rank].append(walked + np.arange(min(rank * local, size), min((rank + 1) * local, size)))
+        walked += size
+    examples = {key: np.concatenate(value) for key, value in parts.items()}
+    return examples, [np.concatenate(p) if p else np.zeros(0, np.int64) for p in positions]

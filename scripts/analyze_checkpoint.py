@@ -2,6 +2,12 @@
 
     python scripts/analyze_checkpoint.py checkpoint=checkpoints/<project>/<run>/step_N out=analysis/
     python scripts/analyze_checkpoint.py checkpoint=... out=... max_examples=2000 halt_max_steps="[1,2,4,8,16,32]"
+    python scripts/analyze_checkpoint.py outputs=checkpoints/<project>/<run>/step_N_all_preds.0 out=analysis/
+
+With ``outputs=`` it reads outputs a run saved (``eval_save_outputs``, even ``[preds]`` alone)
+instead of a checkpoint: their rows are joined with the run's test split (named by the
+``all_config.yaml`` beside them) and the report holds what needs no model: test exact accuracy,
+memorisation against the train split, the task's breakdown, and halting when it was saved.
 
 It loads the checkpoint once (as ``evaluate.py`` does) and runs the evaluations it needs, each
 saving its outputs under ``<out>/evals/<name>/`` (an evaluation whose folder already holds the
@@ -48,7 +54,8 @@ TRACE_LIMIT_BYTES = 1 << 30  # the trace is held in memory while evaluating
 class AnalyzeConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    checkpoint: str
+    checkpoint: Optional[str] = None
+    outputs: Optional[str] = None             # instead of checkpoint: a run's saved step_N_all_preds.<rank>
     out: str
     max_examples: Optional[int] = None        # first N test examples (default: all)
     train_max_examples: Optional[int] = None  # first N train examples (default: as many as test examples)
@@ -59,6 +66,8 @@ class AnalyzeConfig(pydantic.BaseModel):
 
     @pydantic.model_validator(mode="after")
     def _check(self):
+        if (self.checkpoint is None) == (self.outputs is None):
+            raise ValueError("give checkpoint=<run>/step_N (evaluate it) or outputs=<run>/step_N_all_preds.0 (read saved outputs), one of them")
         for name in ("max_examples", "train_max_examples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive number of examples, got {getattr(self, name)}")
@@ -413,6 +422,100 @@ def analyze(cfg: AnalyzeConfig) -> Dict[str, Any]:
     return res
 
 
+# ---------------------------------------------------------------------------------------------
+# Saved outputs of a run, without the model
+
+
+def joined_outputs(path: str) -> Dict[str, Any]:
+    """The outputs of ``path`` (``<run>/step_N_all_preds.<rank>``; every rank of that step is read)
+    in test-split order, joined with the run's test split for the fields they lack. Returns
+    ``{"outputs": {key: array}, "config": run config, "step": N}``."""
+    import re
+
+    import yaml
+
+    from puzzle_dataset import test_pass_rows
+    from utils.outputs import join_ranks, load_rank_files
+
+    match = re.match(r"^step_(\d+)_all_preds\.\d+$", os.path.basename(path))
+    if not match:
+        raise ConfigError(f"outputs={path}: expected a step_N_all_preds.<rank> file that training or evaluate.py saved")
+    folder, step = os.path.dirname(path) or ".", int(match.group(1))
+    files = output_files(folder, step)
+    if not os.path.isfile(path) or not files:
+        raise ConfigError(f"outputs={path}: no such file")
+    config_path = os.path.join(folder, "all_config.yaml")
+    if not os.path.isfile(config_path):
+        raise ConfigError(f"outputs={path}: no all_config.yaml beside it, so the run's test split is unknown; "
+                          "read outputs in their run's folder")
+    with open(config_path) as f:
+        config = yaml.safe_load(f) or {}
+    data_paths = config.get("data_paths_test") or config.get("data_paths") or [config.get("data_path")]
+    batch = int(config.get("eval_global_batch_size") or config["global_batch_size"])
+    parts = load_rank_files(files)
+    rows = sum(len(next(iter(p.values()))) for p in parts if p)
+    examples, positions = test_pass_rows(data_paths, batch, len(files))
+    if rows < len(next(iter(examples.values()))):  # a shortened evaluation (max_examples): its first rows
+        examples, positions = test_pass_rows(data_paths, batch, len(files), max_examples=rows)
+    try:
+        out = join_ranks(parts, positions, examples, names=files)
+    except ValueError as e:
+        raise ConfigError(f"outputs={path}: {e}") from None
+    if "preds" not in out and "logits" in out:
+        out["preds"] = out["logits"].argmax(-1)
+    if "preds" not in out:
+        raise ConfigError(f"outputs={path}: holds no preds or logits ({', '.join(sorted(parts[0]))}); save them with eval_save_outputs=[preds]")
+    return {"outputs": out, "config": config, "step": step, "data_paths_test": data_paths}
+
+
+def analyze_outputs(cfg: AnalyzeConfig) -> Dict[str, Any]:
+    """The report of ``cfg.outputs`` (see the module docstring); written to ``cfg.out``."""
+    start = time.time()
+    os.makedirs(cfg.out, exist_ok=True)
+    joined = joined_outputs(cfg.outputs)  # type: ignore[arg-type]
+    test, config = joined["outputs"], joined["config"]
+    correct = A.exact_correct(test["preds"], test["labels"])
+    train_paths = config.get("data_paths") or [config.get("data_path")]
+    res: Dict[str, Any] = {"outputs": os.path.abspath(cfg.outputs), "step": joined["step"],  # type: ignore[arg-type]
+                           "examples": {"test": int(len(correct))},
+                           "exact_accuracy": {"test": float(correct.mean()) if len(correct) else float("nan")},
+                           "memorisation": A.memorisation(test["preds"], test["labels"], read_split_labels(train_paths, "train"))}
+    test_path = joined["data_paths_test"][0]
+    with open(os.path.join(test_path, "test", "dataset.json")) as f:
+        meta = json.load(f)
+    task = A.detect_task(meta, test_path, os.path.isfile(os.path.join(test_path, "test_puzzles.json")))
+    res["task"] = task
+    keys = A.breakdown_keys(task, test["inputs"], test["labels"], test["puzzle_identifiers"])
+    if keys is not None:
+        res["breakdown"] = {"by": keys[0], "rows": [(int(k), n, a) for k, n, a in A.accuracy_by(keys[1], correct)]}
+    if "steps" in test:
+        res["halting"] = {"mean_steps": float(test["steps"].mean()),
+                          "accuracy_by_steps": [(int(k), n, a) for k, n, a in A.accuracy_by(test["steps"], correct)]}
+    mem = res["memorisation"]
+    lines = [f"# Saved outputs `{res['outputs']}`", "",
+             f"Step {res['step']}; task: {task}. {res['examples']['test']} test examples (the run's test split, "
+             f"{', '.join(joined['data_paths_test'])}), exact accuracy: every labelled cell right.", "",
+             "| | value |", "|---|---|",
+             f"| test exact accuracy | {pct(res['exact_accuracy']['test'])} |",
+             f"| test answers (labels) that are train answers | {pct(mem['test_labels_in_train'])} |",
+             f"| test predictions that are train answers (memorisation rate) | {pct(mem['preds_in_train'])} "
+             f"(baseline {pct(mem['baseline'])}{', uninformative' if mem['uninformative'] else ''}) |",
+             f"| wrong test predictions that are train answers | {pct(mem['wrong_preds_in_train'])} of {mem['wrong']} |"]
+    if "breakdown" in res:
+        lines += ["", f"| {res['breakdown']['by']} | examples | exact accuracy |", "|---|---|---|",
+                  *[f"| {k} | {n} | {pct(a)} |" for k, n, a in res["breakdown"]["rows"]]]
+    if "halting" in res:
+        lines += ["", "| segments used | examples | exact accuracy |", "|---|---|---|",
+                  *[f"| {k} | {n} | {pct(a)} |" for k, n, a in res["halting"]["accuracy_by_steps"]]]
+    res["seconds"] = time.time() - start
+    atomic_write_text(os.path.join(cfg.out, "results.json"), json.dumps(res, indent=1))
+    atomic_write_text(os.path.join(cfg.out, "report.md"), "\n".join(lines) + "\n")
+    print(f"\nSaved outputs {cfg.outputs}: {os.path.join(cfg.out, 'report.md')}")
+    print(f"  test exact accuracy {pct(res['exact_accuracy']['test'])} ({res['examples']['test']} examples)")
+    print("  " + memorisation_line(mem))
+    return res
+
+
 def main(argv=None) -> None:
     from omegaconf import OmegaConf
 
@@ -422,7 +525,7 @@ def main(argv=None) -> None:
             cfg = AnalyzeConfig(**raw)  # type: ignore[arg-type]
         except pydantic.ValidationError as e:
             raise ConfigError(validation_error_line(e)) from None
-        analyze(cfg)
+        analyze(cfg) if cfg.checkpoint is not None else analyze_outputs(cfg)
     except (ConfigError, DatasetError) as e:
         print(f"error: {user_error_message(e)}", file=sys.stderr)
         sys.exit(2)

@@ -96,3 +96,27 @@ def test_analyze_checkpoint_report(trained_hrm, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         analyze_checkpoint.main([f"checkpoint={ck}/step_12", f"out={out}", "max_examples=0"])
     assert e.value.code == 2 and "max_examples must be a positive number" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_analyze_saved_preds_alone_joined_with_the_run_test_split(trained_hrm, tmp_path, capsys):
+    """A run's preds-only output file, read against the test split its all_config.yaml names."""
+    import shutil
+
+    import evaluate
+    from scripts import analyze_checkpoint
+    ck, logged = trained_hrm
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(ck / "all_config.yaml", run / "all_config.yaml")
+    evaluate.run(evaluate.EvalConfig(checkpoint=f"{ck}/step_12", save_outputs=["preds"], output_dir=str(run)))
+    analyze_checkpoint.main([f"outputs={run}/step_12_all_preds.0", f"out={tmp_path / 'report'}"])
+    res = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert res["examples"]["test"] == 16 and res["exact_accuracy"]["test"] == pytest.approx(logged[12]["exact_accuracy"])
+    assert res["memorisation"]["uninformative"] in (True, False) and "baseline" in capsys.readouterr().out
+    assert "| test exact accuracy |" in (tmp_path / "report" / "report.md").read_text()
+
+    (run / "all_config.yaml").unlink()
+    with pytest.raises(SystemExit) as e:
+        analyze_checkpoint.main([f"outputs={run}/step_12_all_preds.0", f"out={tmp_path / 'report'}"])
+    assert e.value.code == 2 and "no all_config.yaml beside it" in capsys.readouterr().err

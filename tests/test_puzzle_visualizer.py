@@ -401,3 +401,74 @@ def test_predictions_mark_wrong_cells_filter_trace_and_identifier_text(driver, t
     message = driver.find_element(By.ID, "message").text
     assert "come from another dataset" in message and "seq_len 16" in message
     assert driver.find_element(By.ID, "view").find_elements(By.CLASS_NAME, "panel")  # the dataset view is still there
+
+
+@pytest.mark.slow
+def test_predictions_alone_are_joined_with_the_test_split(driver, tmp_path):
+    """Training's eval_save_outputs=[preds]: no inputs or labels saved; the page reads them from the
+    test split in the order the evaluation walked it (and the Split menu says so)."""
+    grid = np.array([1, 2, 3, 4, 3, 4, 1, 2, 2, 1, 4, 3, 4, 3, 2, 1])
+    relabel = np.array([[1, 2, 3, 4], [2, 1, 4, 3], [3, 4, 1, 2]])  # three different solutions
+    solutions = np.stack([r[grid - 1] + 1 for r in relabel])
+    puzzles = solutions.copy()
+    puzzles[:, [0, 5, 10, 15]] = 1
+    folder = tmp_path / "sudoku-4x4"
+    write_dataset(folder, "train", puzzles[:1].astype(np.uint8), solutions[:1].astype(np.uint8), vocab=6)
+    write_dataset(folder, "test", puzzles.astype(np.uint8), solutions.astype(np.uint8), puzzle_ids=[0, 1, 0],
+                  names=("<blank>", "second"), vocab=6)
+    assert open_folder(driver, folder) == "ready"
+    assert Select(driver.find_element(By.ID, "split")).first_selected_option.text == "train"
+    preds = solutions.astype(np.int64).copy()
+    preds[1, 5] = 5 if preds[1, 5] != 5 else 4  # example 1 wrong in one cell
+
+    one = tmp_path / "one"
+    one.mkdir()
+    assert pick_predictions(driver, write_predictions(one, 5, [{"preds": preds}])) == "ready"
+    summary = driver.find_element(By.ID, "summary").text
+    assert "3 examples, 2 right, 1 wrong" in summary and "from its test split" in summary
+    assert Select(driver.find_element(By.ID, "split")).first_selected_option.text == "test (joined with the predictions)"
+    Select(driver.find_element(By.ID, "pred-filter")).select_by_value("wrong")
+    wait_settled(driver)
+    assert wrong_cells(driver) == [5] and driver.find_element(By.ID, "view").get_attribute("data-position") == "1"
+    assert driver.find_element(By.ID, "pred-identifier").text == "second"
+    assert [c[0] for c in panel_cells(driver, 0)] == puzzles[1].tolist()   # the test split's input
+
+    # Two ranks in global batches of 2: rank 0 evaluated examples 0 and 2, rank 1 example 1.
+    two = tmp_path / "two"
+    two.mkdir()
+    paths = write_predictions(two, 5, [{"preds": preds[[0, 2]]}, {"preds": preds[[1]]}])
+    assert pick_predictions(driver, paths) == "error"
+    assert "all_config.yaml" in driver.find_element(By.ID, "message").text
+    (two / "all_config.yaml").write_text("arch:\n  global_batch_size: 99\nglobal_batch_size: 2\neval_global_batch_size: null\n")
+    assert pick_predictions(driver, paths + [two / "all_config.yaml"]) == "ready"
+    Select(driver.find_element(By.ID, "pred-filter")).select_by_value("wrong")
+    wait_settled(driver)
+    assert driver.find_element(By.ID, "view").get_attribute("data-example") == "1:0"
+    assert driver.find_element(By.ID, "view").get_attribute("data-position") == "1" and wrong_cells(driver) == [5]
+    # Leaving the predictions gives the menus back.
+    Select(driver.find_element(By.ID, "mode")).select_by_value("dataset")
+    wait_settled(driver)
+    assert Select(driver.find_element(By.ID, "split")).first_selected_option.text == "train"
+
+    # A file with more rows than the split (saved with its padding rows) is refused, saying why.
+    padded = tmp_path / "padded"
+    padded.mkdir()
+    assert pick_predictions(driver, write_predictions(padded, 5, [{"preds": np.concatenate([preds, preds[:1]])}])) == "error"
+    assert "4 predictions but the test split" in driver.find_element(By.ID, "message").text
+
+
+@pytest.mark.slow
+def test_arc_zooms_to_a_small_grid_anywhere_on_the_canvas(driver, tmp_path):
+    grid = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    canvas = np.zeros((30, 30), np.uint8)
+    canvas[5:9, 7:11] = arc_encode(grid).reshape(30, 30)[:4, :4]  # moved, as augmented ARC data is
+    folder = tmp_path / "arc-small"
+    write_dataset(folder, "train", canvas.reshape(1, -1), canvas.reshape(1, -1), vocab=12)
+    assert open_folder(driver, folder) == "ready"
+    cells = panel_cells(driver, 0)
+    assert len(cells) == 16   # the 3x3 grid and its EOS border, not the 30x30 canvas
+    colours = np.array([c[2] if c[2] is not None else -1 for c in cells]).reshape(4, 4)
+    assert (colours[:3, :3] == grid).all()
+    size = driver.execute_script("return getComputedStyle(document.querySelector('#view .grid.arc .cell')).width")
+    assert float(size.rstrip("px")) >= 36
+    assert "4×4 area at row 5, column 7" in driver.find_element(By.CSS_SELECTOR, "#view .legend").text

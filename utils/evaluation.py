@@ -67,7 +67,7 @@ def evaluate(config: PretrainConfig, train_state: TrainState, eval_loader, eval_
 
         set_ids = {k: idx for idx, k in enumerate(eval_metadata.sets)}
         metric_keys, metric_values, save_preds = _eval_batches(config, train_state.model, eval_loader, set_ids, evaluators,
-                                                               return_keys, show_progress=rank == 0, segment_options=segment_options)
+                                                               return_keys, rank=rank, segment_options=segment_options)
         if config.checkpoint_path is not None and save_preds:
             path = os.path.join(config.checkpoint_path, f"step_{train_state.step}_all_preds.{rank}")
             ckpt.atomic_torch_save({k: torch.cat(v, dim=0) for k, v in save_preds.items()}, path)
@@ -89,23 +89,28 @@ def evaluate(config: PretrainConfig, train_state: TrainState, eval_loader, eval_
 
 
 def _eval_batches(config: PretrainConfig, model: nn.Module, eval_loader, set_ids: Dict[str, int], evaluators: Sequence[Any],
-                  return_keys: set, show_progress: bool, segment_options: Optional[SegmentOptions] = None):
+                  return_keys: set, rank: int = 0, segment_options: Optional[SegmentOptions] = None):
     """Every test batch to the end of ACT: per-set metric sums ``[sets, metrics]`` (None without
-    batches), their keys, and the outputs named in ``eval_save_outputs`` (on the CPU)."""
+    batches), their keys, and the outputs named in ``eval_save_outputs`` (on the CPU), without the
+    rows that pad the last batch of a set."""
     device = next(iter(model.parameters()), torch.empty(0)).device
     halt_max_steps = unwrap_compiled(model).model.config.halt_max_steps  # type: ignore[union-attr]
     save_preds: Dict[str, List[torch.Tensor]] = {}
     metric_keys: List[str] = []
     metric_values = None
-    batches = progress_bar(eval_loader, desc="eval", leave=False, dynamic_ncols=True) if show_progress else eval_loader
-    for set_name, batch, _global_batch_size in batches:
+    batches = progress_bar(eval_loader, desc="eval", leave=False, dynamic_ncols=True) if rank == 0 else eval_loader
+    for set_name, batch, global_batch_size in batches:
         batch = to_device(batch, device)
         _, metrics, preds = run_eval_segments(model, batch, return_keys, halt_max_steps, segment_options)
 
+        # This rank holds rows [rank * local, (rank + 1) * local) of the global batch; of a set's
+        # last batch only the first `global_batch_size` rows are examples, the rest padding.
+        local = batch["puzzle_identifiers"].shape[0]
+        real = min(local, max(0, global_batch_size - rank * local))
         for collection in (batch, preds):
             for k, v in collection.items():
                 if k in config.eval_save_outputs:
-                    save_preds.setdefault(k, []).append(v.cpu())
+                    save_preds.setdefault(k, []).append(v[:real].cpu())
         for evaluator in evaluators:
             evaluator.update_batch(batch, preds)
 

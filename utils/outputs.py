@@ -1,7 +1,11 @@
 """Saved evaluation outputs: ``step_N_all_preds.<rank>`` (a ``torch.save`` dict of tensors per rank).
 
-Ranks hold interleaved slices of every test batch, and the last batch is padded with rows whose
-labels are all ignored; :func:`load_outputs` concatenates the ranks and drops those rows.
+Ranks hold interleaved slices of every test batch: rank r the rows ``[r * local, (r + 1) * local)``
+of each global batch. The padding rows that fill the last batch are not saved (files written
+before they were dropped hold them, with all labels ignored: :func:`load_outputs` drops those).
+:func:`load_outputs` concatenates the ranks; :func:`join_ranks` puts the rows back in the order
+of the split and takes the fields a file lacks (``inputs``, ``labels``, ...) from the split, so
+that a file of ``preds`` alone can be read (``puzzle_dataset.test_pass_rows`` gives the order).
 
 :func:`export_npy` writes the same outputs as plain ``.npy`` files that the browser page
 ``puzzle_visualizer.html`` reads: ``step_N_all_preds.<rank>.<key>.npy`` next to the original,
@@ -53,6 +57,43 @@ def load_outputs(folder: str, step: Optional[int] = None, drop_padding: bool = T
     if drop_padding and "labels" in out:
         keep = (out["labels"] != IGNORE_LABEL_ID).any(axis=-1)
         out = {k: v[keep] for k, v in out.items()}
+    return out
+
+
+def load_rank_files(files: List[str]) -> List[Dict[str, np.ndarray]]:
+    """Every rank file as ``{key: array}`` (bfloat16 as float32)."""
+    parts = []
+    for f in files:
+        data = torch.load(f, map_location="cpu", weights_only=True)
+        parts.append({k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in data.items() if torch.is_tensor(v)})
+    return parts
+
+
+def join_ranks(parts: List[Dict[str, np.ndarray]], positions: List[np.ndarray], examples: Dict[str, np.ndarray],
+               names: Optional[List[str]] = None) -> Dict[str, np.ndarray]:
+    """The rank files' rows in split order, with the split's ``examples`` fields they did not save.
+
+    ``positions[r]`` are the places of rank r's rows among the ``examples`` walked (see
+    ``puzzle_dataset.test_pass_rows``); a file whose row count differs is not an output of that
+    pass (another split, batch size or number of processes, or a file saved with its padding rows)
+    and raises ValueError naming it (``names``, default ``rank <r>``)."""
+    if len(parts) != len(positions):
+        raise ValueError(f"{len(parts)} rank files, but the pass was split over {len(positions)} processes")
+    total = len(next(iter(examples.values()))) if examples else 0
+    used = sum(len(p) for p in positions)
+    out: Dict[str, np.ndarray] = {}
+    for r, (part, where) in enumerate(zip(parts, positions)):
+        name = names[r] if names else f"rank {r}"
+        for key, value in part.items():
+            if len(value) != len(where):
+                raise ValueError(f"{name}: {len(value)} rows of '{key}', but rank {r} of this pass evaluated {len(where)} "
+                                 f"of its {total} examples: saved from another split, batch size or number of processes, "
+                                 "or with its padding rows")
+            if key not in out:
+                out[key] = np.zeros((used,) + value.shape[1:], dtype=value.dtype)
+            out[key][where] = value
+    for key, value in examples.items():
+        out.setdefault(key, value[:used])
     return out
 
 
