@@ -4,7 +4,8 @@
 2. trains HRM on them with `pretrain.py` (progress bars; the GPU when there is one),
 3. evaluates the final checkpoint with `evaluate.py`,
 4. prints a few held-out puzzles with the model's answer next to the truth,
-5. solves one held-out puzzle with `predict.py` and draws its reasoning steps.
+5. solves with `predict.py` a held-out puzzle the model gets right after changing its answer over
+   the ACT segments, and draws its reasoning steps; then, labelled as such, one it gets wrong.
 
 Everything goes to ./demo_run. The commands it runs are printed so you can run them yourself.
 """
@@ -20,6 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
 import torch
+
+from utils.outputs import load_outputs
 
 # Chosen to reach >= 90% exact accuracy on the held-out puzzles in a few minutes on 2 CPU cores.
 # Training runs eager (compile=false): at 625 steps a compiled demo measured slower end to end
@@ -69,12 +72,10 @@ def main():
 
     steps = sorted(int(f.split("_")[1]) for f in os.listdir(ckpt) if f.startswith("step_") and f.split("_")[1].isdigit())
     checkpoint = os.path.join(ckpt, f"step_{steps[-1]}")
-    run([sys.executable, "evaluate.py", f"checkpoint={checkpoint}", "save_outputs=[inputs,labels,preds]"], env)
+    run([sys.executable, "evaluate.py", f"checkpoint={checkpoint}", "save_outputs=[inputs,labels,preds]", "trace=true"], env)
 
-    outputs = torch.load(f"{checkpoint}_all_preds.0", weights_only=True)
-    inputs, labels, preds = (outputs[k].numpy() for k in ("inputs", "labels", "preds"))
-    real = (labels != -100).any(1)  # the last test batch is padded with rows whose labels are all ignored
-    inputs, labels, preds = inputs[real], labels[real], preds[real]
+    outputs = load_outputs(ckpt, steps[-1])
+    inputs, labels, preds, trace = (outputs[k] for k in ("inputs", "labels", "preds", "trace"))
     exact = (preds == labels).all(1)
     n = int(round(inputs.shape[1] ** 0.5))
     print(f"\nHeld-out puzzles solved exactly: {exact.sum()}/{len(exact)} = {exact.mean():.1%}  "
@@ -87,13 +88,24 @@ def main():
         for a, b, c in zip(show_grid_rows(puzzle, n), show_grid_rows(answer, n), show_grid_rows(truth, n)):
             print(f"  {a}   {b}   {c}")
         print()
-    # One puzzle through predict.py, typed in the Sudoku notation with its solution after a comma.
-    i = int(np.flatnonzero(~exact)[0]) if (~exact).any() else 0
-    text = "".join("." if t == 1 else str(t - 1) for t in inputs[i]) + "," + "".join(str(t - 1) for t in labels[i])
-    picture = os.path.join(args.out, "predict_trace.png")
-    run([sys.executable, "predict.py", f"checkpoint={checkpoint}", f"puzzle={text}", "task=sudoku", "trace=true",
-         f"picture={picture}"], env)
-    print(f"\nPicture of each reasoning step of test puzzle {i}: {picture}")
+    # Puzzles through predict.py, typed in the Sudoku notation with their solution after a comma:
+    # a solved one whose answer changes over the segments (the reasoning the picture is about),
+    # then, labelled, the first one the model gets wrong.
+    changes = (trace[:, 1:] != trace[:, :-1]).any(-1).sum(1)  # segments that changed the answer
+    solved = np.flatnonzero(exact)
+    shown = []
+    if len(solved):
+        i = int(solved[np.argmax(changes[solved])])
+        shown.append((i, "predict_trace.png", f"solved, its answer changed in {changes[i]} of the {trace.shape[1] - 1} later segments"))
+    if (~exact).any():
+        shown.append((int(np.flatnonzero(~exact)[0]), "predict_trace_wrong.png", "a puzzle the model got WRONG"))
+    for i, name, what in shown:
+        text = "".join("." if t == 1 else str(t - 1) for t in inputs[i]) + "," + "".join(str(t - 1) for t in labels[i])
+        picture = os.path.join(args.out, name)
+        print(f"\nTest puzzle {i}: {what}")
+        run([sys.executable, "predict.py", f"checkpoint={checkpoint}", f"puzzle={text}", "task=sudoku", "trace=true",
+             f"picture={picture}"], env)
+        print(f"Picture of each reasoning step of test puzzle {i} ({what}): {picture}")
     print(f"Checkpoint: {checkpoint}\nEvaluate it again with: python evaluate.py checkpoint={shlex.quote(checkpoint)}")
     print(f"Solve your own puzzle:    python predict.py checkpoint={shlex.quote(checkpoint)} task=sudoku puzzle=1...2...3...4...")
 
