@@ -29,12 +29,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pydantic
-from tqdm import tqdm
+from tqdm import tqdm  # tqdm.write: a message that does not break the bars
 
 from dataset.arc_grid import (ARC_MAX_GRID_SIZE, COLOUR_OFFSET, EOS_TOKEN, NUM_COLOURS, PAD_TOKEN, SEQ_LEN,
                               VOCAB_SIZE, arc_grid_to_np, aug_names)
 from dataset.common import (DatasetError, NpyFile, PuzzleDatasetMetadata, atomic_output_dir, check_output_dir,
                             parse_config, run_cli, save_identifiers, save_metadata)
+from utils.progress import progress_bar
 
 # The original tries up to this many augmentations per requested one before giving up on a task.
 ARC_AUGMENT_RETRIES_FACTOR = 5
@@ -590,7 +591,7 @@ def write_split(output_dir: str, split: str, tasks: List[ARCTask], identifier_of
     with NpyFile(os.path.join(split_dir, "all__inputs.npy"), (total_examples, SEQ_LEN), np.uint8) as inputs, \
             NpyFile(os.path.join(split_dir, "all__labels.npy"), (total_examples, SEQ_LEN), np.uint8) as labels, \
             concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
-        for i, (task, (offset, num_pairs)) in enumerate(zip(tqdm(tasks, desc=f"{split} encode", unit="task",
+        for i, (task, (offset, num_pairs)) in enumerate(zip(progress_bar(tasks, desc=f"{split} encode", unit="task",
                                                                  leave=False), pairs_of)):
             geo = task.geometry
             bounds = _version_bounds(geo, offset, num_pairs)
@@ -653,7 +654,7 @@ def build_arc_dataset(config: ARCBuildConfig) -> None:
     test_puzzles: Dict[str, dict] = {}
     for subset, subset_tasks in converted:
         stream.shuffle(subset_tasks)
-        for task in tqdm(subset_tasks, desc=f"{subset} augment", unit="task", leave=False):
+        for task in progress_bar(subset_tasks, desc=f"{subset} augment", unit="task", leave=False):
             if subset in test_names:
                 test_puzzles[task.name] = task.raw
             plan_augmentations(task, config.num_aug, stream)

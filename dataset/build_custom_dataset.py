@@ -28,10 +28,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pydantic
-from tqdm import tqdm
 
 from dataset.common import (DatasetError, PuzzleDatasetMetadata, atomic_output_dir, check_output_dir,
                             dihedral_transform, parse_config, run_cli, save_identifiers, save_set)
+from utils.progress import progress_bar
 
 PAD_ID, EOS_ID, FIRST_TOKEN_ID = 0, 1, 2
 SPECIAL_TOKENS = ["<pad>", "<eos>"]
@@ -225,7 +225,7 @@ def read_examples(path: str) -> Split:
             raise DatasetError(f"{path}: line 1: header {','.join(header)!r} needs columns 'input' and 'output' "
                                "(optional 'puzzle', 'group')")
         _check_field_names(header, f"{path}: line 1", "column")
-        for row in tqdm(reader, desc=f"read {os.path.basename(path)}", unit="row", leave=False, delay=2):
+        for row in progress_bar(reader, desc=f"read {os.path.basename(path)}", unit="row", leave=False, delay=2):
             where = f"{path}: line {reader.line_num}"
             if None in row or any(v is None for v in row.values()):
                 raise DatasetError(f"{where}: expected {len(header)} comma-separated fields ({','.join(header)})")
@@ -233,7 +233,7 @@ def read_examples(path: str) -> Split:
             split.examples.append(_example(record, where, reader.line_num))
     else:
         lines = text.splitlines()
-        for i, line in enumerate(tqdm(lines, desc=f"read {os.path.basename(path)}", unit="line", leave=False,
+        for i, line in enumerate(progress_bar(lines, desc=f"read {os.path.basename(path)}", unit="line", leave=False,
                                       delay=2)):
             if not line.strip():
                 continue
@@ -462,7 +462,7 @@ def split_arrays(groups: List[List[Puzzle]], layout: Layout, identifier_of: Dict
                  desc: str) -> Dict[str, np.ndarray]:
     """The five arrays of one split; named puzzles get identifiers from ``identifier_of`` (added when new)."""
     inputs, labels, identifiers, puzzle_indices, group_indices = [], [], [], [0], [0]
-    for group in tqdm(groups, desc=desc, unit="group", leave=False, delay=2):
+    for group in progress_bar(groups, desc=desc, unit="group", leave=False, delay=2):
         for puzzle in group:
             for inp, out in puzzle.pairs:
                 inputs.append(lay_out(inp, layout.seq_len, layout.grid_size))
@@ -506,7 +506,7 @@ def build_custom_dataset(config: CustomBuildConfig) -> None:
     train_groups = to_puzzles(splits[0], token_id)
     test_groups = to_puzzles(splits[1], token_id)
     if config.num_aug:
-        for group in tqdm(train_groups, desc="augment", unit="group", leave=False, delay=2):
+        for group in progress_bar(train_groups, desc="augment", unit="group", leave=False, delay=2):
             group[:] = [p for puzzle in list(group)
                         for p in [puzzle] + augment(puzzle, config.num_aug, dihedral, permute_ids, len(vocab), rng)]
 

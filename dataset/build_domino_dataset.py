@@ -24,11 +24,11 @@ from typing import Dict, List, Literal, Optional, Sequence, Set
 
 import numpy as np
 import pydantic
-from tqdm import tqdm
 
 from dataset.common import DatasetError, atomic_output_dir, parse_config, run_cli, save_identifiers, save_split
 from dataset.domino import (HAND_MAX, POLICIES, SEQ_LEN, VOCAB_SIZE, Scenario, choose_move, encode, encode_label,
                             full_set, legal_moves, play, relabel)
+from utils.progress import progress_bar
 
 POLICY_FILE = "domino.json"
 
@@ -90,7 +90,7 @@ def draw_scenarios(rng: np.random.Generator, count: int, exclude: Set[bytes], de
     seen = set(exclude)
     max_games = GAMES_PER_SCENARIO * count + EXTRA_GAMES
     games = 0
-    with tqdm(total=count, desc=desc, unit="scenario") as bar:
+    with progress_bar(total=count, desc=desc, unit="scenario") as bar:
         while len(found) < count:
             if games >= max_games:
                 raise DatasetError(f"found only {len(found)} distinct scenarios in {games} games; ask for fewer")
@@ -129,7 +129,7 @@ def split_arrays(groups: Sequence[Sequence[Scenario]], policy: str, desc: str) -
     """Encode the scenarios (each inner list a group) with policy labels: inputs, labels, group_indices."""
     inputs, labels = [], []
     group_indices = [0]
-    with tqdm(total=sum(len(g) for g in groups), desc=desc, unit="example") as bar:
+    with progress_bar(total=sum(len(g) for g in groups), desc=desc, unit="example") as bar:
         for group in groups:
             for scenario in group:
                 inputs.append(encode(scenario))

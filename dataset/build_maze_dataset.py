@@ -18,10 +18,10 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import pydantic
-from tqdm import tqdm
 
 from dataset.common import (DatasetError, PuzzleCSV, atomic_output_dir, check_output_dir, dihedral_transform,
                             parse_config, resolve_source_csv, run_cli, save_identifiers, save_split, subsample_rows)
+from utils.progress import progress_bar
 
 CHARSET = "# SGo"
 WALL, OPEN, START, GOAL, PATH = (ord(ch) for ch in CHARSET)
@@ -207,7 +207,7 @@ def generate_mazes(count: int, size: int, rng: np.random.Generator, desc: str = 
     """
     far = np.iinfo(np.int32).max // 4
     questions, answers, lengths = [], [], []
-    with tqdm(total=count, desc=desc, unit="maze", leave=False) as bar:
+    with progress_bar(total=count, desc=desc, unit="maze", leave=False) as bar:
         while len(lengths) < count:
             batch = min(GENERATE_BATCH_MAX, max(GENERATE_BATCH_MIN, count - len(lengths)))
             open_ = np.stack([carve_maze(size, rng) for _ in range(batch)])

@@ -19,10 +19,10 @@ from typing import List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import pydantic
-from tqdm import tqdm
 
 from dataset.common import (DatasetError, PuzzleCSV, atomic_output_dir, check_output_dir, parse_config,
                             resolve_source_csv, run_cli, save_identifiers, save_split, subsample_rows)
+from utils.progress import progress_bar
 
 # Grid sizes the builder reads and generates -> (box rows, box columns). 6x6 and 8x8 Sudoku have
 # boxes of 2x3 and 2x4; CSV digits are single characters, hence n <= 9.
@@ -191,7 +191,7 @@ def augment_set(puzzles: np.ndarray, solutions: np.ndarray, n: int, num_aug: int
     out_q[:, 0], out_a[:, 0] = puzzles, solutions  # copy 0 of every group is the original
     if num_aug > 0:
         per_chunk = max(1, _AUG_CHUNK // num_aug)  # source puzzles per vectorised step
-        with tqdm(total=num * num_aug, desc=desc, unit="puzzle", unit_scale=True, leave=False) as bar:
+        with progress_bar(total=num * num_aug, desc=desc, unit="puzzle", unit_scale=True, leave=False) as bar:
             for start in range(0, num, per_chunk):
                 src = np.repeat(np.arange(start, min(num, start + per_chunk)), num_aug)
                 q, a = shuffle_sudoku(puzzles[src], solutions[src], n, rng)
@@ -320,7 +320,7 @@ def generate_sudoku(count: int, n: int, rng: np.random.Generator, desc: str = "g
     cells = n * n
     puzzles, solutions, ratings, seen = [], [], [], set()
     attempts = 0
-    with tqdm(total=count, desc=desc, unit="puzzle", leave=False) as bar:
+    with progress_bar(total=count, desc=desc, unit="puzzle", leave=False) as bar:
         while len(puzzles) < count:
             attempts += 1
             if attempts > GENERATE_ATTEMPTS_PER_PUZZLE * count + GENERATE_EXTRA_ATTEMPTS:
