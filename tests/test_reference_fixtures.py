@@ -17,7 +17,9 @@ from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils.adam_atan2 import AdamATan2
 from utils.functions import load_model_class
 
-REFERENCE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference")
+# HRM_REFERENCE_DIR: where the fixtures are when ../shared is not beside the project (the GPU
+# check's bundle carries copies of the two main ones).
+REFERENCE_DIR = os.environ.get("HRM_REFERENCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference")
 # The originals' two main models, then the TRM repository's ablation models (SPEC 4a).
 FIXTURES = sorted(glob.glob(os.path.join(REFERENCE_DIR, "*.pt"))) + sorted(glob.glob(os.path.join(REFERENCE_DIR, "variants", "*.pt")))
 
@@ -26,22 +28,25 @@ if not FIXTURES:
                 allow_module_level=True)
 
 RTOL = 1e-4
+# CPU always; CUDA (float32, no TF32: torch's default) where there is a GPU, as a `cuda` test.
+DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
 
 
 def assert_close(actual, expected, what):
     if expected.dtype in (torch.bool, torch.int32, torch.int64):
-        assert torch.equal(actual.to(expected.dtype), expected), f"{what}: {actual} != {expected}"
+        assert torch.equal(actual.cpu().to(expected.dtype), expected), f"{what}: {actual} != {expected}"
         return
-    actual = actual.to(torch.float64)
+    actual = actual.detach().cpu().to(torch.float64)
     expected = expected.to(torch.float64)
     scale = expected.abs().max().clamp_min(1e-6)
     err = (actual - expected).abs().max() / scale
     assert err <= RTOL, f"{what}: relative error {err:.2e} > {RTOL:g}"
 
 
-def build(fixture):
+def build(fixture, device="cpu"):
     model_cls = load_model_class(fixture["arch_name"])
-    model = ACTLossHead(model_cls(dict(fixture["model_config"])), loss_type=fixture["loss_type"])
+    with torch.device(device):
+        model = ACTLossHead(model_cls(dict(fixture["model_config"])), loss_type=fixture["loss_type"])
     assert sorted(model.state_dict().keys()) == fixture["state_dict_keys"]
     model.load_state_dict(fixture["state_dict"], strict=True)
     return model
@@ -70,9 +75,10 @@ def fixture(request):
     return torch.load(request.param, weights_only=True)
 
 
-def test_eval_segments_match(fixture):
-    model = build(fixture).eval()
-    batch = fixture["batch"]
+@pytest.mark.parametrize("device", DEVICES)
+def test_eval_segments_match(fixture, device):
+    model = build(fixture, device).eval()
+    batch = {k: v.to(device) for k, v in fixture["batch"].items()}
     eval_keys = [k for k in fixture["return_keys"] if k != "target_q_continue"]
     with torch.inference_mode():
         carry = model.initial_carry(batch)
@@ -83,10 +89,11 @@ def test_eval_segments_match(fixture):
         assert bool(result[4]), "all rows must have halted after the recorded eval steps"
 
 
-def test_train_steps_match(fixture):
-    model = build(fixture).train()
+@pytest.mark.parametrize("device", DEVICES)
+def test_train_steps_match(fixture, device):
+    model = build(fixture, device).train()
     hp = fixture["train_hparams"]
-    batch = fixture["batch"]
+    batch = {k: v.to(device) for k, v in fixture["batch"].items()}
     sparse_opt = CastedSparseEmbeddingSignSGD_Distributed(model.model.puzzle_emb.buffers(), world_size=1,
                                                          lr=hp["puzzle_emb_lr"], weight_decay=hp["puzzle_emb_weight_decay"])
     adam = AdamATan2(model.parameters(), lr=hp["lr"], betas=tuple(hp["betas"]), weight_decay=hp["weight_decay"])
