@@ -2,7 +2,9 @@
 #   make test   - set up, then run the test suite
 #   make test-fast - set up, then run the tests that start no processes, torchrun or browser (~1 min)
 #   make demo   - set up, then generate a small Sudoku set, train HRM on it, evaluate, show answers
-#   make gpu-check - on an NVIDIA GPU machine: CUDA tests + Sudoku-config benchmark into gpu_check_report.md
+#   make gpu-check - on an NVIDIA GPU machine: CUDA tests, a real training run with resume, Sudoku-config
+#                    benchmark, into gpu_check_report.md (README "GPU readiness check")
+#   make gpu-bundle - here, with network: .gpu_bundle/, what gpu-check needs on a machine without network
 # On machines without an NVIDIA GPU the pinned CPU build of torch is installed first, so pip
 # never pulls the multi-GB CUDA build. With a GPU, an already-installed torch is kept
 # (use VENV_FLAGS=--system-site-packages to reuse a system-wide CUDA torch).
@@ -17,14 +19,18 @@ STAMP       := $(VENV)/.installed
 # Test processes: most tests wait on the programs they start, so two workers keep 2 cores busy.
 TEST_WORKERS ?= 2
 
-.PHONY: setup test test-fast demo browser benchmark gpu-check clean
+.PHONY: setup test test-fast demo browser benchmark gpu-check gpu-bundle clean
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		echo "[setup] NVIDIA GPU found: keeping/installing a CUDA build of torch"; \
+		if $(PY) -c "import torch" >/dev/null 2>&1; then \
+			echo "[setup] NVIDIA GPU found; keeping the installed torch: $$($(PY) -c 'import torch; print(torch.__version__, "(uses the GPU)" if torch.cuda.is_available() else "(cannot use the GPU: make gpu-check will fail; install a CUDA build of torch)")')"; \
+		else \
+			echo "[setup] NVIDIA GPU found: installing torch from PyPI (its Linux wheels are CUDA builds)"; \
+		fi; \
 	elif $(PY) -c "import torch" >/dev/null 2>&1; then \
 		echo "[setup] torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	else \
@@ -60,10 +66,22 @@ benchmark: $(STAMP)
 	$(PY) scripts/benchmark_builders.py
 	$(PY) scripts/benchmark.py
 
-# Before a long GPU job: CUDA-marked tests and the Sudoku-config benchmark, one report file.
-# Without a GPU it says so in one line and succeeds.
-gpu-check: $(STAMP)
-	$(PY) scripts/gpu_check.py --out gpu_check_report.md
+# Before a long GPU job: one report file (README "GPU readiness check"). Without a GPU it says so
+# in one line and succeeds; with a GPU that torch cannot use it fails with one line.
+# Without $(VENV) but with $(GPU_BUNDLE) (a device machine without network): the machine's own
+# python3 and torch, plus the bundle's wheels installed with no index.
+GPU_REPORT  ?= gpu_check_report.md
+GPU_BUNDLE  ?= .gpu_bundle
+gpu-check:
+	@if [ ! -x $(PY) ] && [ -d $(GPU_BUNDLE)/wheels ]; then \
+		$(PYTHON) scripts/gpu_check.py --bundle $(GPU_BUNDLE) --out $(GPU_REPORT); \
+	else \
+		$(MAKE) --no-print-directory setup && $(PY) scripts/gpu_check.py --out $(GPU_REPORT); \
+	fi
+
+# Wheels (Python 3.12, manylinux x86_64) of what the device image lacks + the reference fixtures.
+gpu-bundle: $(STAMP)
+	$(PY) scripts/gpu_bundle.py --out $(GPU_BUNDLE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo_run

@@ -10,18 +10,47 @@ pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (torch.cuda.is_available() is False)")]
 
 
-def test_attention_backends_agree_in_bf16(monkeypatch):
-    """FA3, FA2 (whichever import) and SDPA on the same bf16 inputs, against float32 SDPA."""
+def _rel_err(actual, expected):
+    return ((actual.float() - expected).abs().max() / expected.abs().max()).item()
+
+
+def test_attention_backends_agree_in_bf16_forward_and_backward(monkeypatch):
+    """FA3, FA2 (whichever import) and SDPA on the same bf16 inputs, eager and under torch.compile
+    (FlashAttention then runs through the hrm::flash_attention custom op, in one graph), against
+    float32 SDPA: outputs and the gradients of query, key and value."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
     from models.layers import ATTENTION_BACKEND_ENV, _import_flash, attention
     g = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v = (torch.randn(4, 97, 8, 64, device="cuda", generator=g) for _ in range(3))  # [B, S, heads, head_dim], S as Sudoku + puzzle
-    expected = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+    q, k, v, w = (torch.randn(4, 97, 8, 64, device="cuda", generator=g) for _ in range(4))  # [B, S, heads, head_dim], S as Sudoku + puzzle
+
+    def run(fn, dtype):
+        inputs = [t.to(dtype, copy=True).requires_grad_() for t in (q, k, v)]
+        out = fn(*inputs)
+        (out.float() * w).sum().backward()
+        return out, [t.grad for t in inputs]
+
+    def sdpa(q_, k_, v_):
+        return torch.nn.functional.scaled_dot_product_attention(q_.transpose(1, 2), k_.transpose(1, 2), v_.transpose(1, 2)).transpose(1, 2)
+
+    expected, expected_grads = run(sdpa, torch.float32)
     backends = ["sdpa"] + [b for b in ("fa3", "fa2") if _import_flash(b) is not None]
     for backend in backends:
         monkeypatch.setenv(ATTENTION_BACKEND_ENV, backend)
-        out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
-        assert out.dtype == torch.bfloat16 and out.shape == q.shape
-        torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2, msg=f"attention backend {backend}")
+        for compiled in (False, True):
+            torch._dynamo.reset()
+            counter = CompileCounterWithBackend("inductor")
+            fn = torch.compile(attention, backend=counter, fullgraph=True) if compiled else attention
+            out, grads = run(fn, torch.bfloat16)
+            what = f"{backend} {'compiled' if compiled else 'eager'}"
+            assert out.dtype == torch.bfloat16 and out.shape == q.shape, what
+            assert _rel_err(out, expected) < 2e-2, f"{what}: output"
+            for name, grad, exp in zip("qkv", grads, expected_grads):
+                assert _rel_err(grad, exp) < 3e-2, f"{what}: gradient of {name}"
+            if compiled:
+                assert counter.frame_count == 1, f"{what}: {counter.frame_count} graphs"
+                if backend != "sdpa":
+                    assert "hrm.flash_attention" in str(counter.graphs[0].code), f"{what}: the custom op is not in the graph"
     print(f"attention backends compared: {', '.join(backends)}")
 
 

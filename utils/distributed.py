@@ -21,6 +21,11 @@ import torch
 import torch.distributed as dist
 
 DEFAULT_DIST_TIMEOUT_S = 300.0
+# NCCL's watchdog aborts the whole process when a collective outlives its timeout, before Python
+# can say anything. Its timeout is therefore set this much longer than the CPU group's, whose
+# collective (the stop-signal agreement, every step) then fails first and names the silent rank,
+# unless the host is itself waiting on the GPU (README, "Running on a cluster").
+NCCL_GRACE_S = 60.0
 
 
 @dataclass
@@ -52,7 +57,8 @@ def init_distributed(timeout_s: Optional[float] = None) -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     timeout = datetime.timedelta(seconds=timeout_s)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timeout)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                            timeout=datetime.timedelta(seconds=timeout_s + NCCL_GRACE_S) if use_cuda else timeout)
     cpu_group = dist.new_group(backend="gloo", timeout=timeout) if use_cuda else dist.group.WORLD
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     peers: List[Any] = [None] * dist.get_world_size()

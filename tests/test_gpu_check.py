@@ -1,0 +1,50 @@
+"""scripts/gpu_check.py without a GPU: it never passes without checking (a GPU that torch cannot
+use is one failing line), and its report is written step by step, each step timed out on its own."""
+import os
+import subprocess
+import sys
+
+from conftest import REPO, subprocess_env
+from scripts.gpu_check import Report, run
+
+
+def _fake_nvidia_smi(folder, output, status=0):
+    folder.mkdir(exist_ok=True)
+    exe = folder / "nvidia-smi"
+    exe.write_text(f"#!/bin/sh\necho '{output}'\nexit {status}\n")
+    exe.chmod(0o755)
+    return subprocess_env(PATH=f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_a_gpu_that_torch_cannot_use_fails_in_one_line(tmp_path):
+    env = _fake_nvidia_smi(tmp_path / "bin", "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0123)")
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--out", str(tmp_path / "r.md")],
+                          env=env, capture_output=True, text=True, cwd=str(tmp_path))
+    assert proc.returncode == 1
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1 and not proc.stderr.strip(), proc.stdout + proc.stderr
+    assert "nvidia-smi lists 1 GPU(s) (GPU 0: NVIDIA H100 80GB HBM3" in lines[0] and "install a CUDA build of torch" in lines[0]
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_no_gpu_says_so_and_succeeds(tmp_path):
+    env = _fake_nvidia_smi(tmp_path / "bin", "NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver", status=9)
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check.py")], env=env, capture_output=True, text=True,
+                          cwd=str(tmp_path))
+    assert proc.returncode == 0 and "nothing to check" in proc.stdout
+
+
+def test_report_is_written_after_every_step_and_steps_time_out_alone(tmp_path):
+    out = tmp_path / "report.md"
+    report = Report(str(out), str(tmp_path / "report.md.log"), budget_s=60)
+    assert report.step("quick", lambda limit: (True, "fine"), 30)
+    assert "| PASS | quick |" in out.read_text() and "**ready**" in out.read_text()
+    assert not report.step("hangs", lambda limit: (True, str(run(["sleep", "30"], report, timeout_s=0.5))), 30, min_s=0)
+    text = out.read_text()
+    assert "| FAIL | hangs |" in text and "timed out after" in text and "NOT ready" in text
+    assert not report.step("raises", lambda limit: (1 / 0, ""), 30)
+    assert "| FAIL | raises |" in out.read_text() and "ZeroDivisionError" in out.read_text()
+    report.deadline = 0  # the budget is spent: later steps are skipped, not started
+    assert not report.step("late", lambda limit: (True, "should not run"), 30)
+    assert "| SKIP | late |" in out.read_text() and "should not run" not in out.read_text()
+    assert "$ sleep 30" in (tmp_path / "report.md.log").read_text()
