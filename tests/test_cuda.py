@@ -119,3 +119,21 @@ def test_sparse_embedding_row_sums_are_deterministic_on_cuda():
     first = sum_rows_by_id(values, inverse, 3)
     for _ in range(10):
         assert torch.equal(sum_rows_by_id(values, inverse, 3), first)
+
+
+def test_adam_atan2_step_count_lives_where_its_path_reads_it():
+    """A state loaded with map_location=cuda (resume) puts ``step`` on the GPU; the built-in path
+    keeps it on the CPU (reading a GPU step syncs once per parameter), the CUDA kernel on the GPU."""
+    from utils.adam_atan2 import AdamATan2, _cuda_backend
+    params = [torch.nn.Parameter(torch.randn(8, 8, device="cuda")) for _ in range(3)]
+    opt = AdamATan2(params, lr=1e-3)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    saved = opt.state_dict()
+    for state in saved["state"].values():
+        state["step"] = state["step"].cuda() if _cuda_backend() is None else state["step"].cpu()  # the other place
+    opt.load_state_dict(saved)
+    opt.step()
+    expected = "cuda" if _cuda_backend() is not None else "cpu"
+    assert all(opt.state[p]["step"].device.type == expected and float(opt.state[p]["step"]) == 2 for p in params)

@@ -61,13 +61,16 @@ class AdamATan2(Optimizer):
                 if p.grad.is_sparse:
                     raise RuntimeError("AdamATan2 does not support sparse gradients")
                 state = self.state[p]
+                # Like torch.optim.Adam: the step count lives on the CPU (no device sync to read
+                # it), except for the CUDA kernel, which reads it on the device. A state loaded
+                # with map_location=<the GPU> (resume) is moved back once.
+                step_device = p.device if p.is_cuda and _cuda_backend() is not None else torch.device("cpu")
                 if len(state) == 0:
-                    # Like torch.optim.Adam: the step count lives on the CPU (no device sync to
-                    # read it), except for the CUDA kernel, which reads it on the device.
-                    on_kernel = p.is_cuda and _cuda_backend() is not None
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device if on_kernel else "cpu")
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                elif state["step"].device != step_device:
+                    state["step"] = state["step"].to(step_device)
                 params.append(p)
                 grads.append(p.grad)
                 exp_avgs.append(state["exp_avg"])
