@@ -69,6 +69,10 @@ class TaskCodec:
     name: ClassVar[str] = ""
     # True where the codec checks answers by the rules (reported as "valid"); else "valid" is None.
     checks_answers: ClassVar[bool] = False
+    # True where a puzzle fixes cells of its answer (Sudoku clues; maze walls, start and goal): the
+    # result's ``answer`` keeps them whatever the model wrote there (``keep_clues``), and
+    # ``raw_answer`` is the model's own output, the prediction evaluate.py scores.
+    keeps_clues: ClassVar[bool] = False
 
     def __init__(self, seq_len: Optional[int] = None, data_path: Optional[str] = None):
         self.seq_len = seq_len
@@ -132,11 +136,19 @@ class TaskCodec:
         """Why the answer in ``tokens`` is not a valid solution of ``puzzle``, or None."""
         return None
 
+    def keep_clues(self, puzzle: Puzzle, tokens: np.ndarray) -> np.ndarray:
+        """Output tokens with the cells ``puzzle`` gives put back (see ``keeps_clues``; default: as they are)."""
+        return tokens
+
     def result(self, puzzle: Puzzle, rows: Sequence[Row], outputs: Sequence[RowOutput], trace: bool) -> Dict[str, Any]:
-        """The result entry of one puzzle: answer, segments, halt confidence, validity (and trace)."""
+        """The result entry of one puzzle: answer (and raw_answer), segments, halt confidence,
+        validity and correctness of ``answer`` (and trace)."""
         (out,) = outputs
-        final = out.preds[-1]
+        raw = out.preds[-1]
+        final = self.keep_clues(puzzle, raw)
         result: Dict[str, Any] = {"answer": self.answer(puzzle, final)}
+        if self.keeps_clues:
+            result["raw_answer"] = self.answer(puzzle, raw)
         result.update(halt_fields(out))
         if self.checks_answers:
             problem = self.problem(puzzle, final)
@@ -148,7 +160,11 @@ class TaskCodec:
         if puzzle.truth is not None:
             result["correct"] = bool(np.array_equal(self.answer(puzzle, final), self.answer(puzzle, rows[0].labels)))
         if trace:
-            result["trace"] = trace_entries(out, lambda tokens: self.answer(puzzle, tokens), self.changed_cells)
+            result["trace"] = trace_entries(out, lambda tokens: self.answer(puzzle, self.keep_clues(puzzle, tokens)),
+                                            lambda a, b: self.changed_cells(self.keep_clues(puzzle, a), self.keep_clues(puzzle, b)))
+            if self.keeps_clues:
+                for entry, tokens in zip(result["trace"], out.preds):
+                    entry["raw_answer"] = self.answer(puzzle, tokens)
         return result
 
     def changed_cells(self, before: np.ndarray, after: np.ndarray) -> int:

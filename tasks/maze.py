@@ -1,6 +1,7 @@
 """Mazes: rows of text in the original charset, ``#`` wall, space open, ``S`` start, ``G`` goal.
 
-Answers mark the shortest path's cells (endpoints excluded) with ``o``, as the builder's labels;
+Answers mark the shortest path's cells (endpoints excluded) with ``o``, as the builder's labels,
+on the maze as given (``raw_answer``: the model's output, which may also change walls, S or G);
 a puzzle that already holds ``o`` cells is taken as solved: its path is the truth and the model
 sees it without them. Puzzles in a file are separated by a blank line. Tokens: ``"# SGo"`` ->
 1..5, PAD 0 (the builder's ``CHAR_TO_TOKEN``).
@@ -26,6 +27,7 @@ FILLS = {0: (236, 238, 242), WALL_T: (47, 53, 66), OPEN_T: (255, 255, 255), STAR
 class MazeCodec(TaskCodec):
     name = "maze"
     checks_answers = True
+    keeps_clues = True
 
     def split_text(self, text: str) -> List[Tuple[int, str]]:
         chunks, start, rows = [], 0, []
@@ -91,6 +93,13 @@ class MazeCodec(TaskCodec):
 
     def answer(self, puzzle: Puzzle, tokens: np.ndarray) -> str:
         return self.format_tokens(tokens)
+
+    def keep_clues(self, puzzle: Puzzle, tokens: np.ndarray) -> np.ndarray:
+        """The maze's walls, start and goal as given; an open cell is a path cell where the model
+        marked one, else open."""
+        tokens = np.asarray(tokens)
+        open_cell = np.where(tokens == PATH_T, PATH_T, OPEN_T)
+        return np.where(puzzle.data == OPEN_T, open_cell, puzzle.data).astype(tokens.dtype)
 
     def problem(self, puzzle: Puzzle, tokens: np.ndarray) -> Optional[str]:
         return path_problem(puzzle.data, np.asarray(tokens))

@@ -3,7 +3,8 @@
 Whitespace and the inspector's box lines (``|``, ``+``, ``-``) are ignored, so both
 ``53..7....6..195...`` and ``scripts/inspect_sudoku_dataset.py``'s printed grid read. A file
 holds one puzzle per line; ``<puzzle>,<solution>`` (the builders' CSV order) gives the truth.
-Tokens as the builder writes them: PAD 0, blank 1, digit d -> d + 1. Answers: n*n digits.
+Tokens as the builder writes them: PAD 0, blank 1, digit d -> d + 1. Answers: n*n digits, the
+clues kept as given (``raw_answer``: the model's output, which may overwrite a clue).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ CLUE_TEXT, ANSWER_TEXT, WRONG_TEXT = (20, 24, 33), (36, 86, 201), (179, 38, 30)
 class SudokuCodec(TaskCodec):
     name = "sudoku"
     checks_answers = True
+    keeps_clues = True
 
     def _digits(self, text: str, what: str) -> np.ndarray:
         cells = _DECORATION.sub("", text)
@@ -82,6 +84,10 @@ class SudokuCodec(TaskCodec):
         # Tokens outside the digits (PAD, blank) are shown as '.', i.e. not an answer for that cell.
         n = math.isqrt(len(tokens))
         return "".join(str(int(t) - 1) if 2 <= t <= n + 1 else "." for t in tokens)
+
+    def keep_clues(self, puzzle: Puzzle, tokens: np.ndarray) -> np.ndarray:
+        """The clues' digits where the puzzle gives them, the model's tokens elsewhere."""
+        return np.where(puzzle.data != 0, self.encode(puzzle.data), tokens).astype(np.asarray(tokens).dtype)
 
     def problem(self, puzzle: Puzzle, tokens: np.ndarray) -> Optional[str]:
         n = math.isqrt(puzzle.data.size)

@@ -76,6 +76,37 @@ def test_maze_roundtrip_on_built_dataset(tmp_path):
     assert [p.where for p in codec.read(text, "mazes.txt")] == ["mazes.txt line 1", "mazes.txt line 11", "mazes.txt line 21"]
 
 
+def one_segment(tokens):
+    from tasks.base import RowOutput
+    return RowOutput(preds=np.asarray(tokens)[None], q_halt_logits=np.zeros(1, np.float32), q_halt=np.full(1, 0.5), halt_step=None)
+
+
+def test_sudoku_answer_keeps_the_clues_and_raw_answer_is_the_model_output():
+    codec = get_codec("sudoku")(seq_len=16)
+    (puzzle,) = codec.read("..2..1..32......,4321214332141432")
+    digits = lambda text: codec.encode(np.array([int(c) for c in text]))  # noqa: E731
+    # A half-trained model's output that overwrites the clue 2 at cell 3 (row 1, column 3) with a 1.
+    result = codec.result(puzzle, codec.rows(puzzle), [one_segment(digits("4311212232411412"))], trace=True)
+    assert result["raw_answer"] == "4311212232411412" and result["answer"] == "4321212232411412"
+    assert result["valid"] is False and "repeats a digit" in result["problem"]  # judged on the answer: no clue contradicted
+    assert result["correct"] is False and result["trace"][0]["raw_answer"] == result["raw_answer"]
+    # Right everywhere but on that clue: the answer is the solution.
+    right = codec.result(puzzle, codec.rows(puzzle), [one_segment(digits("4311214332141432"))], trace=False)
+    assert right["answer"] == "4321214332141432" and right["valid"] and right["correct"]
+
+
+def test_maze_answer_keeps_walls_start_and_goal():
+    codec = get_codec("maze")(seq_len=9)
+    (puzzle,) = codec.read("S #\n  #\nG #")
+    raw = puzzle.data.copy()
+    raw[2] = 2          # the model opened a wall ...
+    raw[3] = 5          # ... and marked the one path cell
+    raw[6] = 5          # ... over the goal
+    result = codec.result(puzzle, codec.rows(puzzle), [one_segment(raw)], trace=False)
+    assert result["raw_answer"] == "S  \no #\no #" and result["answer"] == "S #\no #\nG #"
+    assert result["valid"] is True
+
+
 def test_domino_roundtrip_on_built_dataset(tmp_path):
     from dataset.build_domino_dataset import DominoDatasetConfig, build
     build(DominoDatasetConfig(output_dir=str(tmp_path / "d"), num_games=20, seed=3))
