@@ -4,8 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, subprocess_env
-from scripts.gpu_check import Report, run
+from scripts.gpu_check import Background, Report, StepTimeout, run
 
 
 def _fake_nvidia_smi(folder, output, status=0):
@@ -48,3 +50,14 @@ def test_report_is_written_after_every_step_and_steps_time_out_alone(tmp_path):
     assert not report.step("late", lambda limit: (True, "should not run"), 30)
     assert "| SKIP | late |" in out.read_text() and "should not run" not in out.read_text()
     assert "$ sleep 30" in (tmp_path / "report.md.log").read_text()
+
+
+def test_background_command_is_joined_with_its_output_and_its_own_limit(tmp_path):
+    report = Report(str(tmp_path / "r.md"), str(tmp_path / "r.md.log"), budget_s=60)
+    done = Background(["sh", "-c", "echo started; echo oops >&2; exit 3"], report, str(tmp_path))
+    proc = done.join(30)
+    assert proc.returncode == 3 and proc.stdout == "started\n" and proc.stderr == "oops\n"
+    hangs = Background(["sleep", "30"], report, str(tmp_path))
+    with pytest.raises(StepTimeout):
+        hangs.join(0.5)
+    assert hangs.proc.returncode is not None
