@@ -316,8 +316,11 @@ def resume_step(report: Report, data: str, ck_full: str, ck: str):
         if stopped is None:
             return False, f"no 'stopped by SIGTERM' line (exit {proc.returncode}): {last_line(err)}"
         at = int(stopped.group(1))
-        resumed = run(torchrun_cmd(data, ck, "checkpoint_interval_steps=4", f"resume={ck}/step_{at}"), report,
-                      max(5.0, deadline - time.monotonic()), env=train_env())
+        resume_cmd = torchrun_cmd(data, ck, "checkpoint_interval_steps=4", f"resume={ck}/step_{at}")
+        resumed = run(resume_cmd, report, max(5.0, deadline - time.monotonic()), env=train_env())
+        if resumed.returncode == 2 and "is in use by another run" in resumed.stderr:  # a data-loader child of the stopped run lingering
+            time.sleep(5)
+            resumed = run(resume_cmd, report, max(5.0, deadline - time.monotonic()), env=train_env())
         if resumed.returncode != 0:
             return False, f"resume from step {at}: exit {resumed.returncode}: {last_line(resumed.stderr)}"
         final = final_step(ck)
