@@ -170,6 +170,17 @@ class ACTInner(nn.Module):
         """``(blocks applied in one ACT segment, of which back-propagated)``, for analytic FLOPs."""
         raise NotImplementedError
 
+    @staticmethod
+    def block_extra_flops(config, batch_size: int, seq_len: int) -> int:
+        """Forward FLOPs of one block beyond the projections and attention that every block has
+        (URM's depthwise convolution), for analytic FLOPs; ``seq_len`` includes the puzzle positions."""
+        return 0
+
+    @staticmethod
+    def init_buffer_name(latent: str) -> str:
+        """State-dict name of a latent's init buffer (the original code's name for it)."""
+        return init_buffer_name(latent)
+
     # ---- construction ------------------------------------------------------------------------
 
     def _build_io(self, config: ACTModelConfig, puzzle_emb_len: int) -> None:
@@ -197,7 +208,7 @@ class ACTInner(nn.Module):
     def _build_carry_init(self) -> None:
         for f in dataclasses.fields(self.carry_class):
             init = trunc_normal_init_(torch.empty(self.config.hidden_size), std=1).to(self.forward_dtype)
-            self.register_buffer(init_buffer_name(f.name), init, persistent=True)
+            self.register_buffer(self.init_buffer_name(f.name), init, persistent=True)
         # Q head starts at "keep going" (sigmoid(-5) ~ 0.007) so early training does not halt at once.
         with torch.no_grad():
             self.q_head.weight.zero_()
@@ -247,14 +258,14 @@ class ACTInner(nn.Module):
     def reset_carry(self, reset_flag: torch.Tensor, carry):
         """Each latent back to its init buffer (broadcast) where ``reset_flag`` is true."""
         flag = reset_flag.view(-1, 1, 1)
-        return self.carry_class(**{name: torch.where(flag, getattr(self, init_buffer_name(name)), value)
+        return self.carry_class(**{name: torch.where(flag, getattr(self, self.init_buffer_name(name)), value)
                                    for name, value in carry_fields(carry).items()})
 
 
 def analytic_flops(model: "ACTModel", batch_size: int) -> Tuple[int, int]:
     """``(forward FLOPs of one ACT segment, FLOPs of one training step)`` of ``model``'s inner network.
 
-    Matmuls only (2 per multiply-add): every block application of a segment including the
+    Matmuls (and convolutions) only, 2 per multiply-add: every block application of a segment including the
     no-grad cycles, the backward of the back-propagated part (2x its forward), and the extra
     forward of a bootstrapped Q target when the model computes one.
     """
@@ -269,6 +280,7 @@ def analytic_flops(model: "ACTModel", batch_size: int) -> Tuple[int, int]:
         block += 2 * d * batch_size * 3 * S * inter_t
     else:
         block += 2 * tokens * 4 * d * d + 2 * 2 * tokens * S * d  # qkv + o projections; QK^T and AV
+    block += inner.block_extra_flops(cfg, batch_size, S)
     heads = 2 * tokens * d * (cfg.vocab_size + 2)
     calls, grad_calls = inner.block_calls(cfg)
     segment = calls * block + heads

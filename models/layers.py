@@ -1,5 +1,5 @@
-"""Building blocks shared by HRM and TRM: casted linear/embedding, RoPE, attention, SwiGLU,
-RMS norm, the post-norm block and the reasoning module."""
+"""Building blocks shared by HRM, TRM and URM: casted linear/embedding, RoPE, attention, SwiGLU
+(and URM's ConvSwiGLU), RMS norm, the post-norm block and the reasoning module."""
 from __future__ import annotations
 
 import functools
@@ -270,21 +270,56 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(gate) * up)
 
 
+class ConvSwiGLU(nn.Module):
+    """URM's gated MLP: ``down(silu(dwconv(silu(gate) * up)))``, SwiGLU's width.
+
+    ``dwconv`` is a depthwise convolution over the sequence (kernel 2, padding 1, the first
+    ``seq_len`` outputs kept, so position ``i`` mixes ``i - 1`` and ``i``). As in URM's code its
+    weights are stored and run in bfloat16 whatever the forward dtype, so the down projection
+    runs in bfloat16 too and the block adds a bfloat16 result to its residual.
+    """
+
+    kernel_size = 2
+
+    def __init__(self, hidden_size: int, expansion: float):
+        super().__init__()
+        inter = _find_multiple(round(expansion * hidden_size * 2 / 3), 256)
+        self.gate_up_proj = CastedLinear(hidden_size, inter * 2, bias=False)
+        self.dwconv = nn.Conv1d(inter, inter, kernel_size=self.kernel_size, padding=self.kernel_size - 1, groups=inter, bias=True,
+                                dtype=torch.bfloat16)
+        self.down_proj = CastedLinear(inter, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        seq_len = x.shape[1]
+        h = (F.silu(gate) * up).transpose(1, 2).to(self.dwconv.weight.dtype)  # [B, inter, S]
+        h = F.silu(self.dwconv(h)[..., :seq_len])
+        return self.down_proj(h.transpose(1, 2))
+
+    @classmethod
+    def conv_flops(cls, hidden_size: int, expansion: float, batch_size: int, seq_len: int) -> int:
+        """Forward FLOPs of the convolution (2 per multiply-add, over the ``seq_len + 1`` padded outputs)."""
+        inter = _find_multiple(round(expansion * hidden_size * 2 / 3), 256)
+        return 2 * batch_size * inter * (seq_len + cls.kernel_size - 1) * cls.kernel_size
+
+
 class PostNormBlock(nn.Module):
     """``x = rms_norm(x + mix(x)); x = rms_norm(x + mlp(x))``.
 
     The sequence mixer is self-attention (``self_attn``), or, with ``mlp_t_seq_len`` set (TRM's
     ``mlp_t``), a SwiGLU across the sequence axis (``mlp_t``): the tokens of a channel are mixed
-    and the norm runs over the sequence axis, as in the original.
+    and the norm runs over the sequence axis, as in the original. ``mlp_class`` builds the channel
+    MLP (``SwiGLU``; URM's ``ConvSwiGLU``).
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, expansion: float, rms_norm_eps: float, mlp_t_seq_len: Optional[int] = None):
+    def __init__(self, hidden_size: int, num_heads: int, expansion: float, rms_norm_eps: float, mlp_t_seq_len: Optional[int] = None,
+                 mlp_class: type = SwiGLU):
         super().__init__()
         if mlp_t_seq_len is not None:
             self.mlp_t = SwiGLU(hidden_size=mlp_t_seq_len, expansion=expansion)
         else:
             self.self_attn = Attention(hidden_size=hidden_size, head_dim=hidden_size // num_heads, num_heads=num_heads, num_key_value_heads=num_heads, causal=False)
-        self.mlp = SwiGLU(hidden_size=hidden_size, expansion=expansion)
+        self.mlp = mlp_class(hidden_size=hidden_size, expansion=expansion)
         self.norm_eps = rms_norm_eps
 
     def forward(self, cos_sin: Optional[CosSin], hidden_states: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Training and evaluation throughput of HRM / TRM at the Sudoku shapes.
+"""Training and evaluation throughput of HRM / TRM / URM at the Sudoku shapes.
 
     python scripts/benchmark.py                      # HRM and TRM; GPU if present, else a reduced CPU run
     python scripts/benchmark.py --arch hrm --batch 768 --steps 30 --compile both
@@ -105,8 +105,8 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-# make demo's model (scripts/demo.py DEMO_ARCH); only keys an arch yaml has are applied.
-DEMO_OVERRIDES = dict(hidden_size=64, num_heads=2, H_layers=2, L_layers=2, H_cycles=2, L_cycles=2, halt_max_steps=4)
+# make demo's model (scripts/demo.py DEMO_ARCH); only keys an arch yaml has are applied (URM: loops, num_layers).
+DEMO_OVERRIDES = dict(hidden_size=64, num_heads=2, H_layers=2, L_layers=2, num_layers=2, H_cycles=2, L_cycles=2, halt_max_steps=4, loops=4)
 PRESETS = {"sudoku": dict(batch=768, seq_len=SEQ_LEN, vocab=VOCAB, dtype="bfloat16", overrides={}),
            "demo": dict(batch=256, seq_len=16, vocab=6, dtype="float32", overrides=DEMO_OVERRIDES)}
 
@@ -155,10 +155,11 @@ def bench(arch, args, device, compile_model):
     train_s = (time.perf_counter() - t0) / args.steps
 
     model.eval()
+    segments = model.model.config.halt_max_steps  # URM's arch config calls it loops
     with torch.inference_mode():
         def eval_batch():
             c = model.initial_carry(batch)
-            for _ in range(cfg["halt_max_steps"]):
+            for _ in range(segments):
                 c, *_ = runner(carry=c, batch=batch, return_keys=["preds"])
         t0 = time.perf_counter()
         eval_batch()
@@ -181,7 +182,7 @@ def bench(arch, args, device, compile_model):
         "train_steps_per_s": round(1 / train_s, 3), "train_examples_per_s": round(args.batch / train_s, 1),
         "train_GFLOP_per_step": round(step / 1e9, 1), "train_TFLOP_per_s": round(step / train_s / 1e12, 3),
         "eval_examples_per_s": round(args.batch / eval_s, 1),
-        "eval_TFLOP_per_s": round(segment * cfg["halt_max_steps"] / eval_s / 1e12, 3),
+        "eval_TFLOP_per_s": round(segment * segments / eval_s / 1e12, 3),
         "peak_memory_GiB": round(peak_memory(device), 2),
     }
 

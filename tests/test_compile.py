@@ -19,7 +19,7 @@ ARCH_DIR = os.path.join(os.path.dirname(__file__), "..", "config", "arch")
 ARCHS = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ARCH_DIR, "*.yaml")))
 
 # Tiny versions of every arch; only keys an arch yaml has are overridden (arch configs reject unknown keys).
-TINY = dict(hidden_size=32, num_heads=2, H_layers=1, L_layers=1, H_cycles=2, L_cycles=1, halt_max_steps=2, puzzle_emb_len=1,
+TINY = dict(hidden_size=32, num_heads=2, H_layers=1, L_layers=1, num_layers=1, H_cycles=2, L_cycles=1, halt_max_steps=2, loops=2, puzzle_emb_len=1,
             expansion=2, halt_exploration_prob=0.5, forward_dtype="float32")
 B, SEQ, VOCAB, PUZZLES = 4, 16, 6, 3
 

@@ -34,6 +34,11 @@ RECIPES = {
                                     'arch.puzzle_emb_ndim=0 arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=6 global_batch_size=256 '
                                     'epochs=20000 eval_interval=2000 lr=1e-4 lr_warmup_steps=2000 lr_min_ratio=0.5 weight_decay=0.1 '
                                     'puzzle_emb_lr=0 eval_save_outputs="[preds]"'),
+    "urm_arc1": ("arch=urm data_path=data/arc1concept-aug-1000 arch.loops=16 arch.H_cycles=2 arch.L_cycles=6 arch.num_layers=4 "
+                 "epochs=200000 eval_interval=2000 puzzle_emb_lr=1e-2 weight_decay=0.1 ema=True"),
+    "urm_sudoku_extreme": ("arch=urm data_path=data/sudoku-extreme-1k-aug-1000 arch.loops=16 arch.H_cycles=2 arch.L_cycles=6 "
+                           "arch.num_layers=4 epochs=50000 eval_interval=2000 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 "
+                           "puzzle_emb_weight_decay=1.0 global_batch_size=128 ema=True"),
     "demo": ('data_path=demo_run/data/sudoku-4x4 evaluators="[]" epochs=8 eval_interval=4 global_batch_size=256 lr=2e-3 '
              'puzzle_emb_lr=1e-2 lr_warmup_steps=30 weight_decay=0.1 arch.hidden_size=64 arch.num_heads=2 arch.H_layers=2 '
              'arch.L_layers=2 arch.H_cycles=2 arch.L_cycles=2 arch.halt_max_steps=4 +arch.forward_dtype=float32'),
