@@ -20,7 +20,7 @@ one (a run killed half-way leaves everything before it):
    checkpoint.
 5. ``scripts/benchmark.py`` at the paper's Sudoku configuration (global batch 768, hidden 512,
    bf16), HRM and TRM, eager then compiled: steps/s, peak memory, MFU, compile time; compiled
-   runs must be two graphs (train, eval) with no recompilation.
+   runs must be two graphs (train, eval), the eval graph being the only recompilation.
 
 Exit status 0 when every step that ran passed, 1 otherwise. Without an NVIDIA GPU it says so and
 exits 0; with a GPU that torch cannot use (a CPU build of torch) it exits 1 with one line.
@@ -378,8 +378,10 @@ def benchmark_step(report: Report, arch: str, compiled: bool, steps: int, tmp: s
         summary = f"{r['train_steps_per_s']} steps/s, {r['train_examples_per_s']} examples/s{mfu}, peak {r['peak_memory_GiB']} GiB"
         if not compiled:
             return True, summary
-        ok = r["graphs"] == 2 and r["recompiles"] == 0
-        return ok, summary + f", compile {r['compile_s']} s, {r['graphs']} graphs (expected 2: train, eval), {r['recompiles']} recompilations"
+        # Two graphs, train and eval; dynamo logs the eval graph as the one recompilation of forward.
+        ok = r["graphs"] == 2 and r["recompiles"] <= 1
+        return ok, summary + (f", compile {r['compile_s']} s, {r['graphs']} graphs (expected 2: train, eval), "
+                              f"{r['recompiles']} recompilation(s) (expected at most 1: the eval graph)")
     return step
 
 
