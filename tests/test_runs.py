@@ -69,20 +69,47 @@ def test_a_folder_where_a_run_saved_nothing_is_started_over(tmp_path):
     assert start_over(str(folder)) is None and "already holds another run's files (best)" in check_checkpoint_folder_free(str(folder), None)
 
 
+HOLD = """
+import os, sys, time
+from utils.runs import RunFolderLock
+RunFolderLock(sys.argv[1]).acquire()
+if sys.argv[2] == "fork-and-die" and os.fork() == 0:
+    time.sleep(60)  # a DataLoader worker that outlives its run
+    os._exit(0)
+print("locked", flush=True)
+if sys.argv[2] == "fork-and-die":
+    os._exit(0)  # killed: no release, the lock file stays
+time.sleep(60)
+"""
+
+
+def hold_lock(folder, how="hold"):
+    """A process holding the lock of ``folder`` (one that forks a child and dies with ``fork-and-die``)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), how], stdout=subprocess.PIPE, text=True, env=subprocess_env())
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
 def test_run_folder_lock(tmp_path):
     folder = tmp_path / "a" / "b"
     lock = RunFolderLock(str(folder))
     assert lock.acquire() is None
     assert (folder / "run.lock").read_text().split()[0] == str(os.getpid())
-    with pytest.raises(RunFolderBusy, match=rf"checkpoint_path={folder} is in use by another run \(PID {os.getpid()} on "):
-        RunFolderLock(str(folder)).acquire()  # a second open file: flock refuses it even in one process
-    with pytest.raises(RunFolderBusy):
-        claim_run_folder(str(folder), None)
     lock.release()
     assert not (tmp_path / "a").exists()  # the folders it made, still empty, go with the lock
-    # A lock file left by a killed run is only a file: the next run takes it.
-    folder.mkdir(parents=True)
-    (folder / "run.lock").write_text("999999 elsewhere\n")
+    holder = hold_lock(folder)
+    try:
+        with pytest.raises(RunFolderBusy, match=rf"checkpoint_path={folder} is in use by another run \(PID {holder.pid} on "):
+            RunFolderLock(str(folder)).acquire()
+        with pytest.raises(RunFolderBusy):
+            claim_run_folder(str(folder), None)
+    finally:
+        holder.kill()
+        holder.wait()
+    # Killed, it leaves its lock file but no lock, even while a child it forked lives on.
+    dead = hold_lock(folder, "fork-and-die")
+    dead.wait()
+    assert (folder / "run.lock").read_text().split()[0] == str(dead.pid)
     with RunFolderLock(str(folder)) as again:
         assert again.acquire() is None
     assert os.listdir(folder) == []

@@ -6,7 +6,7 @@
 - Any run, sweep or not, refuses a ``checkpoint_path`` that already holds another run's files
   unless ``resume=`` continues that run. A folder where a run stopped before saving anything
   (no weights, no resume state) is not another run's work: a new run starts over in it.
-- One run at a time per folder: a run holds an exclusive ``flock`` on ``<checkpoint_path>/run.lock``
+- One run at a time per folder: a run holds an exclusive lock on ``<checkpoint_path>/run.lock``
   for its lifetime (:class:`RunFolderLock`).
 """
 from __future__ import annotations
@@ -168,10 +168,13 @@ class RunFolderBusy(ValueError):
 
 
 class RunFolderLock:
-    """An exclusive ``flock`` on ``<folder>/run.lock`` for as long as a run writes to ``folder``.
+    """An exclusive lock on ``<folder>/run.lock`` for as long as a run writes to ``folder``.
 
     The kernel drops the lock when the process ends, however it ends, so a killed run never leaves
-    a stale lock (its ``run.lock`` may stay behind; an unlocked file means nothing). The file holds
+    a stale lock (its ``run.lock`` may stay behind; an unlocked file means nothing). It is a POSIX
+    record lock (``lockf``), not ``flock``: a process's own lock, which the DataLoader workers it
+    forks do not share, so a worker outliving a killed run does not keep the folder locked (NFS
+    supports it too). Another lock on the same file from the same process is not refused. The file holds
     the holder's PID and host for the message another run gets. A clean release deletes the file,
     and the folders :meth:`acquire` created when they are still empty (the run failed early)."""
 
@@ -194,18 +197,18 @@ class RunFolderLock:
             except OSError as e:
                 raise ValueError(f"checkpoint_path={self.folder}: cannot write there ({e.strerror})") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EACCES, errno.EAGAIN):
+                    os.close(fd)
+                    if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                        return (f"warning: checkpoint_path={self.folder}: this filesystem cannot lock files ({e.strerror}); "
+                                "nothing stops a second run from writing to the same folder")
+                    raise ValueError(f"checkpoint_path={self.folder}: cannot lock {LOCK_FILE} ({e.strerror})") from None
                 holder = _read_holder(fd)
                 os.close(fd)
                 raise RunFolderBusy(f"checkpoint_path={self.folder} is in use by another run ({holder}); "
                                     "wait for it to end or choose another checkpoint_path") from None
-            except OSError as e:
-                os.close(fd)
-                if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                    return (f"warning: checkpoint_path={self.folder}: this filesystem cannot lock files ({e.strerror}); "
-                            "nothing stops a second run from writing to the same folder")
-                raise ValueError(f"checkpoint_path={self.folder}: cannot lock {LOCK_FILE} ({e.strerror})") from None
             # A run that just finished deletes its lock file: we must hold the file that is there now.
             try:
                 now, ours = os.stat(self.path), os.fstat(fd)
