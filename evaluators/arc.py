@@ -1,8 +1,9 @@
 """ARC evaluation (``evaluators: [{name: arc@ARC}]``): pass@K by voting over augmentations.
 
-Every augmented copy of a test puzzle yields a prediction. Each prediction is cropped to its
-grid (``crop_arc_grid``, as the original reads a grid out of a 30x30 output), mapped back through
-the inverse of the copy's augmentation, and counted as a vote for that grid. Candidates are ranked
+Every augmented copy of a test puzzle yields a prediction: the copies are the task's views
+(``tasks/views.py``, the test-time scaling of every task). Each prediction is cropped to its grid
+(``crop_arc_grid``, as the original reads a grid out of a 30x30 output), mapped back through the
+view's back map (the inverse of the copy's augmentation), and counted as a vote for that grid. Candidates are ranked
 by votes (ties: mean sigmoid(q_halt)); a test input counts as solved at K when the right grid is
 among the top K. ``submission.json`` holds the top 2 per test input.
 """
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dataset.arc_grid import arc_grid_to_np, crop_arc_grid, grid_hash, inverse_aug
+from dataset.arc_grid import NUM_COLOURS, arc_grid_to_np, crop_arc_grid, grid_hash, parse_aug_name
 from dataset.common import PuzzleDatasetMetadata
 
 
@@ -66,15 +67,26 @@ class ARC:
         inputs = batch["inputs"].cpu().numpy()[keep]
         predictions = preds["preds"].cpu().numpy()[keep]
         q = preds["q_halt_logits"].to(torch.float64).sigmoid().cpu().numpy()[keep]
+        names, views = self.views_of(identifiers[keep])
+        inputs, predictions = (views.back(x[:, None])[:, 0] for x in (inputs, predictions))
 
-        for identifier, inp, pred, q_value in zip(identifiers[keep], inputs, predictions, q):
-            name = self.identifier_map[identifier]
-            orig_name, undo = inverse_aug(name)
-            input_hash = grid_hash(undo(crop_arc_grid(inp)))
-            grid = undo(crop_arc_grid(pred))
+        for orig_name, inp, pred, q_value in zip(names, inputs, predictions, q):
+            input_hash = grid_hash(crop_arc_grid(inp))
+            grid = crop_arc_grid(pred)
             pred_hash = grid_hash(grid)
             self._local_hmap[pred_hash] = grid
             self._local_preds.setdefault(orig_name, {}).setdefault(input_hash, []).append((pred_hash, float(q_value)))
+
+    def views_of(self, identifiers: np.ndarray):
+        """``(task name per row, the rows' views)``: each row is one view of its task (its version's
+        dihedral and colour map), whose back map brings rows to the task's own frame."""
+        from tasks.views import CanvasViews  # here: the tasks package imports this module on its way in
+
+        parsed = [parse_aug_name(self.identifier_map[i]) for i in identifiers.tolist()]
+        dihedral = np.array([[t] for _, t, _ in parsed], dtype=np.int64).reshape(-1, 1)
+        colours = np.array([m for _, _, m in parsed], dtype=np.int64).reshape(-1, NUM_COLOURS)
+        tokens = np.concatenate([np.broadcast_to(np.arange(2), (len(parsed), 2)), colours + 2], axis=1)[:, None]
+        return [name for name, _, _ in parsed], CanvasViews(dihedral=dihedral, tokens=tokens, side=30, eos_corner=False)
 
     def result(self, save_path: Optional[str], rank: int, world_size: int, group=None) -> Optional[Dict[str, float]]:
         if not self.enabled:

@@ -139,3 +139,26 @@ def test_task_scores_per_task(arc_data):
     ev.update_batch(batch, {"preds": corrupt(labels, torch.nonzero(flip)[:, 0]), "q_halt_logits": torch.zeros(len(labels))})
     scores = ev.task_scores()
     assert scores == {"e_flip": {f"pass@{k}": 0.0 for k in ev.pass_Ks}, "e_col": {f"pass@{k}": 1.0 for k in ev.pass_Ks}}
+
+
+def test_views_count_the_votes_of_the_original_loop(arc_data, tmp_path):
+    """Mapping predictions back with the copies' views gives the votes the original's per-copy loop
+    (crop, then inverse_aug) gave, so scores and submission.json are unchanged."""
+    from dataset.arc_grid import crop_arc_grid, grid_hash, inverse_aug
+    out, batch, labels = arc_data
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randint(0, 12, labels.shape, generator=g)
+    preds = torch.where(torch.rand(labels.shape, generator=g) < 0.01, noise, labels)  # odd crops included
+    q = torch.randn(len(preds), generator=g)
+    ours = evaluator(out)
+    scores = score(ours, batch, preds, q, save_path=str(tmp_path / "ours"))
+    reference = evaluator(out)
+    for identifier, inp, pred, q_value in zip(batch["puzzle_identifiers"].tolist(), batch["inputs"].numpy(), preds.numpy(),
+                                              q.double().sigmoid().tolist()):
+        name, undo = inverse_aug(reference.identifier_map[identifier])
+        grid = undo(crop_arc_grid(pred))
+        reference._local_hmap[grid_hash(grid)] = grid
+        reference._local_preds.setdefault(name, {}).setdefault(grid_hash(undo(crop_arc_grid(inp))), []).append((grid_hash(grid), q_value))
+    assert ours._local_preds == reference._local_preds
+    assert reference.result(str(tmp_path / "reference"), rank=0, world_size=1) == scores
+    assert (tmp_path / "ours" / "submission.json").read_text() == (tmp_path / "reference" / "submission.json").read_text()
