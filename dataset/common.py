@@ -496,20 +496,19 @@ def parse_config(config_cls: Type[C], argv: Optional[Sequence[str]] = None, desc
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> None:
-    """Run a builder's ``main``; a user mistake becomes one ``error: <message>`` line and exit status 1.
+    """Run a builder's ``main``; a user mistake becomes one ``error: <message>`` line and exit status 2.
 
-    :class:`DatasetError` (a bad file, option or a full disk; exit status 2 for a refused
-    option) and ``OSError`` (a file that cannot be read or written) get one clear line instead
-    of a traceback.
+    :class:`DatasetError` (a bad file, option or a full disk) and ``OSError`` (a file that cannot
+    be read or written) get one clear line instead of a traceback.
     """
     try:
         main(argv)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(getattr(e, "exit_status", 1))
+        sys.exit(getattr(e, "exit_status", 2))
     except OSError as e:
         print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
         sys.exit(130)

@@ -50,6 +50,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--show", type=int, default=4, help="test puzzles to print")
     args = parser.parse_args()
+    # Checked before any work: a bad value would otherwise fail minutes later, in a sub-command.
+    for name, least in (("train", 1), ("test", 1), ("epochs", 2), ("show", 0)):
+        if getattr(args, name) < least:
+            parser.error(f"--{name} must be at least {least}, got {getattr(args, name)}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out}: a file is in the way; give a folder")
 
     start = time.time()
     data = os.path.join(args.out, "data", "sudoku-4x4")

@@ -6,7 +6,7 @@ Checks: the split is shaped like a domino dataset (seq_len 72, vocab 8, consiste
 arrays), every token is in range, every scenario decodes (consistent chain, ends match the
 table, no tile twice, 1..7 tiles in hand), and every label is a legal move and the one the
 dataset's policy (from ``domino.json``, or ``--policy``) picks. The first broken example is
-named and the exit status is 1.
+named and the exit status is 2.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def inspect(data_path: str, split: str, num: int, policy: Optional[str] = None) 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Command line entry point; a broken dataset exits 1 with one `error: ...` line."""
+    """Command line entry point; a broken dataset exits 2 with one `error: ...` line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-path", "--data_path", required=True)
     parser.add_argument("--split", default="train")
@@ -72,7 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     try:
         inspect(args.data_path, args.split, args.num, args.policy)
     except (DatasetError, DominoError) as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

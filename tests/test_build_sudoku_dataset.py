@@ -195,7 +195,7 @@ def test_bad_csv_rows_are_clear_errors(tmp_path, q, a, message):
     (out / "train").mkdir(parents=True)
     (out / "train" / "dataset.json").write_text("previous build")
     res = run_builder("--source-repo", src, "--output-dir", out)
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert res.stderr.startswith(f"error: {src / 'train.csv'}: {message}"), res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert os.listdir(out) == ["train"] and (out / "train" / "dataset.json").read_text() == "previous build"
@@ -206,7 +206,7 @@ def test_bad_csv_rows_are_clear_errors(tmp_path, q, a, message):
 def test_missing_local_csv_and_bad_options(tmp_path):
     (tmp_path / "train.csv").write_text("source,question,answer,rating\n")
     res = run_builder("--source-repo", tmp_path, "--output-dir", tmp_path / "out")
-    assert res.returncode == 1 and "no puzzles after the header line" in res.stderr
+    assert res.returncode == 2 and "no puzzles after the header line" in res.stderr
     res = run_builder("--generate", 3, "--grid", 5)
     assert res.returncode == 2 and "invalid choice" in res.stderr
     res = run_builder("--num-aug", -1)
@@ -227,7 +227,7 @@ def test_empty_question_field_is_one_line(tmp_path, capsys):
     write_csv(src / "test.csv", [(GOOD_Q, GOOD_A, 0)])
     with pytest.raises(SystemExit) as e:
         run_cli(main, ["--source-repo", str(src), "--output-dir", str(tmp_path / "out")])
-    assert e.value.code == 1
+    assert e.value.code == 2
     assert capsys.readouterr().err == f"error: {src / 'train.csv'}: line 3: the question field is empty\n"
     assert not (tmp_path / "out").exists()
 

@@ -246,7 +246,7 @@ def test_run_cli_turns_dataset_errors_into_one_line(capsys):
         raise DatasetError("some/file.csv: line 3: bad")
     with pytest.raises(SystemExit) as e:
         run_cli(failing, [])
-    assert e.value.code == 1
+    assert e.value.code == 2
     assert capsys.readouterr().err == "error: some/file.csv: line 3: bad\n"
 
 
@@ -257,7 +257,7 @@ def test_hugging_face_failure_says_how_to_work_offline(tmp_path):
             "run_cli(lambda argv: resolve_source_csv('sapientinc/no-such-repo-for-tests', 'train'))\n")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert res.stderr.startswith("error: --source-repo sapientinc/no-such-repo-for-tests: not a local folder")
     assert "To work offline" in res.stderr and "Traceback" not in res.stderr
 
@@ -376,7 +376,7 @@ def test_full_disk_is_one_line_and_keeps_the_previous_dataset(small_disk, capsys
     # 20001 copies of 81 cells, inputs and labels: about 3.5 MB, refused before writing
     with pytest.raises(SystemExit) as e:
         run_cli(main, ["--source-repo", str(src), "--output-dir", str(out), "--num-aug", "20000"])
-    assert e.value.code == 1
+    assert e.value.code == 2
     assert capsys.readouterr().err == f"error: no space left on device (needed about 4 MB in {small_disk})\n"
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     # A disk that fills up during the build (no estimate; np.save, and the space NpyFile reserves)

@@ -49,7 +49,7 @@ def test_policy_comes_from_the_dataset(built):
     # a heaviest dataset passes as such, and fails when checked as max-chain (they differ often)
     assert run("--data-path", built["heaviest"], "--split", "test", "--num", 0).returncode == 0
     result = run("--data-path", built["heaviest"], "--split", "test", "--num", 0, "--policy", "max-chain")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "test example" in result.stderr and "max-chain choice" in result.stderr
 
 
@@ -116,7 +116,7 @@ def wrong_ends(x, y):
 def test_corrupted_example_is_named(built, tmp_path, breaker, words):
     index = corrupt(built["max-chain"], tmp_path / "bad", breaker)
     result = run("--data-path", tmp_path / "bad", "--split", "train", "--num", 0)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith(f"error: train example {index} ("), result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr
 
@@ -126,20 +126,20 @@ def test_missing_files(built, tmp_path):
     shutil.copytree(built["max-chain"], tmp_path / "d")
     os.remove(tmp_path / "d" / "domino.json")
     result = run("--data-path", tmp_path / "d", "--split", "test")
-    assert result.returncode == 1 and "domino.json" in result.stderr and "--policy" in result.stderr
+    assert result.returncode == 2 and "domino.json" in result.stderr and "--policy" in result.stderr
     assert run("--data-path", tmp_path / "d", "--split", "test", "--num", 0, "--policy", "max-chain").returncode == 0
     os.remove(tmp_path / "d" / "test" / "dataset.json")
     result = run("--data-path", tmp_path / "d", "--split", "test", "--policy", "max-chain")
-    assert result.returncode == 1 and "dataset.json" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "dataset.json" in result.stderr and "Traceback" not in result.stderr
     # a truncated array
     path = tmp_path / "d" / "train" / "all__labels.npy"
     path.write_bytes(path.read_bytes()[:300])
     result = run("--data-path", tmp_path / "d", "--split", "train", "--policy", "max-chain")
-    assert result.returncode == 1 and "all__labels.npy" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "all__labels.npy" in result.stderr and "Traceback" not in result.stderr
     # not a domino dataset at all
     meta = json.load(open(built["max-chain"] / "test" / "dataset.json"))
     meta["seq_len"] = 81
     os.makedirs(tmp_path / "s" / "test")
     json.dump(meta, open(tmp_path / "s" / "test" / "dataset.json", "w"))
     result = run("--data-path", tmp_path / "s", "--split", "test", "--policy", "heaviest")
-    assert result.returncode == 1 and "seq_len 81" in result.stderr
+    assert result.returncode == 2 and "seq_len 81" in result.stderr

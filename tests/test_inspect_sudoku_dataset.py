@@ -48,7 +48,7 @@ def test_an_invalid_solution_is_named(tmp_path):
     labels[5, [0, 1]] = labels[5, [1, 0]]  # swap two cells of one row: columns now repeat a digit
     np.save(labels_path, labels)
     res = run_inspect("--data-path", tmp_path, "--split", "train", "--num", 0)
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert res.stderr.strip().startswith(f"error: {labels_path}: example 5: solution")
     assert "Traceback" not in res.stderr
 
@@ -62,12 +62,12 @@ def test_a_solution_contradicting_a_clue_is_named(tmp_path):
     inputs[1, cell] = (labels[1, cell] - 1) % 4 + 2  # a different digit
     np.save(inputs_path, inputs)
     res = run_inspect("--data-path", tmp_path, "--split", "test", "--num", 1)
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert "example 1: solution contradicts the clue at row" in res.stderr
 
 
 @pytest.mark.slow
 def test_missing_dataset_is_a_clear_error(tmp_path):
     res = run_inspect("--data-path", tmp_path, "--split", "train")
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert res.stderr.startswith(f"error: {tmp_path / 'train' / 'dataset.json'}: missing")

@@ -67,14 +67,14 @@ def test_drawing_matches_the_arrays(built):
 @pytest.mark.slow
 def test_bad_index_and_broken_example(built, tmp_path):
     result = run("--data-path", built, "--split", "test", "--index", 60)
-    assert result.returncode == 1 and result.stderr.startswith("error: --index 60") and "0..59" in result.stderr
+    assert result.returncode == 2 and result.stderr.startswith("error: --index 60") and "0..59" in result.stderr
     result = run("--data-path", tmp_path / "nothing", "--split", "test", "--index", 0)
-    assert result.returncode == 1 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
+    assert result.returncode == 2 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
     # break example 4's label: the drawing refuses it and names it instead of drawing nonsense
     shutil.copytree(built, tmp_path / "bad")
     labels = np.load(tmp_path / "bad" / "test" / "all__labels.npy")
     labels[4][2] = 7
     np.save(tmp_path / "bad" / "test" / "all__labels.npy", labels)
     result = run("--data-path", tmp_path / "bad", "--split", "test", "--index", 4)
-    assert result.returncode == 1 and result.stderr.startswith("error: test example 4 (puzzle 4, group 4)")
+    assert result.returncode == 2 and result.stderr.startswith("error: test example 4 (puzzle 4, group 4)")
     assert run("--data-path", tmp_path / "bad", "--split", "test", "--index", 3).returncode == 0
