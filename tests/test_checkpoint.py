@@ -163,3 +163,17 @@ def test_load_weights_reads_safetensors_whatever_the_name(tmp_path):
     (tmp_path / "cut.safetensors").write_bytes((tmp_path / "model.safetensors").read_bytes()[:60])
     with pytest.raises(CheckpointError, match=r"cut.safetensors: the safetensors file is truncated"):
         load_weights(str(tmp_path / "cut.safetensors"), "checkpoint")
+
+
+def test_atomic_write_replaces_only_regular_files(tmp_path):
+    """A device is written in place, never replaced by a regular file; a link is written through."""
+    atomic_write_text("/dev/null", "nothing")
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    (tmp_path / "target.json").write_text("old")
+    os.symlink(tmp_path / "target.json", tmp_path / "link.json")
+    atomic_write_text(str(tmp_path / "link.json"), "new")
+    assert os.path.islink(tmp_path / "link.json") and (tmp_path / "target.json").read_text() == "new"
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError):
+        atomic_write_text(str(tmp_path / "folder"), "x")
+    assert sorted(os.listdir(tmp_path)) == ["folder", "link.json", "target.json"]

@@ -66,7 +66,18 @@ def atomic_write(path: str, write_fn, size_hint: int = 0) -> None:
     The temporary file is created with the user's umask (mkstemp would make it 0600, unreadable
     to collaborators). A full disk becomes one :class:`CheckpointError` line; the old ``path``,
     if any, is untouched and the temporary is removed.
+
+    Only a regular file or a new path is replaced by a rename: a symbolic link is written through
+    (the link stays), a device or pipe (``/dev/null``) is written in place, and a folder raises
+    ``IsADirectoryError``.
     """
+    if os.path.islink(path):
+        path = os.path.realpath(path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "is a folder", path)
+        write_fn(path)
+        return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     while True:
