@@ -3,6 +3,7 @@ use is one failing line), and its report is written step by step, each step time
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -61,3 +62,18 @@ def test_background_command_is_joined_with_its_output_and_its_own_limit(tmp_path
     with pytest.raises(StepTimeout):
         hangs.join(0.5)
     assert hangs.proc.returncode is not None
+
+
+def test_a_timed_out_step_ends_children_in_sessions_of_their_own(tmp_path):
+    """torchrun starts its workers with a session of their own: the timeout must end them too,
+    or they keep running (and hold the output pipes) after the step gave up."""
+    report = Report(str(tmp_path / "r.md"), str(tmp_path / "r.md.log"), budget_s=60)
+    code = ("import subprocess, sys, time; child = subprocess.Popen(['sleep', '60'], start_new_session=True); "
+            "print(child.pid, flush=True); time.sleep(60)")
+    started = time.monotonic()
+    with pytest.raises(StepTimeout):
+        run([sys.executable, "-c", code], report, timeout_s=2)
+    assert time.monotonic() - started < 20
+    child = int(next(line for line in (tmp_path / "r.md.log").read_text().splitlines() if line.strip().isdigit()))
+    time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{child}") or open(f"/proc/{child}/stat").read().split(")")[1].split()[0] == "Z"
