@@ -33,13 +33,16 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 import numpy as np
 import pydantic
 import torch
-import yaml
 
-from dataset.common import DatasetError, PuzzleDatasetMetadata, load_metadata
+from dataset.common import DatasetError
+from inference.checkpoint import OpenedCheckpoint, open_checkpoint
+from inference.segments import RunOptions, run_segments
 from models.losses import IGNORE_LABEL_ID
 from tasks import CODECS, get_codec
 from tasks.base import Puzzle, PuzzleError, Row, RowOutput, TaskCodec
-from utils.functions import load_model_class, load_state_dict_flexible, validation_error_line
+from utils.checkpoint import CheckpointError
+from utils.config import ConfigError
+from utils.functions import validation_error_line
 from utils.progress import progress_bar
 
 
@@ -75,67 +78,15 @@ class PredictConfig(pydantic.BaseModel):
         return self
 
 
-# ---------------------------------------------------------------------------------------------
-# Loading a checkpoint
-
-
-def read_run_config(checkpoint: str) -> Dict[str, Any]:
-    """The training run's config (``all_config.yaml`` beside ``checkpoint``) as a dict."""
-    if not os.path.isfile(checkpoint):
-        raise PredictError(f"checkpoint={checkpoint}: no such file (expected a step_N file of a run's checkpoint folder)")
-    config_path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "all_config.yaml")
-    if not os.path.isfile(config_path):
-        raise PredictError(f"checkpoint={checkpoint}: no all_config.yaml beside it ({config_path}); predict.py needs the "
-                           "run's config to rebuild the model")
-    with open(config_path) as f:
-        return yaml.safe_load(f)
-
-
-def dataset_info(data_paths: Sequence[str]) -> tuple:
-    """(train metadata merged over the run's datasets, the task recorded in dataset.json or None)."""
-    metas, task = [], None
-    for path in data_paths:
-        split_dir = os.path.join(path, "train")
-        try:
-            metas.append(load_metadata(split_dir))
-        except DatasetError as e:
-            raise PredictError(f"{e} (predict.py reads the checkpoint's dataset metadata: sizes, task, puzzle names)") from None
-        with open(os.path.join(split_dir, "dataset.json")) as f:
-            task = task or json.load(f).get("task")
-    meta = metas[0]
-    if len(metas) > 1:  # identifier tables add up, as PuzzleDataset merges them
-        meta = meta.model_copy(update={"num_puzzle_identifiers": sum(m.num_puzzle_identifiers for m in metas)})
-    return meta, task
-
-
-def build_model(arch: Dict[str, Any], metadata: PuzzleDatasetMetadata, batch_size: int, halt_max_steps: Optional[int],
-                device: torch.device) -> torch.nn.Module:
-    """The loss head around the run's model, sized by the dataset metadata (not compiled)."""
-    arch = dict(arch)
-    name, loss = arch.pop("name"), dict(arch.pop("loss"))
-    if halt_max_steps is not None:
-        arch["halt_max_steps"] = halt_max_steps
-    model_cfg = dict(**arch, batch_size=batch_size, vocab_size=metadata.vocab_size, seq_len=metadata.seq_len,
-                     num_puzzle_identifiers=metadata.num_puzzle_identifiers, causal=False)
-    try:
-        with torch.device(device):
-            model = load_model_class(name)(model_cfg)
-            return load_model_class(loss.pop("name"))(model, **loss)
-    except (ValueError, TypeError) as e:
-        raise PredictError(f"all_config.yaml arch: {e}") from None
-
-
 class Predictor:
     """A checkpoint ready to answer puzzles of its task. Build it with :func:`load_predictor`."""
 
-    def __init__(self, checkpoint: str, config: Dict[str, Any], metadata: PuzzleDatasetMetadata, task: str,
-                 model: torch.nn.Module, device: torch.device, batch_size: int):
-        self.checkpoint, self.config, self.metadata, self.task = checkpoint, config, metadata, task
-        self.model, self.device, self.batch_size = model, device, batch_size
-        data_paths = config.get("data_paths") or [config.get("data_path")]
-        kwargs = {"data_paths": data_paths} if task == "arc" else {}
-        self.codec: TaskCodec = get_codec(task)(seq_len=metadata.seq_len, data_path=data_paths[0], **kwargs)
-        self.halt_max_steps: int = self.act_model.config.halt_max_steps
+    def __init__(self, opened: OpenedCheckpoint, task: str):
+        self.opened, self.task = opened, task
+        self.checkpoint, self.config, self.metadata = opened.path, opened.run_config, opened.metadata
+        self.model, self.device, self.batch_size = opened.model, opened.device, opened.batch_size
+        self.codec: TaskCodec = get_codec(task).for_run(opened.metadata.seq_len, opened.data_paths)
+        self.halt_max_steps: int = opened.halt_max_steps
         self.last_run: List[tuple] = []  # (puzzle, rows, outputs) of the last predict call, for pictures
 
     @property
@@ -174,62 +125,21 @@ class Predictor:
 
     def run_rows(self, rows: Sequence[Row], halt_max_steps: Optional[int] = None, progress: bool = True) -> List[RowOutput]:
         """Every row for ``halt_max_steps`` ACT segments (evaluate.py's rule), batched; per-segment outputs."""
-        steps = halt_max_steps or self.halt_max_steps
-        config = self.act_model.config
-        saved = config.halt_max_steps
-        config.halt_max_steps = steps  # rows halt exactly at the last segment, as in evaluate.py
+        options = RunOptions(halt_max_steps=halt_max_steps or self.halt_max_steps, steps=True, trace=True)
         outputs: List[RowOutput] = []
-        try:
-            self.model.eval()
-            starts = range(0, len(rows), self.batch_size)
-            bar = progress_bar(starts, desc="predict", unit="batch", delay=3, disable=not progress or None, leave=False)
-            with torch.inference_mode():
-                for start in bar:
-                    chunk = rows[start: start + self.batch_size]
-                    batch = self._batch(chunk)
-                    carry = self.model.initial_carry(batch)
-                    preds, q_halt, q_cont = [], [], []
-                    for _ in range(steps):
-                        carry, _, _, out, _ = self.model(carry=carry, batch=batch,
-                                                         return_keys=("preds", "q_halt_logits", "q_continue_logits"))
-                        preds.append(out["preds"])
-                        q_halt.append(out["q_halt_logits"])
-                        q_cont.append(out.get("q_continue_logits", torch.full_like(out["q_halt_logits"], -torch.inf)))
-                    preds_t, q_t, qc_t = torch.stack(preds, 1), torch.stack(q_halt, 1), torch.stack(q_cont, 1)
-                    signal = self.act_model.halt_signal(q_t, qc_t) if hasattr(self.act_model, "halt_signal") else q_t > 0
-                    fired = signal.any(1)
-                    first = torch.where(fired, signal.to(torch.int64).argmax(1) + 1, 0)
-                    preds_np, q_np = preds_t.cpu().numpy(), q_t.cpu().numpy()
-                    sig = q_t.to(torch.float64).sigmoid().cpu().numpy()
-                    for i in range(len(chunk)):
-                        outputs.append(RowOutput(preds=preds_np[i], q_halt_logits=q_np[i], q_halt=sig[i],
-                                                 halt_step=int(first[i]) or None))
-        finally:
-            config.halt_max_steps = saved
+        self.model.eval()
+        starts = range(0, len(rows), self.batch_size)
+        bar = progress_bar(starts, desc="predict", unit="batch", delay=3, disable=not progress or None, leave=False)
+        with torch.inference_mode():
+            for start in bar:
+                chunk = rows[start: start + self.batch_size]
+                _, _, out = run_segments(self.model, self._batch(chunk), set(), options)
+                first = torch.where(out["halt_fired"], out["steps"], 0)
+                preds_np, q_np = out["trace"].cpu().numpy(), out["trace_q_halt_logits"].cpu().numpy()
+                sig = out["trace_q_halt_logits"].to(torch.float64).sigmoid().cpu().numpy()
+                for i in range(len(chunk)):
+                    outputs.append(RowOutput(preds=preds_np[i], q_halt_logits=q_np[i], q_halt=sig[i], halt_step=int(first[i]) or None))
         return outputs
-
-    # ---- ARC: identifiers of each task
-    def _prepare_arc(self, puzzles: Sequence[Puzzle], unseen: str, num_aug: Optional[int]) -> None:
-        for p in puzzles:
-            if p.data.versions:
-                continue
-            known = self.codec.known_versions(p.name)  # type: ignore[attr-defined]
-            if known:
-                p.data.versions = known
-            elif unseen == "blank":
-                names = self.codec.planned_versions(p, self.default_num_aug() if num_aug is None else num_aug)  # type: ignore[attr-defined]
-                p.data.versions = [(n, self.metadata.blank_identifier_id) for n in names]
-            else:
-                raise PredictError(
-                    f"{p.where}: task {p.name!r} is not among the {len(self.codec.identifier_of)} puzzle names this "  # type: ignore[attr-defined]
-                    "checkpoint was trained on, so it has no puzzle embedding; add adapt_steps=N (e.g. 200) to fit fresh "
-                    "embedding rows on its demonstration pairs first, or unseen=blank to run it with the blank identifier")
-
-    def default_num_aug(self) -> int:
-        """Augmented versions per task in the checkpoint's training data (ARC), rounded."""
-        names = getattr(self.codec, "identifier_of", {})
-        tasks = {n.split("|||")[0] for n in names}
-        return max(0, round(len(names) / max(len(tasks), 1)) - 1)
 
     def adapt(self, puzzles: Sequence[Union[str, Puzzle]], steps: int, lr: Optional[float] = None,
               num_aug: Optional[int] = None, seed: int = 0, progress: bool = True) -> Dict[str, float]:
@@ -244,16 +154,16 @@ class Predictor:
         """
         from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 
-        if self.task != "arc":
+        if not self.codec.adaptable:
             raise PredictError(f"adapt_steps: only ARC tasks have per-task puzzle embeddings to adapt (this checkpoint: {self.task})")
         inner = self.act_model.inner
         if getattr(inner.config, "puzzle_emb_ndim", 0) <= 0:
             raise PredictError("adapt_steps: this model has no puzzle embedding (puzzle_emb_ndim=0); nothing to adapt")
         emb = inner.puzzle_emb
-        todo = [p for p in self._as_puzzles(puzzles) if not p.data.versions and not self.codec.known_versions(p.name)]  # type: ignore[attr-defined]
+        todo = self.codec.unseen_puzzles(self._as_puzzles(puzzles))  # type: ignore[attr-defined]
         if not todo:
             return {}
-        num_aug = self.default_num_aug() if num_aug is None else num_aug
+        num_aug = self.codec.default_num_aug() if num_aug is None else num_aug
         start = emb.weights.shape[0]
         for p in todo:
             names = self.codec.planned_versions(p, num_aug)  # type: ignore[attr-defined]
@@ -302,9 +212,7 @@ class Predictor:
         with torch.inference_mode():
             for start in range(0, len(rows), self.batch_size):
                 batch = self._batch(rows[start: start + self.batch_size])
-                carry = self.model.initial_carry(batch)
-                for _ in range(self.halt_max_steps):
-                    carry, _, metrics, _, _ = self.model(carry=carry, batch=batch, return_keys=())
+                _, metrics, _ = run_segments(self.model, batch, set())
                 total += float(metrics["lm_loss"])
         return total / max(len(rows), 1)
 
@@ -321,8 +229,10 @@ class Predictor:
         when the puzzle came with its truth, ``trace`` (per segment) when asked.
         """
         parsed = self._as_puzzles(puzzles)
-        if self.task == "arc":
-            self._prepare_arc(parsed, unseen, num_aug)
+        try:
+            self.codec.prepare(parsed, unseen, num_aug, self.metadata.blank_identifier_id)
+        except PuzzleError as e:
+            raise PredictError(str(e)) from None
         rows_of = [self.codec.rows(p) for p in parsed]
         flat = [r for rows in rows_of for r in rows]
         outputs = self.run_rows(flat, halt_max_steps, progress=progress)
@@ -354,18 +264,6 @@ class Predictor:
         return lines
 
 
-def pick_device(device: Optional[str]) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise PredictError(f"device={device}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PredictError(f"device={device}: no CUDA GPU is available here")
-    return dev
-
-
 def load_predictor(checkpoint: str, task: Optional[str] = None, device: Optional[str] = None,
                    batch_size: Optional[int] = None) -> Predictor:
     """Rebuild the model of ``checkpoint`` (a ``step_N`` file) for answering puzzles.
@@ -373,38 +271,26 @@ def load_predictor(checkpoint: str, task: Optional[str] = None, device: Optional
     ``task`` is needed only when the checkpoint's dataset does not record it (datasets built by
     the original code); a task that contradicts the recorded one is an error.
     """
-    raw = read_run_config(checkpoint)
-    data_paths = raw.get("data_paths") or ([raw["data_path"]] if raw.get("data_path") else [])
-    if not data_paths or "arch" not in raw:
-        raise PredictError(f"{os.path.join(os.path.dirname(os.path.abspath(checkpoint)), 'all_config.yaml')}: "
-                           "has no data_path(s) or arch; not a training run's config")
-    metadata, recorded = dataset_info(data_paths)
     if task is not None and task not in CODECS:
         raise PredictError(f"task={task}: unknown task; known tasks: {', '.join(sorted(CODECS))}")
+    try:
+        opened = open_checkpoint(checkpoint, device=device, batch_size=batch_size)
+    except (ConfigError, CheckpointError) as e:
+        raise PredictError(str(e)) from None
+    dataset_json = os.path.join(opened.data_paths[0], "train", "dataset.json")
+    recorded = opened.task
     if recorded is not None and task is not None and task != recorded:
-        raise PredictError(f"task={task}: this checkpoint was trained on {recorded} puzzles "
-                           f"({os.path.join(data_paths[0], 'train', 'dataset.json')})")
+        raise PredictError(f"task={task}: this checkpoint was trained on {recorded} puzzles ({dataset_json})")
     task = task or recorded
     if task is None:
-        raise PredictError(f"{os.path.join(data_paths[0], 'train', 'dataset.json')} does not record its task (built by an "
-                           f"older builder); say which with task={'|'.join(sorted(CODECS))}")
+        raise PredictError(f"{dataset_json} does not record its task (built by an older builder); say which with "
+                           f"task={'|'.join(sorted(CODECS))}")
     if task not in CODECS:
-        raise PredictError(f"dataset.json records task {task!r}, which predict.py has no notation for "
-                           f"(known: {', '.join(sorted(CODECS))})")
-    problem = get_codec(task)().check_shapes(metadata.seq_len, metadata.vocab_size)
+        raise PredictError(f"dataset.json records task {task!r}, which predict.py has no notation for (known: {', '.join(sorted(CODECS))})")
+    problem = get_codec(task)().check_shapes(opened.metadata.seq_len, opened.metadata.vocab_size)
     if problem:
         raise PredictError(f"task={task}: does not fit this checkpoint: {problem}")
-
-    dev = pick_device(device)
-    batch_size = batch_size or int(raw.get("global_batch_size", 1))
-    model = build_model(raw["arch"], metadata, batch_size, None, dev)
-    state_dict = torch.load(checkpoint, map_location=dev, weights_only=True)
-    try:
-        load_state_dict_flexible(model, state_dict, source=f"checkpoint={checkpoint}")
-    except ValueError as e:
-        raise PredictError(str(e)) from None
-    model.eval()
-    return Predictor(checkpoint, raw, metadata, task, model, dev, batch_size)
+    return Predictor(opened, task)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,7 +346,7 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
     print(f"{len(puzzles)} {predictor.task} puzzle(s), {cfg.halt_max_steps or predictor.halt_max_steps} ACT segments, "
           f"checkpoint {cfg.checkpoint}, device {predictor.device}", file=sys.stderr)
     adapted = {}
-    if cfg.adapt_steps and predictor.task == "arc":
+    if cfg.adapt_steps and predictor.codec.adaptable:
         adapted = predictor.adapt(puzzles, cfg.adapt_steps, lr=cfg.adapt_lr, num_aug=cfg.num_aug, seed=cfg.seed)
         if not adapted:
             print("adapt_steps: every task is among the checkpoint's trained puzzles; nothing to adapt", file=sys.stderr)
@@ -474,8 +360,9 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
     document: Dict[str, Any] = {"checkpoint": cfg.checkpoint, "task": predictor.task, "results": results}
     if adapted:
         document["adapted"] = adapted
-    if predictor.task == "arc":
-        document["submission"] = {r["task"]: r["answer"] for r in results}
+    submission = predictor.codec.submission(results)
+    if submission is not None:
+        document["submission"] = submission
 
     for result in results:
         print(describe(result))

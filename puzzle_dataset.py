@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pydantic
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dataset.common import DATASET_FIELDS, DatasetError, PuzzleDatasetMetadata, load_metadata
 from utils.config import check_batch_divisible, normalize_data_paths
@@ -160,7 +160,7 @@ def _check_headers(split_dir: str, set_name: str, meta: PuzzleDatasetMetadata) -
     return _Source(set_name, split_dir, inp[0], num_puzzles, shapes["group_indices"][0] - 1)
 
 
-def _chunked_min_max(arr: np.ndarray) -> Tuple[int, int]:
+def chunked_min_max(arr: np.ndarray) -> Tuple[int, int]:
     lo, hi = None, None
     for start in range(0, len(arr), _TOKEN_CHECK_ROWS):
         chunk = np.asarray(arr[start: start + _TOKEN_CHECK_ROWS])
@@ -276,10 +276,10 @@ class PuzzleDataset(IterableDataset):
             raise DatasetError(f"{src.path('puzzle_identifiers')}: identifiers must lie in "
                                f"[0, num_puzzle_identifiers={meta.num_puzzle_identifiers}); got {ids.min()} .. {ids.max()}")
 
-        lo, hi = _chunked_min_max(data["inputs"])
+        lo, hi = chunked_min_max(data["inputs"])
         if lo < 0 or hi >= meta.vocab_size:
             raise DatasetError(f"{src.path('inputs')}: tokens must lie in [0, vocab_size={meta.vocab_size}); got {lo} .. {hi}")
-        lo, hi = _chunked_min_max(data["labels"])
+        lo, hi = chunked_min_max(data["labels"])
         if hi >= meta.vocab_size or (lo < 0 and not self._negative_labels_are_ignored(data["labels"])):
             raise DatasetError(f"{src.path('labels')}: labels must lie in [0, vocab_size={meta.vocab_size}) or equal "
                                f"ignore_label_id={meta.ignore_label_id}; got {lo} .. {hi}")
@@ -444,3 +444,16 @@ def test_pass_rows(dataset_paths: List[str], global_batch_size: int, num_replica
         walked += size
     examples = {key: np.concatenate(value) for key, value in parts.items()}
     return examples, [np.concatenate(p) if p else np.zeros(0, np.int64) for p in positions]
+
+
+# Batches the loader worker prepares ahead of the training step.
+PREFETCH_BATCHES = 8
+
+
+def create_loader(config: PuzzleDatasetConfig, split: str, worker_init_fn=None):
+    """A DataLoader over ``PuzzleDataset`` (one persistent worker) and the split's metadata."""
+    dataset = PuzzleDataset(config, split=split)
+    dataloader = DataLoader(dataset, batch_size=None, num_workers=1, prefetch_factor=PREFETCH_BATCHES, persistent_workers=True,
+                            pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init_fn,
+                            generator=torch.Generator())  # keeps the global torch RNG untouched (exact resume)
+    return dataloader, dataset.metadata

@@ -463,7 +463,7 @@ def plan_augmentations(task: ARCTask, num_aug: int, stream: LegacyRandomStream) 
 # ----------------------------------------------------------------------------------------------
 # Encoding and writing
 
-def _translations(stream: LegacyRandomStream, tasks_versions: List[Tuple[int, List[int], List[int]]],
+def translations(stream: LegacyRandomStream, tasks_versions: List[Tuple[int, List[int], List[int]]],
                   translate: bool) -> Tuple[np.ndarray, np.ndarray]:
     """Per example of one group: top-left offsets ``(rows, cols)``, drawn as the original does.
 
@@ -556,7 +556,7 @@ def encode_group(task: ARCTask, geo: _TaskGeometry, pair_offset: int, num_pairs:
     return out[:plane].reshape(num_rows, SEQ_LEN), out[plane: 2 * plane].reshape(num_rows, SEQ_LEN)
 
 
-def _version_bounds(geo: _TaskGeometry, pair_offset: int, num_pairs: int) -> Dict[int, Tuple[List[int], List[int]]]:
+def version_bounds(geo: _TaskGeometry, pair_offset: int, num_pairs: int) -> Dict[int, Tuple[List[int], List[int]]]:
     """Per transform: the translation bounds (30 - max extent of input and output) of each pair."""
     bounds = {}
     for t in range(8):
@@ -594,9 +594,9 @@ def write_split(output_dir: str, split: str, tasks: List[ARCTask], identifier_of
         for i, (task, (offset, num_pairs)) in enumerate(zip(progress_bar(tasks, desc=f"{split} encode", unit="task",
                                                                  leave=False), pairs_of)):
             geo = task.geometry
-            bounds = _version_bounds(geo, offset, num_pairs)
+            bounds = version_bounds(geo, offset, num_pairs)
             plan = [(num_pairs, *bounds[t]) for t, _ in task.versions]
-            offsets_r, offsets_c = _translations(stream, plan, translate)
+            offsets_r, offsets_c = translations(stream, plan, translate)
             if pending[i % 2] is not None:
                 pending[i % 2].result()  # that buffer's previous group is on disk: reuse it
             block_in, block_out = encode_group(task, geo, offset, num_pairs, offsets_r, offsets_c, buffers[i % 2])

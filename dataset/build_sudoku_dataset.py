@@ -73,6 +73,23 @@ def sudoku_units(n: int) -> np.ndarray:
     return np.concatenate([cells, cells.T, boxes])
 
 
+def first_problem(puzzle: np.ndarray, solution: np.ndarray, n: int) -> Optional[str]:
+    """Why ``solution`` is not a valid Sudoku consistent with ``puzzle`` (digits, 0 blank), or None."""
+    if np.any((solution < 1) | (solution > n)):
+        return f"solution holds a value outside 1..{n}"
+    if np.any((puzzle < 0) | (puzzle > n)):
+        return f"puzzle holds a value outside 0..{n}"
+    clash = np.flatnonzero((puzzle != 0) & (puzzle != solution))
+    if clash.size:
+        r, c = divmod(int(clash[0]), n)
+        return f"solution contradicts the clue at row {r + 1}, column {c + 1}"
+    kinds = ["row", "column", "box"]
+    for u, unit in enumerate(sudoku_units(n)):
+        if not np.array_equal(np.sort(solution[unit]), np.arange(1, n + 1)):
+            return f"solution repeats a digit in {kinds[u // n]} {u % n + 1}"
+    return None
+
+
 def invalid_solutions(solutions: np.ndarray, n: int) -> np.ndarray:
     """Boolean per row of ``[N, n*n]`` digit grids (values 1..n): True where some unit is not a permutation."""
     # A unit of n cells is a permutation of 1..n iff the OR of the bits 1 << digit covers all n.

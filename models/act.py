@@ -331,15 +331,21 @@ class ACTModel(nn.Module):
         """Whether training bootstraps a Q target for ``q_continue`` (costs one extra forward)."""
         return True
 
-    def halts_adaptively(self) -> bool:
+    def halts_adaptively(self, act_inference: Optional[bool] = None) -> bool:
         """Whether rows may stop before ``halt_max_steps`` in the current mode: in training only,
-        so that in evaluation every row of a batch runs the same number of segments."""
+        so that in evaluation every row of a batch runs the same number of segments.
+        ``act_inference`` overrides the config's evaluation switch where a model has one."""
         return self.training
 
-    def forward(self, carry: ACTCarry, batch: Dict[str, torch.Tensor]) -> Tuple[ACTCarry, Dict[str, torch.Tensor]]:
+    def forward(self, carry: ACTCarry, batch: Dict[str, torch.Tensor], halt_max_steps: Optional[int] = None,
+                act_inference: Optional[bool] = None) -> Tuple[ACTCarry, Dict[str, torch.Tensor]]:
+        """One ACT segment. ``halt_max_steps`` / ``act_inference`` (test-time options) override the
+        config's values for this call; the config itself never changes."""
+        max_steps = self.config.halt_max_steps if halt_max_steps is None else halt_max_steps
+        adaptive = self.halts_adaptively(act_inference)
         # Rows that halted last segment start over on the new batch's example. In an adaptive
         # evaluation a row that already halted (steps > 0) keeps its result until the whole batch is done.
-        adaptive_eval = not self.training and self.halts_adaptively()
+        adaptive_eval = not self.training and adaptive
         reload = carry.halted & (carry.steps == 0) if adaptive_eval else carry.halted
         new_inner_carry = self.inner.reset_carry(reload, carry.inner_carry)
         new_steps = torch.where(reload, 0, carry.steps)
@@ -356,16 +362,16 @@ class ACTModel(nn.Module):
 
         with torch.no_grad():
             new_steps = new_steps + 1
-            is_last_step = new_steps >= self.config.halt_max_steps
+            is_last_step = new_steps >= max_steps
             halted = is_last_step
 
-            if self.halts_adaptively() and self.config.halt_max_steps > 1:
+            if adaptive and max_steps > 1:
                 halted = halted | self.halt_signal(q_halt_logits, q_continue_logits)
 
-            if self.training and self.halts_adaptively() and self.config.halt_max_steps > 1:
+            if self.training and adaptive and max_steps > 1:
                 # Exploration: some rows get a random minimum number of segments.
                 min_halt_steps = (torch.rand_like(q_halt_logits) < self.config.halt_exploration_prob) * \
-                    torch.randint_like(new_steps, low=2, high=self.config.halt_max_steps + 1)
+                    torch.randint_like(new_steps, low=2, high=max_steps + 1)
                 halted = halted & (new_steps >= min_halt_steps)
 
                 if self.uses_q_continue():

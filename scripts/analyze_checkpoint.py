@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from typing import Any, Dict, List, Optional
 
@@ -39,10 +38,11 @@ import numpy as np
 import pydantic
 
 from dataset.common import DatasetError
-from utils import analysis as A
+from inference import analysis as A
 from utils.checkpoint import atomic_write_text
-from utils.config import ConfigError, user_error_message
-from utils.functions import validation_error_line
+from utils.checkpoint import CheckpointError
+from utils.cli import run_config_cli
+from utils.config import ConfigError
 from utils.outputs import load_outputs, output_files
 from utils.progress import progress_bar
 
@@ -95,7 +95,7 @@ def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str,
     test_count = ev.loader("test", cfg.max_examples)[0].dataset.num_examples
     train_cap = cfg.train_max_examples or test_count
     test_outputs = TEST_OUTPUTS
-    trace_bytes = test_count * trained * ev.train_metadata.seq_len * 4
+    trace_bytes = test_count * trained * ev.metadata.seq_len * 4
     if trace_bytes > TRACE_LIMIT_BYTES:
         test_outputs = [k for k in TEST_OUTPUTS if not k.startswith("trace")]
         print(f"note: no per-segment trace ({test_count} test examples would need {trace_bytes / 2 ** 30:.1f} GiB); "
@@ -117,7 +117,7 @@ def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str,
         settings = dict(kwargs, checkpoint=os.path.abspath(cfg.checkpoint), halt_max_steps=kwargs.get("halt_max_steps", trained))
         settings.pop("save_npy", None)
         record = os.path.join(folder, "evaluation.json")
-        if cfg.reuse and os.path.isfile(record) and output_files(folder, ev.train_state.step):
+        if cfg.reuse and os.path.isfile(record) and output_files(folder, ev.step):
             with open(record) as f:
                 saved = json.load(f)
             if saved.get("settings") == settings:
@@ -150,7 +150,7 @@ def read_split_labels(data_paths: List[str], split: str) -> np.ndarray:
 
 
 def compute_results(cfg: AnalyzeConfig, ev, evals: Dict[str, Dict[str, Any]], trained: int) -> Dict[str, Any]:
-    step = ev.train_state.step
+    step = ev.step
     outs = {name: load_outputs(e["folder"], step) for name, e in evals.items()}
     acc = {name: float(A.exact_correct(o["preds"], o["labels"]).mean()) if len(o["labels"]) else float("nan")
            for name, o in outs.items()}
@@ -160,8 +160,8 @@ def compute_results(cfg: AnalyzeConfig, ev, evals: Dict[str, Dict[str, Any]], tr
                            "examples": {"test": int(len(correct)), "train": int(len(outs["train"]["labels"]))},
                            "exact_accuracy": {"test": acc["test"], "train": acc["train"]}}
 
-    data_paths = ev.config.data_paths
-    test_paths = ev.config.data_paths_test or data_paths
+    data_paths = ev.data_paths
+    test_paths = ev.test_paths
     res["memorisation"] = A.memorisation(test["preds"], test["labels"], read_split_labels(data_paths, "train"))
 
     conf = A.sigmoid(test["q_halt_logits"])
@@ -181,7 +181,7 @@ def compute_results(cfg: AnalyzeConfig, ev, evals: Dict[str, Dict[str, Any]], tr
     curve.update({int(n.split("_")[1]): a for n, a in acc.items() if n.startswith("halt_")})
     res["test_time_compute"] = {str(k): curve[k] for k in sorted(curve)}
     res["puzzle_id_ablation"] = {"real": acc["test"], "blank": acc["blank"], "random": acc["random"],
-                                 "num_puzzle_identifiers": int(ev.train_metadata.num_puzzle_identifiers)}
+                                 "num_puzzle_identifiers": int(ev.metadata.num_puzzle_identifiers)}
 
     with open(os.path.join(test_paths[0], "test", "dataset.json")) as f:
         meta = json.load(f)
@@ -397,7 +397,7 @@ def summary_lines(res: Dict[str, Any]) -> List[str]:
 
 def analyze(cfg: AnalyzeConfig) -> Dict[str, Any]:
     """Run everything; returns the results (also written to ``<out>/results.json``)."""
-    from evaluate import EvalConfig, load_evaluation
+    from inference.evaluation import load_evaluation
     from utils.distributed import cleanup, init_distributed
 
     start = time.time()
@@ -406,7 +406,7 @@ def analyze(cfg: AnalyzeConfig) -> Dict[str, Any]:
     if info.world_size > 1:
         raise ConfigError("analyze_checkpoint.py runs in one process; start it with python, not torchrun")
     try:
-        ev = load_evaluation(EvalConfig(checkpoint=cfg.checkpoint, save_outputs=SMALL_OUTPUTS), info)
+        ev = load_evaluation(cfg.checkpoint, info)
         trained = ev.default_halt_max_steps
         evals = run_evaluations(cfg, ev, trained)
     finally:
@@ -517,18 +517,8 @@ def analyze_outputs(cfg: AnalyzeConfig) -> Dict[str, Any]:
 
 
 def main(argv=None) -> None:
-    from omegaconf import OmegaConf
-
-    try:
-        raw = OmegaConf.to_container(OmegaConf.from_cli(list(sys.argv[1:] if argv is None else argv)), resolve=True)
-        try:
-            cfg = AnalyzeConfig(**raw)  # type: ignore[arg-type]
-        except pydantic.ValidationError as e:
-            raise ConfigError(validation_error_line(e)) from None
-        analyze(cfg) if cfg.checkpoint is not None else analyze_outputs(cfg)
-    except (ConfigError, DatasetError) as e:
-        print(f"error: {user_error_message(e)}", file=sys.stderr)
-        sys.exit(2)
+    run_config_cli(AnalyzeConfig, lambda cfg: analyze(cfg) if cfg.checkpoint is not None else analyze_outputs(cfg), argv,
+                   user_errors=(ConfigError, DatasetError, CheckpointError))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from dataset.build_sudoku_dataset import box_shape, sudoku_units
+from dataset.build_sudoku_dataset import box_shape, first_problem, sudoku_units
 from dataset.common import DatasetError, load_metadata, run_cli
 
 _CHUNK = 1 << 16  # examples checked per vectorised step
@@ -32,23 +32,6 @@ def format_grid(digits: np.ndarray, n: int) -> str:
         cells = [(str(d) if d else ".").rjust(width) for d in digits[r * n:(r + 1) * n]]
         lines.append(" | ".join(" ".join(cells[c:c + box_cols]) for c in range(0, n, box_cols)))
     return "\n".join(lines)
-
-
-def first_problem(puzzle: np.ndarray, solution: np.ndarray, n: int) -> Optional[str]:
-    """Why ``solution`` is not a valid Sudoku consistent with ``puzzle`` (digits, 0 blank), or None."""
-    if np.any((solution < 1) | (solution > n)):
-        return f"solution holds a value outside 1..{n}"
-    if np.any((puzzle < 0) | (puzzle > n)):
-        return f"puzzle holds a value outside 0..{n}"
-    clash = np.flatnonzero((puzzle != 0) & (puzzle != solution))
-    if clash.size:
-        r, c = divmod(int(clash[0]), n)
-        return f"solution contradicts the clue at row {r + 1}, column {c + 1}"
-    kinds = ["row", "column", "box"]
-    for u, unit in enumerate(sudoku_units(n)):
-        if not np.array_equal(np.sort(solution[unit]), np.arange(1, n + 1)):
-            return f"solution repeats a digit in {kinds[u // n]} {u % n + 1}"
-    return None
 
 
 def inspect(data_path: str, split: str, num: int) -> int:

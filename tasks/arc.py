@@ -23,7 +23,7 @@ import torch
 
 from dataset.arc_grid import (ARC_MAX_GRID_SIZE, PUZZLE_ID_SEPARATOR, SEQ_LEN, VOCAB_SIZE, arc_grid_to_np, crop_arc_grid,
                               parse_aug_name)
-from dataset.build_arc_dataset import (ARCTask, LegacyRandomStream, _translations, _version_bounds, encode_group,
+from dataset.build_arc_dataset import (ARCTask, LegacyRandomStream, translations, version_bounds, encode_group,
                                        plan_augmentations, version_names)
 from dataset.common import DatasetError
 from evaluators.arc import ARC
@@ -127,7 +127,44 @@ class ARCCodec(TaskCodec):
         data = ARCPuzzle(raw=raw, train_pairs=train, test_inputs=tests, test_outputs=outputs)
         return Puzzle(data=data, name=name, truth=outputs)
 
+    adaptable = True
+
+    @classmethod
+    def for_run(cls, seq_len: int, data_paths: Sequence[str]) -> "ARCCodec":
+        return cls(seq_len=seq_len, data_path=data_paths[0], data_paths=data_paths)
+
     # ---- versions and identifiers
+    def prepare(self, puzzles: Sequence[Puzzle], unseen: str, num_aug: Optional[int], blank_id: int) -> None:
+        """Each task's trained versions and identifiers; an unseen task runs with the blank
+        identifier (``unseen=blank``) or is an error saying how to adapt it."""
+        for p in puzzles:
+            if p.data.versions:
+                continue
+            known = self.known_versions(p.name)
+            if known:
+                p.data.versions = known
+            elif unseen == "blank":
+                names = self.planned_versions(p, self.default_num_aug() if num_aug is None else num_aug)
+                p.data.versions = [(n, blank_id) for n in names]
+            else:
+                raise PuzzleError(
+                    f"{p.where}: task {p.name!r} is not among the {len(self.identifier_of)} puzzle names this "
+                    "checkpoint was trained on, so it has no puzzle embedding; add adapt_steps=N (e.g. 200) to fit fresh "
+                    "embedding rows on its demonstration pairs first, or unseen=blank to run it with the blank identifier")
+
+    def default_num_aug(self) -> int:
+        """Augmented versions per task in the checkpoint's training data, rounded."""
+        tasks = {n.split(PUZZLE_ID_SEPARATOR)[0] for n in self.identifier_of}
+        return max(0, round(len(self.identifier_of) / max(len(tasks), 1)) - 1)
+
+    def unseen_puzzles(self, puzzles: Sequence[Puzzle]) -> List[Puzzle]:
+        """The puzzles whose task the checkpoint has no identifiers for (and none given yet)."""
+        return [p for p in puzzles if not p.data.versions and not self.known_versions(p.name)]
+
+    def submission(self, results: Sequence[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+        """ARC-AGI's submission: the attempts of each task."""
+        return {r["task"]: r["answer"] for r in results}
+
     @property
     def identifier_of(self) -> Dict[str, int]:
         if self._identifier_of is None:
@@ -167,8 +204,8 @@ class ARCCodec(TaskCodec):
         if test:  # the test split is never translated
             offsets_r = offsets_c = np.zeros(rows, dtype=np.int64)
         else:  # demonstrations are translated as the builder translates the train split
-            bounds = _version_bounds(task.geometry, offset, count)
-            offsets_r, offsets_c = _translations(LegacyRandomStream(seed), [(count, *bounds[t]) for t, _ in task.versions], True)
+            bounds = version_bounds(task.geometry, offset, count)
+            offsets_r, offsets_c = translations(LegacyRandomStream(seed), [(count, *bounds[t]) for t, _ in task.versions], True)
         buffer = np.empty(2 * rows * SEQ_LEN + 1, dtype=np.uint8)
         inputs, labels = encode_group(task, task.geometry, offset, count, offsets_r, offsets_c, buffer)
         versions = [(n, i) for n, i in d.versions for _ in range(count)]  # row order: version-major, as the builder

@@ -74,9 +74,32 @@ class TaskCodec:
     # ``raw_answer`` is the model's own output, the prediction evaluate.py scores.
     keeps_clues: ClassVar[bool] = False
 
+    # True where puzzles have per-task puzzle-embedding rows that predict.py can fit for unseen
+    # tasks (``adapt_steps``); such a codec provides ``unseen_puzzles``, ``planned_versions``
+    # and ``demonstration_rows``.
+    adaptable: ClassVar[bool] = False
+
     def __init__(self, seq_len: Optional[int] = None, data_path: Optional[str] = None):
         self.seq_len = seq_len
         self.data_path = data_path
+
+    @classmethod
+    def for_run(cls, seq_len: int, data_paths: Sequence[str]) -> "TaskCodec":
+        """The codec for a checkpoint trained on ``data_paths`` with sequences of ``seq_len``."""
+        return cls(seq_len=seq_len, data_path=data_paths[0])
+
+    # ---- hooks around a prediction (defaults: nothing task-specific)
+    def prepare(self, puzzles: Sequence[Puzzle], unseen: str, num_aug: Optional[int], blank_id: int) -> None:
+        """Before rows are made: give ``puzzles`` their puzzle identifiers (``unseen``: what to do
+        with a puzzle the checkpoint has no identifier for). Raises :class:`PuzzleError`."""
+
+    def default_num_aug(self) -> int:
+        """Augmented versions per puzzle in the checkpoint's training data."""
+        return 0
+
+    def submission(self, results: Sequence[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+        """The task's submission file built from ``results`` (None: the task has none)."""
+        return None
 
     # ---- reading puzzles
     def split_text(self, text: str) -> List[Tuple[int, str]]:

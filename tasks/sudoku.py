@@ -14,9 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from dataset.build_sudoku_dataset import SUDOKU_BOXES, box_shape, sudoku_units
+from dataset.build_sudoku_dataset import SUDOKU_BOXES, box_shape, first_problem, sudoku_units
 from dataset.common import DatasetError
-from scripts.inspect_sudoku_dataset import first_problem
 from tasks import register
 from tasks.base import Cells, Puzzle, PuzzleError, TaskCodec
 from tasks.views import CellViews, random_permutations, random_words, row_keys

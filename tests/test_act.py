@@ -106,11 +106,12 @@ def test_adaptive_evaluation_keeps_each_row_as_it_was_when_it_halted():
 
 
 def test_act_inference_changes_evaluation_segment_counts(sudoku4):
-    """pretrain.evaluate on a baseline whose halt head says "stop now": every example runs
+    """The evaluation on a baseline whose halt head says "stop now": every example runs
     halt_max_steps segments without act_inference, one with it."""
-    from pretrain import init_train_state, parse_config
-    from utils.build import create_dataloader
-    from utils.evaluation import evaluate
+    from inference.evaluation import evaluate
+    from training.build import create_dataloader
+    from training.config import parse_config
+    from training.state import init_train_state
     from utils.functions import unwrap_compiled
     steps = {}
     for act_inference in (False, True):
@@ -129,5 +130,5 @@ def test_act_inference_changes_evaluation_segment_counts(sudoku4):
         with torch.no_grad():
             unwrap_compiled(train_state.model).model.inner.q_head.bias.copy_(torch.tensor([5.0, -5.0]))
         train_state.model.eval()
-        steps[act_inference] = evaluate(config, train_state, eval_loader, eval_metadata)["all"]["steps"]
+        steps[act_inference] = evaluate(train_state.model, eval_loader, eval_metadata)["all"]["steps"]
     assert steps == {False: 3.0, True: 1.0}

@@ -1,10 +1,10 @@
-"""utils/analysis.py against hand-computed cases, and scripts/analyze_checkpoint.py end to end."""
+"""inference/analysis.py against hand-computed cases, and scripts/analyze_checkpoint.py end to end."""
 import json
 
 import numpy as np
 import pytest
 
-from utils import analysis as A
+from inference import analysis as A
 
 
 def test_reliability_matches_a_hand_computed_diagram():

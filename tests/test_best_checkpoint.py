@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_HRM, load_weights
-from utils.best_checkpoint import BestTracker
+from training.best_checkpoint import BestTracker
 
 
 def peaking_run(data, ck, *extra):
@@ -80,7 +80,9 @@ def test_tracker_modes_nan_and_unknown_metric():
 
 
 def test_unknown_metric_stops_training_with_one_line(tmp_path):
-    from pretrain import ConfigError, TrainState, update_best
+    from training.config import ConfigError
+    from training.evaluation import update_best
+    from training.state import TrainState
     from utils.distributed import DistInfo
     from test_pretrain import compose_config
     config = compose_config([f"checkpoint_path={tmp_path}", "best_metric=all/exact_acc"])

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from models.ema import EMAHelper
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
-from pretrain import ConfigError, parse_config
+from training.config import ConfigError, parse_config
 from utils.adam_atan2 import AdamATan2
 from utils.compile import CPU_BREAK_EVEN_STEPS, should_compile, should_compile_optimizer
 from utils.functions import load_model_class

@@ -130,9 +130,10 @@ def test_puzzle_id_ablation_changes_what_the_model_sees(trained, sudoku4, tmp_pa
     import numpy as np
     import yaml
 
-    import evaluate
     from dataset.common import save_identifiers
-    from pretrain import init_train_state, parse_config
+    from inference.evaluation import load_evaluation
+    from training.config import parse_config
+    from training.state import init_train_state
     from utils.checkpoint import model_weights
     from utils.functions import unwrap_compiled
     from utils.distributed import init_distributed
@@ -154,9 +155,9 @@ def test_puzzle_id_ablation_changes_what_the_model_sees(trained, sudoku4, tmp_pa
                                              epochs_per_iter=1, rank=0, num_replicas=1), "train").metadata
     torch.save(model_weights(init_train_state(parse_config(raw), meta).model), tmp_path / "ck" / "step_0")
 
-    ev = evaluate.load_evaluation(evaluate.EvalConfig(checkpoint=str(tmp_path / "ck" / "step_0")), init_distributed())
+    ev = load_evaluation(str(tmp_path / "ck" / "step_0"), init_distributed())
     seen = []
-    unwrap_compiled(ev.train_state.model).model.register_forward_pre_hook(
+    unwrap_compiled(ev.model).model.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["batch"]["puzzle_identifiers"].clone()), with_kwargs=True)
     real = np.load(data / "test" / "all__puzzle_identifiers.npy")
 

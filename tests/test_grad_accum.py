@@ -21,7 +21,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import REPO, TINY_HRM, max_rel_diff, pretrain, subprocess_env, torchrun
-from pretrain import ConfigError, check_batch_split, evaluate, init_train_state, parse_config, train_batch
+from inference.evaluation import evaluate
+from training.config import ConfigError, check_batch_split, parse_config
+from training.state import init_train_state, train_batch
 from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 
 GLOBAL_BATCH = 4
@@ -181,7 +183,7 @@ def test_two_processes_with_two_micro_batches_equal_one_batch(arc_small, referen
                                                epochs_per_iter=1, rank=0, num_replicas=1, max_examples=6), split="test")
     ref.model.eval()
     with ref.ema.applied(ref.model):
-        one = evaluate(config, ref, subset, subset.metadata)
+        one = evaluate(ref.model, subset, subset.metadata)
     for key, v in one["all"].items():
         assert two["all"][key] == pytest.approx(v, rel=1e-5, abs=1e-6), key
 

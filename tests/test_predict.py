@@ -157,7 +157,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(sudoku_ck, tmp_path, capsy
 def test_checkpoint_without_config(sudoku_ck, tmp_path, capsys):
     shutil.copy(sudoku_ck, tmp_path / "step_12")
     status, _, err = cli(capsys, f"checkpoint={tmp_path / 'step_12'}", "puzzle=1...............", "task=sudoku")
-    assert status == 2 and "no all_config.yaml beside it" in err and err.count("\n") == 1
+    assert status == 2 and "no all_config.yaml next to it" in err and err.count("\n") == 1
 
 
 # ---- ARC: a tiny model trained in-process (two tasks seen, unseen ones adapted)

@@ -1,4 +1,4 @@
-"""Stop signals (utils/preemption.py): the first one becomes a request every rank agrees on, a
+"""Stop signals (training/preemption.py): the first one becomes a request every rank agrees on, a
 repeat within the grace period is the same request, a later second one exits at once."""
 import os
 import signal
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import REPO, subprocess_env
-from utils import preemption
+from training import preemption
 
 
 @pytest.mark.parametrize("sig", preemption.STOP_SIGNALS)
@@ -25,7 +25,7 @@ def test_first_signal_is_recorded_and_a_quick_repeat_is_the_same_request(sig):
 @pytest.mark.slow
 def test_second_signal_after_the_grace_period_exits_at_once():
     code = ("import os, signal, time\n"
-            "from utils import preemption\n"
+            "from training import preemption\n"
             "preemption.REPEAT_GRACE_S = 0\n"
             "preemption.StopRequest().install()\n"
             "os.kill(os.getpid(), signal.SIGTERM)\n"

@@ -10,7 +10,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO, TINY_HRM, TINY_TRM, load_weights, malicious_checkpoint, pretrain, torchrun
-from pretrain import ConfigError, cosine_schedule_with_warmup_lr_lambda, parse_config
+from training.config import ConfigError, parse_config
+from utils.schedule import cosine_schedule_with_warmup_lr_lambda
 
 # SPEC section 12, verbatim.
 SPEC_PRETRAIN_LINES = [

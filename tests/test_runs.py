@@ -1,4 +1,4 @@
-"""utils/runs.py: sweep jobs get their own folders and W&B group, and no run silently takes over
+"""training/runs.py: sweep jobs get their own folders and W&B group, and no run silently takes over
 another run's checkpoint folder. The end-to-end test runs a real 2-job Hydra multirun, then
 scripts/summarize_runs.py on its output (tests/test_summarize_runs.py reuses it)."""
 import json
@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import REPO, TINY_HRM, load_weights, pretrain, run, subprocess_env
-from utils.runs import (RunFolderBusy, RunFolderLock, SweepJob, apply_sweep_job, check_checkpoint_folder_free, claim_run_folder,
+from training.runs import (RunFolderBusy, RunFolderLock, SweepJob, apply_sweep_job, check_checkpoint_folder_free, claim_run_folder,
                         start_over, swept_keys, sweep_group)
 
 

@@ -1,4 +1,4 @@
-"""Checks before any work (utils/validation.py): impossible values, typos and test splits that do
+"""Checks before any work (training/validation.py): impossible values, typos and test splits that do
 not fit the model are one line naming the option or file."""
 import json
 import shutil
@@ -9,9 +9,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from pretrain import ConfigError, parse_config
+from training.config import ConfigError, parse_config
 from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
-from utils import validation
+from training import validation
 
 
 def compose_raw(overrides):

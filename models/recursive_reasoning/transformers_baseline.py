@@ -54,5 +54,6 @@ class Model_ACTV2(ACTModel):
     def uses_q_continue(self) -> bool:
         return False
 
-    def halts_adaptively(self) -> bool:
-        return self.config.act_enabled and (self.training or self.config.act_inference)
+    def halts_adaptively(self, act_inference: Optional[bool] = None) -> bool:
+        in_eval = self.config.act_inference if act_inference is None else act_inference
+        return self.config.act_enabled and (self.training or in_eval)

@@ -108,3 +108,11 @@ def ignore_stop_signals(_worker_id: int = 0) -> None:
 
 def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
+
+
+class Preempted(Exception):
+    """The run stopped on a signal after saving a resume state; ``exit_status`` is 128 + the signal."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status

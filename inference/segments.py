@@ -26,17 +26,36 @@ SEGMENT_OUTPUTS = ("steps", "trace", "trace_q_halt_logits")
 
 
 @dataclass
-class SegmentOptions:
-    """What :func:`run_eval_segments` records or changes besides running the model."""
+class RunOptions:
+    """How :func:`run_segments` runs a batch: the test-time options of every inference path
+    (evaluate.py, predict.py, the analyses, the evaluation during training).
 
+    ``halt_max_steps`` / ``act_inference``: None keeps the trained value; they reach the model as
+    arguments of each segment, the model's config is never changed. ``identifier_map``: each
+    puzzle identifier is looked up in this table before the model sees it (identifier ablation).
+    ``steps`` / ``trace``: the extra records listed in the module docstring.
+    """
+
+    halt_max_steps: Optional[int] = None
+    act_inference: Optional[bool] = None
+    identifier_map: Optional[torch.Tensor] = None  # [num_puzzle_identifiers] -> identifier the model sees
     steps: bool = False
     trace: bool = False
-    identifier_map: Optional[torch.Tensor] = None  # [num_puzzle_identifiers] -> identifier the model sees
 
     @classmethod
-    def from_outputs(cls, names, identifier_map: Optional[torch.Tensor] = None) -> "SegmentOptions":
+    def from_outputs(cls, names, **options) -> "RunOptions":
+        """Options recording what the output ``names`` ask for (``steps``, ``trace*``)."""
         names = set(names)
-        return cls(steps="steps" in names, trace=bool(names & {"trace", "trace_q_halt_logits"}), identifier_map=identifier_map)
+        return cls(steps="steps" in names, trace=bool(names & {"trace", "trace_q_halt_logits"}), **options)
+
+
+def act_model(model: nn.Module) -> nn.Module:
+    """The ACT model inside a (possibly compiled) loss head."""
+    return unwrap_compiled(model).model  # type: ignore[return-value]
+
+
+def trained_halt_max_steps(model: nn.Module) -> int:
+    return int(act_model(model).config.halt_max_steps)  # type: ignore[union-attr]
 
 
 def _halt_signal(model: nn.Module):
@@ -44,15 +63,22 @@ def _halt_signal(model: nn.Module):
     return getattr(inner, "halt_signal", lambda q_halt, q_continue: q_halt > q_continue)
 
 
-def run_eval_segments(model: nn.Module, batch: Dict[str, torch.Tensor], return_keys: Set[str], halt_max_steps: int,
-                      options: Optional[SegmentOptions] = None) -> Tuple[Any, Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-    """Run one test batch from a fresh carry until every row halted; returns ``(carry, metrics, preds)``.
+def run_segments(model: nn.Module, batch: Dict[str, torch.Tensor], return_keys: Set[str],
+                 options: Optional[RunOptions] = None) -> Tuple[Any, Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """Run one batch from a fresh carry until every row halted; returns ``(carry, metrics, outputs)``.
 
-    ``preds`` holds the requested model outputs of the last segment plus, per ``options``,
-    ``steps`` / ``trace`` / ``trace_q_halt_logits``. Only the final check of ``all_finish`` syncs
-    with the device, as before.
+    ``outputs`` holds the requested model outputs of the last segment plus, per ``options``,
+    ``steps`` and ``halt_fired`` (whether the halt signal fired at all, ``bool [B]``) /
+    ``trace`` / ``trace_q_halt_logits``. Only the final check of ``all_finish`` syncs with the
+    device.
     """
-    options = options or SegmentOptions()
+    options = options or RunOptions()
+    halt_max_steps = options.halt_max_steps or trained_halt_max_steps(model)
+    segment_kwargs: Dict[str, Any] = {}
+    if options.halt_max_steps is not None:
+        segment_kwargs["halt_max_steps"] = halt_max_steps
+    if options.act_inference is not None:
+        segment_kwargs["act_inference"] = options.act_inference
     model_batch = batch
     if options.identifier_map is not None:
         ids = batch["puzzle_identifiers"]
@@ -69,7 +95,7 @@ def run_eval_segments(model: nn.Module, batch: Dict[str, torch.Tensor], return_k
 
     def one_segment():
         nonlocal carry, steps, halted, segment
-        carry, _, metrics, preds, all_finish = model(carry=carry, batch=model_batch, return_keys=keys)
+        carry, _, metrics, preds, all_finish = model(carry=carry, batch=model_batch, return_keys=keys, **segment_kwargs)
         segment += 1
         if options.steps:
             fires = halt_signal(preds["q_halt_logits"], preds.get("q_continue_logits", preds["q_halt_logits"]))
@@ -85,7 +111,7 @@ def run_eval_segments(model: nn.Module, batch: Dict[str, torch.Tensor], return_k
 
     # Eval rows halt exactly at halt_max_steps: run that many segments, check once. A model that halts
     # adaptively in evaluation (transformers_baseline with act_inference) may finish earlier: check each segment.
-    adaptive = getattr(getattr(unwrap_compiled(model), "model", None), "halts_adaptively", lambda: False)()
+    adaptive = getattr(act_model(model), "halts_adaptively", lambda act_inference=None: False)(options.act_inference)
     for _ in range(1 if adaptive else halt_max_steps):
         metrics, preds, all_finish = one_segment()
     while not bool(all_finish):
@@ -94,6 +120,7 @@ def run_eval_segments(model: nn.Module, batch: Dict[str, torch.Tensor], return_k
     out = {k: v for k, v in preds.items() if k in return_keys}
     if options.steps:
         out["steps"] = steps
+        out["halt_fired"] = halted
     if options.trace:
         out["trace"] = torch.stack(trace, dim=1)
         out["trace_q_halt_logits"] = torch.stack(trace_q, dim=1)

@@ -2,39 +2,31 @@
 head (initial weights, equal on every rank), the optimizers and the evaluators."""
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
 
+from dataset.common import PuzzleDatasetMetadata
+from inference.model import build_model
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
-from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, PuzzleDatasetMetadata
+from evaluators import build_evaluators
+from puzzle_dataset import PuzzleDatasetConfig, create_loader
+from training.config import PretrainConfig
+from training.preemption import ignore_stop_signals
 from utils.adam_atan2 import AdamATan2
-from utils.compile import compile_model, should_compile, should_compile_optimizer
 from utils.checkpoint import load_weights
+from utils.compile import compile_model, should_compile, should_compile_optimizer
 from utils.config import ConfigError
-from utils.arch_config import check_arch_keys
-from utils.functions import load_model_class, load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
-from utils.preemption import ignore_stop_signals
-
-if TYPE_CHECKING:
-    from pretrain import PretrainConfig
-
-# Batches the loader worker prepares ahead of the training step.
-PREFETCH_BATCHES = 8
-
+from utils.functions import load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
 
 def create_dataloader(config: PretrainConfig, split: str, rank: int, world_size: int, **kwargs):
-    """A DataLoader over ``PuzzleDataset`` (one persistent worker) and the split's metadata."""
+    """A DataLoader over ``PuzzleDataset`` (one persistent worker, which leaves stop signals to
+    the training process) and the split's metadata."""
     paths = config.data_paths_test if (split == "test" and config.data_paths_test) else config.data_paths
-    dataset = PuzzleDataset(PuzzleDatasetConfig(seed=config.seed, dataset_paths=paths, rank=rank, num_replicas=world_size, **kwargs), split=split)
-    dataloader = DataLoader(dataset, batch_size=None, num_workers=1, prefetch_factor=PREFETCH_BATCHES, persistent_workers=True,
-                            pin_memory=torch.cuda.is_available(), worker_init_fn=ignore_stop_signals,
-                            generator=torch.Generator())  # keeps the global torch RNG untouched (exact resume)
-    return dataloader, dataset.metadata
+    return create_loader(PuzzleDatasetConfig(seed=config.seed, dataset_paths=paths, rank=rank, num_replicas=world_size, **kwargs),
+                         split, worker_init_fn=ignore_stop_signals)
 
 
 def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, world_size: int, device=None,
@@ -43,25 +35,9 @@ def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, 
     compiled when ``config.compile`` says so for a run of ``total_steps`` (None: evaluation only),
     see utils/compile.py."""
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model_cfg = dict(**config.arch.__pydantic_extra__,  # type: ignore[arg-type]
-                     batch_size=config.global_batch_size // (world_size * config.gradient_accumulation_steps),  # one micro-batch
-                     vocab_size=train_metadata.vocab_size,
-                     seq_len=train_metadata.seq_len,
-                     num_puzzle_identifiers=train_metadata.num_puzzle_identifiers)
-    try:
-        model_cls = load_model_class(config.arch.name)
-        loss_head_cls = load_model_class(config.arch.loss.name)
-        if hasattr(model_cls, "config_class"):
-            check_arch_keys(config.arch.__pydantic_extra__, model_cls.config_class, config.arch.name)  # type: ignore[arg-type]
-    except ValueError as e:
-        raise ConfigError(f"arch: {e}") from None
-
+    batch_size = config.global_batch_size // (world_size * config.gradient_accumulation_steps)  # one micro-batch
+    model = build_model(config.arch.model_dump(), train_metadata, batch_size, device)
     with torch.device(device):
-        try:
-            model: nn.Module = model_cls(model_cfg)
-            model = loss_head_cls(model, **config.arch.loss.__pydantic_extra__)  # type: ignore[arg-type]
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"arch: {e}") from None
         load_checkpoint(model, config)
         if config.freeze_weights:
             model.requires_grad_(False)  # only the puzzle embedding (a buffer with its own grad) trains
@@ -117,13 +93,4 @@ def load_checkpoint(model: nn.Module, config: PretrainConfig) -> None:
 
 
 def create_evaluators(config: PretrainConfig, eval_metadata: PuzzleDatasetMetadata) -> List[Any]:
-    paths = config.data_paths_test if config.data_paths_test else config.data_paths
-    evaluators = []
-    for cfg in config.evaluators:
-        try:
-            cls = load_model_class(cfg.name, "evaluators.")
-        except ValueError as e:
-            raise ConfigError(f"evaluators: {e}") from None
-        for data_path in paths:
-            evaluators.append(cls(data_path=data_path, eval_metadata=eval_metadata, **cfg.__pydantic_extra__))  # type: ignore[arg-type]
-    return evaluators
+    return build_evaluators([c.model_dump() for c in config.evaluators], config.data_paths_test or config.data_paths, eval_metadata)

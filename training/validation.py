@@ -9,10 +9,10 @@ import difflib
 import os
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
-from utils.segments import SEGMENT_OUTPUTS
+from inference.segments import SEGMENT_OUTPUTS
 
 # What ``eval_save_outputs`` / ``evaluate.py save_outputs`` can save: the batch's fields, the
-# model's outputs at evaluation time, and the per-segment records of utils/segments.py.
+# model's outputs at evaluation time, and the per-segment records of inference/segments.py.
 BATCH_OUTPUTS = ("inputs", "labels", "puzzle_identifiers")
 MODEL_OUTPUTS = ("logits", "preds", "q_halt_logits", "q_continue_logits")
 SAVE_OUTPUT_NAMES = BATCH_OUTPUTS + MODEL_OUTPUTS + tuple(SEGMENT_OUTPUTS)
@@ -81,12 +81,12 @@ def check_splits(train_meta: Any, test_meta: Any, test_dataset: Any, test_paths:
 def _scan_test_files(train_meta: Any, test_dataset: Any) -> None:
     import numpy as np
 
-    from puzzle_dataset import _chunked_min_max  # the loader's own bounded-memory scan
+    from puzzle_dataset import chunked_min_max  # the loader's own bounded-memory scan
 
     for src in test_dataset._sources:
         for field, limit, what in (("inputs", train_meta.vocab_size, "vocab_size"), ("labels", train_meta.vocab_size, "vocab_size"),
                                    ("puzzle_identifiers", train_meta.num_puzzle_identifiers, "num_puzzle_identifiers")):
-            _lo, hi = _chunked_min_max(np.load(src.path(field), mmap_mode="r"))
+            _lo, hi = chunked_min_max(np.load(src.path(field), mmap_mode="r"))
             if hi >= limit:
                 raise ValueError(f"{src.path(field)}: value {hi} is outside the model's {what}={limit} "
                                  f"(from the train split); the test split must use the train split's {'vocabulary' if what == 'vocab_size' else 'identifiers'}")

@@ -1,0 +1,190 @@
+"""A model on a whole test split: metrics per set, evaluator results, saved outputs.
+
+Used by ``evaluate.py``, ``scripts/analyze_checkpoint.py`` and the evaluation during training.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from dataset.common import PuzzleDatasetMetadata
+from evaluators import build_evaluators
+from inference.checkpoint import OpenedCheckpoint, open_checkpoint, read_run_config
+from inference.model import has_act_inference
+from inference.segments import RunOptions, puzzle_id_ablation_map, run_segments
+from puzzle_dataset import PuzzleDatasetConfig, create_loader
+from utils.checkpoint import atomic_torch_save
+from utils.config import ConfigError, check_batch_divisible
+from utils.distributed import DistInfo
+from utils.metrics import reduce_metrics, stack_metrics, to_device
+from utils.outputs import export_npy
+from utils.progress import progress_bar
+
+
+def evaluate(model: nn.Module, eval_loader, eval_metadata: PuzzleDatasetMetadata, evaluators: Sequence[Any] = (),
+             save_outputs: Sequence[str] = (), output_dir: Optional[str] = None, step: int = 0, rank: int = 0, world_size: int = 1,
+             cpu_group=None, options: Optional[RunOptions] = None) -> Optional[Dict[str, Any]]:
+    """Run the test split; returns ``{set: {metric: mean}}`` plus evaluator results on rank 0.
+
+    Each test batch starts from a fresh carry and runs until every row halted (in eval mode
+    that is exactly ``halt_max_steps`` segments, unless the model halts adaptively in evaluation;
+    the ``steps`` metric is the mean number of segments used); see :func:`inference.segments.run_segments`
+    for the ``steps`` / ``trace`` outputs and ``options`` (by default what ``save_outputs`` asks
+    for). The batch fields and outputs named in ``save_outputs`` go to
+    ``<output_dir>/step_<step>_all_preds.<rank>``, evaluator results beside it.
+    """
+    reduced_metrics: Optional[Dict[str, Any]] = None
+    with torch.inference_mode():
+        return_keys = set(save_outputs)
+        if options is None:
+            options = RunOptions.from_outputs(return_keys)
+        for evaluator in evaluators:
+            evaluator.begin_eval()
+            return_keys.update(evaluator.required_outputs)
+
+        set_ids = {k: idx for idx, k in enumerate(eval_metadata.sets)}
+        metric_keys, metric_values, saved = _eval_batches(model, eval_loader, set_ids, evaluators, return_keys, list(save_outputs),
+                                                          rank=rank, options=options)
+        if output_dir is not None and saved:
+            atomic_torch_save({k: torch.cat(v, dim=0) for k, v in saved.items()}, os.path.join(output_dir, f"step_{step}_all_preds.{rank}"))
+        del saved
+
+        if metric_values is not None:
+            rows = reduce_metrics(metric_keys, metric_values, rank, world_size)
+            if rows is not None:
+                reduced_metrics = {set_name: rows[set_id] for set_name, set_id in set_ids.items()}
+
+        for evaluator in evaluators:
+            save_path = None
+            if output_dir is not None:
+                save_path = os.path.join(output_dir, f"evaluator_{evaluator.__class__.__name__}_step_{step}")
+            metrics = evaluator.result(save_path, rank=rank, world_size=world_size, group=cpu_group)
+            if rank == 0 and metrics is not None:
+                reduced_metrics = {**(reduced_metrics or {}), **metrics}
+    return reduced_metrics
+
+
+def _eval_batches(model: nn.Module, eval_loader, set_ids: Dict[str, int], evaluators: Sequence[Any], return_keys: set,
+                  save_outputs: List[str], rank: int, options: RunOptions):
+    """Every test batch to the end of ACT: per-set metric sums ``[sets, metrics]`` (None without
+    batches), their keys, and the outputs named in ``save_outputs`` (on the CPU), without the
+    rows that pad the last batch of a set."""
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    saved: Dict[str, List[torch.Tensor]] = {}
+    metric_keys: List[str] = []
+    metric_values = None
+    batches = progress_bar(eval_loader, desc="eval", leave=False, dynamic_ncols=True) if rank == 0 else eval_loader
+    for set_name, batch, global_batch_size in batches:
+        batch = to_device(batch, device)
+        _, metrics, preds = run_segments(model, batch, return_keys, options)
+
+        # This rank holds rows [rank * local, (rank + 1) * local) of the global batch; of a set's
+        # last batch only the first `global_batch_size` rows are examples, the rest padding.
+        local = batch["puzzle_identifiers"].shape[0]
+        real = min(local, max(0, global_batch_size - rank * local))
+        for collection in (batch, preds):
+            for k, v in collection.items():
+                if k in save_outputs:
+                    saved.setdefault(k, []).append(v[:real].cpu())
+        for evaluator in evaluators:
+            evaluator.update_batch(batch, preds)
+
+        if metric_values is None:
+            metric_keys = sorted(metrics.keys())
+            metric_values = torch.zeros((len(set_ids), len(metric_keys)), dtype=torch.float64, device=device)
+        metric_values[set_ids[set_name]] += stack_metrics(metrics, metric_keys)
+    return metric_keys, metric_values, saved
+
+
+@dataclass
+class Evaluation:
+    """A checkpoint opened once and evaluated as often as needed (splits, subsets, ablations,
+    ``halt_max_steps`` values) on its run's datasets; loaders and evaluators are made on first
+    use and kept. Build it with :func:`load_evaluation`."""
+
+    opened: OpenedCheckpoint
+    info: DistInfo
+    data_paths: List[str]  # train split folders
+    test_paths: List[str]
+    act_inference: Optional[bool] = None
+    _loaders: Dict[Tuple[str, Optional[int]], Any] = field(default_factory=dict)
+    _evaluators: Optional[List[Any]] = None
+
+    @property
+    def model(self) -> nn.Module:
+        return self.opened.model
+
+    @property
+    def step(self) -> int:
+        return self.opened.step
+
+    @property
+    def metadata(self) -> PuzzleDatasetMetadata:
+        """The train split's metadata, which sized the model."""
+        return self.opened.metadata
+
+    @property
+    def default_halt_max_steps(self) -> int:
+        return self.opened.halt_max_steps
+
+    @property
+    def global_batch_size(self) -> int:
+        return int(self.opened.run_config["global_batch_size"])
+
+    def loader(self, split: str, max_examples: Optional[int]):
+        """``(loader, metadata)`` of the first ``max_examples`` examples of ``split`` (all for None)."""
+        key = (split, max_examples)
+        if key not in self._loaders:
+            paths = self.test_paths if split == "test" else self.data_paths
+            config = PuzzleDatasetConfig(seed=self.opened.run_config.get("seed", 0), dataset_paths=paths, rank=self.info.rank,
+                                         num_replicas=self.info.world_size, global_batch_size=self.global_batch_size,
+                                         test_set_mode=True, epochs_per_iter=1, max_examples=max_examples)
+            self._loaders[key] = create_loader(config, split)
+        return self._loaders[key]
+
+    def evaluators(self) -> List[Any]:
+        if self._evaluators is None:
+            self._evaluators = build_evaluators(self.opened.run_config.get("evaluators") or [], self.test_paths,
+                                                self.loader("test", None)[1])
+        return self._evaluators
+
+    def run(self, split: str = "test", max_examples: Optional[int] = None, puzzle_id_ablation: str = "none",
+            ablation_seed: int = 0, halt_max_steps: Optional[int] = None, save_outputs: Sequence[str] = (),
+            output_dir: Optional[str] = None, save_npy: bool = False, use_evaluators: bool = True) -> Optional[Dict[str, Any]]:
+        """One evaluation; returns rank 0's metrics (None on other ranks). Outputs go to
+        ``output_dir`` (default: the checkpoint's folder). Evaluators run on the test split only,
+        and not at all with ``use_evaluators=False``."""
+        output_dir = output_dir or self.opened.folder
+        loader, metadata = self.loader(split, max_examples)
+        identifier_map = puzzle_id_ablation_map(puzzle_id_ablation, self.metadata.num_puzzle_identifiers,
+                                                self.metadata.blank_identifier_id, ablation_seed)
+        options = RunOptions.from_outputs(save_outputs, halt_max_steps=halt_max_steps, act_inference=self.act_inference,
+                                          identifier_map=identifier_map)
+        self.model.eval()
+        metrics = evaluate(self.model, loader, metadata, self.evaluators() if split == "test" and use_evaluators else [],
+                           save_outputs=list(save_outputs), output_dir=output_dir, step=self.step, rank=self.info.rank,
+                           world_size=self.info.world_size, cpu_group=self.info.cpu_group, options=options)
+        saved = os.path.join(output_dir, f"step_{self.step}_all_preds.{self.info.rank}")
+        if save_npy and save_outputs and os.path.isfile(saved):
+            export_npy(saved)
+        return metrics
+
+
+def load_evaluation(checkpoint: str, info: DistInfo, data_paths: Optional[Sequence[str]] = None,
+                    act_inference: Optional[bool] = None) -> Evaluation:
+    """Open ``checkpoint`` for :meth:`Evaluation.run` on this rank: on its run's datasets, or on
+    ``data_paths`` (same shapes; then also their test splits); ``act_inference`` switches the
+    adaptive halting of evaluation (models that have it)."""
+    run_config = read_run_config(checkpoint)
+    if act_inference is not None and not has_act_inference(run_config["arch"]):
+        raise ConfigError(f"act_inference: {run_config['arch']['name']} has no adaptive halting switch for evaluation "
+                          "(arch=transformers_baseline has)")
+    check_batch_divisible(int(run_config["global_batch_size"]), info.world_size)
+    opened = open_checkpoint(checkpoint, device=info.device, data_paths=data_paths, compile=run_config.get("compile", "auto"),
+                             batch_size=int(run_config["global_batch_size"]) // info.world_size)
+    test_paths = list(data_paths) if data_paths else (run_config.get("data_paths_test") or opened.data_paths)
+    return Evaluation(opened=opened, info=info, data_paths=opened.data_paths, test_paths=test_paths, act_inference=act_inference)

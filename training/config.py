@@ -1,0 +1,204 @@
+"""The training run's config: its schema (``config/cfg_pretrain.yaml`` + ``config/arch/*.yaml``
+with the command line's overrides), the checks that make a mistake one line, the default names,
+and the config every rank agrees on (built on rank 0, where the random run name is drawn)."""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Dict, List, Literal, Optional
+
+import pydantic
+import yaml
+
+from training import validation
+from training.runs import claim_run_folder, nothing_saved
+from utils import checkpoint as ckpt
+from utils.compile import CompileSetting
+from utils.config import ConfigError, check_batch_divisible, normalize_data_paths
+from utils.distributed import DEFAULT_DIST_TIMEOUT_S, DistInfo, broadcast_object
+from utils.functions import validation_error_line
+
+DEFAULT_DATA_PATH = "data/arc-aug-1000"
+
+
+class LossConfig(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+    name: str
+
+
+class ArchConfig(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+    name: str
+    loss: LossConfig
+
+
+class EvaluatorConfig(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+    name: str
+
+
+class PretrainConfig(pydantic.BaseModel):
+    arch: ArchConfig
+    # Data: HRM spelling `data_path`, TRM spelling `data_paths`; normalised so both are set.
+    data_path: Optional[str] = None
+    data_paths: List[str] = []
+    data_paths_test: List[str] = []
+    evaluators: List[EvaluatorConfig] = []
+
+    global_batch_size: int
+    epochs: int
+    lr: float
+    lr_min_ratio: float
+    lr_warmup_steps: int
+    weight_decay: float
+    beta1: float
+    beta2: float
+    puzzle_emb_lr: float
+    puzzle_emb_weight_decay: float
+
+    project_name: Optional[str] = None
+    run_name: Optional[str] = None
+    load_checkpoint: Optional[str] = None
+    checkpoint_path: Optional[str] = None
+
+    seed: int = 0
+    checkpoint_every_eval: bool = False
+    eval_interval: Optional[int] = None
+    min_eval_interval: Optional[int] = 0
+    eval_save_outputs: List[str] = []
+    ema: bool = False
+    ema_rate: float = 0.999
+    freeze_weights: bool = False
+
+    # Added by this project.
+    resume: Optional[str] = None
+    checkpoint_interval_steps: int = 0
+    log_interval: int = 1
+    wandb_group: Optional[str] = None
+    compile: CompileSetting = "auto"  # torch.compile: auto (CUDA always, CPU for long runs), true, false
+    dist_timeout_s: float = DEFAULT_DIST_TIMEOUT_S
+    # One GPU (README "Training on one GPU"): micro-batches per optimizer step, best checkpoint and
+    # early stopping, cheaper evaluation during training.
+    gradient_accumulation_steps: int = 1
+    best_metric: Optional[str] = None
+    best_metric_mode: Literal["max", "min"] = "max"
+    early_stop_patience: Optional[int] = None
+    eval_max_examples: Optional[int] = None
+    eval_full_at_end: bool = False
+    eval_global_batch_size: Optional[int] = None
+
+    @pydantic.field_validator("data_paths", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v):
+        return [] if v is None else v
+
+    @pydantic.model_validator(mode="after")
+    def _check(self):
+        self.data_paths = normalize_data_paths(self.data_path, self.data_paths) or [DEFAULT_DATA_PATH]
+        if self.data_path is None and len(self.data_paths) == 1:
+            self.data_path = self.data_paths[0]
+        for name in ("global_batch_size", "epochs", "log_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.eval_interval is not None and (self.eval_interval <= 0 or self.epochs % self.eval_interval):
+            raise ValueError(f"eval_interval ({self.eval_interval}) must be a positive divisor of epochs ({self.epochs})")
+        if self.checkpoint_interval_steps < 0:
+            raise ValueError(f"checkpoint_interval_steps must be >= 0, got {self.checkpoint_interval_steps}")
+        if self.dist_timeout_s <= 0:
+            raise ValueError(f"dist_timeout_s must be positive, got {self.dist_timeout_s}")
+        validation.check_training_values(self)
+        validation.check_save_outputs(self.eval_save_outputs, "eval_save_outputs")
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps must be >= 1 (micro-batches per optimizer step), got {self.gradient_accumulation_steps}")
+        for name in ("eval_max_examples", "eval_global_batch_size", "early_stop_patience"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive number or null, got {getattr(self, name)}")
+        if self.early_stop_patience is not None and self.best_metric is None:
+            raise ValueError("early_stop_patience needs best_metric (the metric whose improvement it waits for), e.g. best_metric=all/exact_accuracy")
+        return self
+
+
+def parse_config(raw: Dict[str, Any]) -> PretrainConfig:
+    """Validate a composed config dict; errors become one :class:`ConfigError` line."""
+    try:
+        validation.check_known_keys(raw, PretrainConfig.model_fields)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None  # already says "config: ..."
+    try:
+        return PretrainConfig(**raw)
+    except pydantic.ValidationError as e:
+        raise ConfigError(f"config: {validation_error_line(e)}") from None
+    except ValueError as e:
+        raise ConfigError(f"config: {e}") from None
+
+
+def fill_names(config: PretrainConfig) -> PretrainConfig:
+    """Default project/run names and checkpoint folder, as the original names them."""
+    import coolname
+
+    if config.project_name is None:
+        config.project_name = f"{os.path.basename(config.data_paths[0].rstrip('/')).capitalize()} ACT-torch"
+    if config.run_name is None:
+        config.run_name = f"{config.arch.name.split('@')[-1]} {coolname.generate_slug(2)}"
+    if config.checkpoint_path is None:
+        config.checkpoint_path = os.path.join("checkpoints", config.project_name, config.run_name)
+    return config
+
+
+def check_batch_split(config: PretrainConfig, world_size: int) -> None:
+    """Every rank gets an equal share of the global batch, cut into equal micro-batches."""
+    check_batch_divisible(config.global_batch_size, world_size)
+    parts = world_size * config.gradient_accumulation_steps
+    if config.global_batch_size % parts:
+        raise ConfigError(f"global_batch_size ({config.global_batch_size}) is not divisible by processes ({world_size}) x "
+                          f"gradient_accumulation_steps ({config.gradient_accumulation_steps}) = {parts}; "
+                          "every micro-batch must hold the same number of examples")
+    eval_batch = eval_batch_size(config)
+    if eval_batch % world_size:
+        raise ConfigError(f"eval_global_batch_size ({eval_batch}) is not divisible by the number of processes ({world_size})")
+
+
+def eval_batch_size(config: PretrainConfig) -> int:
+    return config.eval_global_batch_size or config.global_batch_size
+
+
+def load_synced_config(raw: Dict[str, Any], info: DistInfo, held: contextlib.ExitStack) -> PretrainConfig:
+    """Build the config on rank 0 (names are random) and give every rank the same one. Rank 0
+    locks the run folder for the run's lifetime (``held`` releases it)."""
+    payload: Any = None
+    if info.rank == 0:
+        try:
+            config = parse_config(raw)
+            check_batch_split(config, info.world_size)
+            if config.resume is not None and nothing_saved(config.resume):
+                print(f"resume={config.resume}: that run stopped before saving any weights or resume state; starting from step 0")
+                config.checkpoint_path, config.resume = config.checkpoint_path or config.resume, None
+            if config.resume is not None:
+                folder, _step = ckpt.resolve_resume(config.resume)
+                with open(os.path.join(folder, "all_config.yaml")) as f:
+                    saved = yaml.safe_load(f)
+                # Same names and folder as the run being resumed unless given explicitly.
+                for key in ("project_name", "run_name", "checkpoint_path"):
+                    if getattr(config, key) is None:
+                        setattr(config, key, saved.get(key))
+                # Keys added to the config after the saved run started count as their defaults there.
+                defaults = {k: f.default for k, f in PretrainConfig.model_fields.items() if not f.is_required()}
+                ckpt.check_resume_config(config.model_dump(), saved, defaults)
+            payload = fill_names(config)
+            lock, notices = claim_run_folder(config.checkpoint_path, config.resume)  # type: ignore[arg-type]
+            held.callback(lock.release)
+            print(*notices, sep="\n", end="\n" if notices else "")
+        except (ConfigError, ValueError, OSError) as e:
+            payload = ConfigError(str(e))
+    payload = broadcast_object(payload, info)
+    if isinstance(payload, Exception):
+        raise payload
+    return payload
+
+
+def dist_timeout_from(raw_config: Dict[str, Any]) -> float:
+    """``dist_timeout_s`` is needed to join the process group, before the config can be synced."""
+    value = raw_config.get("dist_timeout_s", DEFAULT_DIST_TIMEOUT_S)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"config: dist_timeout_s must be a positive number of seconds, got {value!r}")
+    return float(value)

@@ -1,0 +1,77 @@
+"""Evaluation during training: the test split (or its first ``eval_max_examples``) through the
+inference engine (``inference/evaluation.py``) with the EMA weights when ``ema``, the best
+checkpoint (``best_metric``) and early stopping (``early_stop_patience``)."""
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any, Dict, Optional, Sequence
+
+from dataset.common import DatasetError, PuzzleDatasetMetadata
+from inference.evaluation import evaluate
+from training import validation
+from training.best_checkpoint import save_best
+from training.build import create_dataloader
+from training.config import PretrainConfig, eval_batch_size
+from training.state import TrainState
+from utils import checkpoint as ckpt
+from utils.config import ConfigError
+from utils.distributed import DistInfo, broadcast_object
+from utils.metrics import flatten_metrics
+
+
+def evaluate_train_state(config: PretrainConfig, state: TrainState, eval_loader, eval_metadata: PuzzleDatasetMetadata,
+                         evaluators: Sequence[Any], info: DistInfo) -> Optional[Dict[str, Any]]:
+    """The model of ``state`` on ``eval_loader``; outputs named in ``eval_save_outputs`` go beside the
+    checkpoints as ``step_N_all_preds.<rank>``. Returns rank 0's metrics."""
+    return evaluate(state.model, eval_loader, eval_metadata, evaluators, save_outputs=config.eval_save_outputs,
+                    output_dir=config.checkpoint_path, step=state.step, rank=info.rank, world_size=info.world_size,
+                    cpu_group=info.cpu_group)
+
+
+def create_eval_loader(config: PretrainConfig, rank: int, world_size: int, full: bool = False):
+    """The test split as evaluated during training: its first ``eval_max_examples`` examples (all
+    when ``full`` or unset), in batches of ``eval_global_batch_size``."""
+    return create_dataloader(config, "test", test_set_mode=True, epochs_per_iter=1, global_batch_size=eval_batch_size(config),
+                             rank=rank, world_size=world_size, max_examples=None if full else config.eval_max_examples)
+
+
+def validate_splits(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, eval_loader, eval_metadata: PuzzleDatasetMetadata,
+                    rank: int) -> None:
+    """Before the first step: the test split fits the model built from the train split, and is
+    not empty when evaluations are asked for."""
+    test_paths = config.data_paths_test or config.data_paths
+    try:
+        warning = validation.check_test_split_not_empty(validation.split_size(eval_loader.dataset), test_paths, config.eval_interval)
+        validation.check_splits(train_metadata, eval_metadata, eval_loader.dataset, test_paths)
+    except DatasetError:
+        raise
+    except ValueError as e:
+        raise DatasetError(str(e)) from None
+    if warning and rank == 0:
+        print(warning, file=sys.stderr)
+
+
+def update_best(config: PretrainConfig, train_state: TrainState, metrics: Optional[Dict[str, Any]], info: DistInfo) -> bool:
+    """Rank 0 records an evaluation in ``train_state.best`` and writes ``best`` when it improved
+    (call with the evaluated weights in place); returns, on every rank, whether to stop early."""
+    tracker = train_state.best
+    assert tracker is not None
+    payload: Any = None
+    if info.rank == 0:
+        try:
+            if tracker.update(train_state.step, flatten_metrics(metrics or {})) and config.checkpoint_path is not None:
+                save_best(config.checkpoint_path, ckpt.model_weights(train_state.model), tracker)
+            payload = tracker.state_dict()
+        except ValueError as e:
+            payload = ConfigError(str(e))
+    payload = broadcast_object(payload, info)
+    if isinstance(payload, Exception):
+        raise payload
+    tracker.load_state_dict(payload)
+    return tracker.should_stop
+
+
+def ema_applied(state: TrainState):
+    """Context in which the model holds its EMA weights (when ``ema``), to evaluate and save them."""
+    return state.ema.applied(state.model) if state.ema is not None else contextlib.nullcontext()
