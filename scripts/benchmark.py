@@ -190,7 +190,8 @@ def bench(arch, args, device, compile_model):
 def bench_grad_accum(arch, args, device, compile_model, k):
     """Training throughput and peak memory of pretrain.py's ``train_batch`` with K micro-batches."""
     from dataset.common import PuzzleDatasetMetadata
-    from pretrain import PretrainConfig, init_train_state, train_batch
+    from training.config import PretrainConfig
+    from training.state import init_train_state, train_batch
 
     cfg = preset_config(arch, args)
     cfg["forward_dtype"] = args.dtype

@@ -92,7 +92,7 @@ def default_config(arch_name: Optional[str], cache: Dict[Optional[str], Dict[str
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from pretrain import parse_config
+    from training.config import parse_config
 
     result: Dict[str, Any] = {}
     arch_dir = os.path.join(CONFIG_DIR, "arch")

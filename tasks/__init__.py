@@ -9,27 +9,7 @@ to draw a grid. ``predict.py`` and the pictures use them; a new task joins by su
 """
 from __future__ import annotations
 
-from typing import Dict, Type
-
-from tasks.base import PuzzleError, TaskCodec
-
-CODECS: Dict[str, Type[TaskCodec]] = {}
-
-
-def register(cls: Type[TaskCodec]) -> Type[TaskCodec]:
-    """Class decorator: make ``cls`` the codec of the task named ``cls.name``."""
-    if not getattr(cls, "name", None):
-        raise ValueError(f"{cls.__name__}: a codec needs a task name (class attribute `name`)")
-    CODECS[cls.name] = cls
-    return cls
-
-
-def get_codec(task: str) -> Type[TaskCodec]:
-    """The codec class of ``task``; a ``ValueError`` lists the known tasks otherwise."""
-    if task not in CODECS:
-        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(CODECS))}")
-    return CODECS[task]
-
+from tasks.base import CODECS, PuzzleError, TaskCodec, get_codec, register
 
 # The built-in tasks register themselves on import.
 from tasks import arc, custom, domino, maze, sudoku  # noqa: E402,F401

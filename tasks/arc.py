@@ -27,8 +27,7 @@ from dataset.build_arc_dataset import (ARCTask, LegacyRandomStream, translations
                                        plan_augmentations, version_names)
 from dataset.common import DatasetError
 from evaluators.arc import ARC
-from tasks import register
-from tasks.base import Cells, Puzzle, PuzzleError, Row, RowOutput, TaskCodec, halt_fields, trace_entries
+from tasks.base import Cells, Puzzle, PuzzleError, Row, RowOutput, TaskCodec, halt_fields, register, trace_entries
 from tasks.views import DIHEDRAL_COMPOSE, DIHEDRAL_INVERSE, CanvasViews, distinct_choices, row_keys
 
 # The usual ARC colours (black, blue, red, green, yellow, grey, magenta, orange, azure, maroon).

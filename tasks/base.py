@@ -7,7 +7,7 @@ answer is valid (by the rules, not by the model), and describes a grid for pictu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
@@ -233,3 +233,22 @@ def trace_entries(out: RowOutput, answer_of, changed) -> List[Dict[str, Any]]:
                         "changed": None if s == 0 else changed(out.preds[s - 1], out.preds[s]),
                         "halt_confidence": round(float(out.q_halt[s]), 6)})
     return entries
+
+
+# ---- the registry of tasks (filled as the codec modules are imported by ``tasks/__init__.py``)
+CODECS: Dict[str, Type[TaskCodec]] = {}
+
+
+def register(cls: Type[TaskCodec]) -> Type[TaskCodec]:
+    """Class decorator: make ``cls`` the codec of the task named ``cls.name``."""
+    if not getattr(cls, "name", None):
+        raise ValueError(f"{cls.__name__}: a codec needs a task name (class attribute `name`)")
+    CODECS[cls.name] = cls
+    return cls
+
+
+def get_codec(task: str) -> Type[TaskCodec]:
+    """The codec class of ``task``; a ``ValueError`` lists the known tasks otherwise."""
+    if task not in CODECS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(CODECS))}")
+    return CODECS[task]

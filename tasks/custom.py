@@ -17,8 +17,7 @@ import numpy as np
 
 from dataset.build_custom_dataset import FIRST_TOKEN_ID, lay_out, parse_value, permute_tokens, read_back, to_value
 from dataset.common import DatasetError
-from tasks import register
-from tasks.base import Cells, Puzzle, PuzzleError, Row, TaskCodec
+from tasks.base import Cells, Puzzle, PuzzleError, Row, TaskCodec, register
 from tasks.views import (CanvasViews, CellViews, Views, distinct_choices, identity_cells, random_permutations, random_words,
                          row_keys, splitmix64)
 

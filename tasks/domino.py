@@ -20,8 +20,7 @@ from dataset.build_domino_dataset import POLICY_FILE, read_policy
 from dataset.common import DatasetError
 from dataset.domino import (FIRST, HAND_MAX, LEFT, MAX_PIP, NUM_TILES, RIGHT, SEQ_LEN, VOCAB_SIZE, DominoError, Scenario, choose_move,
                             decode, encode, encode_label, legal_moves, table_str, tile_str)
-from tasks import register
-from tasks.base import Cells, Puzzle, PuzzleError, TaskCodec
+from tasks.base import Cells, Puzzle, PuzzleError, TaskCodec, register
 
 WHERE_WORDS = {LEFT: "left", RIGHT: "right", FIRST: "first"}
 _LINE = re.compile(r"^\s*table\s*(?:\(\d+\))?\s*:(?P<table>.*?)(?:ends\s*:(?P<ends>.*?))?hand\s*(?:\(\d+\))?\s*:(?P<hand>.*)$",

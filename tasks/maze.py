@@ -14,8 +14,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from dataset.build_maze_dataset import CHAR_TO_TOKEN, CHARSET, bfs
-from tasks import register
-from tasks.base import Cells, Puzzle, PuzzleError, TaskCodec
+from tasks.base import Cells, Puzzle, PuzzleError, TaskCodec, register
 from tasks.views import CellViews, dihedral_positions, distinct_choices, identity_cells, row_keys
 
 WALL_T, OPEN_T, START_T, GOAL_T, PATH_T = range(1, 6)

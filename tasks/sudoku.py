@@ -16,8 +16,7 @@ import numpy as np
 
 from dataset.build_sudoku_dataset import SUDOKU_BOXES, box_shape, first_problem, sudoku_units
 from dataset.common import DatasetError
-from tasks import register
-from tasks.base import Cells, Puzzle, PuzzleError, TaskCodec
+from tasks.base import Cells, Puzzle, PuzzleError, TaskCodec, register
 from tasks.views import CellViews, random_permutations, random_words, row_keys
 
 _DECORATION = re.compile(r"[\s|+\-]")
