@@ -119,10 +119,6 @@ class Evaluation:
         return self.opened.model
 
     @property
-    def step(self) -> int:
-        return self.opened.step
-
-    @property
     def metadata(self) -> PuzzleDatasetMetadata:
         """The train split's metadata, which sized the model."""
         return self.opened.metadata
@@ -131,17 +127,13 @@ class Evaluation:
     def default_halt_max_steps(self) -> int:
         return self.opened.halt_max_steps
 
-    @property
-    def global_batch_size(self) -> int:
-        return int(self.opened.run_config["global_batch_size"])
-
     def loader(self, split: str, max_examples: Optional[int]):
         """``(loader, metadata)`` of the first ``max_examples`` examples of ``split`` (all for None)."""
         key = (split, max_examples)
         if key not in self._loaders:
             paths = self.test_paths if split == "test" else self.data_paths
             config = PuzzleDatasetConfig(seed=self.opened.run_config.get("seed", 0), dataset_paths=paths, rank=self.info.rank,
-                                         num_replicas=self.info.world_size, global_batch_size=self.global_batch_size,
+                                         num_replicas=self.info.world_size, global_batch_size=int(self.opened.run_config["global_batch_size"]),
                                          test_set_mode=True, epochs_per_iter=1, max_examples=max_examples)
             self._loaders[key] = create_loader(config, split)
         return self._loaders[key]
@@ -166,9 +158,9 @@ class Evaluation:
                                           identifier_map=identifier_map)
         self.model.eval()
         metrics = evaluate(self.model, loader, metadata, self.evaluators() if split == "test" and use_evaluators else [],
-                           save_outputs=list(save_outputs), output_dir=output_dir, step=self.step, rank=self.info.rank,
+                           save_outputs=list(save_outputs), output_dir=output_dir, step=self.opened.step, rank=self.info.rank,
                            world_size=self.info.world_size, cpu_group=self.info.cpu_group, options=options)
-        saved = os.path.join(output_dir, f"step_{self.step}_all_preds.{self.info.rank}")
+        saved = os.path.join(output_dir, f"step_{self.opened.step}_all_preds.{self.info.rank}")
         if save_npy and save_outputs and os.path.isfile(saved):
             export_npy(saved)
         return metrics

@@ -117,7 +117,7 @@ def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str,
         settings = dict(kwargs, checkpoint=os.path.abspath(cfg.checkpoint), halt_max_steps=kwargs.get("halt_max_steps", trained))
         settings.pop("save_npy", None)
         record = os.path.join(folder, "evaluation.json")
-        if cfg.reuse and os.path.isfile(record) and output_files(folder, ev.step):
+        if cfg.reuse and os.path.isfile(record) and output_files(folder, ev.opened.step):
             with open(record) as f:
                 saved = json.load(f)
             if saved.get("settings") == settings:
@@ -150,7 +150,7 @@ def read_split_labels(data_paths: List[str], split: str) -> np.ndarray:
 
 
 def compute_results(cfg: AnalyzeConfig, ev, evals: Dict[str, Dict[str, Any]], trained: int) -> Dict[str, Any]:
-    step = ev.step
+    step = ev.opened.step
     outs = {name: load_outputs(e["folder"], step) for name, e in evals.items()}
     acc = {name: float(A.exact_correct(o["preds"], o["labels"]).mean()) if len(o["labels"]) else float("nan")
            for name, o in outs.items()}
