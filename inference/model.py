@@ -14,12 +14,13 @@ from utils.config import ConfigError
 from utils.functions import load_model_class
 
 
-def model_classes(arch: Mapping[str, Any]):
-    """``(model class, loss head class)`` named by ``arch``; unknown names or keys: ConfigError."""
+def model_classes(arch: Mapping[str, Any], check_keys: bool = True):
+    """``(model class, loss head class)`` named by ``arch``; unknown names (or keys, with
+    ``check_keys``): ConfigError."""
     try:
         model_cls = load_model_class(arch["name"])
         loss_head_cls = load_model_class(arch["loss"]["name"])
-        if hasattr(model_cls, "config_class"):
+        if check_keys and hasattr(model_cls, "config_class"):
             check_arch_keys(model_keys(arch), model_cls.config_class, arch["name"])
     except ValueError as e:
         raise ConfigError(f"arch: {e}") from None
@@ -31,12 +32,14 @@ def model_keys(arch: Mapping[str, Any]) -> dict:
     return {k: v for k, v in arch.items() if k not in ("name", "loss")}
 
 
-def build_model(arch: Mapping[str, Any], metadata: PuzzleDatasetMetadata, batch_size: int, device) -> nn.Module:
+def build_model(arch: Mapping[str, Any], metadata: PuzzleDatasetMetadata, batch_size: int, device,
+                check_keys: bool = True) -> nn.Module:
     """The loss head around the model ``arch`` names (``{name, loss: {name, ...}, **settings}``),
-    sized by the dataset ``metadata``; ``batch_size`` rows per forward pass (the size of the
+    sized by the dataset ``metadata`` (its ``vocab_size``, ``seq_len``, ``num_puzzle_identifiers``); ``batch_size`` rows per forward pass (the size of the
     puzzle embedding's training buffer). Built on ``device`` with fresh initial weights (this
-    draws from the global torch RNG exactly as the original did)."""
-    model_cls, loss_head_cls = model_classes(arch)
+    draws from the global torch RNG exactly as the original did). ``check_keys=False`` lets keys
+    the model has no field for pass (benchmarks sweeping one setting over every arch)."""
+    model_cls, loss_head_cls = model_classes(arch, check_keys)
     model_cfg = dict(**model_keys(arch), batch_size=batch_size, vocab_size=metadata.vocab_size, seq_len=metadata.seq_len,
                      num_puzzle_identifiers=metadata.num_puzzle_identifiers)
     loss_cfg = {k: v for k, v in arch["loss"].items() if k != "name"}

@@ -44,10 +44,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 
 import torch
 from omegaconf import OmegaConf
 
+from inference.model import build_model as build_arch_model
 from models.act import analytic_flops
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils.adam_atan2 import AdamATan2
@@ -72,11 +74,8 @@ def arch_config(arch, **overrides):
 
 def build_model(cfg, batch_size, device, dtype, seq_len=SEQ_LEN, vocab=VOCAB):
     """The model in its loss head for Sudoku-shaped batches, and one random batch on ``device``."""
-    model_cfg = {k: v for k, v in cfg.items() if k not in ("name", "loss")}
-    model_cfg.update(batch_size=batch_size, seq_len=seq_len, vocab_size=vocab, num_puzzle_identifiers=1, forward_dtype=dtype)
-    loss = dict(cfg["loss"])
-    with torch.device(device):
-        model = load_model_class(loss.pop("name"))(load_model_class(cfg["name"])(model_cfg), **loss)
+    sizes = SimpleNamespace(seq_len=seq_len, vocab_size=vocab, num_puzzle_identifiers=1)
+    model = build_arch_model(dict(cfg, forward_dtype=dtype), sizes, batch_size, device, check_keys=False)
     gen = torch.Generator().manual_seed(0)
     batch = {"inputs": torch.randint(1, vocab, (batch_size, seq_len), generator=gen, dtype=torch.int32),
              "labels": torch.randint(2, vocab, (batch_size, seq_len), generator=gen, dtype=torch.int32),
