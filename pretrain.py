@@ -78,6 +78,7 @@ def _run(raw_config: Dict[str, Any], info: DistInfo, held: contextlib.ExitStack)
         run.logger.finish()
     return config
 
+
 def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
     """Loaders (at the resumed data position), evaluators, model and optimizers, logging."""
     epochs_per_iter = config.eval_interval if config.eval_interval is not None else config.epochs
@@ -103,6 +104,7 @@ def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
     if info.rank == 0:
         start_logging(run, resumed=resume is not None)
     return run
+
 
 def start_logging(run: Run, resumed: bool) -> None:
     """Rank 0: summary line, W&B run, code and config next to the checkpoints, progress bar."""
@@ -211,6 +213,7 @@ def evaluate_and_save(run: Run, iter_id: int) -> bool:
                         f"best {best.value} at step {best.step}"
                         + (f", weights in {os.path.join(config.checkpoint_path, 'best')}" if config.checkpoint_path else ""))
     return stop_early
+
 
 def main() -> None:
     import hydra
