@@ -77,7 +77,7 @@ def test_training_command_composes_to_the_run_config(published):
     from omegaconf import OmegaConf
 
     from conftest import REPO
-    from pretrain import parse_config
+    from training.config import parse_config
 
     out, ck, _ = published
     body = front_matter((out / "README.md").read_text())[1]
