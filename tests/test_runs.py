@@ -71,7 +71,7 @@ def test_a_folder_where_a_run_saved_nothing_is_started_over(tmp_path):
 
 HOLD = """
 import os, sys, time
-from utils.runs import RunFolderLock
+from training.runs import RunFolderLock
 RunFolderLock(sys.argv[1]).acquire()
 if sys.argv[2] == "fork-and-die" and os.fork() == 0:
     time.sleep(60)  # a DataLoader worker that outlives its run
