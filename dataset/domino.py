@@ -355,3 +355,17 @@ def tile_str(tile: Sequence[int]) -> str:
 def table_str(table: Sequence[Tile]) -> str:
     """The chain as '[a|b][b|c]...', or '(empty)'."""
     return "".join(tile_str(t) for t in table) if table else "(empty)"
+
+
+def split_arguments(description: str, extra: Sequence[Tuple[str, dict]], policy_help: str):
+    """The command line of the domino dataset scripts: ``--data-path``, ``--split``, the script's
+    own options ``extra`` (flag, ``add_argument`` keywords) and ``--policy``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-path", "--data_path", required=True)
+    parser.add_argument("--split", default="train")
+    for flag, kwargs in extra:
+        parser.add_argument(flag, **kwargs)
+    parser.add_argument("--policy", choices=POLICIES, default=None, help=policy_help)
+    return parser

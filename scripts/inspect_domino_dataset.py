@@ -10,7 +10,6 @@ named and the exit status is 2.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Optional, Sequence
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from dataset.build_domino_dataset import read_policy
 from dataset.common import DatasetError
-from dataset.domino import (POLICIES, VOCAB_SIZE, DominoError, check_example, describe_move, read_split,
+from dataset.domino import (split_arguments, VOCAB_SIZE, DominoError, check_example, describe_move, read_split,
                             table_str, tile_str)
 from utils.progress import progress_bar
 
@@ -62,13 +61,8 @@ def inspect(data_path: str, split: str, num: int, policy: Optional[str] = None) 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Command line entry point; a broken dataset exits 2 with one `error: ...` line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-path", "--data_path", required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--num", type=int, default=3, help="examples to print")
-    parser.add_argument("--policy", choices=POLICIES, default=None,
-                        help="policy to check against (default: the one recorded in domino.json)")
-    args = parser.parse_args(argv)
+    args = split_arguments(__doc__.split("\n\n")[0], [("--num", dict(type=int, default=3, help="examples to print"))],
+                           "policy to check against (default: the one recorded in domino.json)").parse_args(argv)
     try:
         inspect(args.data_path, args.split, args.num, args.policy)
     except (DatasetError, DominoError) as e:

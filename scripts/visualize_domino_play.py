@@ -8,7 +8,6 @@ more tiles the player could then play alone).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import List, Optional, Sequence
@@ -17,7 +16,7 @@ import numpy as np
 
 from dataset.build_domino_dataset import read_policy
 from dataset.common import DatasetError
-from dataset.domino import (FIRST, LEFT, POLICIES, WHERE_NAMES, DominoError, Move, Scenario, check_example,
+from dataset.domino import (split_arguments, FIRST, LEFT, WHERE_NAMES, DominoError, Move, Scenario, check_example,
                             legal_moves, move_scores, read_split, tile_str)
 
 TILES_PER_ROW = 12
@@ -64,13 +63,8 @@ def draw(scenario: Scenario, target: Move, policy: Optional[str]) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Command line entry point; a bad path, index or example exits 2 with one `error: ...` line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-path", "--data_path", required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--index", type=int, default=0, help="example number in the split")
-    parser.add_argument("--policy", choices=POLICIES, default=None,
-                        help="policy whose view of each move is shown (default: the one in domino.json)")
-    args = parser.parse_args(argv)
+    args = split_arguments(__doc__.split("\n\n")[0], [("--index", dict(type=int, default=0, help="example number in the split"))],
+                           "policy whose view of each move is shown (default: the one in domino.json)").parse_args(argv)
     try:
         data = read_split(args.data_path, args.split)
         if not 0 <= args.index < len(data.inputs):
