@@ -176,9 +176,9 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     cases = [(["--train", train], 2, "--train FILE and --test FILE are both required"),
              (["--train", train, "--test", train, "--num-aug", "2"], 2, "--num-aug needs --augment"),
              (["--train", train, "--test", train, "--num-aug", "2", "--augment", "rotate"], 2, "--augment expects 'dihedral'"),
-             (["--train", train, "--test", train, "--num-aug", "2", "--augment", "dihedral"], 1,
+             (["--train", train, "--test", train, "--num-aug", "2", "--augment", "dihedral"], 2,
               "--augment dihedral needs grid inputs and outputs"),
-             (["--train", train, "--test", train, "--num-aug", "2", "--augment", "permute=az"], 1,
+             (["--train", train, "--test", train, "--num-aug", "2", "--augment", "permute=az"], 2,
               "--augment permute=az: token 'z' is not in the vocabulary")]
     for argv, status, message in cases:
         with pytest.raises(SystemExit) as e:
