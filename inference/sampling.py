@@ -1,0 +1,342 @@
+"""Test-time scaling: many samples of every puzzle in the same batches, one answer chosen.
+
+``samples=N`` runs each example ``N`` times as extra rows of its batch (row ``b * N + k`` is
+sample ``k`` of example ``b``), so the cost is one larger forward pass per segment, never a
+Python loop per sample; under torchrun the samples stay on the rank of their example. Samples
+differ by
+
+- ``sampling=augment``: the task's symmetries (``TaskCodec.views``: Sudoku relabellings and
+  line swaps, the maze's 8 symmetries, ARC's trained versions, a custom task's ``--augment``);
+  predictions are mapped back to the example's own frame before they are compared;
+- ``sampling=noise``: Gaussian noise of std ``noise_std`` added to every recurrent latent at the
+  start of each ACT segment (Probabilistic TRM's stochastic recursion), for any arch: the hook
+  sits on the inner model's carry, so nothing but the latent changes;
+- ``sampling=both``: views and noise.
+
+Sample 0 is always the example itself without noise (one plain pass), so ``samples=1`` is the
+plain evaluation. ``select=vote|q_halt`` picks the answer (``inference/selection.py``).
+Several checkpoints (an ensemble) each run every sample and the answers are pooled.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Literal, Optional, Sequence
+
+import numpy as np
+import pydantic
+import torch
+from torch import nn
+
+from inference.segments import RunOptions, act_model, run_segments
+from inference.selection import SELECTS, choose, answer_keys
+from models.act import map_carry
+from tasks.base import TaskCodec
+from tasks.views import Views
+from utils.functions import unwrap_compiled
+
+SAMPLINGS = ("augment", "noise", "both")
+DEFAULT_NOISE_STD = 0.5
+
+
+class SamplingConfig(pydantic.BaseModel):
+    """The test-time scaling options shared by ``evaluate.py``, ``predict.py`` and the analyses."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    samples: int = pydantic.Field(1, ge=1, description="samples per example; 1 is the plain single pass")
+    sampling: Literal[SAMPLINGS] = "augment"  # type: ignore[valid-type]
+    noise_std: float = pydantic.Field(DEFAULT_NOISE_STD, ge=0, description="std of the latent noise (noise, both)")
+    select: Literal[SELECTS] = "vote"  # type: ignore[valid-type]
+    seed: int = 0
+
+    @property
+    def uses_views(self) -> bool:
+        return self.samples > 1 and self.sampling in ("augment", "both")
+
+    @property
+    def uses_noise(self) -> bool:
+        return self.samples > 1 and self.sampling in ("noise", "both") and self.noise_std > 0
+
+
+def open_codec(opened, task: Optional[str] = None) -> Optional[TaskCodec]:
+    """The task codec of an opened checkpoint (``inference.checkpoint.OpenedCheckpoint``), which
+    declares the task's views; None when the dataset records no task and none is given."""
+    from tasks import get_codec
+    task = task or opened.task
+    if task is None:
+        return None
+    kwargs = {"data_paths": opened.data_paths} if task == "arc" else {}
+    return get_codec(task)(seq_len=opened.metadata.seq_len, data_path=opened.data_paths[0], **kwargs)
+
+
+def check_views(codec: Optional[TaskCodec], config: SamplingConfig) -> None:
+    """A clear error when ``sampling`` asks for views of a task that declares no symmetry."""
+    if config.uses_views and codec is None:
+        raise ValueError(f"sampling={config.sampling}: the dataset does not record its task, whose symmetries the views "
+                         "come from; use sampling=noise")
+    if config.uses_views and type(codec).views is TaskCodec.views:
+        raise ValueError(f"sampling={config.sampling}: the {codec.name} task declares no symmetries to draw views from; "
+                         "use sampling=noise (with noise_std=)")
+
+
+@contextlib.contextmanager
+def latent_noise(model: nn.Module, std: float, noisy_rows: torch.Tensor, generator: torch.Generator) -> Iterator[None]:
+    """Add ``N(0, std^2)`` to every latent of the carry the inner model starts each ACT segment from
+    (after halted rows were reset), on rows where ``noisy_rows`` ``[B]`` is true.
+
+    A forward pre-hook on the inner model, so it works for every arch (the inner carry is a
+    dataclass of latents) and touches nothing but the latent.
+    """
+    inner = act_model(model).inner
+    scale = noisy_rows.to(torch.float32).view(-1, 1, 1) * std
+
+    def add_noise(_module, args):
+        carry, *rest = args
+        noisy = map_carry(lambda z: z + (torch.randn(z.shape, generator=generator, device=z.device, dtype=torch.float32)
+                                         * scale).to(z.dtype), carry)
+        return (noisy, *rest)
+
+    handle = inner.register_forward_pre_hook(add_noise)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@dataclass
+class Samples:
+    """What every sample of a batch of ``B`` examples answered (``K`` = checkpoints x samples)."""
+
+    answers: np.ndarray  # [B, K, L] predictions mapped back to each example's own frame
+    q_halt: np.ndarray  # [B, K] sigmoid(q_halt logit) of the last segment, float64
+    q_halt_logits: np.ndarray  # [B, K] float32
+    segments: int  # ACT segments each sample ran
+    view_inputs: np.ndarray  # [B, K, L] what each sample showed the model
+    trace: Optional[np.ndarray] = None  # [B, K, T, L] answer after every segment, mapped back
+    trace_q_halt_logits: Optional[np.ndarray] = None  # [B, K, T]
+    steps: Optional[np.ndarray] = None  # [B, K] segment at which the halt rule first fired (else T)
+    halt_fired: Optional[np.ndarray] = None  # [B, K]
+
+    def choose(self, select: str):
+        """``(chosen sample [B], agreement [B])``, see :func:`inference.selection.choose`."""
+        return choose(answer_keys(self.answers), self.q_halt, select)
+
+
+def expand(batch: Dict[str, torch.Tensor], views: Optional[Views], samples: int) -> Dict[str, torch.Tensor]:
+    """Every row ``samples`` times in a row (``b * samples + k``), shown through ``views`` when given."""
+    out = {k: v.repeat_interleave(samples, dim=0) for k, v in batch.items()}
+    if views is not None:
+        inputs = batch["inputs"]
+        shown = views.forward(inputs.cpu().numpy()).reshape(-1, inputs.shape[-1])
+        out["inputs"] = torch.from_numpy(shown).to(inputs.device, inputs.dtype)
+        if views.identifiers is not None:
+            ids = batch["puzzle_identifiers"]
+            out["puzzle_identifiers"] = torch.from_numpy(views.identifiers.reshape(-1)).to(ids.device, ids.dtype)
+    return out
+
+
+def draw_views(codec: Optional[TaskCodec], batch: Dict[str, torch.Tensor], config: SamplingConfig) -> Optional[Views]:
+    """The views of a batch's examples (None when the samples differ by noise only)."""
+    if not config.uses_views or codec is None:
+        return None
+    return codec.views(batch["inputs"].cpu().numpy(), config.samples, seed=config.seed,
+                       identifiers=batch["puzzle_identifiers"].cpu().numpy())
+
+
+def run_samples(models: Sequence[nn.Module], batch: Dict[str, torch.Tensor], codec: Optional[TaskCodec],
+                config: SamplingConfig, options: Optional[RunOptions] = None,
+                generator: Optional[torch.Generator] = None, max_rows: Optional[int] = None) -> Samples:
+    """Run every sample of the examples in ``batch`` through every model of ``models``.
+
+    ``options`` as :func:`inference.segments.run_segments` (``trace`` / ``steps`` come back per
+    sample, mapped back); ``generator`` draws the latent noise (default: seeded by ``config.seed``);
+    ``max_rows``: at most this many rows (examples x samples) per forward pass (whole examples).
+    """
+    options = options or RunOptions()
+    rows = batch["inputs"].shape[0]
+    per_pass = max(1, (max_rows or rows * config.samples) // config.samples)
+    if per_pass < rows:
+        if generator is None and config.uses_noise:
+            generator = torch.Generator(device=batch["inputs"].device).manual_seed(config.seed)
+        parts = [run_samples(models, {k: v[start:start + per_pass] for k, v in batch.items()}, codec, config, options,
+                             generator) for start in range(0, rows, per_pass)]
+        pooled = {f.name: (np.concatenate([getattr(p, f.name) for p in parts]) if isinstance(getattr(parts[0], f.name), np.ndarray)
+                           else getattr(parts[0], f.name)) for f in dataclasses.fields(Samples)}
+        return Samples(**pooled)
+    n, rows, length = config.samples, batch["inputs"].shape[0], batch["inputs"].shape[-1]
+    views = draw_views(codec, batch, config)
+    expanded = expand(batch, views, n)
+    view_inputs = expanded["inputs"].cpu().numpy().reshape(rows, n, length)
+    keys = {"preds", "q_halt_logits"}
+    parts: Dict[str, List[np.ndarray]] = {}
+    segments = 0
+    for model in models:
+        noise = contextlib.nullcontext()
+        if config.uses_noise:
+            model = unwrap_compiled(model)  # the hook goes on the plain module
+            device = expanded["inputs"].device
+            if generator is None:
+                generator = torch.Generator(device=device).manual_seed(config.seed)
+            noisy_rows = (torch.arange(rows * n, device=device) % n) != 0  # sample 0 stays the plain pass
+            noise = latent_noise(model, config.noise_std, noisy_rows, generator)
+        with noise:
+            _, _, out = run_segments(model, expanded, keys, options)
+        preds = out["preds"].cpu().numpy().reshape(rows, n, length)
+        parts.setdefault("answers", []).append(views.back(preds) if views is not None else preds)
+        logits = out["q_halt_logits"].to(torch.float32)
+        parts.setdefault("q_halt_logits", []).append(logits.cpu().numpy().reshape(rows, n))
+        parts.setdefault("q_halt", []).append(logits.to(torch.float64).sigmoid().cpu().numpy().reshape(rows, n))
+        parts.setdefault("view_inputs", []).append(view_inputs)
+        if options.trace:
+            trace = out["trace"].cpu().numpy()
+            t = trace.shape[1]
+            trace = trace.reshape(rows, n, t, length).transpose(0, 2, 1, 3).reshape(rows * t, n, length)
+            if views is not None:  # the same view for every segment of a sample
+                trace = _repeat_views(views, t).back(trace)
+            parts.setdefault("trace", []).append(trace.reshape(rows, t, n, length).transpose(0, 2, 1, 3))
+            parts.setdefault("trace_q_halt_logits", []).append(out["trace_q_halt_logits"].cpu().numpy().reshape(rows, n, t))
+            segments = t
+        if options.steps:
+            parts.setdefault("steps", []).append(out["steps"].cpu().numpy().reshape(rows, n))
+            parts.setdefault("halt_fired", []).append(out["halt_fired"].cpu().numpy().reshape(rows, n))
+        segments = segments or _segments_run(model, options)
+    pooled = {k: np.concatenate(v, axis=1) for k, v in parts.items()}
+    return Samples(segments=segments, **pooled)
+
+
+def evaluate_samples(models: Sequence[nn.Module], loader, set_names: Sequence[str], codec: Optional[TaskCodec],
+                     config: SamplingConfig, options: Optional[RunOptions] = None, save_outputs: Sequence[str] = (),
+                     rank: int = 0, world_size: int = 1, show_progress: bool = True, max_rows: Optional[int] = None):
+    """Every test batch of ``loader`` with ``config.samples`` samples per example through ``models``.
+
+    Returns ``(metrics, saved)``: rank 0's ``{set: {metric: mean}}`` (None elsewhere), with the
+    chosen answer's ``exact_accuracy`` and ``accuracy``, ``pass@K``, ``agreement``,
+    ``first_sample_exact_accuracy`` and the curve over the first ``n`` samples
+    (``exact_accuracy_vote@n``, ``exact_accuracy_q_halt@n``), beside the compute spent per
+    example (``samples`` x ``segments`` ACT segments, ``forward_segments``); and this rank's
+    outputs named in ``save_outputs`` (``preds``: the chosen answers; ``agreement``,
+    ``chosen_sample``, ``q_halt_logits`` of the chosen sample, ``sample_preds`` ``[B, K, L]``).
+    ``max_rows``: rows per forward pass (default: the loader's batch, as a plain evaluation).
+    """
+    import tqdm
+
+    from inference.selection import curve_sizes, scaling_sums
+    from utils.metrics import reduce_metrics, to_device
+
+    device = next(iter(models[0].parameters())).device
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    total_samples = config.samples * len(models)
+    curve = curve_sizes(total_samples)
+    keys: List[str] = []
+    sums = None
+    saved: Dict[str, List[torch.Tensor]] = {}
+    segments = 0
+    batches = tqdm.tqdm(loader, desc=f"eval x{total_samples}", leave=False, dynamic_ncols=True) if show_progress else loader
+    with torch.inference_mode():
+        for set_name, batch, _ in batches:
+            batch = to_device(batch, device)
+            result = run_samples(models, batch, codec, config, options, generator, max_rows=max_rows or len(batch["inputs"]))
+            segments = result.segments
+            labels = batch["labels"].cpu().numpy()
+            batch_sums = scaling_sums(result.answers, result.q_halt, labels, config.select, curve)
+            if sums is None:
+                keys = sorted(batch_sums)
+                sums = torch.zeros((len(set_names), len(keys)), dtype=torch.float64, device=device)
+            sums[list(set_names).index(set_name)] += torch.tensor([batch_sums[k] for k in keys], dtype=torch.float64,
+                                                                 device=device)
+            if save_outputs:
+                chosen, agreement = result.choose(config.select)
+                rows = np.arange(len(chosen))
+                fields = {"preds": result.answers[rows, chosen], "agreement": agreement, "chosen_sample": chosen,
+                          "q_halt_logits": result.q_halt_logits[rows, chosen], "sample_preds": result.answers}
+                for k in save_outputs:
+                    if k in fields:
+                        saved.setdefault(k, []).append(torch.from_numpy(np.ascontiguousarray(fields[k])))
+                    elif k in batch:
+                        saved.setdefault(k, []).append(batch[k].cpu())
+    metrics = None
+    if sums is not None:
+        rows = reduce_metrics(keys, sums, rank, world_size)
+        if rows is not None:
+            compute = {"samples": total_samples, "segments": segments, "forward_segments": total_samples * segments}
+            metrics = {name: {**rows[i], **compute} for i, name in enumerate(set_names)}
+    return metrics, saved
+
+
+# Outputs evaluate.py can save besides the model's and the batch's (see evaluate_samples).
+SAMPLING_OUTPUTS = ("agreement", "chosen_sample", "sample_preds")
+
+
+def evaluate_checkpoints_sampled(evaluations: Sequence, config: SamplingConfig, split: str = "test",
+                                 max_examples: Optional[int] = None, halt_max_steps: Optional[int] = None,
+                                 puzzle_id_ablation: str = "none", ablation_seed: int = 0, save_outputs: Sequence[str] = (),
+                                 output_dir: Optional[str] = None, save_npy: bool = False):
+    """``evaluate.py samples=N`` (and ``checkpoint=[...]``): the split of the first checkpoint's run
+    through every checkpoint (``inference.evaluation.Evaluation`` each) with ``config.samples``
+    samples per example. Saves the outputs (``preds``: the chosen answers) as a plain evaluation
+    does and the metrics as ``step_N_sampling.json``; returns rank 0's metrics.
+    """
+    import json
+    import os
+
+    from inference.segments import puzzle_id_ablation_map
+    from utils.checkpoint import atomic_torch_save, atomic_write_text
+    from utils.config import ConfigError
+    from utils.outputs import export_npy
+
+    first = evaluations[0]
+    shape = (first.metadata.seq_len, first.metadata.vocab_size)
+    for ev in evaluations[1:]:
+        if (ev.metadata.seq_len, ev.metadata.vocab_size) != shape:
+            raise ConfigError(f"checkpoint={ev.opened.path}: seq_len {ev.metadata.seq_len} and vocab {ev.metadata.vocab_size}, "
+                              f"but {first.opened.path} has {shape[0]} and {shape[1]}; an ensemble needs runs on the same data")
+    codec = open_codec(first.opened)
+    if codec is not None and codec.name == "arc":
+        raise ConfigError("samples / an ensemble: ARC already votes over its dataset's augmented versions (evaluators/arc.py); "
+                          "evaluate ARC with samples=1 and one checkpoint")
+    try:
+        check_views(codec, config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    loader, metadata = first.loader(split, max_examples)
+    identifier_map = puzzle_id_ablation_map(puzzle_id_ablation, first.metadata.num_puzzle_identifiers,
+                                            first.metadata.blank_identifier_id, ablation_seed)
+    options = RunOptions(halt_max_steps=halt_max_steps, act_inference=first.act_inference, identifier_map=identifier_map)
+    for ev in evaluations:
+        ev.model.eval()
+    info = first.info
+    metrics, saved = evaluate_samples([ev.model for ev in evaluations], loader, metadata.sets, codec, config, options,
+                                      save_outputs, rank=info.rank, world_size=info.world_size, show_progress=info.rank == 0,
+                                      max_rows=first.global_batch_size // info.world_size)
+    output_dir = output_dir or first.opened.folder
+    os.makedirs(output_dir, exist_ok=True)
+    if saved:
+        path = os.path.join(output_dir, f"step_{first.step}_all_preds.{info.rank}")
+        atomic_torch_save({k: torch.cat(v, dim=0) for k, v in saved.items()}, path)
+        if save_npy:
+            export_npy(path)
+    if info.rank == 0 and metrics is not None:
+        settings = {**config.model_dump(), "checkpoints": [os.path.abspath(ev.opened.path) for ev in evaluations],
+                    "split": split, "max_examples": max_examples, "halt_max_steps": halt_max_steps or first.default_halt_max_steps}
+        atomic_write_text(os.path.join(output_dir, f"step_{first.step}_sampling.json"),
+                          json.dumps({"settings": settings, "metrics": metrics}, indent=1))
+    return metrics
+
+
+def _segments_run(model: nn.Module, options: RunOptions) -> int:
+    return int(options.halt_max_steps or act_model(model).config.halt_max_steps)
+
+
+def _repeat_views(views: Views, times: int) -> Views:
+    """``views`` with each row repeated ``times`` times (row-major), to map back a trace."""
+    fields = {}
+    for f in dataclasses.fields(views):
+        value = getattr(views, f.name)
+        fields[f.name] = np.repeat(value, times, axis=0) if isinstance(value, np.ndarray) else value
+    return type(views)(**fields)
+
+
+__all__ = ["DEFAULT_NOISE_STD", "SAMPLINGS", "SAMPLING_OUTPUTS", "evaluate_checkpoints_sampled", "SamplingConfig", "Samples", "check_views", "draw_views", "evaluate_samples",
+           "expand", "latent_noise", "open_codec", "run_samples"]

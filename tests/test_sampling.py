@@ -1,0 +1,116 @@
+"""inference/sampling.py: samples as extra rows of the same batches; samples=1 is the plain
+evaluation bit for bit; views are mapped back; latent noise changes nothing but the latent,
+for every arch; an ensemble of one checkpoint is that checkpoint."""
+import numpy as np
+import pytest
+import torch
+
+from inference.sampling import SamplingConfig, check_views, evaluate_samples, expand, latent_noise, open_codec, run_samples
+from inference.segments import RunOptions, run_segments
+from tasks import get_codec
+from test_compile import ARCHS, build, make_batch
+
+
+@pytest.fixture(scope="module")
+def evaluation(trained_hrm):
+    from inference.evaluation import load_evaluation
+    from utils.distributed import init_distributed
+    ck, _ = trained_hrm
+    step = max(int(p.name.split("_")[1]) for p in ck.glob("step_*") if p.name.split("_")[1].isdigit())
+    return load_evaluation(str(ck / f"step_{step}"), init_distributed())
+
+
+def test_one_sample_is_the_plain_evaluation_bit_for_bit(evaluation, tmp_path):
+    from utils.outputs import load_outputs
+    ev = evaluation
+    plain = ev.run(save_outputs=["inputs", "labels", "preds", "q_halt_logits"], output_dir=str(tmp_path), use_evaluators=False)
+    saved = load_outputs(str(tmp_path), ev.step)
+    loader, metadata = ev.loader("test", None)
+    codec = open_codec(ev.opened)
+    metrics, outputs = evaluate_samples([ev.model], loader, metadata.sets, codec, SamplingConfig(samples=1),
+                                        save_outputs=["preds", "q_halt_logits"], show_progress=False)
+    np.testing.assert_array_equal(torch.cat(outputs["preds"]).numpy(), saved["preds"])
+    np.testing.assert_array_equal(torch.cat(outputs["q_halt_logits"]).numpy(), saved["q_halt_logits"])
+    assert metrics["all"]["exact_accuracy"] == plain["all"]["exact_accuracy"]
+    assert metrics["all"]["accuracy"] == pytest.approx(plain["all"]["accuracy"], abs=1e-6)  # float32 sums there
+    assert metrics["all"]["samples"] == 1 and metrics["all"]["forward_segments"] == ev.default_halt_max_steps
+    # An ensemble of one checkpoint is that checkpoint, at any number of samples.
+    config = SamplingConfig(samples=4, sampling="both", noise_std=0.2, seed=3)
+    one, _ = evaluate_samples([ev.model], loader, metadata.sets, codec, config, show_progress=False)
+    again, _ = evaluate_samples([ev.model], loader, metadata.sets, codec, config, show_progress=False)
+    assert one == again  # reproducible from its seed
+
+
+def test_views_run_as_rows_and_map_back(evaluation):
+    ev = evaluation
+    codec = open_codec(ev.opened)
+    loader, _ = ev.loader("test", None)
+    _, batch, _ = next(iter(loader))
+    config = SamplingConfig(samples=5)
+    samples = run_samples([ev.model], batch, codec, config)
+    assert samples.answers.shape == (len(batch["inputs"]), 5, batch["inputs"].shape[1])
+    # Sample 0 is the plain pass; sample k is the model run on view k alone, mapped back.
+    views = codec.views(batch["inputs"].numpy(), 5, seed=0)
+    with torch.inference_mode():
+        for k in (0, 3):
+            shown = dict(batch, inputs=torch.from_numpy(views.forward(batch["inputs"].numpy())[:, k]))
+            _, _, out = run_segments(ev.model, shown, {"preds"})
+            back = views.back(np.repeat(out["preds"].numpy()[:, None], 5, axis=1))[:, k]
+            np.testing.assert_array_equal(samples.answers[:, k], back)
+            np.testing.assert_array_equal(samples.view_inputs[:, k], shown["inputs"].numpy())
+    # Chunks of whole examples give the same answers as one pass.
+    chunked = run_samples([ev.model], batch, codec, config, max_rows=7)
+    np.testing.assert_array_equal(chunked.answers, samples.answers)
+    np.testing.assert_allclose(chunked.q_halt, samples.q_halt, rtol=1e-5)  # other batch shapes: float rounding
+    # Traces come back per sample, mapped back, ending in the answer.
+    traced = run_samples([ev.model], batch, codec, config, RunOptions(trace=True, steps=True))
+    np.testing.assert_array_equal(traced.trace[:, :, -1], samples.answers)
+    assert traced.trace.shape[2] == ev.default_halt_max_steps and traced.steps.shape == (len(batch["inputs"]), 5)
+
+
+def test_tasks_without_symmetries_ask_for_noise():
+    codec = get_codec("domino")(seq_len=72)
+    with pytest.raises(ValueError, match="declares no symmetries.*sampling=noise"):
+        check_views(codec, SamplingConfig(samples=4))
+    check_views(codec, SamplingConfig(samples=4, sampling="noise"))
+    check_views(codec, SamplingConfig(samples=1))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_latent_noise_changes_only_the_latent_for_every_arch(arch):
+    torch.manual_seed(0)
+    model = build(arch).eval()
+    with torch.no_grad():
+        model.model.inner.q_head.weight.normal_()  # initialised to zero: make the halting head read the latent
+    batch = make_batch(0)
+    seen = []
+    # A forward hook sees the arguments the inner model ran with (after the noise pre-hook).
+    record = model.model.inner.register_forward_hook(lambda m, args, out: seen.append((args[0], dict(args[1]))))
+    config = SamplingConfig(samples=3, sampling="noise", noise_std=0.5)
+    with torch.inference_mode():
+        plain = run_samples([model], batch, None, SamplingConfig(samples=3, sampling="noise", noise_std=0.0))
+        clean_seen, seen[:] = list(seen), []
+        noisy = run_samples([model], batch, None, config)
+    record.remove()
+    # The model saw the same inputs and identifiers; its latents differed on samples 1.. only.
+    for (carry0, data0), (carry1, data1) in zip(clean_seen, seen):
+        for key in data0:
+            assert torch.equal(data0[key], data1[key])
+        for name in vars(carry0):
+            z0, z1 = getattr(carry0, name).view(4, 3, -1), getattr(carry1, name).view(4, 3, -1)
+            assert torch.equal(z0[:, 0], z1[:, 0]) and not torch.equal(z0[:, 1:], z1[:, 1:])
+    np.testing.assert_array_equal(noisy.answers[:, 0], plain.answers[:, 0])
+    assert not np.array_equal(noisy.q_halt_logits, plain.q_halt_logits)
+    np.testing.assert_array_equal(plain.answers[:, 1], plain.answers[:, 0])  # no noise: identical samples
+    # The hook is gone afterwards: a plain pass is unchanged.
+    with torch.inference_mode():
+        _, _, out = run_segments(model, expand(batch, None, 3), {"preds"})
+    np.testing.assert_array_equal(out["preds"].numpy().reshape(4, 3, -1), plain.answers)
+
+
+def test_latent_noise_hook_is_removed_on_errors():
+    model = build("trm").eval()
+    with pytest.raises(RuntimeError, match="boom"):
+        with latent_noise(model, 1.0, torch.ones(4, dtype=torch.bool), torch.Generator()):
+            raise RuntimeError("boom")
+    assert not model.model.inner._forward_pre_hooks
