@@ -1,6 +1,8 @@
 """inference/sampling.py: samples as extra rows of the same batches; samples=1 is the plain
 evaluation bit for bit; views are mapped back; latent noise changes nothing but the latent,
 for every arch; an ensemble of one checkpoint is that checkpoint."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -114,3 +116,64 @@ def test_latent_noise_hook_is_removed_on_errors():
         with latent_noise(model, 1.0, torch.ones(4, dtype=torch.bool), torch.Generator()):
             raise RuntimeError("boom")
     assert not model.model.inner._forward_pre_hooks
+
+
+# ---- the entry points: evaluate.py, predict.py, scripts/analyze_checkpoint.py
+
+
+def last_step(ck):
+    return str(ck / f"step_{max(int(p.name.split('_')[1]) for p in ck.glob('step_*') if p.name.split('_')[1].isdigit())}")
+
+
+def test_evaluate_samples_and_ensembles(trained_hrm, tmp_path):
+    import json
+
+    import evaluate
+    ck = last_step(trained_hrm[0])
+    run = lambda **kw: evaluate.run(evaluate.EvalConfig(output_dir=str(tmp_path / "out"), **kw))["all"]  # noqa: E731
+    four = run(checkpoint=ck, samples=4, save_outputs=["preds", "labels", "agreement"])
+    assert four["samples"] == 4 and four["forward_segments"] == 4 * four["segments"]
+    written = json.loads((tmp_path / "out" / f"{os.path.basename(ck)}_sampling.json").read_text())
+    assert written["metrics"]["all"] == four and written["settings"]["samples"] == 4
+    saved = torch.load(tmp_path / "out" / f"{os.path.basename(ck)}_all_preds.0", weights_only=True)
+    assert set(saved) == {"preds", "labels", "agreement"}
+    assert four["exact_accuracy_vote@1"] == run(checkpoint=ck)["exact_accuracy"]  # sample 0 is the plain pass
+    # An ensemble of one checkpoint is that checkpoint; two copies of it vote the same answers twice.
+    assert run(checkpoint=[ck], samples=4) == four
+    twice = run(checkpoint=[ck, ck], samples=4)
+    assert twice["samples"] == 8 and twice["exact_accuracy"] == four["exact_accuracy"]
+
+
+def test_evaluate_sampling_errors_are_one_line(trained_hrm, capsys):
+    import evaluate
+    ck = last_step(trained_hrm[0])
+    for argv, message in [([f"checkpoint={ck}", "samples=0"], "samples"),
+                          ([f"checkpoint={ck}", "samples=2", "select=best"], "select"),
+                          ([f"checkpoint={ck}", "samples=2", "sampling=views"], "sampling")]:
+        with pytest.raises(SystemExit) as e:
+            evaluate.main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_predict_samples(trained_hrm, sudoku4):
+    from conftest import load_split
+    from predict import PredictError, describe, load_predictor
+    p = load_predictor(last_step(trained_hrm[0]), device="cpu")
+    puzzles = [p.codec.format_tokens(x) for x in load_split(sudoku4, "test")["inputs"][:2]]
+    plain = p.predict(puzzles, progress=False)
+    one = p.run_sampled([r for q in p._as_puzzles(puzzles) for r in p.codec.rows(q)], None, SamplingConfig(samples=1),
+                        progress=False)[0]
+    for result, out in zip(plain, one):
+        assert result["answer"] == p.codec.answer(None, out.preds[-1])  # the sampled path with one sample is the plain one
+    scaled = p.predict(puzzles, samples=6, trace=True, progress=False)
+    for result in scaled:
+        assert result["samples"] == 6 and 0 <= result["chosen_sample"] < 6 and 0 < result["agreement"] <= 1
+        assert result["trace"][-1]["answer"] == result["answer"] and len(result["trace"]) == result["segments_run"]
+        assert "samples agree" in describe(result)
+    assert p.predict(puzzles, samples=6, progress=False) == p.predict(puzzles, samples=6, progress=False)  # seeded
+    noisy = p.predict(puzzles, samples=3, sampling="noise", noise_std=0.5, select="q_halt", progress=False)
+    assert [r["samples"] for r in noisy] == [3, 3]
+    with pytest.raises(PredictError, match="select"):
+        p.predict(puzzles, samples=2, select="best")
