@@ -177,3 +177,19 @@ def test_predict_samples(trained_hrm, sudoku4):
     assert [r["samples"] for r in noisy] == [3, 3]
     with pytest.raises(PredictError, match="select"):
         p.predict(puzzles, samples=2, select="best")
+
+
+@pytest.mark.slow
+def test_samples_split_across_ranks_like_examples(trained_hrm, tmp_path):
+    import json
+
+    import evaluate
+    from conftest import REPO, torchrun
+    ck = last_step(trained_hrm[0])
+    one = evaluate.run(evaluate.EvalConfig(checkpoint=ck, samples=4, output_dir=str(tmp_path / "one")))["all"]
+    out = torchrun("--nproc-per-node", "2", str(REPO / "evaluate.py"), f"checkpoint={ck}", "samples=4",
+                   f"output_dir={tmp_path / 'two'}", "save_outputs=[preds]").stdout
+    two = json.loads(out[out.index("{"):])["all"]
+    assert two == pytest.approx(one, rel=1e-6)
+    halves = [torch.load(tmp_path / "two" / f"{os.path.basename(ck)}_all_preds.{r}", weights_only=True)["preds"] for r in (0, 1)]
+    assert [len(h) for h in halves] == [8, 8]
