@@ -33,6 +33,23 @@ Options besides ``checkpoint``:
 - ``act_inference=true`` (``arch=transformers_baseline``): each example stops at its own halting
   decision instead of running ``halt_max_steps`` segments; the ``steps`` metric then reports the
   mean number of segments used.
+
+Test-time scaling (``inference/sampling.py``; README "Test-time scaling"):
+
+- ``samples=N``: every example runs N times as extra rows of its batch (sample 0 the example
+  itself), the answers are mapped back and one is chosen; ``sampling=augment`` (the task's
+  symmetries, default), ``noise`` (Gaussian noise of std ``noise_std`` on the recurrent latent at
+  every segment) or ``both``; ``select=vote`` (majority, ties by summed halting confidence) or
+  ``q_halt`` (the most confident sample); ``sampling_seed`` fixes views and noise.
+- ``checkpoint="[a,b,...]"``: an ensemble; every checkpoint runs every sample and the answers are
+  pooled (checkpoints of one run, or runs on the same data).
+- Metrics: ``exact_accuracy`` / ``accuracy`` of the chosen answer, ``pass@K`` (some sample right),
+  ``agreement`` (share of samples that gave the chosen answer), ``first_sample_exact_accuracy``,
+  the curve ``exact_accuracy_vote@n`` / ``exact_accuracy_q_halt@n`` over the first n samples, and
+  the compute spent per example (``samples``, ``segments``, ``forward_segments`` = their product);
+  also written to ``step_N_sampling.json`` in ``output_dir``. Saved by default: the batch fields,
+  ``preds`` (the chosen answers), ``q_halt_logits`` of the chosen sample, ``agreement`` and
+  ``chosen_sample``; ``sample_preds`` (every sample's answer, mapped back) on request.
 """
 from __future__ import annotations
 
@@ -44,6 +61,8 @@ import pydantic
 
 from dataset.common import DatasetError
 from inference.evaluation import load_evaluation
+from inference.sampling import SAMPLINGS, SAMPLING_OUTPUTS, SamplingConfig, evaluate_checkpoints_sampled
+from inference.selection import SELECTS
 from training.validation import check_save_outputs
 from utils.checkpoint import CheckpointError
 from utils.cli import run_config_cli
@@ -52,12 +71,14 @@ from utils.distributed import cleanup, init_distributed
 
 DEFAULT_SAVE_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
 TRACE_OUTPUTS = ["steps", "trace", "trace_q_halt_logits"]
+# Saved by default with samples= (logits are not kept per sample): the chosen answer and how it was chosen.
+SAMPLED_SAVE_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "preds", "q_halt_logits", "agreement", "chosen_sample"]
 
 
 class EvalConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    checkpoint: str
+    checkpoint: Union[str, List[str]]
     save_outputs: List[str] = DEFAULT_SAVE_OUTPUTS
     halt_max_steps: Optional[Union[int, List[int]]] = None
     act_inference: Optional[bool] = None
@@ -70,9 +91,16 @@ class EvalConfig(pydantic.BaseModel):
     trace: bool = False
     output_dir: Optional[str] = None
     save_npy: bool = False
+    samples: int = pydantic.Field(1, ge=1)
+    sampling: Literal[SAMPLINGS] = "augment"  # type: ignore[valid-type]
+    noise_std: float = pydantic.Field(SamplingConfig.model_fields["noise_std"].default, ge=0)
+    select: Literal[SELECTS] = "vote"  # type: ignore[valid-type]
+    sampling_seed: int = 0
 
     @pydantic.model_validator(mode="after")
     def _check(self):
+        if isinstance(self.checkpoint, list) and not self.checkpoint:
+            raise ValueError("checkpoint: empty list; give at least one checkpoint")
         values = self.halt_max_steps if isinstance(self.halt_max_steps, list) else [self.halt_max_steps]
         if isinstance(self.halt_max_steps, list) and not values:
             raise ValueError("halt_max_steps: empty list; give at least one value")
@@ -86,8 +114,22 @@ class EvalConfig(pydantic.BaseModel):
     @pydantic.field_validator("save_outputs")
     @classmethod
     def _known_outputs(cls, v: List[str]) -> List[str]:
-        check_save_outputs(v)
+        check_save_outputs([k for k in v if k not in SAMPLING_OUTPUTS])
         return v
+
+    @property
+    def checkpoints(self) -> List[str]:
+        return self.checkpoint if isinstance(self.checkpoint, list) else [self.checkpoint]
+
+    @property
+    def sampled(self) -> bool:
+        """Test-time scaling: several samples or several checkpoints."""
+        return self.samples > 1 or len(self.checkpoints) > 1
+
+    @property
+    def sampling_config(self) -> SamplingConfig:
+        return SamplingConfig(samples=self.samples, sampling=self.sampling, noise_std=self.noise_std, select=self.select,
+                              seed=self.sampling_seed)
 
     @property
     def outputs(self) -> List[str]:
@@ -100,6 +142,8 @@ def run(eval_cfg: EvalConfig):
     info = init_distributed()
     try:
         data_paths = normalize_data_paths(eval_cfg.data_path, eval_cfg.data_paths) or None
+        if eval_cfg.sampled:
+            return run_sampled(eval_cfg, info, data_paths)
         ev = load_evaluation(eval_cfg.checkpoint, info, data_paths=data_paths, act_inference=eval_cfg.act_inference)
         adaptive = ev.act_inference if ev.act_inference is not None else ev.opened.run_config["arch"].get("act_inference")
         values = eval_cfg.halt_max_steps if isinstance(eval_cfg.halt_max_steps, list) else [eval_cfg.halt_max_steps or ev.default_halt_max_steps]
@@ -123,6 +167,26 @@ def run(eval_cfg: EvalConfig):
         return metrics
     finally:
         cleanup()
+
+
+def run_sampled(eval_cfg: EvalConfig, info, data_paths):
+    """``samples=N`` and/or several checkpoints: test-time scaling (``inference/sampling.py``)."""
+    evs = [load_evaluation(c, info, data_paths=data_paths, act_inference=eval_cfg.act_inference) for c in eval_cfg.checkpoints]
+    values = eval_cfg.halt_max_steps if isinstance(eval_cfg.halt_max_steps, list) else [eval_cfg.halt_max_steps]
+    base_dir = eval_cfg.output_dir or os.path.dirname(os.path.abspath(eval_cfg.checkpoints[0]))
+    results = {}
+    for value in values:
+        out_dir = os.path.join(base_dir, f"halt_max_steps_{value}") if isinstance(eval_cfg.halt_max_steps, list) else base_dir
+        results[value] = evaluate_checkpoints_sampled(
+            evs, eval_cfg.sampling_config, split=eval_cfg.split, max_examples=eval_cfg.max_examples, halt_max_steps=value,
+            puzzle_id_ablation=eval_cfg.puzzle_id_ablation, ablation_seed=eval_cfg.ablation_seed,
+            save_outputs=eval_cfg.outputs if "save_outputs" in eval_cfg.model_fields_set else SAMPLED_SAVE_OUTPUTS,
+            output_dir=out_dir, save_npy=eval_cfg.save_npy)
+    metrics = results if isinstance(eval_cfg.halt_max_steps, list) else results[values[0]]
+    if info.rank == 0 and metrics is not None:
+        printable = {f"halt_max_steps={k}": v for k, v in metrics.items()} if isinstance(eval_cfg.halt_max_steps, list) else metrics
+        print(json.dumps(printable, indent=2))
+    return metrics
 
 
 def main(argv=None) -> None:

@@ -19,9 +19,13 @@ task and, for ARC, the trained puzzle names), writes puzzles in the task's notat
     adapt_steps=N                ARC: fit fresh puzzle-embedding rows for an unseen task first
     unseen=blank                 ARC: run an unseen task with the blank identifier instead
     num_aug=N                    ARC, unseen tasks: augmented versions (default: as in training)
+    samples=N                    test-time scaling: N samples per puzzle, one answer chosen (README
+                                 "Test-time scaling"); with sampling=augment|noise|both, noise_std=,
+                                 select=vote|q_halt, sampling_seed=; checkpoint="[a,b]" pools checkpoints
 
 Python:  ``from predict import load_predictor; p = load_predictor(".../step_N");
-p.predict([".2.4..1..3..4.1."])`` -> a list of result dicts.
+p.predict([".2.4..1..3..4.1."])`` -> a list of result dicts (``p.predict(puzzles, samples=16)``:
+test-time scaling; ``load_predictor([a, b])``: an ensemble).
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ import torch
 
 from dataset.common import DatasetError
 from inference.checkpoint import OpenedCheckpoint, open_checkpoint
+from inference.sampling import SAMPLINGS, SamplingConfig, check_views, run_samples
+from inference.selection import SELECTS
 from inference.segments import RunOptions, run_segments
 from models.losses import IGNORE_LABEL_ID
 from tasks import CODECS, get_codec
@@ -53,7 +59,7 @@ class PredictError(ValueError):
 class PredictConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    checkpoint: str
+    checkpoint: Union[str, List[str]]
     puzzle: Optional[str] = None
     puzzle_file: Optional[str] = None
     task: Optional[str] = None
@@ -68,6 +74,11 @@ class PredictConfig(pydantic.BaseModel):
     unseen: Literal["error", "blank"] = "error"
     num_aug: Optional[int] = pydantic.Field(None, ge=0)
     seed: int = 0
+    samples: int = pydantic.Field(1, ge=1)
+    sampling: Literal[SAMPLINGS] = "augment"  # type: ignore[valid-type]
+    noise_std: float = pydantic.Field(SamplingConfig.model_fields["noise_std"].default, ge=0)
+    select: Literal[SELECTS] = "vote"  # type: ignore[valid-type]
+    sampling_seed: int = 0
 
     @pydantic.model_validator(mode="after")
     def _check(self):
@@ -81,8 +92,9 @@ class PredictConfig(pydantic.BaseModel):
 class Predictor:
     """A checkpoint ready to answer puzzles of its task. Build it with :func:`load_predictor`."""
 
-    def __init__(self, opened: OpenedCheckpoint, task: str):
+    def __init__(self, opened: OpenedCheckpoint, task: str, ensemble: Sequence[OpenedCheckpoint] = ()):
         self.opened, self.task = opened, task
+        self.ensemble = list(ensemble)  # further checkpoints whose samples are pooled with this one's
         self.checkpoint, self.config, self.metadata = opened.path, opened.run_config, opened.metadata
         self.model, self.device, self.batch_size = opened.model, opened.device, opened.batch_size
         self.codec: TaskCodec = get_codec(task).for_run(opened.metadata.seq_len, opened.data_paths)
@@ -140,6 +152,34 @@ class Predictor:
                 for i in range(len(chunk)):
                     outputs.append(RowOutput(preds=preds_np[i], q_halt_logits=q_np[i], q_halt=sig[i], halt_step=int(first[i]) or None))
         return outputs
+
+    def run_sampled(self, rows: Sequence[Row], halt_max_steps: Optional[int], sampling: SamplingConfig,
+                    progress: bool = True):
+        """Every row with ``sampling.samples`` samples through every checkpoint (``inference/sampling.py``);
+        ``(outputs, facts)``: the chosen sample's per-segment outputs (mapped back to the puzzle's
+        frame) and per row its ``agreement``, ``samples`` and ``chosen_sample``."""
+        options = RunOptions(halt_max_steps=halt_max_steps or self.halt_max_steps, steps=True, trace=True)
+        models = [self.model] + [o.model for o in self.ensemble]
+        per_pass = max(1, self.batch_size // sampling.samples)
+        generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        outputs: List[RowOutput] = []
+        facts: List[Dict[str, Any]] = []
+        for m in models:
+            m.eval()
+        starts = range(0, len(rows), per_pass)
+        bar = progress_bar(starts, desc=f"predict x{sampling.samples * len(models)}", unit="batch", delay=3,
+                           disable=not progress or None, leave=False)
+        with torch.inference_mode():
+            for start in bar:
+                got = run_samples(models, self._batch(rows[start: start + per_pass]), self.codec, sampling, options, generator)
+                chosen, agreement = got.choose(sampling.select)
+                for i, k in enumerate(chosen.tolist()):
+                    q = got.trace_q_halt_logits[i, k]
+                    outputs.append(RowOutput(preds=got.trace[i, k], q_halt_logits=q, q_halt=1 / (1 + np.exp(-q.astype(np.float64))),
+                                             halt_step=int(got.steps[i, k]) if got.halt_fired[i, k] else None))
+                    facts.append({"agreement": round(float(agreement[i]), 6), "samples": int(got.answers.shape[1]),
+                                  "chosen_sample": int(k)})
+        return outputs, facts
 
     def adapt(self, puzzles: Sequence[Union[str, Puzzle]], steps: int, lr: Optional[float] = None,
               num_aug: Optional[int] = None, seed: int = 0, progress: bool = True) -> Dict[str, float]:
@@ -218,7 +258,9 @@ class Predictor:
 
     # ---- the whole job
     def predict(self, puzzles: Sequence[Union[str, Puzzle]], halt_max_steps: Optional[int] = None, trace: bool = False,
-                unseen: str = "error", num_aug: Optional[int] = None, progress: bool = True) -> List[Dict[str, Any]]:
+                unseen: str = "error", num_aug: Optional[int] = None, progress: bool = True, samples: int = 1,
+                sampling: str = "augment", noise_std: float = SamplingConfig.model_fields["noise_std"].default,
+                select: str = "vote", sampling_seed: int = 0) -> List[Dict[str, Any]]:
         """Answer ``puzzles`` (text in the task's notation, or parsed :class:`Puzzle`); one result dict each.
 
         Every puzzle runs ``halt_max_steps`` segments (default: the trained value), as evaluate.py
@@ -227,7 +269,25 @@ class Predictor:
         ``halted`` (whether it fired), ``halt_confidence`` (sigmoid(q_halt) at the last segment),
         ``valid`` (the rules' verdict for Sudoku, maze and domino; None for ARC), ``correct``
         when the puzzle came with its truth, ``trace`` (per segment) when asked.
+
+        ``samples=N`` (and an ensemble): each puzzle is answered N times (``sampling``: the task's
+        symmetries, latent noise of ``noise_std`` or both; sample 0 the puzzle itself) and one answer
+        is chosen (``select``: ``vote`` or ``q_halt``); results gain ``agreement`` (share of samples
+        that gave it), ``samples`` and ``chosen_sample``, whose steps the trace and pictures show
+        (mapped back to the puzzle's frame).
         """
+        try:
+            config = SamplingConfig(samples=samples, sampling=sampling, noise_std=noise_std, select=select, seed=sampling_seed)
+        except pydantic.ValidationError as e:
+            raise PredictError(validation_error_line(e)) from None
+        scaled = config.samples > 1 or bool(self.ensemble)
+        if scaled and self.codec.name == "arc":
+            raise PredictError("samples / an ensemble: ARC already votes over each task's augmented versions; use samples=1")
+        if scaled:
+            try:
+                check_views(self.codec, config)
+            except ValueError as e:
+                raise PredictError(str(e)) from None
         parsed = self._as_puzzles(puzzles)
         try:
             self.codec.prepare(parsed, unseen, num_aug, self.metadata.blank_identifier_id)
@@ -235,13 +295,19 @@ class Predictor:
             raise PredictError(str(e)) from None
         rows_of = [self.codec.rows(p) for p in parsed]
         flat = [r for rows in rows_of for r in rows]
-        outputs = self.run_rows(flat, halt_max_steps, progress=progress)
+        facts: List[Dict[str, Any]] = []
+        if scaled:
+            outputs, facts = self.run_sampled(flat, halt_max_steps, config, progress=progress)
+        else:
+            outputs = self.run_rows(flat, halt_max_steps, progress=progress)
         results, k = [], 0
         self.last_run = []
         for p, rows in zip(parsed, rows_of):
             outs = outputs[k: k + len(rows)]
             k += len(rows)
             result = {"puzzle": p.where, **self.codec.result(p, rows, outs, trace)}
+            if facts:
+                result.update(facts[k - 1])  # one row per puzzle outside ARC
             results.append(result)
             self.last_run.append((p, rows, outs))
         return results
@@ -264,13 +330,26 @@ class Predictor:
         return lines
 
 
-def load_predictor(checkpoint: str, task: Optional[str] = None, device: Optional[str] = None,
+def load_predictor(checkpoint: Union[str, Sequence[str]], task: Optional[str] = None, device: Optional[str] = None,
                    batch_size: Optional[int] = None) -> Predictor:
     """Rebuild the model of ``checkpoint`` (a ``step_N`` file) for answering puzzles.
 
     ``task`` is needed only when the checkpoint's dataset does not record it (datasets built by
-    the original code); a task that contradicts the recorded one is an error.
+    the original code); a task that contradicts the recorded one is an error. A list of
+    checkpoints is an ensemble (runs on the same data): every one answers every sample.
     """
+    if not isinstance(checkpoint, str):
+        paths = list(checkpoint)
+        if not paths:
+            raise PredictError("checkpoint: empty list; give at least one checkpoint")
+        first = load_predictor(paths[0], task, device, batch_size)
+        for path in paths[1:]:
+            other = load_predictor(path, first.task, device, batch_size)
+            if (other.metadata.seq_len, other.metadata.vocab_size) != (first.metadata.seq_len, first.metadata.vocab_size):
+                raise PredictError(f"checkpoint={path}: other sequence length or vocabulary than {paths[0]}; an ensemble "
+                                   "needs runs on the same data")
+            first.ensemble.append(other.opened)
+        return first
     if task is not None and task not in CODECS:
         raise PredictError(f"task={task}: unknown task; known tasks: {', '.join(sorted(CODECS))}")
     try:
@@ -305,6 +384,8 @@ def parse_cli(argv: Sequence[str]) -> PredictConfig:
         if not sep or not key:
             raise PredictError(f"argument {arg!r}: expected key=value (e.g. checkpoint=.../step_N puzzle=...)")
         values[key.strip().lstrip("+")] = value
+    if values.get("checkpoint", "").startswith("["):  # checkpoint="[a,b]": an ensemble
+        values["checkpoint"] = [c.strip() for c in values["checkpoint"].strip("[]").split(",") if c.strip()]  # type: ignore[assignment]
     try:
         return PredictConfig(**values)  # type: ignore[arg-type]
     except pydantic.ValidationError as e:
@@ -322,6 +403,8 @@ def describe(result: Dict[str, Any]) -> str:
         shown = "  " + answer
     halted = f"halted by itself at segment {result['steps']}" if result["halted"] else "did not halt by itself"
     facts = [f"{result['segments_run']} segments ({halted})", f"halt confidence {result['halt_confidence']:.3f}"]
+    if "agreement" in result:
+        facts.append(f"{result['agreement']:.0%} of {result['samples']} samples agree")
     if result.get("valid") is not None:
         facts.append("valid" if result["valid"] else f"NOT valid: {result.get('problem')}")
     if "correct" in result:
@@ -343,7 +426,8 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
             raise PredictError(f"puzzle_file={cfg.puzzle_file}: cannot read ({e.strerror})") from None
     predictor = load_predictor(cfg.checkpoint, task=cfg.task, device=cfg.device, batch_size=cfg.batch_size)
     puzzles = predictor.read(text, cfg.puzzle_file) if cfg.puzzle_file is not None else predictor.read(cfg.puzzle)  # type: ignore[arg-type]
-    print(f"{len(puzzles)} {predictor.task} puzzle(s), {cfg.halt_max_steps or predictor.halt_max_steps} ACT segments, "
+    scaling = f", {cfg.samples} sample(s) x {1 + len(predictor.ensemble)} checkpoint(s)" if cfg.samples > 1 or predictor.ensemble else ""
+    print(f"{len(puzzles)} {predictor.task} puzzle(s), {cfg.halt_max_steps or predictor.halt_max_steps} ACT segments{scaling}, "
           f"checkpoint {cfg.checkpoint}, device {predictor.device}", file=sys.stderr)
     adapted = {}
     if cfg.adapt_steps and predictor.codec.adaptable:
@@ -356,7 +440,9 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
                   file=sys.stderr)
     elif cfg.adapt_steps:
         raise PredictError(f"adapt_steps={cfg.adapt_steps}: only for ARC checkpoints (this one: {predictor.task})")
-    results = predictor.predict(puzzles, cfg.halt_max_steps, trace=cfg.trace, unseen=cfg.unseen, num_aug=cfg.num_aug)
+    results = predictor.predict(puzzles, cfg.halt_max_steps, trace=cfg.trace, unseen=cfg.unseen, num_aug=cfg.num_aug,
+                                samples=cfg.samples, sampling=cfg.sampling, noise_std=cfg.noise_std, select=cfg.select,
+                                sampling_seed=cfg.sampling_seed)
     document: Dict[str, Any] = {"checkpoint": cfg.checkpoint, "task": predictor.task, "results": results}
     if adapted:
         document["adapted"] = adapted

@@ -9,4 +9,7 @@
 - ``evaluation.py``: a model over a whole split (metrics, evaluators, saved outputs) and
   :class:`Evaluation`, a checkpoint evaluated many ways;
 - ``analysis.py``: the numbers ``scripts/analyze_checkpoint.py`` reports from saved outputs.
+- ``sampling.py``: test-time scaling, many samples of every example as extra rows of its batch
+  (the task's views, latent noise, checkpoint ensembles) and one answer chosen;
+- ``selection.py``: the choice (majority vote or the most confident sample) and its metrics.
 """

@@ -65,10 +65,7 @@ def open_codec(opened, task: Optional[str] = None) -> Optional[TaskCodec]:
     declares the task's views; None when the dataset records no task and none is given."""
     from tasks import get_codec
     task = task or opened.task
-    if task is None:
-        return None
-    kwargs = {"data_paths": opened.data_paths} if task == "arc" else {}
-    return get_codec(task)(seq_len=opened.metadata.seq_len, data_path=opened.data_paths[0], **kwargs)
+    return None if task is None else get_codec(task).for_run(opened.metadata.seq_len, opened.data_paths)
 
 
 def check_views(codec: Optional[TaskCodec], config: SamplingConfig) -> None:
@@ -220,10 +217,9 @@ def evaluate_samples(models: Sequence[nn.Module], loader, set_names: Sequence[st
     ``chosen_sample``, ``q_halt_logits`` of the chosen sample, ``sample_preds`` ``[B, K, L]``).
     ``max_rows``: rows per forward pass (default: the loader's batch, as a plain evaluation).
     """
-    import tqdm
-
     from inference.selection import curve_sizes, scaling_sums
     from utils.metrics import reduce_metrics, to_device
+    from utils.progress import progress_bar
 
     device = next(iter(models[0].parameters())).device
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -233,9 +229,9 @@ def evaluate_samples(models: Sequence[nn.Module], loader, set_names: Sequence[st
     sums = None
     saved: Dict[str, List[torch.Tensor]] = {}
     segments = 0
-    batches = tqdm.tqdm(loader, desc=f"eval x{total_samples}", leave=False, dynamic_ncols=True) if show_progress else loader
+    batches = progress_bar(loader, desc=f"eval x{total_samples}", leave=False, dynamic_ncols=True) if show_progress else loader
     with torch.inference_mode():
-        for set_name, batch, _ in batches:
+        for set_name, batch, global_batch_size in batches:
             batch = to_device(batch, device)
             result = run_samples(models, batch, codec, config, options, generator, max_rows=max_rows or len(batch["inputs"]))
             segments = result.segments
@@ -247,15 +243,18 @@ def evaluate_samples(models: Sequence[nn.Module], loader, set_names: Sequence[st
             sums[list(set_names).index(set_name)] += torch.tensor([batch_sums[k] for k in keys], dtype=torch.float64,
                                                                  device=device)
             if save_outputs:
+                # Rows past the set's examples pad its last batch (this rank holds a slice of the global batch).
+                local = batch["puzzle_identifiers"].shape[0]
+                real = min(local, max(0, global_batch_size - rank * local))
                 chosen, agreement = result.choose(config.select)
                 rows = np.arange(len(chosen))
                 fields = {"preds": result.answers[rows, chosen], "agreement": agreement, "chosen_sample": chosen,
                           "q_halt_logits": result.q_halt_logits[rows, chosen], "sample_preds": result.answers}
                 for k in save_outputs:
                     if k in fields:
-                        saved.setdefault(k, []).append(torch.from_numpy(np.ascontiguousarray(fields[k])))
+                        saved.setdefault(k, []).append(torch.from_numpy(np.ascontiguousarray(fields[k][:real])))
                     elif k in batch:
-                        saved.setdefault(k, []).append(batch[k].cpu())
+                        saved.setdefault(k, []).append(batch[k][:real].cpu())
     metrics = None
     if sums is not None:
         rows = reduce_metrics(keys, sums, rank, world_size)
@@ -309,18 +308,18 @@ def evaluate_checkpoints_sampled(evaluations: Sequence, config: SamplingConfig, 
     info = first.info
     metrics, saved = evaluate_samples([ev.model for ev in evaluations], loader, metadata.sets, codec, config, options,
                                       save_outputs, rank=info.rank, world_size=info.world_size, show_progress=info.rank == 0,
-                                      max_rows=first.global_batch_size // info.world_size)
+                                      max_rows=int(first.opened.run_config["global_batch_size"]) // info.world_size)
     output_dir = output_dir or first.opened.folder
     os.makedirs(output_dir, exist_ok=True)
     if saved:
-        path = os.path.join(output_dir, f"step_{first.step}_all_preds.{info.rank}")
+        path = os.path.join(output_dir, f"step_{first.opened.step}_all_preds.{info.rank}")
         atomic_torch_save({k: torch.cat(v, dim=0) for k, v in saved.items()}, path)
         if save_npy:
             export_npy(path)
     if info.rank == 0 and metrics is not None:
         settings = {**config.model_dump(), "checkpoints": [os.path.abspath(ev.opened.path) for ev in evaluations],
                     "split": split, "max_examples": max_examples, "halt_max_steps": halt_max_steps or first.default_halt_max_steps}
-        atomic_write_text(os.path.join(output_dir, f"step_{first.step}_sampling.json"),
+        atomic_write_text(os.path.join(output_dir, f"step_{first.opened.step}_sampling.json"),
                           json.dumps({"settings": settings, "metrics": metrics}, indent=1))
     return metrics
 

@@ -16,7 +16,11 @@ outputs of the same settings is read instead of rerun, unless ``reuse=false``):
 - ``test``: the test split with a trace of every segment (also written as ``.npy`` for
   ``puzzle_visualizer.html``); ``train``: the first ``train_max_examples`` train examples;
 - ``blank`` / ``random``: the test split with the puzzle identifiers hidden (puzzle_id_ablation);
-- ``halt_<K>``: the test split with ``halt_max_steps=K`` for the test-time compute curve.
+- ``halt_<K>``: the test split with ``halt_max_steps=K`` for the test-time compute curve;
+- ``samples_<N>``: the test split with ``N`` samples per example (``samples=``, default 16;
+  ``sampling=augment|noise|both``, ``noise_std=``, ``sampling_seed=``; 1 skips it) for the
+  test-time scaling curve: exact accuracy against the number of samples (1, 2, 4, 8, 16, N) for
+  the majority vote and for the most confident sample (``inference/sampling.py``).
 
 The report covers train vs test exact accuracy and memorisation (test predictions that are
 training answers), halting (segments used under the training-time halting rule, accuracy per
@@ -63,6 +67,10 @@ class AnalyzeConfig(pydantic.BaseModel):
     bins: int = 10
     ablation_seed: int = 0
     reuse: bool = True
+    samples: int = 16
+    sampling: str = "augment"
+    noise_std: float = 0.5
+    sampling_seed: int = 0
 
     @pydantic.model_validator(mode="after")
     def _check(self):
@@ -73,6 +81,8 @@ class AnalyzeConfig(pydantic.BaseModel):
                 raise ValueError(f"{name} must be a positive number of examples, got {getattr(self, name)}")
         if self.halt_max_steps is not None and (not self.halt_max_steps or min(self.halt_max_steps) < 1):
             raise ValueError(f"halt_max_steps must be a non-empty list of values >= 1, got {self.halt_max_steps}")
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.bins < 1:
             raise ValueError(f"bins must be >= 1, got {self.bins}")
         return self
@@ -109,6 +119,11 @@ def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str,
         if v != trained:
             plan.append((f"halt_{v}", dict(split="test", max_examples=cfg.max_examples, halt_max_steps=v, save_outputs=SMALL_OUTPUTS)))
 
+    scaling = scaling_config(cfg, ev)
+    if scaling is not None:
+        plan.append((f"samples_{cfg.samples}", dict(split="test", max_examples=cfg.max_examples, save_outputs=SMALL_OUTPUTS,
+                                                    sampling=scaling)))
+
     done = {}
     bar = progress_bar(plan, desc="analyses", dynamic_ncols=True)
     for name, kwargs in bar:
@@ -116,6 +131,9 @@ def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str,
         folder = os.path.join(cfg.out, "evals", name)
         settings = dict(kwargs, checkpoint=os.path.abspath(cfg.checkpoint), halt_max_steps=kwargs.get("halt_max_steps", trained))
         settings.pop("save_npy", None)
+        sampling = settings.pop("sampling", None)
+        if sampling is not None:
+            settings["sampling"] = sampling.model_dump()
         record = os.path.join(folder, "evaluation.json")
         if cfg.reuse and os.path.isfile(record) and output_files(folder, ev.opened.step):
             with open(record) as f:
@@ -124,11 +142,36 @@ def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str,
                 done[name] = dict(saved, folder=folder, reused=True)
                 continue
         start = time.time()
-        ev.run(output_dir=folder, use_evaluators=False, **kwargs)  # ARC voting is done per task below
-        entry = {"settings": settings, "seconds": time.time() - start}
+        entry = {"settings": settings}
+        if sampling is not None:
+            from inference.sampling import evaluate_checkpoints_sampled
+            metrics = evaluate_checkpoints_sampled([ev], kwargs["sampling"], max_examples=cfg.max_examples, output_dir=folder,
+                                                   save_outputs=SMALL_OUTPUTS)
+            entry["metrics"] = next(iter(metrics.values()))
+        else:
+            ev.run(output_dir=folder, use_evaluators=False, **kwargs)  # ARC voting is done per task below
+        entry["seconds"] = time.time() - start
         atomic_write_text(record, json.dumps(entry, indent=1))
         done[name] = dict(entry, folder=folder, reused=False)
     return done
+
+
+def scaling_config(cfg: AnalyzeConfig, ev):
+    """The sampling of the test-time scaling curve, or None where it does not apply (samples=1,
+    ARC, which votes over its own versions, or a task without symmetries under sampling=augment)."""
+    from inference.sampling import SamplingConfig, check_views, open_codec
+    if cfg.samples <= 1:
+        return None
+    config = SamplingConfig(samples=cfg.samples, sampling=cfg.sampling, noise_std=cfg.noise_std, seed=cfg.sampling_seed)
+    codec = open_codec(ev.opened)
+    if codec is not None and codec.name == "arc":
+        return None
+    try:
+        check_views(codec, config)
+    except ValueError as e:
+        print(f"note: no test-time scaling curve ({e})")
+        return None
+    return config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,6 +225,16 @@ def compute_results(cfg: AnalyzeConfig, ev, evals: Dict[str, Dict[str, Any]], tr
     res["test_time_compute"] = {str(k): curve[k] for k in sorted(curve)}
     res["puzzle_id_ablation"] = {"real": acc["test"], "blank": acc["blank"], "random": acc["random"],
                                  "num_puzzle_identifiers": int(ev.metadata.num_puzzle_identifiers)}
+
+    scaled = [e for name, e in evals.items() if name.startswith("samples_")]
+    if scaled:
+        m, settings = scaled[0]["metrics"], scaled[0]["settings"]["sampling"]
+        sizes = sorted({int(k.rsplit("@", 1)[1]) for k in m if k.startswith("exact_accuracy_vote@")})
+        res["test_time_scaling"] = {"sampling": settings["sampling"], "noise_std": settings["noise_std"], "seed": settings["seed"],
+                                    "samples": sizes, "segments": m["segments"],
+                                    "vote": [m[f"exact_accuracy_vote@{n}"] for n in sizes],
+                                    "q_halt": [m[f"exact_accuracy_q_halt@{n}"] for n in sizes],
+                                    f"pass@{sizes[-1]}": m[f"pass@{sizes[-1]}"], "agreement": m["agreement"]}
 
     with open(os.path.join(test_paths[0], "test", "dataset.json")) as f:
         meta = json.load(f)
@@ -279,6 +332,17 @@ def figures(res: Dict[str, Any], out: str) -> List[str]:
     ax.legend(fontsize=7)
     save(fig, "test_time_compute.png")
 
+    if "test_time_scaling" in res:
+        tts = res["test_time_scaling"]
+        fig, ax = plt.subplots(figsize=(4.2, 3))
+        ax.plot(tts["samples"], tts["vote"], "o-", color="#4c72b0", label="majority vote")
+        ax.plot(tts["samples"], tts["q_halt"], "s--", color="#dd8452", label="most confident (q_halt)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(tts["samples"], [str(n) for n in tts["samples"]])
+        ax.set(xlabel=f"samples per puzzle ({tts['sampling']})", ylabel="exact accuracy", ylim=(0, 1.02), title="Test-time scaling")
+        ax.legend(fontsize=7, loc="lower right")
+        save(fig, "test_time_scaling.png")
+
     abl = res["puzzle_id_ablation"]
     fig, ax = plt.subplots(figsize=(5.6, 3))
     labels = ["train", "test", "test, blank id", "test, random id"]
@@ -348,6 +412,17 @@ def report_markdown(res: Dict[str, Any], made: List[str], evals: Dict[str, Dict[
               "| halt_max_steps | test exact accuracy |", "|---|---|",
               *[f"| {k}{' (trained)' if int(k) == res['trained_halt_max_steps'] else ''} | {pct(a)} |" for k, a in res["test_time_compute"].items()],
               "", "![test-time compute](test_time_compute.png)"]
+    if "test_time_scaling" in res:
+        tts = res["test_time_scaling"]
+        n = tts["samples"][-1]
+        lines += ["", "## Test-time scaling", "",
+                  f"Samples per puzzle from sampling={tts['sampling']}" + (f" (noise_std={tts['noise_std']})" if tts["sampling"] != "augment" else "")
+                  + f", seed {tts['seed']}; sample 1 is the puzzle itself. One answer per puzzle: the majority of the mapped-back "
+                  f"answers (ties: summed halting confidence) or the single most confident sample. pass@{n} (some sample right): "
+                  f"{pct(tts[f'pass@{n}'])}; mean agreement with the vote: {pct(tts['agreement'])}.", "",
+                  "| samples | ACT segments per puzzle | exact accuracy, vote | exact accuracy, q_halt |", "|---|---|---|---|",
+                  *[f"| {k} | {k * tts['segments']} | {pct(v)} | {pct(q)} |" for k, v, q in zip(tts["samples"], tts["vote"], tts["q_halt"])],
+                  "", "![test-time scaling](test_time_scaling.png)"]
     if "breakdown" in res:
         rows = res["breakdown"]["rows"]
         lines += ["", f"## By {res['breakdown']['by']}", ""]
@@ -392,7 +467,10 @@ def summary_lines(res: Dict[str, Any]) -> List[str]:
             f"halting: mean {res['halting']['mean_steps']:.2f} segments used, accuracy at halt {pct(res['halting'].get('accuracy_at_halt'))}, "
             f"ECE {res['reliability']['ece']:.4f}",
             f"test-time compute (halt_max_steps: accuracy): {curve}",
-            f"identifier ablation: real {pct(abl['real'])}, blank {pct(abl['blank'])}, random {pct(abl['random'])}"]
+            f"identifier ablation: real {pct(abl['real'])}, blank {pct(abl['blank'])}, random {pct(abl['random'])}"] + (
+            ["test-time scaling (samples: vote / q_halt): " + ", ".join(
+                f"{k}: {pct(v)} / {pct(q)}" for k, v, q in zip(res["test_time_scaling"]["samples"], res["test_time_scaling"]["vote"],
+                                                                res["test_time_scaling"]["q_halt"]))] if "test_time_scaling" in res else [])
 
 
 def analyze(cfg: AnalyzeConfig) -> Dict[str, Any]:

@@ -61,7 +61,7 @@ def benchmark(cfg: BenchmarkConfig):
                             "puzzles_per_second": round(examples / seconds, 1), "exact_accuracy": round(m["exact_accuracy"], 4),
                             "forward_segments": m["forward_segments"]})
             print(json.dumps(results[-1]))
-        print(f"device {info.device}, {loader.dataset.num_examples} examples, batch {ev.global_batch_size} examples")
+        print(f"device {info.device}, {loader.dataset.num_examples} examples, batch {ev.opened.run_config['global_batch_size']} examples")
         return results
     finally:
         cleanup()

@@ -86,9 +86,13 @@ def test_analyze_checkpoint_report(trained_hrm, tmp_path, capsys):
     assert res["examples"] == {"test": 16, "train": 8} and res["task"] == "sudoku"
     assert list(res["test_time_compute"]) == ["1", "3"] and sum(res["halting"]["histogram"].values()) == 16
     report = (out / "report.md").read_text()
-    for name in ("halting.png", "reliability.png", "test_time_compute.png", "accuracy.png", "breakdown.png"):
+    for name in ("halting.png", "reliability.png", "test_time_compute.png", "accuracy.png", "breakdown.png", "test_time_scaling.png"):
         assert (out / name).stat().st_size > 1000 and name in report
     assert (out / "evals" / "test" / "step_12_all_preds.0.trace.npy").is_file()  # for puzzle_visualizer.html
+    # The test-time scaling curve (16 views by default): one sample is the plain test evaluation.
+    scaling = res["test_time_scaling"]
+    assert scaling["samples"] == [1, 2, 4, 8, 16] and scaling["vote"][0] == pytest.approx(res["exact_accuracy"]["test"])
+    assert scaling["q_halt"][0] == scaling["vote"][0] and "## Test-time scaling" in report and "test-time scaling" in printed
     # A second run reads the saved evaluations instead of running them again.
     analyze_checkpoint.main(argv)
     assert "| test | " in (out / "report.md").read_text() and "reused" in (out / "report.md").read_text()

@@ -26,7 +26,7 @@ def test_one_sample_is_the_plain_evaluation_bit_for_bit(evaluation, tmp_path):
     from utils.outputs import load_outputs
     ev = evaluation
     plain = ev.run(save_outputs=["inputs", "labels", "preds", "q_halt_logits"], output_dir=str(tmp_path), use_evaluators=False)
-    saved = load_outputs(str(tmp_path), ev.step)
+    saved = load_outputs(str(tmp_path), ev.opened.step)
     loader, metadata = ev.loader("test", None)
     codec = open_codec(ev.opened)
     metrics, outputs = evaluate_samples([ev.model], loader, metadata.sets, codec, SamplingConfig(samples=1),
@@ -194,3 +194,11 @@ def test_samples_split_across_ranks_like_examples(trained_hrm, tmp_path):
     assert two == pytest.approx(one, rel=1e-6)
     halves = [torch.load(tmp_path / "two" / f"{os.path.basename(ck)}_all_preds.{r}", weights_only=True)["preds"] for r in (0, 1)]
     assert [len(h) for h in halves] == [8, 8]
+
+
+def test_benchmark_sampling_reports_views_per_second(trained_hrm, capsys):
+    from scripts import benchmark_sampling
+    results = benchmark_sampling.benchmark(benchmark_sampling.BenchmarkConfig(checkpoint=last_step(trained_hrm[0]), samples=[1, 4]))
+    assert [r["samples"] for r in results] == [1, 4] and all(r["views_per_second"] > 0 for r in results)
+    assert results[1]["forward_segments"] == 4 * results[0]["forward_segments"]
+    assert '"views_per_second"' in capsys.readouterr().out
