@@ -99,7 +99,7 @@ class Predictor:
         self.model, self.device, self.batch_size = opened.model, opened.device, opened.batch_size
         self.codec: TaskCodec = get_codec(task).for_run(opened.metadata.seq_len, opened.data_paths)
         self.halt_max_steps: int = opened.halt_max_steps
-        self.last_run: List[tuple] = []  # (puzzle, rows, outputs) of the last predict call, for pictures
+        self.last_run: List[tuple] = []  # (puzzle, rows, outputs, sampling facts) of the last predict call, for pictures
 
     @property
     def act_model(self):
@@ -309,7 +309,7 @@ class Predictor:
             if facts:
                 result.update(facts[k - 1])  # one row per puzzle outside ARC
             results.append(result)
-            self.last_run.append((p, rows, outs))
+            self.last_run.append((p, rows, outs, facts[k - 1] if facts else None))
         return results
 
     def picture_panels(self, trace: bool = True):
@@ -317,9 +317,12 @@ class Predictor:
         from tasks.pictures import Panel
 
         lines = []
-        for p, rows, outs in self.last_run:
+        for p, rows, outs, sampled in self.last_run:
             for row, out in self.codec.picture_rows(p, rows, outs):
-                panels = [Panel("input", self.codec.cells(p, row.inputs, is_input=True))]
+                title = "input"
+                if sampled is not None:  # the steps shown are the chosen sample's, mapped back to the puzzle
+                    title = f"input; steps of sample {sampled['chosen_sample'] + 1}/{sampled['samples']}\n({sampled['agreement']:.0%} agree)"
+                panels = [Panel(title, self.codec.cells(p, row.inputs, is_input=True))]
                 segments = range(len(out.q_halt)) if trace else [len(out.q_halt) - 1]
                 for s in segments:
                     last = " = answer" if s == len(out.q_halt) - 1 else ""

@@ -157,7 +157,7 @@ def test_evaluate_sampling_errors_are_one_line(trained_hrm, capsys):
         assert err.startswith("error:") and message in err and "\n" not in err
 
 
-def test_predict_samples(trained_hrm, sudoku4):
+def test_predict_samples(trained_hrm, sudoku4, tmp_path):
     from conftest import load_split
     from predict import PredictError, describe, load_predictor
     p = load_predictor(last_step(trained_hrm[0]), device="cpu")
@@ -173,6 +173,12 @@ def test_predict_samples(trained_hrm, sudoku4):
         assert result["samples"] == 6 and 0 <= result["chosen_sample"] < 6 and 0 < result["agreement"] <= 1
         assert result["trace"][-1]["answer"] == result["answer"] and len(result["trace"]) == result["segments_run"]
         assert "samples agree" in describe(result)
+    panels = p.picture_panels()
+    assert panels[0][0].title.startswith(f"input; steps of sample {scaled[0]['chosen_sample'] + 1}/6")
+    assert len(panels[0]) == 1 + scaled[0]["segments_run"]  # the input, then every segment of the chosen sample
+    from tasks.pictures import save_picture
+    save_picture(str(tmp_path / "steps.png"), panels)
+    assert (tmp_path / "steps.png").stat().st_size > 1000
     assert p.predict(puzzles, samples=6, progress=False) == p.predict(puzzles, samples=6, progress=False)  # seeded
     noisy = p.predict(puzzles, samples=3, sampling="noise", noise_std=0.5, select="q_halt", progress=False)
     assert [r["samples"] for r in noisy] == [3, 3]
