@@ -380,11 +380,11 @@ def test_predictions_mark_wrong_cells_filter_trace_and_identifier_text(driver, t
     assert driver.find_element(By.ID, "pred-of").text == "of 2"
     assert wrong_cells(driver) == [1, 11]
     info = driver.find_element(By.ID, "pred-info").text
-    assert "wrong (2 cells)" in info and "segments used 2 of 2" in info and "halt confidence 0.731" in info
+    assert "wrong (2 cells)" in info and "segments used 2 of 2" in info and "halt confidence sigmoid(q_halt) 0.731" in info
     # The slider shows the first segment's prediction, with its own mistakes.
     driver.execute_script("const s = document.getElementById('segment'); s.value = 1; s.dispatchEvent(new Event('input'));")
     WebDriverWait(driver, 5).until(lambda d: wrong_cells(d) == [1, 6, 11])
-    assert "halt confidence 0.119" in driver.find_element(By.ID, "pred-info").text
+    assert "halt confidence sigmoid(q_halt) 0.119" in driver.find_element(By.ID, "pred-info").text
 
     press(driver, Keys.ARROW_RIGHT)
     assert wrong_cells(driver) == [6]
@@ -423,7 +423,8 @@ def test_predictions_alone_are_joined_with_the_test_split(driver, tmp_path):
 
     one = tmp_path / "one"
     one.mkdir()
-    assert pick_predictions(driver, write_predictions(one, 5, [{"preds": preds}])) == "ready"
+    saved = {"preds": preds, "halt_confidence": np.array([0.9, 0.25, 0.5], np.float32), "q_halt_logits": np.zeros(3, np.float32)}
+    assert pick_predictions(driver, write_predictions(one, 5, [saved])) == "ready"
     summary = driver.find_element(By.ID, "summary").text
     assert "3 examples, 2 right, 1 wrong" in summary and "from its test split" in summary
     assert Select(driver.find_element(By.ID, "split")).first_selected_option.text == "test (joined with the predictions)"
@@ -431,6 +432,7 @@ def test_predictions_alone_are_joined_with_the_test_split(driver, tmp_path):
     wait_settled(driver)
     assert wrong_cells(driver) == [5] and driver.find_element(By.ID, "view").get_attribute("data-position") == "1"
     assert driver.find_element(By.ID, "pred-identifier").text == "second"
+    assert "halt confidence 0.250" in driver.find_element(By.ID, "pred-info").text  # the rule's, not sigmoid(q_halt) = 0.5
     assert [c[0] for c in panel_cells(driver, 0)] == puzzles[1].tolist()   # the test split's input
 
     # Two ranks in global batches of 2: rank 0 evaluated examples 0 and 2, rank 1 example 1.
