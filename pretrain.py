@@ -34,6 +34,7 @@ from training.evaluation import create_eval_loader, ema_applied, evaluate_train_
 from training.preemption import Preempted, StopRequest, signal_name
 from training.runs import apply_sweep_job, current_sweep_job
 from training.state import Run, check_finite, init_train_state, train_batch
+from training.train_log import TrainMetricsLog, default_interval, summary_line
 from utils import checkpoint as ckpt
 from utils.arch_config import normalise_arch_overrides
 from utils.checkpoint import CheckpointError
@@ -74,6 +75,8 @@ def _run(raw_config: Dict[str, Any], info: DistInfo, held: contextlib.ExitStack)
         run.stop.uninstall()
         if run.progress_bar is not None:
             run.progress_bar.close()
+        if run.train_log is not None:
+            run.train_log.flush()  # the steps since the last line, also when stopped early
     if info.rank == 0:
         run.logger.finish()
     return config
@@ -126,6 +129,8 @@ def start_logging(run: Run, resumed: bool) -> None:
         print(f"Removed {len(removed)} file(s) left by an interrupted run from {config.checkpoint_path}: {', '.join(removed[:6])}"
               + (" ..." if len(removed) > 6 else ""))
     ckpt.save_code_and_config(config)
+    interval = config.train_metrics_interval or default_interval(state.total_steps, config.log_interval)
+    run.train_log = TrainMetricsLog(config.checkpoint_path, interval, resumed_step=state.step if resumed else None)
     run.progress_bar = progress_bar(total=state.total_steps, initial=state.step, desc="train", dynamic_ncols=True)
 
 
@@ -150,6 +155,7 @@ def train_iteration(run: Run, iter_id: int) -> None:
             stop_if_nonfinite(run)
         if rank == 0 and metrics is not None:
             run.logger.log(metrics, step=state.step)
+            run.train_log.add(state.step, metrics)
             run.progress_bar.set_postfix(loss=f"{metrics.get('train/lm_loss', float('nan')):.4f}", refresh=False)
         if run.progress_bar is not None:
             run.progress_bar.update(min(state.step, state.total_steps) - run.progress_bar.n)
@@ -200,6 +206,7 @@ def evaluate_and_save(run: Run, iter_id: int) -> bool:
                     run.logger.log(flatten_metrics(metrics), step=state.step)
                     ckpt.write_metrics_line(config.checkpoint_path, state.step, metrics)
                     tqdm.tqdm.write(f"step {state.step}: " + json.dumps(metrics))
+                    tqdm.tqdm.write(summary_line(state.step, run.train_log.flush() or run.train_log.last_line, metrics))
                 if state.best is not None and not full:
                     stop_early = update_best(config, state, metrics, run.info)
             if rank == 0 and (config.checkpoint_every_eval or is_last or stop_early):

@@ -27,7 +27,7 @@ _NAMING_KEYS = {"checkpoint_path", "run_name", "project_name", "resume"}
 _MAX_JOB_NAME = 120  # keep folder names well under filesystem limits (255 bytes)
 
 # Files that show a folder belongs to a run (the names pretrain.py writes).
-_RUN_FILE = re.compile(r"^(all_config\.yaml|eval_metrics\.jsonl|step_\d+([._].*)?)$")
+_RUN_FILE = re.compile(r"^(all_config\.yaml|(eval|train)_metrics\.jsonl|step_\d+([._].*)?)$")
 # Of those, the ones that hold a run's work: weights (``step_N``, ``best``) or a resume state.
 _SAVED_FILE = re.compile(r"^(step_\d+|step_\d+\.train_state(\.rank\d+)?\.pt|best|best\.json)$")
 LOCK_FILE = "run.lock"
@@ -149,7 +149,7 @@ def check_checkpoint_folder_free(checkpoint_path: str, resume: Optional[str]) ->
 
 def start_over(checkpoint_path: str) -> Optional[str]:
     """In a folder where a run stopped before saving anything, remove that run's files (its
-    ``all_config.yaml``, ``eval_metrics.jsonl``, prediction files) so that a new run starts over
+    ``all_config.yaml``, ``eval_metrics.jsonl``, ``train_metrics.jsonl``, prediction files) so that a new run starts over
     in it instead of appending to them. Returns a notice naming them, or None when there were none.
     Call only when :func:`check_checkpoint_folder_free` allows the folder and nothing is resumed."""
     if saved_files(checkpoint_path):

@@ -156,6 +156,7 @@ class Run:
     total_iters: int
     logger: Any = None  # W&B run (rank 0)
     progress_bar: Any = None  # rank 0
+    train_log: Any = None  # rank 0: train_metrics.jsonl (training/train_log.py)
     last_saved: Optional[int] = None  # newest step with a resume state on disk
     interval_state_step: Optional[int] = None  # interval-only resume state to drop when a newer one is written
     stop: StopRequest = field(default_factory=StopRequest)  # set by SIGTERM / SIGINT / SIGUSR1

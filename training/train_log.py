@@ -1,0 +1,99 @@
+"""``train_metrics.jsonl``: the training metrics W&B gets, readable from the run folder without W&B.
+
+Rank 0 reads the metrics back every ``log_interval`` steps (as for W&B); :class:`TrainMetricsLog`
+averages those readings over ``train_metrics_interval`` steps and appends one JSON line per
+interval, with the keys W&B gets (``train/lm_loss``, ``train/exact_accuracy``, ``train/lr``, ...)::
+
+    {"step": 400, "averaged_over": 20, "train/accuracy": 0.93, "train/exact_accuracy": 0.41, ...}
+
+``step`` is the last step of the interval, ``averaged_over`` the number of readings averaged. The
+interval in progress is also written at every evaluation and at the end of training, so the file
+has a line at each evaluated step (the train side of :func:`summary_line`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Dict, List, Optional
+
+LINES_PER_RUN = 200  # default: about this many lines per run, whatever its length
+
+
+def default_interval(total_steps: int, log_interval: int) -> int:
+    """Steps per line: a multiple of ``log_interval`` giving at most about ``LINES_PER_RUN`` lines."""
+    per_line = max(1, math.ceil(total_steps / LINES_PER_RUN))
+    return log_interval * math.ceil(per_line / log_interval)
+
+
+class TrainMetricsLog:
+    """Averages training metrics over ``interval`` steps into ``<folder>/train_metrics.jsonl`` (rank 0).
+
+    ``resumed_step``: a resumed run first drops the lines an interrupted run wrote after that step,
+    so the file reads as if the run had never stopped."""
+
+    def __init__(self, folder: Optional[str], interval: int, resumed_step: Optional[int] = None):
+        self.path = os.path.join(folder, "train_metrics.jsonl") if folder else None
+        self.interval = interval
+        self.pending: List[Dict[str, float]] = []
+        self.last_step: Optional[int] = None
+        self.last_line: Optional[Dict[str, Any]] = None
+        if self.path and resumed_step is not None and os.path.isfile(self.path):
+            self._drop_after(resumed_step)
+
+    def add(self, step: int, metrics: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """One reading (the dict W&B gets at ``step``); writes and returns a line when an interval ends."""
+        self.pending.append({k: float(v) for k, v in metrics.items()})
+        self.last_step = step
+        return self.flush() if step % self.interval == 0 else None
+
+    def flush(self) -> Optional[Dict[str, Any]]:
+        """Write the interval in progress (if any reading is pending) and return its line."""
+        if not self.pending:
+            return None
+        keys = sorted({k for m in self.pending for k in m})
+        line: Dict[str, Any] = {"step": self.last_step, "averaged_over": len(self.pending)}
+        for k in keys:
+            values = [m[k] for m in self.pending if k in m]
+            line[k] = sum(values) / len(values)
+        self.pending = []
+        self.last_line = line
+        if self.path:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(json.dumps(line) + "\n")
+        return line
+
+    def _drop_after(self, step: int) -> None:
+        from utils.checkpoint import atomic_write_text
+        with open(self.path) as f:  # type: ignore[arg-type]
+            lines = f.readlines()
+        kept = []
+        for line in lines:
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by the interruption
+        if len(kept) != len(lines):
+            atomic_write_text(self.path, "".join(kept))  # type: ignore[arg-type]
+
+
+def summary_line(step: int, train: Optional[Dict[str, Any]], test: Dict[str, Any]) -> str:
+    """``step N: train ... | test <set> ...``: exact accuracy, accuracy and loss side by side."""
+    def part(values: Dict[str, Any], prefix: str) -> str:
+        shown = []
+        for name in ("exact_accuracy", "accuracy", "lm_loss"):
+            v = values.get(prefix + name)
+            if isinstance(v, (int, float)):
+                shown.append(f"{name} {100 * v:.1f}%" if "accuracy" in name else f"{name} {v:.4g}")
+        return ", ".join(shown)
+    text = f"step {step}: "
+    if train:
+        text += f"train {part(train, 'train/')} (mean of the last {train['averaged_over']} reading(s))"
+    else:
+        text += "train: no reading yet"
+    for set_name, values in test.items():
+        if isinstance(values, dict) and any(k in values for k in ("exact_accuracy", "accuracy", "lm_loss")):
+            text += f" | test {set_name} {part(values, '')}"
+    return text
