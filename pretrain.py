@@ -25,6 +25,7 @@ from typing import Any, Dict
 
 import torch
 import tqdm
+import yaml
 
 from dataset.common import DatasetError
 from training.build import create_dataloader, create_evaluators
@@ -36,7 +37,7 @@ from training.runs import apply_sweep_job, current_sweep_job
 from training.state import Run, check_finite, init_train_state, train_batch
 from training.train_log import TrainMetricsLog, default_interval, summary_line
 from utils import checkpoint as ckpt
-from utils.arch_config import normalise_arch_overrides
+from utils.arch_config import normalise_arch_overrides, plus_unknown_keys
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, user_error_message
 from utils.distributed import DistInfo, RankStoppedAnswering, cleanup, init_distributed, is_peer_failure, peer_failure_error
@@ -250,7 +251,9 @@ def main() -> None:
             # After a failed collective, the process group's finalisers can block for seconds: skip them.
             os._exit(1)
 
-    sys.argv = [sys.argv[0], *normalise_arch_overrides(sys.argv[1:])]
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "config", "cfg_pretrain.yaml")) as f:
+        known = [k for k in yaml.safe_load(f) if k != "defaults"] + ["arch"]
+    sys.argv = [sys.argv[0], *plus_unknown_keys(normalise_arch_overrides(sys.argv[1:]), known)]
     _entry()
 
 

@@ -66,6 +66,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import pydantic
 
+from utils.cli import ArgumentParser
+
 DATASET_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 
 # Ids of the 8 symmetries of the square, as the original builders number them.
@@ -418,11 +420,7 @@ class OptionError(DatasetError):
     exit_status = 2
 
 
-class BuilderArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one ``error: ...`` line and exit status 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"error: {message} (see --help)\n")
+BuilderArgumentParser = ArgumentParser  # a bad flag: one ``error: ...`` line and exit status 2
 
 
 def _option_kind(annotation: Any) -> Dict[str, Any]:

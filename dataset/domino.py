@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from dataset.common import DATASET_FIELDS, DatasetError, load_metadata
+from utils.cli import ArgumentParser
 
 MAX_PIP = 6
 NUM_TILES = 28                  # double-six set
@@ -360,9 +361,7 @@ def table_str(table: Sequence[Tile]) -> str:
 def split_arguments(description: str, extra: Sequence[Tuple[str, dict]], policy_help: str):
     """The command line of the domino dataset scripts: ``--data-path``, ``--split``, the script's
     own options ``extra`` (flag, ``add_argument`` keywords) and ``--policy``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=description)
+    parser = ArgumentParser(description=description)
     parser.add_argument("--data-path", "--data_path", required=True)
     parser.add_argument("--split", default="train")
     for flag, kwargs in extra:

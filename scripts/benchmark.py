@@ -53,6 +53,7 @@ from inference.model import build_model as build_arch_model
 from models.act import analytic_flops
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils.adam_atan2 import AdamATan2
+from utils.cli import ArgumentParser
 from utils.compile import compile_model as compile_model_fn
 from utils.compile import should_compile_optimizer
 from utils.functions import load_model_class
@@ -244,7 +245,7 @@ def run_grad_accum(args, arch, compile_model):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=["both", "all"] + arch_names(), default="both",
                         help="a config/arch name; both: hrm_v1 and trm; all: every config/arch/*.yaml")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

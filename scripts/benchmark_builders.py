@@ -30,6 +30,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from dataset.build_sudoku_dataset import augment_set, generate_sudoku
+from utils.cli import ArgumentParser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUDOKU_EXTREME_ROWS = {"train": 3_831_994, "test": 422_786}
@@ -121,7 +122,7 @@ def quick(work_dir: str, src: str, out: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "hrm-bench"))
     p.add_argument("--keep", action="store_true", help="keep the built datasets (the synthetic CSVs are always kept)")
     p.add_argument("--skip-arc", action="store_true")

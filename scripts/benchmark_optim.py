@@ -18,6 +18,7 @@ import torch
 
 from models.hrm.hrm_act_v1 import HierarchicalReasoningModel_ACTV1
 from utils.adam_atan2 import AdamATan2
+from utils.cli import ArgumentParser
 
 HRM_SUDOKU = dict(batch_size=768, seq_len=81, puzzle_emb_ndim=512, num_puzzle_identifiers=1, vocab_size=11,
                   H_cycles=2, L_cycles=2, H_layers=4, L_layers=4, hidden_size=512, expansion=4, num_heads=8,
@@ -43,7 +44,7 @@ def time_optimizer(make_opt, params, repeats, device):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()

@@ -22,6 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import numpy as np
 import torch
 
+from utils.cli import ArgumentParser
 from utils.outputs import load_outputs
 
 # Chosen to reach >= 90% exact accuracy on the held-out puzzles in a few minutes on 2 CPU cores.
@@ -43,7 +44,7 @@ def show_grid_rows(grid: np.ndarray, n: int):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(REPO, "demo_run"), help="working folder (default ./demo_run)")
     parser.add_argument("--train", type=int, default=20000, help="generated training puzzles")
     parser.add_argument("--test", type=int, default=1000, help="generated held-out puzzles")

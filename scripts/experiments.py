@@ -16,6 +16,8 @@ import re
 import sys
 from typing import Dict, List, Optional, Sequence
 
+from utils.cli import ArgumentParser
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT_DIR = os.path.join(REPO, "config", "experiment")
 HEADER_FIELDS = ("source", "command", "dataset", "hardware", "reported", "launch")
@@ -49,7 +51,7 @@ def experiments() -> Dict[str, Dict[str, str]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", nargs="?", help="an experiment: print its dataset and training commands")
     args = p.parse_args(argv)
     all_exps = experiments()

@@ -8,7 +8,6 @@ The first invalid example is named and the exit status is 2.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from typing import List, Optional, Sequence
@@ -17,6 +16,7 @@ import numpy as np
 
 from dataset.build_sudoku_dataset import box_shape, first_problem, sudoku_units
 from dataset.common import DatasetError, load_metadata, run_cli
+from utils.cli import ArgumentParser
 
 _CHUNK = 1 << 16  # examples checked per vectorised step
 
@@ -79,7 +79,7 @@ def inspect(data_path: str, split: str, num: int) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    p = argparse.ArgumentParser(description="Print and check Sudoku examples of a built dataset.")
+    p = ArgumentParser(description="Print and check Sudoku examples of a built dataset.")
     p.add_argument("--data-path", "--data_path", required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--num", type=int, default=3, help="examples to print")

@@ -29,6 +29,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from utils.cli import ArgumentParser
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "config")
 # Names that say where a run writes, not how it trains: never "overrides".
@@ -299,7 +301,7 @@ def summarize(folder: str, metrics: Optional[Sequence[str]] = None, out: Optiona
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", help="a folder of runs (searched recursively for all_config.yaml)")
     p.add_argument("--metrics", nargs="+", default=None, help="evaluation metrics to show, or 'all' "
                    "(default: exact_accuracy, accuracy and lm_loss of each set, and evaluators' pass@1 / pass@2)")

@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from utils.arch_config import check_arch_keys, normalise_arch_overrides
+from utils.arch_config import check_arch_keys, normalise_arch_overrides, plus_unknown_keys
 from utils.functions import load_model_class
 
 ARCHS = sorted(p.stem for p in (REPO / "config" / "arch").glob("*.yaml"))
@@ -42,3 +42,11 @@ def test_unknown_key_names_it_and_the_nearest_valid_ones():
         check_arch_keys(["seq_len"], cls, "tb")
     with pytest.raises(ValueError, match="valid keys: "):
         check_arch_keys(["zzzzzz"], cls, "tb")
+
+
+def test_unknown_top_level_keys_reach_the_schema():
+    """pretrain.py adds '+' to a key the base config lacks, so the schema names the typo in one
+    line instead of Hydra's multi-line struct error."""
+    args = ["epocs=5", "lr=1e-3", "arch.hidden_size=8", "run_name=x", "+seed=1", "~ema", "hydra.verbose=true", "-m", "a.b=1"]
+    assert plus_unknown_keys(args, ["lr", "arch", "seed", "ema"]) == [
+        "+epocs=5", "lr=1e-3", "arch.hidden_size=8", "+run_name=x", "+seed=1", "~ema", "hydra.verbose=true", "-m", "+a.b=1"]

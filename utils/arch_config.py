@@ -24,6 +24,20 @@ def normalise_arch_overrides(args: Iterable[str]) -> List[str]:
     return [_ARCH_OVERRIDE.sub("++arch.", a) if "=" in a else a for a in args]
 
 
+def plus_unknown_keys(args: Iterable[str], known: Iterable[str]) -> List[str]:
+    """``key=v`` for a top-level key the base config lacks -> ``+key=v``. Hydra refuses such an
+    override with a multi-line struct error; added, it reaches the config schema, which names it
+    in one line with the nearest valid key. Flags, ``hydra.*`` and prefixed overrides are kept."""
+    known = set(known) | {"hydra"}
+    out = []
+    for a in args:
+        key = a.split("=", 1)[0]
+        if "=" in a and not a.startswith(("-", "+", "~")) and key.split(".")[0] not in known:
+            a = "+" + a
+        out.append(a)
+    return out
+
+
 def check_arch_keys(keys: Iterable[str], config_cls, arch_name: str) -> None:
     """Raise ``ValueError`` (one line) for an ``arch`` key that ``config_cls`` has no field for."""
     fields = [f for f in config_cls.model_fields if f not in SET_BY_PRETRAIN]
