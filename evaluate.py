@@ -63,11 +63,13 @@ from dataset.common import DatasetError
 from inference.evaluation import load_evaluation
 from inference.sampling import SAMPLINGS, SAMPLING_OUTPUTS, SamplingConfig, evaluate_checkpoints_sampled
 from inference.selection import SELECTS
+from inference.segments import check_halt_max_steps
 from training.validation import check_save_outputs
 from utils.checkpoint import CheckpointError
 from utils.cli import run_config_cli
 from utils.config import ConfigError, normalize_data_paths
 from utils.distributed import cleanup, init_distributed
+from utils.paths import check_output_folder
 
 DEFAULT_SAVE_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
 TRACE_OUTPUTS = ["steps", "trace", "trace_q_halt_logits"]
@@ -105,8 +107,7 @@ class EvalConfig(pydantic.BaseModel):
         if isinstance(self.halt_max_steps, list) and not values:
             raise ValueError("halt_max_steps: empty list; give at least one value")
         for v in values:
-            if v is not None and v < 1:
-                raise ValueError(f"halt_max_steps must be >= 1, got {v}")
+            check_halt_max_steps(v)
         if self.max_examples is not None and self.max_examples < 1:
             raise ValueError(f"max_examples must be a positive number of examples, got {self.max_examples}")
         return self
@@ -139,6 +140,11 @@ class EvalConfig(pydantic.BaseModel):
 
 def run(eval_cfg: EvalConfig):
     """Evaluate as ``eval_cfg`` says; returns the metrics (a dict per value for a list of ``halt_max_steps``)."""
+    if eval_cfg.output_dir is not None:
+        try:
+            check_output_folder(eval_cfg.output_dir, "output_dir")  # before loading anything
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     info = init_distributed()
     try:
         data_paths = normalize_data_paths(eval_cfg.data_path, eval_cfg.data_paths) or None
@@ -190,7 +196,7 @@ def run_sampled(eval_cfg: EvalConfig, info, data_paths):
 
 
 def main(argv=None) -> None:
-    run_config_cli(EvalConfig, run, argv, user_errors=(ConfigError, DatasetError, CheckpointError))
+    run_config_cli(EvalConfig, run, argv, user_errors=(ConfigError, DatasetError, CheckpointError), doc=__doc__)
 
 
 if __name__ == "__main__":

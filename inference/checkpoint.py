@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import yaml
 from torch import nn
 
 from dataset.common import DatasetError, PuzzleDatasetMetadata, load_metadata
@@ -21,7 +20,7 @@ from inference.model import build_model
 from inference.segments import act_model, trained_halt_max_steps
 from utils.checkpoint import load_weights, step_of
 from utils.compile import compile_model, should_compile
-from utils.config import ConfigError, normalize_data_paths
+from utils.config import ConfigError, normalize_data_paths, read_run_yaml
 from utils.functions import load_state_dict_flexible
 
 
@@ -65,9 +64,8 @@ def read_run_config(checkpoint: str) -> Dict[str, Any]:
     if not os.path.isfile(config_path):
         raise ConfigError(f"checkpoint={checkpoint}: no all_config.yaml next to it ({config_path}); "
                           "it holds the run's config, needed to rebuild the model")
-    with open(config_path) as f:
-        raw = yaml.safe_load(f)
-    if not isinstance(raw, dict) or "arch" not in raw or not (raw.get("data_paths") or raw.get("data_path")):
+    raw = read_run_yaml(config_path, "; it holds the run's config, needed to rebuild the model")
+    if "arch" not in raw or not (raw.get("data_paths") or raw.get("data_path")):
         raise ConfigError(f"{config_path}: has no data_path(s) or arch; not a training run's config")
     return raw
 

@@ -23,6 +23,16 @@ from utils.functions import unwrap_compiled
 
 # Names that can be asked for in ``eval_save_outputs`` besides the model's own outputs.
 SEGMENT_OUTPUTS = ("steps", "trace", "trace_q_halt_logits")
+# The most ACT segments a command line may ask for: the largest published test-time budget
+# (1024). A larger value is a typo far more often than an experiment, and would run for hours.
+MAX_HALT_MAX_STEPS = 1024
+
+
+def check_halt_max_steps(value: Optional[int], option: str = "halt_max_steps") -> None:
+    """``ValueError`` (one line) unless ``value`` is None or 1..MAX_HALT_MAX_STEPS."""
+    if value is not None and not 1 <= value <= MAX_HALT_MAX_STEPS:
+        raise ValueError(f"{option}={value}: expected 1 to {MAX_HALT_MAX_STEPS} ACT segments "
+                         f"({MAX_HALT_MAX_STEPS} is the largest published test-time budget)")
 
 
 @dataclass

@@ -43,11 +43,13 @@ import pydantic
 
 from dataset.common import DatasetError
 from inference import analysis as A
+from inference.segments import check_halt_max_steps
 from utils.checkpoint import atomic_write_text
 from utils.checkpoint import CheckpointError
 from utils.cli import run_config_cli
 from utils.config import ConfigError
 from utils.outputs import load_outputs, output_files
+from utils.paths import check_output_folder, make_folder, remove_if_empty
 from utils.progress import progress_bar
 
 TEST_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "preds", "q_halt_logits", "steps", "trace", "trace_q_halt_logits"]
@@ -79,8 +81,10 @@ class AnalyzeConfig(pydantic.BaseModel):
         for name in ("max_examples", "train_max_examples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive number of examples, got {getattr(self, name)}")
-        if self.halt_max_steps is not None and (not self.halt_max_steps or min(self.halt_max_steps) < 1):
-            raise ValueError(f"halt_max_steps must be a non-empty list of values >= 1, got {self.halt_max_steps}")
+        if self.halt_max_steps is not None and not self.halt_max_steps:
+            raise ValueError("halt_max_steps: empty list; give at least one value")
+        for v in self.halt_max_steps or []:
+            check_halt_max_steps(v)
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.bins < 1:
@@ -479,21 +483,29 @@ def analyze(cfg: AnalyzeConfig) -> Dict[str, Any]:
     from utils.distributed import cleanup, init_distributed
 
     start = time.time()
-    os.makedirs(cfg.out, exist_ok=True)
+    try:
+        check_output_folder(cfg.out, "out")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     info = init_distributed()
     if info.world_size > 1:
         raise ConfigError("analyze_checkpoint.py runs in one process; start it with python, not torchrun")
+    made_top = ""
     try:
         ev = load_evaluation(cfg.checkpoint, info)
+        made_top = make_folder(cfg.out)  # only once the checkpoint opened
         trained = ev.default_halt_max_steps
         evals = run_evaluations(cfg, ev, trained)
+        res = compute_results(cfg, ev, evals, trained)
+        made = figures(res, cfg.out)
+        res["seconds"] = time.time() - start
+        atomic_write_text(os.path.join(cfg.out, "results.json"), json.dumps(res, indent=1))
+        atomic_write_text(os.path.join(cfg.out, "report.md"), report_markdown(res, made, evals))
+    except BaseException:
+        remove_if_empty(cfg.out, made_top)  # evaluations already written stay: a rerun reuses them
+        raise
     finally:
         cleanup()
-    res = compute_results(cfg, ev, evals, trained)
-    made = figures(res, cfg.out)
-    res["seconds"] = time.time() - start
-    atomic_write_text(os.path.join(cfg.out, "results.json"), json.dumps(res, indent=1))
-    atomic_write_text(os.path.join(cfg.out, "report.md"), report_markdown(res, made, evals))
     print(f"\nAnalysis of {cfg.checkpoint} ({res['seconds']:.0f} s): {os.path.join(cfg.out, 'report.md')}")
     for line in summary_lines(res):
         print("  " + line)
@@ -549,7 +561,10 @@ def joined_outputs(path: str) -> Dict[str, Any]:
 def analyze_outputs(cfg: AnalyzeConfig) -> Dict[str, Any]:
     """The report of ``cfg.outputs`` (see the module docstring); written to ``cfg.out``."""
     start = time.time()
-    os.makedirs(cfg.out, exist_ok=True)
+    try:
+        check_output_folder(cfg.out, "out")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     joined = joined_outputs(cfg.outputs)  # type: ignore[arg-type]
     test, config = joined["outputs"], joined["config"]
     correct = A.exact_correct(test["preds"], test["labels"])
@@ -586,7 +601,7 @@ def analyze_outputs(cfg: AnalyzeConfig) -> Dict[str, Any]:
         lines += ["", "| segments used | examples | exact accuracy |", "|---|---|---|",
                   *[f"| {k} | {n} | {pct(a)} |" for k, n, a in res["halting"]["accuracy_by_steps"]]]
     res["seconds"] = time.time() - start
-    atomic_write_text(os.path.join(cfg.out, "results.json"), json.dumps(res, indent=1))
+    atomic_write_text(os.path.join(cfg.out, "results.json"), json.dumps(res, indent=1))  # makes out (nothing failed)
     atomic_write_text(os.path.join(cfg.out, "report.md"), "\n".join(lines) + "\n")
     print(f"\nSaved outputs {cfg.outputs}: {os.path.join(cfg.out, 'report.md')}")
     print(f"  test exact accuracy {pct(res['exact_accuracy']['test'])} ({res['examples']['test']} examples)")
@@ -596,7 +611,7 @@ def analyze_outputs(cfg: AnalyzeConfig) -> Dict[str, Any]:
 
 def main(argv=None) -> None:
     run_config_cli(AnalyzeConfig, lambda cfg: analyze(cfg) if cfg.checkpoint is not None else analyze_outputs(cfg), argv,
-                   user_errors=(ConfigError, DatasetError, CheckpointError))
+                   user_errors=(ConfigError, DatasetError, CheckpointError), doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """inference/analysis.py against hand-computed cases, and scripts/analyze_checkpoint.py end to end."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -124,3 +125,25 @@ def test_analyze_saved_preds_alone_joined_with_the_run_test_split(trained_hrm, t
     with pytest.raises(SystemExit) as e:
         analyze_checkpoint.main([f"outputs={run}/step_12_all_preds.0", f"out={tmp_path / 'report'}"])
     assert e.value.code == 2 and "no all_config.yaml beside it" in capsys.readouterr().err
+
+
+def test_analyze_checkpoint_bad_input_leaves_no_out_folder(trained_hrm, tmp_path, capsys):
+    """A checkpoint that does not open (missing, crafted) or an out= that is a file: one line,
+    exit 2, and no empty out= folder left behind."""
+    from conftest import malicious_checkpoint
+    from scripts import analyze_checkpoint
+    ck, _ = trained_hrm
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "all_config.yaml").write_text((ck / "all_config.yaml").read_text())
+    malicious_checkpoint(tmp_path / "run" / "step_1", tmp_path / "pwned")
+    (tmp_path / "file.txt").write_text("x")
+    for argv, message in (([f"checkpoint={tmp_path / 'nosuch'}", f"out={tmp_path / 'a' / 'b'}"], "no such file"),
+                          ([f"checkpoint={tmp_path / 'run' / 'step_1'}", f"out={tmp_path / 'a'}"], "refused to load"),
+                          ([f"checkpoint={ck}/step_12", f"out={tmp_path / 'file.txt'}"], "a file is in the way; give a folder")):
+        with pytest.raises(SystemExit) as e:
+            analyze_checkpoint.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert sorted(os.listdir(tmp_path)) == ["file.txt", "run"] and not (tmp_path / "pwned").exists()
+    analyze_checkpoint.main(["--help"])
+    assert "Options (key=value):" in capsys.readouterr().out

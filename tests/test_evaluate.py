@@ -191,3 +191,29 @@ def test_malicious_or_random_checkpoint_runs_nothing_and_is_one_line(trained, tm
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and err.startswith(f"error: checkpoint={tmp_path / name}: {message}") and "\n" not in err
     assert not marker.exists()
+
+
+def test_bad_output_dir_or_run_config_is_one_line_before_loading(trained, tmp_path, capsys):
+    """output_dir that is a file or cannot be made, and an all_config.yaml that is not YAML, a
+    list or empty: one line each, exit 2, nothing written."""
+    import shutil
+
+    import evaluate
+    ck, _ = trained
+    (tmp_path / "file.txt").write_text("x")
+    cases = [([f"checkpoint={ck}/step_12", f"output_dir={tmp_path / 'file.txt'}"], f"output_dir={tmp_path / 'file.txt'}: a file is in the way"),
+             ([f"checkpoint={ck}/step_12", "output_dir=/proc/x"], "output_dir=/proc/x: cannot write in /proc")]
+    for name, text, message in (("invalid", "arch: [\n", "not readable as a run's config (invalid YAML at line 2)"),
+                                ("list", "- a\n", "not a run's config (expected a mapping of config keys, got list)"),
+                                ("empty", "", "not a run's config (expected a mapping of config keys, got an empty file)")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "all_config.yaml").write_text(text)
+        shutil.copy(ck / "step_12", tmp_path / name / "step_12")
+        cases.append(([f"checkpoint={tmp_path / name / 'step_12'}"], f"{tmp_path / name / 'all_config.yaml'}: {message}"))
+    before = sorted(p for p in tmp_path.rglob("*"))
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            evaluate.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert sorted(p for p in tmp_path.rglob("*")) == before

@@ -8,13 +8,12 @@ import os
 from typing import Any, Dict, List, Literal, Optional
 
 import pydantic
-import yaml
 
 from training import validation
 from training.runs import claim_run_folder, nothing_saved
 from utils import checkpoint as ckpt
 from utils.compile import CompileSetting
-from utils.config import ConfigError, check_batch_divisible, normalize_data_paths
+from utils.config import ConfigError, check_batch_divisible, normalize_data_paths, read_run_yaml
 from utils.distributed import DEFAULT_DIST_TIMEOUT_S, DistInfo, broadcast_object
 from utils.functions import validation_error_line
 
@@ -180,8 +179,7 @@ def load_synced_config(raw: Dict[str, Any], info: DistInfo, held: contextlib.Exi
                 config.checkpoint_path, config.resume = config.checkpoint_path or config.resume, None
             if config.resume is not None:
                 folder, _step = ckpt.resolve_resume(config.resume)
-                with open(os.path.join(folder, "all_config.yaml")) as f:
-                    saved = yaml.safe_load(f)
+                saved = read_run_yaml(os.path.join(folder, "all_config.yaml"))
                 # Same names and folder as the run being resumed unless given explicitly.
                 for key in ("project_name", "run_name", "checkpoint_path"):
                     if getattr(config, key) is None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 
 class ConfigError(ValueError):
@@ -35,3 +35,21 @@ def user_error_message(e: BaseException) -> str:
     if "Original Traceback" in text:
         text = re.sub(r"^[\w.]+: ", "", text.splitlines()[-1])
     return text
+
+
+def read_run_yaml(path: str, hint: str = "") -> Dict[str, Any]:
+    """A run's ``all_config.yaml`` as a dict; a file that cannot be read, is not YAML or is not a
+    mapping (empty, a list) is one :class:`ConfigError` line naming it (``hint`` is appended)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        mark = getattr(e, "problem_mark", None)
+        why = getattr(e, "strerror", None) or (f"invalid YAML at line {mark.line + 1}" if mark is not None else type(e).__name__)
+        raise ConfigError(f"{path}: not readable as a run's config ({why}){hint}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: not a run's config (expected a mapping of config keys, got "
+                          f"{'an empty file' if raw is None else type(raw).__name__}){hint}")
+    return raw
