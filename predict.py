@@ -39,16 +39,18 @@ import pydantic
 import torch
 
 from dataset.common import DatasetError
-from inference.checkpoint import OpenedCheckpoint, open_checkpoint
+from inference.checkpoint import OpenedCheckpoint, dataset_metadata, open_checkpoint, read_run_config, run_data_paths
 from inference.sampling import SAMPLINGS, SamplingConfig, check_views, run_samples
 from inference.selection import SELECTS
-from inference.segments import RunOptions, run_segments
+from inference.segments import RunOptions, check_halt_max_steps, run_segments
 from models.losses import IGNORE_LABEL_ID
 from tasks import CODECS, get_codec
 from tasks.base import Puzzle, PuzzleError, Row, RowOutput, TaskCodec
 from utils.checkpoint import CheckpointError
+from utils.cli import help_text, wants_help
 from utils.config import ConfigError
 from utils.functions import validation_error_line
+from utils.paths import check_output_file, write_together
 from utils.progress import progress_bar
 
 
@@ -63,7 +65,7 @@ class PredictConfig(pydantic.BaseModel):
     puzzle: Optional[str] = None
     puzzle_file: Optional[str] = None
     task: Optional[str] = None
-    halt_max_steps: Optional[int] = pydantic.Field(None, ge=1)
+    halt_max_steps: Optional[int] = None  # 1..MAX_HALT_MAX_STEPS (checked below)
     output: Optional[str] = None
     picture: Optional[str] = None
     trace: bool = False
@@ -86,6 +88,7 @@ class PredictConfig(pydantic.BaseModel):
             raise ValueError("give exactly one of puzzle=<text> or puzzle_file=<path>")
         if self.picture is not None and os.path.splitext(self.picture)[1].lower() not in (".png", ".gif"):
             raise ValueError(f"picture={self.picture}: expected a .png or .gif file name")
+        check_halt_max_steps(self.halt_max_steps)
         return self
 
 
@@ -420,15 +423,23 @@ def describe(result: Dict[str, Any]) -> str:
 
 
 def run(cfg: PredictConfig) -> Dict[str, Any]:
-    """Everything ``predict.py`` does for one command line; returns the output JSON object."""
-    if cfg.puzzle_file is not None:
-        try:
-            with open(cfg.puzzle_file) as f:
-                text = f.read()
-        except OSError as e:
-            raise PredictError(f"puzzle_file={cfg.puzzle_file}: cannot read ({e.strerror})") from None
+    """Everything ``predict.py`` does for one command line; returns the output JSON object.
+
+    Every input and output location and option is checked before the model loads, and the output
+    files are written together at the end: a command that fails writes nothing."""
+    for option in ("output", "picture"):
+        if getattr(cfg, option) is not None:
+            try:
+                check_output_file(getattr(cfg, option), option)
+            except ValueError as e:
+                raise PredictError(str(e)) from None
+    if cfg.output is not None and cfg.picture is not None and os.path.realpath(cfg.output) == os.path.realpath(cfg.picture):
+        raise PredictError(f"output={cfg.output} and picture={cfg.picture} name the same file")
+    text = read_puzzle_file(cfg.puzzle_file) if cfg.puzzle_file is not None else None
+    if cfg.adapt_steps:
+        check_adaptable(cfg)
     predictor = load_predictor(cfg.checkpoint, task=cfg.task, device=cfg.device, batch_size=cfg.batch_size)
-    puzzles = predictor.read(text, cfg.puzzle_file) if cfg.puzzle_file is not None else predictor.read(cfg.puzzle)  # type: ignore[arg-type]
+    puzzles = predictor.read(text, cfg.puzzle_file) if text is not None else predictor.read(cfg.puzzle)  # type: ignore[arg-type]
     scaling = f", {cfg.samples} sample(s) x {1 + len(predictor.ensemble)} checkpoint(s)" if cfg.samples > 1 or predictor.ensemble else ""
     print(f"{len(puzzles)} {predictor.task} puzzle(s), {cfg.halt_max_steps or predictor.halt_max_steps} ACT segments{scaling}, "
           f"checkpoint {cfg.checkpoint}, device {predictor.device}", file=sys.stderr)
@@ -455,21 +466,59 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
 
     for result in results:
         print(describe(result))
+    files: Dict[str, bytes] = {}
     if cfg.output is not None:
-        from utils.checkpoint import atomic_write_text
-        atomic_write_text(cfg.output, json.dumps(document, indent=1))
+        files[cfg.output] = json.dumps(document, indent=1).encode()
+    if cfg.picture is not None:
+        from tasks.pictures import encode_picture
+        files[cfg.picture] = encode_picture(cfg.picture, predictor.picture_panels(trace=cfg.trace or cfg.picture.lower().endswith(".gif")))
+    try:
+        write_together(files)
+    except OSError as e:
+        raise PredictError(f"cannot write {e.filename or ', '.join(files)} ({e.strerror or e}); nothing was written") from None
+    if cfg.output is not None:
         print(f"wrote {cfg.output}", file=sys.stderr)
     if cfg.picture is not None:
-        from tasks.pictures import save_picture
-        save_picture(cfg.picture, predictor.picture_panels(trace=cfg.trace or cfg.picture.lower().endswith(".gif")))
         print(f"picture: {cfg.picture}", file=sys.stderr)
     return document
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def read_puzzle_file(path: str) -> str:
+    """The text of ``puzzle_file``: UTF-8, a byte-order mark (Windows editors write one) dropped."""
     try:
-        run(parse_cli(list(sys.argv[1:] if argv is None else argv)))
-    except (PredictError, DatasetError) as e:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise PredictError(f"puzzle_file={path}: cannot read ({e.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PredictError(f"puzzle_file={path}: not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "
+                           "expected puzzles written as text") from None
+
+
+def check_adaptable(cfg: PredictConfig) -> None:
+    """``adapt_steps`` only for a task with per-task puzzle embeddings (ARC), known from the
+    checkpoint's config and dataset metadata before the model loads (a checkpoint that is not a
+    local file is checked once it is opened)."""
+    if cfg.task is None and not os.path.isfile(cfg.checkpoint):
+        return
+    try:
+        task = cfg.task or dataset_metadata(run_data_paths(read_run_config(cfg.checkpoint)))[1]
+    except (ConfigError, DatasetError, CheckpointError) as e:
+        raise PredictError(str(e)) from None
+    if task in CODECS and not get_codec(task).adaptable:
+        raise PredictError(f"adapt_steps={cfg.adapt_steps}: only for ARC checkpoints (this one: {task})")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(args):
+        print(help_text(__doc__, PredictConfig))
+        return
+    try:
+        run(parse_cli(args))
+    except (PredictError, DatasetError, ConfigError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -7,6 +7,7 @@ how to colour its grid (:meth:`tasks.base.TaskCodec.cells`); layout is here.
 """
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
@@ -15,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tasks.base import Cells
+from utils.paths import write_together
 
 PAD = 10  # margin around and between panels
 TITLE = 30  # height of a panel's title (two lines: what it shows, the halt confidence)
@@ -125,29 +127,32 @@ def render(lines: Sequence[Sequence[Panel]]) -> Image.Image:
     return image
 
 
-def save_picture(path: str, lines: Sequence[Sequence[Panel]]) -> None:
-    """Write ``lines`` (one list of panels per puzzle: input, steps..., [truth]) as PNG or GIF.
+PICTURE_EXTENSIONS = (".png", ".gif")
+
+
+def encode_picture(path: str, lines: Sequence[Sequence[Panel]]) -> bytes:
+    """``lines`` (one list of panels per puzzle: input, steps..., [truth]) as the PNG or GIF bytes
+    ``path``'s extension names.
 
     The GIF's frame k shows, per puzzle, the input, panel k and the truth; the last frame holds
-    longer. Written to a temporary name and renamed, so a failure leaves no partial file.
+    longer.
     """
     ext = os.path.splitext(path)[1].lower()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{ext}")
-    try:
-        if ext == ".png":
-            render(lines).save(tmp, format="PNG", optimize=True)
-        elif ext == ".gif":
-            frames = gif_frames(lines)
-            frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], loop=0,
-                           duration=[800] * (len(frames) - 1) + [2500])
-        else:
-            raise ValueError(f"picture={path}: expected a .png or .gif file name")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    buffer = io.BytesIO()
+    if ext == ".png":
+        render(lines).save(buffer, format="PNG", optimize=True)
+    elif ext == ".gif":
+        frames = gif_frames(lines)
+        frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], loop=0,
+                       duration=[800] * (len(frames) - 1) + [2500])
+    else:
+        raise ValueError(f"picture={path}: expected a .png or .gif file name")
+    return buffer.getvalue()
+
+
+def save_picture(path: str, lines: Sequence[Sequence[Panel]]) -> None:
+    """Write :func:`encode_picture` to ``path`` (a temporary name renamed: a failure leaves no partial file)."""
+    write_together({path: encode_picture(path, lines)})
 
 
 def gif_frames(lines: Sequence[Sequence[Panel]]) -> List[Image.Image]:

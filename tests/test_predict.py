@@ -137,20 +137,57 @@ def test_builder_recorded_task_needs_no_option(sudoku_ck, capsys):
     (["puzzle=1...............", "task=domino"], "task=domino: "),  # the recorded task or the sizes contradict it
     (["puzzle=1...............", "task=chess"], "task=chess: unknown task"),
     (["puzzle=1...............", "picture=x.jpg"], "picture=x.jpg: expected a .png or .gif file name"),
-    (["puzzle=1...............", "halt_max_steps=0"], "halt_max_steps: Input should be greater than or equal to 1"),
+    (["puzzle=1...............", "halt_max_steps=0"], "halt_max_steps=0: expected 1 to 1024 ACT segments"),
     ([], "give exactly one of puzzle=<text> or puzzle_file=<path>"),
     (["puzzle_file=FILE"], "FILE line 2: puzzle has 15 cells"),
+    (["puzzle=1...............", "halt_max_steps=100000000"], "halt_max_steps=100000000: expected 1 to 1024 ACT segments"),
+    (["puzzle_file=BINARY"], "puzzle_file=BINARY: not UTF-8 text (byte 128 is 0x80)"),
+    (["puzzle=1...............", "adapt_steps=5"], "adapt_steps=5: only for ARC checkpoints (this one: sudoku)"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(sudoku_ck, tmp_path, capsys, args, message):
     puzzles = tmp_path / "p.txt"
     puzzles.write_text("1...............\n1..............\n")
-    args = [a.replace("FILE", str(puzzles)) for a in args]
+    binary = tmp_path / "b.bin"
+    binary.write_bytes(bytes(range(256)))
+    args = [a.replace("FILE", str(puzzles)).replace("BINARY", str(binary)) for a in args]
+    message = message.replace("BINARY", str(binary))
     if not any(a.startswith("task=") for a in args):
         args.append("task=sudoku")
     status, out, err = cli(capsys, f"checkpoint={sudoku_ck}", *args, f"output={tmp_path / 'o.json'}", f"picture={tmp_path / 'p.png'}"
                            if not any(a.startswith("picture=") for a in args) else "trace=false")
     assert status == 2
     assert err.startswith("error: ") and message.replace("FILE", str(puzzles)) in err and err.count("\n") == 1, err
+    assert sorted(os.listdir(tmp_path)) == ["b.bin", "p.txt"]
+
+
+@pytest.mark.parametrize("outputs, message", [
+    (["output=FOLDER"], "output=FOLDER: is a folder; give a file name"),
+    (["output=/proc/a.json"], "output=/proc/a.json: cannot write in /proc"),
+    (["output=FILE/x.json"], "output=FILE/x.json: FILE is a file, not a folder"),
+    (["picture=/proc/a.png"], "picture=/proc/a.png: cannot write in /proc"),
+    (["output=NEW", "picture=/proc/a.gif"], "picture=/proc/a.gif: cannot write in /proc"),
+])
+def test_every_output_location_is_checked_first_and_nothing_written(sudoku_ck, tmp_path, capsys, outputs, message):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    names = {"FOLDER": str(tmp_path / "folder"), "FILE": str(tmp_path / "file.txt"), "NEW": str(tmp_path / "o.json")}
+    for key, value in names.items():
+        outputs = [o.replace(key, value) for o in outputs]
+        message = message.replace(key, value)
+    status, out, err = cli(capsys, f"checkpoint={sudoku_ck}", "puzzle=1...............", *outputs)
+    assert status == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert out == ""  # stopped before the model ran
+    assert sorted(os.listdir(tmp_path)) == ["file.txt", "folder"] and os.listdir(tmp_path / "folder") == []
+
+
+def test_output_to_a_device_is_written_in_place_and_a_bom_is_read(sudoku_ck, tmp_path, capsys):
+    """``output=/dev/null`` (as root too) never replaces the device; a puzzle file saved with a
+    UTF-8 byte-order mark (Windows editors) reads as without it."""
+    puzzles = tmp_path / "p.txt"
+    puzzles.write_bytes("\ufeff1...............\n".encode())
+    status, out, err = cli(capsys, f"checkpoint={sudoku_ck}", f"puzzle_file={puzzles}", "output=/dev/null")
+    assert status == 0, err
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
     assert sorted(os.listdir(tmp_path)) == ["p.txt"]
 
 

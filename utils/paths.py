@@ -4,8 +4,10 @@ is written. Each check tries what the write will do (a temporary file created an
 folder), as permission bits alone do not tell (``/proc`` as root, read-only mounts)."""
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+from typing import Dict, List, Tuple
 
 
 def _nearest_existing(path: str) -> str:
@@ -76,3 +78,41 @@ def remove_if_empty(path: str, top: str) -> None:
         if folder == os.path.abspath(top):
             return
         folder = os.path.dirname(folder)
+
+
+def write_together(contents: Dict[str, bytes]) -> None:
+    """Write every file of ``contents`` (path -> bytes) or none of them: each regular or new file
+    goes to a temporary name beside it first and the renames come last, so a failure leaves the
+    old files (if any) as they were and no temporary behind. A symbolic link is written through;
+    a device or pipe (``/dev/null``) is written in place, after the others, never replaced."""
+    staged: List[Tuple[str, str]] = []  # (temporary, final path)
+    in_place: List[Tuple[str, bytes]] = []
+    made: List[Tuple[str, str]] = []
+    try:
+        for path, data in contents.items():
+            real = os.path.realpath(path)
+            if os.path.isdir(real):
+                raise IsADirectoryError(errno.EISDIR, "is a folder", path)
+            if os.path.exists(real) and not os.path.isfile(real):
+                in_place.append((real, data))
+                continue
+            folder = os.path.dirname(real)
+            made.append((folder, make_folder(folder)))
+            tmp = os.path.join(folder, f".{os.path.basename(real)}.{secrets.token_hex(4)}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the user's umask, as any new file
+            staged.append((tmp, real))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        for tmp, real in staged:
+            os.replace(tmp, real)
+        staged = []
+        for real, data in in_place:
+            with open(real, "wb") as f:
+                f.write(data)
+    finally:
+        for tmp, _ in staged:  # a failure before the renames: nothing of this call stays
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        if staged:
+            for folder, top in reversed(made):
+                remove_if_empty(folder, top)
