@@ -1,0 +1,195 @@
+"""Every entry point, given bad input as a hostile or careless user would: exit status 2, at most
+3 lines on stderr, no traceback, and nothing new left on disk.
+
+``scripts/gpu_check.py`` and ``scripts/gpu_bundle.py`` are left out: device tooling that must run
+before the project's requirements are installed (their own tests cover their errors). Scripts run in this process (``runpy``: importing torch once keeps the audit fast), except
+``pretrain.py``, whose Hydra entry is run as a real command. An exception escaping a script in
+process is what a traceback would be on the command line.
+"""
+import contextlib
+import io
+import os
+import runpy
+import shutil
+import sys
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+
+from conftest import REPO, TINY_HRM, malicious_checkpoint, pretrain
+
+MAX_STDERR_LINES = 3
+
+
+def snapshot(*roots: Path) -> Dict[str, Tuple[int, int]]:
+    """Every file and folder under ``roots``, with size and modification time."""
+    seen = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                path = os.path.join(dirpath, name)
+                st = os.lstat(path)
+                seen[path] = (st.st_size if not os.path.isdir(path) else 0, st.st_mtime_ns if not os.path.isdir(path) else 0)
+    return seen
+
+
+def run_in_process(script: str, args: List[str], cwd: Path) -> Tuple[int, str]:
+    """(exit status, stderr) of ``python <script> <args>`` run here; an escaping exception is a traceback."""
+    err = io.StringIO()
+    argv, old_cwd = sys.argv, os.getcwd()
+    sys.argv = [str(REPO / script), *args]
+    os.chdir(cwd)
+    code = 0
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            runpy.run_path(str(REPO / script), run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):
+            err.write(e.code + "\n")
+    except BaseException as e:  # noqa: BLE001 - what would be a traceback on the command line
+        code = 1
+        err.write(f"Traceback (in process): {type(e).__name__}: {e}\n")
+    finally:
+        sys.argv = argv
+        os.chdir(old_cwd)
+    return code, err.getvalue()
+
+
+def shown_lines(stderr: str) -> List[str]:
+    """stderr lines a user sees (progress bars redraw with carriage returns: not lines of text)."""
+    return [line for line in stderr.splitlines() if line.strip() and "\r" not in line]
+
+
+def check(failures: List[str], label: str, code: int, stderr: str, before, after) -> None:
+    lines = shown_lines(stderr)
+    problems = []
+    if code != 2:
+        problems.append(f"exit {code}")
+    if len(lines) > MAX_STDERR_LINES:
+        problems.append(f"{len(lines)} stderr lines")
+    if "Traceback" in stderr:
+        problems.append("traceback")
+    new = sorted(set(after) - set(before))
+    changed = sorted(p for p in before if p in after and after[p] != before[p] and not os.path.isdir(p))
+    gone = sorted(set(before) - set(after))
+    if new or changed or gone:
+        problems.append(f"disk: new {new[:3]} changed {changed[:3]} removed {gone[:3]}")
+    if problems:
+        failures.append(f"{label}: {'; '.join(problems)} -- stderr: {' | '.join(lines[-4:])[:400]}")
+
+
+@pytest.fixture(scope="module")
+def hostile(trained_hrm, sudoku4, tmp_path_factory):
+    """A work folder of bad inputs next to copies of a real checkpoint folder."""
+    ck, _ = trained_hrm
+    w = tmp_path_factory.mktemp("audit")
+    (w / "file.txt").write_text("a regular file\n")
+    (w / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    (w / "folder").mkdir()
+    (w / "folder" / "keep.txt").write_text("the user's\n")
+    run = w / "run"
+    run.mkdir()
+    for name in ("all_config.yaml", "step_12"):
+        shutil.copy(ck / name, run / name)
+    malicious_checkpoint(run / "step_1", w / "pwned")
+    (run / "step_2").write_bytes(os.urandom(4096))
+    data = (ck / "step_12").read_bytes()
+    (run / "step_3").write_bytes(data[: len(data) // 2])
+    for name, text in (("cfg_list", "- a\n- b\n"), ("cfg_invalid", "arch: [\n"), ("cfg_empty", "")):
+        (w / name).mkdir()
+        (w / name / "all_config.yaml").write_text(text)
+        shutil.copy(ck / "step_12", w / name / "step_12")
+    return w, run, sudoku4
+
+
+def cases(w: Path, run: Path, data: Path) -> List[Tuple[str, List[str]]]:
+    ck = str(run / "step_12")
+    sudoku = "1..4..1..3..4..."
+    return [
+        # evaluate.py
+        ("evaluate.py", ["checkpoint=nosuch/step_1"]),
+        ("evaluate.py", [f"checkpoint={run}/step_1"]),
+        ("evaluate.py", [f"checkpoint={run}/step_2"]),
+        ("evaluate.py", [f"checkpoint={run}/step_3"]),
+        ("evaluate.py", [f"checkpoint={ck}", f"output_dir={w}/file.txt"]),
+        ("evaluate.py", [f"checkpoint={ck}", "output_dir=/proc/x"]),
+        ("evaluate.py", [f"checkpoint={w}/cfg_list/step_12"]),
+        ("evaluate.py", [f"checkpoint={w}/cfg_invalid/step_12"]),
+        ("evaluate.py", [f"checkpoint={w}/cfg_empty/step_12"]),
+        ("evaluate.py", [f"checkpoint={ck}", "halt_max_steps=0"]),
+        ("evaluate.py", ["nonsense"]),
+        # predict.py
+        ("predict.py", [f"checkpoint={run}/step_1", f"puzzle={sudoku}"]),
+        ("predict.py", [f"checkpoint={run}/step_2", f"puzzle={sudoku}"]),
+        ("predict.py", [f"checkpoint={run}/step_3", f"puzzle={sudoku}"]),
+        ("predict.py", [f"checkpoint={w}/cfg_list/step_12", f"puzzle={sudoku}"]),
+        ("predict.py", [f"checkpoint={w}/cfg_invalid/step_12", f"puzzle={sudoku}"]),
+        ("predict.py", [f"checkpoint={w}/cfg_empty/step_12", f"puzzle={sudoku}"]),
+        ("predict.py", [f"checkpoint={ck}", f"puzzle={sudoku}", f"output={w}/folder"]),
+        ("predict.py", [f"checkpoint={ck}", f"puzzle={sudoku}", "output=/proc/a.json"]),
+        ("predict.py", [f"checkpoint={ck}", f"puzzle={sudoku}", f"output={w}/file.txt/x.json"]),
+        ("predict.py", [f"checkpoint={ck}", f"puzzle={sudoku}", "picture=/proc/a.png"]),
+        ("predict.py", [f"checkpoint={ck}", f"puzzle={sudoku}", f"output={w}/o.json", "picture=/proc/a.gif"]),
+        ("predict.py", [f"checkpoint={ck}", f"puzzle={sudoku}", f"output={w}/o.json", f"picture={w}/a.bmp"]),
+        ("predict.py", [f"checkpoint={ck}", f"puzzle_file={w}/binary.txt"]),
+        ("predict.py", [f"checkpoint={ck}", f"puzzle_file={w}/nosuch.txt"]),
+        ("predict.py", [f"checkpoint={ck}", f"puzzle={sudoku}", "halt_max_steps=100000000"]),
+        ("predict.py", [f"checkpoint={ck}", f"puzzle={sudoku}", "adapt_steps=5"]),
+        ("predict.py", [f"checkpoint={ck}", "puzzle=xyz"]),
+        ("predict.py", ["checkpoint"]),
+        # scripts/
+        ("scripts/analyze_checkpoint.py", ["checkpoint=nosuch/step_1", f"out={w}/analysis"]),
+        ("scripts/analyze_checkpoint.py", [f"checkpoint={run}/step_1", f"out={w}/analysis"]),
+        ("scripts/analyze_checkpoint.py", [f"checkpoint={run}/step_2", f"out={w}/analysis"]),
+        ("scripts/analyze_checkpoint.py", [f"checkpoint={ck}", f"out={w}/file.txt"]),
+        ("scripts/analyze_checkpoint.py", [f"checkpoint={w}/cfg_list/step_12", f"out={w}/analysis"]),
+        ("scripts/analyze_checkpoint.py", [f"checkpoint={w}/cfg_invalid/step_12", f"out={w}/analysis"]),
+        ("scripts/analyze_checkpoint.py", [f"checkpoint={ck}", f"out={w}/analysis", "max_examples=-3"]),
+        ("scripts/analyze_checkpoint.py", [f"outputs={w}/nosuch", f"out={w}/analysis"]),
+        ("scripts/push_to_hub.py", ["checkpoint=nosuch/step_1", "repo_id=me/x", f"local_dir={w}/release"]),
+        ("scripts/push_to_hub.py", [f"checkpoint={run}/step_1", "repo_id=me/x", f"local_dir={w}/release"]),
+        ("scripts/push_to_hub.py", [f"checkpoint={ck}", "repo_id=bad", f"local_dir={w}/release"]),
+        ("scripts/summarize_runs.py", [f"{w}/nosuch"]),
+        ("scripts/summarize_runs.py", [f"{w}/folder"]),
+        ("scripts/summarize_runs.py", [str(run), "--metrics", "all/nosuch", "--out", f"{w}/summary"]),
+        ("scripts/benchmark.py", ["--arch", "nosuch"]),
+        ("scripts/benchmark_builders.py", ["--nosuch"]),
+        ("scripts/benchmark_optim.py", ["--repeats", "x"]),
+        ("scripts/demo.py", ["--epochs", "-1", "--out", f"{w}/demo"]),
+        ("scripts/experiments.py", ["nosuch"]),
+        ("scripts/inspect_sudoku_dataset.py", ["--data-path", f"{w}/nosuch"]),
+        ("scripts/inspect_sudoku_dataset.py", ["--data-path", str(data), "--split", "nosuch"]),
+        ("scripts/inspect_domino_dataset.py", ["--data-path", f"{w}/folder"]),
+        ("scripts/visualize_domino_play.py", ["--data-path", str(data), "--index", "-5"]),
+        # builders
+        ("dataset/build_sudoku_dataset.py", ["--generate", "5", "--grid", "4", "--output-dir", f"{w}/folder"]),
+        ("dataset/build_sudoku_dataset.py", ["--source-repo", f"{w}/nosuch", "--output-dir", f"{w}/s"]),
+        ("dataset/build_sudoku_dataset.py", ["--generate", "-5", "--grid", "4", "--output-dir", f"{w}/s"]),
+        ("dataset/build_maze_dataset.py", ["--generate", "3", "--size", "1", "--output-dir", f"{w}/m"]),
+        ("dataset/build_maze_dataset.py", ["--source-repo", f"{w}/nosuch", "--output-dir", f"{w}/m"]),
+        ("dataset/build_arc_dataset.py", ["--dataset-dirs", f"{w}/nosuch", "--output-dir", f"{w}/a"]),
+        ("dataset/build_arc_dataset.py", ["--dataset-dirs", f"{w}/folder", "--output-dir", f"{w}/a"]),
+        ("dataset/build_domino_dataset.py", ["--num-games", "-1", "--output-dir", f"{w}/d"]),
+        ("dataset/build_custom_dataset.py", ["--train", f"{w}/binary.txt", "--test", f"{w}/binary.txt", "--output-dir", f"{w}/c"]),
+        ("dataset/build_custom_dataset.py", ["--train", f"{w}/nosuch.jsonl", "--test", f"{w}/nosuch.jsonl", "--output-dir", f"{w}/c"]),
+    ]
+
+
+@pytest.mark.slow
+def test_every_entry_point_answers_bad_input_with_one_line(hostile):
+    w, run, data = hostile
+    failures: List[str] = []
+    roots = (w, data)
+    for script, args in cases(w, run, data):
+        before = snapshot(*roots)
+        code, stderr = run_in_process(script, args, cwd=w)
+        check(failures, f"{script} {' '.join(args)}", code, stderr, before, snapshot(*roots))
+    for args in (["nosuch_key=1"], [f"data_path={w}/nosuch"], [f"data_path={data}", f"checkpoint_path={w}/file.txt"],
+                 [f"data_path={data}", "lr=abc"]):
+        before = snapshot(*roots)
+        proc = pretrain(*args, "epochs=1", "eval_interval=1", "global_batch_size=8", *TINY_HRM, cwd=w, check=False)
+        check(failures, f"pretrain.py {' '.join(args)}", proc.returncode, proc.stderr, before, snapshot(*roots))
+    assert not (w / "pwned").exists(), "a crafted checkpoint ran code"
+    assert not failures, f"{len(failures)} case(s):\n" + "\n".join(failures)
