@@ -97,6 +97,9 @@ def hostile(trained_hrm, sudoku4, tmp_path_factory):
     (run / "step_2").write_bytes(os.urandom(4096))
     data = (ck / "step_12").read_bytes()
     (run / "step_3").write_bytes(data[: len(data) // 2])
+    (w / "preds").mkdir()
+    shutil.copy(ck / "all_config.yaml", w / "preds" / "all_config.yaml")
+    (w / "preds" / "step_12_all_preds.0").write_bytes(os.urandom(3000))
     for name, text in (("cfg_list", "- a\n- b\n"), ("cfg_invalid", "arch: [\n"), ("cfg_empty", "")):
         (w / name).mkdir()
         (w / name / "all_config.yaml").write_text(text)
@@ -148,6 +151,7 @@ def cases(w: Path, run: Path, data: Path) -> List[Tuple[str, List[str]]]:
         ("scripts/analyze_checkpoint.py", [f"checkpoint={w}/cfg_invalid/step_12", f"out={w}/analysis"]),
         ("scripts/analyze_checkpoint.py", [f"checkpoint={ck}", f"out={w}/analysis", "max_examples=-3"]),
         ("scripts/analyze_checkpoint.py", [f"outputs={w}/nosuch", f"out={w}/analysis"]),
+        ("scripts/analyze_checkpoint.py", [f"outputs={w}/preds/step_12_all_preds.0", f"out={w}/analysis"]),
         ("scripts/push_to_hub.py", ["checkpoint=nosuch/step_1", "repo_id=me/x", f"local_dir={w}/release"]),
         ("scripts/push_to_hub.py", [f"checkpoint={run}/step_1", "repo_id=me/x", f"local_dir={w}/release"]),
         ("scripts/push_to_hub.py", [f"checkpoint={ck}", "repo_id=bad", f"local_dir={w}/release"]),

@@ -20,7 +20,7 @@ import glob
 import os
 import re
 import sys
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -43,12 +43,23 @@ def output_files(folder: str, step: Optional[int] = None) -> List[str]:
     return [ranks[r] for r in sorted(ranks)]
 
 
+def _load_output_file(path: str) -> Dict[str, Any]:
+    """One ``step_N_all_preds.<rank>`` file through the safe loader: a file that is not one is a
+    ``CheckpointError`` line, and a crafted pickle runs nothing."""
+    from utils.checkpoint import CheckpointError, safe_load
+
+    data = safe_load(path, "outputs")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"outputs={path}: not a step_N_all_preds file (got {type(data).__name__})")
+    return data
+
+
 def load_outputs(folder: str, step: Optional[int] = None, drop_padding: bool = True) -> Dict[str, np.ndarray]:
     """All ranks' outputs of one step as numpy arrays (rank after rank); padding rows dropped."""
     files = output_files(folder, step)
     if not files:
         raise FileNotFoundError(f"{folder}: no step_N_all_preds.<rank> files" + (f" for step {step}" if step is not None else ""))
-    parts = [torch.load(f, map_location="cpu", weights_only=True) for f in files]
+    parts = [_load_output_file(f) for f in files]
     keys = set(parts[0])
     for f, p in zip(files, parts):
         if set(p) != keys:
@@ -64,7 +75,7 @@ def load_rank_files(files: List[str]) -> List[Dict[str, np.ndarray]]:
     """Every rank file as ``{key: array}`` (bfloat16 as float32)."""
     parts = []
     for f in files:
-        data = torch.load(f, map_location="cpu", weights_only=True)
+        data = _load_output_file(f)
         parts.append({k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in data.items() if torch.is_tensor(v)})
     return parts
 
@@ -101,7 +112,7 @@ def export_npy(path: str) -> List[str]:
     """Write ``<path>.<key>.npy`` for every saved key but ``logits`` (see module docstring)."""
     from utils.checkpoint import atomic_write
 
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = _load_output_file(path)
     if "preds" not in data and "logits" in data:
         data["preds"] = data["logits"].argmax(-1)
     written = []
