@@ -28,10 +28,11 @@ import tqdm
 import yaml
 
 from dataset.common import DatasetError
+from inference.segments import trained_halt_max_steps
 from training.build import create_dataloader, create_evaluators
 from training.checkpointing import load_resume, save_resume, save_train_state
 from training.config import PretrainConfig, dist_timeout_from, load_synced_config
-from training.evaluation import create_eval_loader, ema_applied, evaluate_train_state, update_best, validate_splits
+from training.evaluation import create_eval_loader, ema_applied, evaluate_train_state, loop_deltas, update_best, validate_splits
 from training.preemption import Preempted, StopRequest, signal_name
 from training.runs import apply_sweep_job, current_sweep_job
 from training.state import Run, check_finite, init_train_state, train_batch
@@ -96,6 +97,7 @@ def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
     validate_splits(config, train_metadata, eval_loader, eval_metadata, info.rank)
 
     state = init_train_state(config, train_metadata, world_size=info.world_size, device=info.device)
+    loop_deltas(config, trained_halt_max_steps(state.model))  # a delta that leaves no segment fails now, not at the first evaluation
     if resume:
         ckpt.restore_resume_state(state, resume[0], resume[1], info.device)
         if info.rank == 0:

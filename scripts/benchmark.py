@@ -6,6 +6,7 @@
     python scripts/benchmark.py --device cpu --preset sudoku --batch 16 --dtype float32
     python scripts/benchmark.py --compile both       # eager vs compiled; CPU: at the demo config
     python scripts/benchmark.py --arch hrm --grad-accum 1,2,4,8    # the same global batch in K micro-batches
+    python scripts/benchmark.py --arch urm --optimizer muon        # URM with its Muon optimizer
 
 Presets: ``sudoku`` (default on GPU) is the paper's Sudoku configuration: global batch 768, the
 arch yaml as is (hidden 512, HRM 4+4 layers), 9x9 Sudoku shapes, bf16. ``demo`` (default on CPU)
@@ -54,6 +55,7 @@ from models.act import analytic_flops
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from utils.adam_atan2 import AdamATan2
 from utils.cli import ArgumentParser
+from utils.muon import Muon, muon_param_groups
 from utils.compile import compile_model as compile_model_fn
 from utils.compile import should_compile_optimizer
 from utils.functions import load_model_class
@@ -128,8 +130,13 @@ def bench(arch, args, device, compile_model):
     model, batch = build_model(cfg, args.batch, device, args.dtype, seq_len=args.seq_len, vocab=args.vocab)
     n_params = sum(p.numel() for p in model.parameters())
     compile_optimizer = should_compile_optimizer(compile_model, device, n_params, args.run_steps)
+    if args.optimizer == "muon":
+        weights_optimizer = Muon(muon_param_groups(model.parameters()), lr=1e-4, weight_decay=0.1, adamw_betas=(0.9, 0.95))
+        compile_optimizer = False
+    else:
+        weights_optimizer = AdamATan2(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), compiled=compile_optimizer)
     optimizers = [CastedSparseEmbeddingSignSGD_Distributed(model.model.puzzle_emb.buffers(), world_size=1, lr=1e-4, weight_decay=0.1),
-                  AdamATan2(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), compiled=compile_optimizer)]
+                  weights_optimizer]
     runner = compile_model_fn(model) if compile_model else model
     graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
@@ -175,7 +182,8 @@ def bench(arch, args, device, compile_model):
     # Compilation happens in the first train step(s) and the first eval batch: their extra time.
     compile_s = max(0.0, warmup_s - args.warmup * train_s) + max(0.0, first_eval_s - eval_s)
     return {
-        "arch": arch, "device": str(device), "dtype": args.dtype, "compile": compile_model, "optimizer_compiled": compile_optimizer,
+        "arch": arch, "device": str(device), "dtype": args.dtype, "compile": compile_model, "optimizer": args.optimizer,
+        "optimizer_compiled": compile_optimizer,
         "preset": args.preset, "batch": args.batch, "hidden": cfg["hidden_size"], "params_M": round(n_params / 1e6, 2),
         "warmup_s": round(warmup_s, 1), "compile_s": round(compile_s, 1) if compile_model else 0.0,
         "graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before,
@@ -198,7 +206,7 @@ def bench_grad_accum(arch, args, device, compile_model, k):
     steps = args.warmup + args.steps
     config = PretrainConfig(arch=cfg, data_path="unused", global_batch_size=args.batch, epochs=1, lr=1e-4, lr_min_ratio=1.0,
                             lr_warmup_steps=0, weight_decay=0.1, beta1=0.9, beta2=0.95, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=0.1,
-                            gradient_accumulation_steps=k, compile=compile_model)
+                            gradient_accumulation_steps=k, compile=compile_model, optimizer=args.optimizer)
     metadata = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=args.vocab, seq_len=args.seq_len,
                                      num_puzzle_identifiers=1, total_groups=args.batch * (steps + 1), mean_puzzle_examples=1.0, sets=["all"])
     torch.manual_seed(0)
@@ -232,7 +240,7 @@ def run_grad_accum(args, arch, compile_model):
             cmd = [sys.executable, os.path.abspath(__file__), "--one-grad-accum", str(k), "--arch", arch, "--device", args.device,
                    "--preset", args.preset,
                    "--batch", str(args.batch), "--dtype", args.dtype, "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--compile", "on" if compile_model else "off", "--json", out] + (["--hidden", str(args.hidden)] if args.hidden else [])
+                   "--compile", "on" if compile_model else "off", "--optimizer", args.optimizer, "--json", out] + (["--hidden", str(args.hidden)] if args.hidden else [])
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             with open(out) as f:
                 r = json.load(f)[0]
@@ -256,6 +264,8 @@ def main():
     parser.add_argument("--steps", type=int, default=None, help="timed training steps (default 20 on GPU, 3 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 on GPU, 1 on CPU)")
     parser.add_argument("--eval-batches", type=int, default=None)
+    parser.add_argument("--optimizer", choices=["adam_atan2", "muon"], default="adam_atan2",
+                        help="the weights' optimizer, as pretrain.py optimizer=... (muon: URM's)")
     parser.add_argument("--compile", choices=["auto", "on", "off", "both"], default="auto", help="auto: on for CUDA, off on CPU; both: eager and compiled")
     parser.add_argument("--run-steps", type=int, default=625, help="run length assumed when deciding to compile the optimizer (default: the demo's 625)")
     parser.add_argument("--json", help="also write the results to this file")

@@ -36,6 +36,9 @@ RECIPES = {
                                     'puzzle_emb_lr=0 eval_save_outputs="[preds]"'),
     "urm_arc1": ("arch=urm data_path=data/arc1concept-aug-1000 arch.loops=16 arch.H_cycles=2 arch.L_cycles=6 arch.num_layers=4 "
                  "epochs=200000 eval_interval=2000 puzzle_emb_lr=1e-2 weight_decay=0.1 ema=True"),
+    # URM's scripts/URM_arcagi2.sh: SPEC 12a's "the same with optimizer=muon", and puzzle_emb_lr=1e-4 as the script says.
+    "urm_arc2": ("arch=urm data_path=data/arc2concept-aug-1000 arch.loops=16 arch.H_cycles=2 arch.L_cycles=6 arch.num_layers=4 "
+                 "epochs=200000 eval_interval=2000 puzzle_emb_lr=1e-4 weight_decay=0.1 optimizer=muon ema=True"),
     "urm_sudoku_extreme": ("arch=urm data_path=data/sudoku-extreme-1k-aug-1000 arch.loops=16 arch.H_cycles=2 arch.L_cycles=6 "
                            "arch.num_layers=4 epochs=50000 eval_interval=2000 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 "
                            "puzzle_emb_weight_decay=1.0 global_batch_size=128 ema=True"),

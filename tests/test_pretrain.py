@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import REPO, TINY_HRM, TINY_TRM, load_weights, malicious_checkpoint, pretrain, torchrun
 from training.config import ConfigError, parse_config
+from training.evaluation import loop_deltas, with_loop_delta
 from utils.schedule import cosine_schedule_with_warmup_lr_lambda
 
 # SPEC section 12, verbatim.
@@ -82,6 +83,24 @@ def test_original_defaults():
             trm["no_ACT_continue"]) == (3, 6, 0, 2, False, 16, True)
 
 
+def test_urm_defaults_optimizer_and_loop_deltas():
+    config = compose_config(["arch=urm"])
+    assert (config.optimizer, config.loop_deltas) == ("adam_atan2", [])
+    arch = config.arch.model_dump()
+    assert {k: arch[k] for k in ("loops", "num_layers", "H_cycles", "L_cycles", "hidden_size", "num_heads", "expansion",
+                                 "puzzle_emb_ndim", "pos_encodings", "halt_exploration_prob")} == dict(
+        loops=16, num_layers=8, H_cycles=4, L_cycles=3, hidden_size=512, num_heads=8, expansion=4, puzzle_emb_ndim=512,
+        pos_encodings="rope", halt_exploration_prob=0.1)
+    config = compose_config(["arch=urm", "optimizer=muon", "loop_deltas=[0,8,-15,8]"])
+    assert config.optimizer == "muon"
+    assert loop_deltas(config, 16) == [-15, 8]
+    with pytest.raises(ConfigError, match=r"loop_deltas=\[0, 8, -15, 8\]: the model runs 15 segments .* \[-15\] would leave fewer than one"):
+        loop_deltas(config, 15)
+    assert with_loop_delta({"all": {"exact_accuracy": 0.5}, "ARC/pass@1": 0.25}, 8) == \
+        {"all@loops+8": {"exact_accuracy": 0.5}, "ARC@loops+8/pass@1": 0.25}
+    assert list(with_loop_delta({"all": {}}, -2)) == ["all@loops-2"]
+
+
 def test_lr_schedule_warmup_then_cosine_to_min_ratio():
     f = lambda s: cosine_schedule_with_warmup_lr_lambda(s, base_lr=1.0, num_warmup_steps=10, num_training_steps=110, min_ratio=0.2)  # noqa: E731
     assert f(0) == 0 and f(5) == pytest.approx(0.5) and f(10) == pytest.approx(1.0)
@@ -93,6 +112,7 @@ def test_lr_schedule_warmup_then_cosine_to_min_ratio():
     (["epochs=10", "eval_interval=3"], "eval_interval (3) must be a positive divisor of epochs (10)"),
     (["data_path=a", "data_paths=[b]"], "data_path=a and data_paths=['b'] disagree"),
     (["global_batch_size=0"], "global_batch_size must be positive"),
+    (["optimizer=adamw"], "optimizer: Input should be 'adam_atan2' or 'muon'"),
 ])
 def test_bad_configs_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError) as e:

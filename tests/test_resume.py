@@ -1,5 +1,6 @@
 """Exact resume: a run killed (SIGKILL) mid-pass and resumed, or resumed from the state saved at
 an evaluation, ends with the same weights, optimizer states, EMA and step as an uninterrupted run."""
+import json
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, TINY_HRM, load_weights, pretrain, subprocess_env, torchrun
+from conftest import REPO, TINY_HRM, load_weights, pretrain, run, subprocess_env, torchrun
 
 FINAL = 24  # 48 groups x 4 epochs / batch 8
 
@@ -35,6 +36,7 @@ def assert_identical(ck_a, ck_b, final=FINAL):
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), f"weights differ at {k}"
     for opt_a, opt_b in zip(a["optimizers"], b["optimizers"]):
+        assert opt_a["param_groups"] == opt_b["param_groups"], "optimizer settings or step counts differ"
         for pid, st in opt_a["state"].items():
             for name, t in st.items():
                 assert torch.equal(t, opt_b["state"][pid][name]), f"optimizer state {pid}/{name} differs"
@@ -129,6 +131,8 @@ VARIANTS = {
     "trm_singlez": ["arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=2", "arch.puzzle_emb_len=1"],
     "trm_hier6": ["arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=3", "arch.puzzle_emb_len=1"],
     "transformers_baseline": ["arch.H_layers=2"],
+    # URM (SPEC 4b) with its Muon optimizer and an extra evaluation at loops + 2 segments.
+    "urm": ["arch.num_layers=1", "arch.H_cycles=2", "arch.L_cycles=2", "arch.loops=3", "optimizer=muon", "loop_deltas=[0,2]"],
 }
 
 
@@ -161,3 +165,24 @@ def test_variant_killed_then_resumed_equals_uninterrupted(arch, sudoku4, tmp_pat
     _, err = uninterrupted.communicate(timeout=300)
     assert uninterrupted.returncode == 0, err[-2000:]
     assert_identical(full, ck, final=VARIANT_FINAL)
+    if arch == "urm":
+        assert_urm_run(ck)
+
+
+def assert_urm_run(ck):
+    """loop_deltas=[0,2]: every evaluation also logged at loops + 2 = 5 segments (0 adds nothing);
+    Muon's states are in the resume file; the checkpoint evaluates, its halt_max_steps list driving loops."""
+    lines = [json.loads(line) for line in (ck / "eval_metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [6, 12]
+    for line in lines:
+        assert set(k for k in line if k.startswith("all")) == {"all", "all@loops+2"}
+        assert line["all"]["steps"] == 3 and line["all@loops+2"]["steps"] == 5
+    optimizers = full_state(ck, VARIANT_FINAL)["optimizers"]
+    assert [g["use_muon"] for g in optimizers[1]["param_groups"]] == [True, False]
+    assert {name for st in optimizers[1]["state"].values() for name in st} == {"muon_buffer", "adamw_exp_avg", "adamw_exp_avg_sq"}
+    out = run([sys.executable, str(REPO / "evaluate.py"), f"checkpoint={ck}/step_{VARIANT_FINAL}", "halt_max_steps=[1,5]"],
+              env=subprocess_env(OMP_NUM_THREADS="1")).stdout
+    metrics = json.loads(out[out.index("\n{") + 1:])
+    assert metrics["halt_max_steps=1"]["all"]["steps"] == 1 and metrics["halt_max_steps=5"]["all"]["steps"] == 5
+    # At its trained loops + 2 the evaluation equals the one logged during training (EMA weights in both).
+    assert metrics["halt_max_steps=5"]["all"]["lm_loss"] == pytest.approx(lines[-1]["all@loops+2"]["lm_loss"], rel=1e-6)

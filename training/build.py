@@ -16,6 +16,7 @@ from puzzle_dataset import PuzzleDatasetConfig, create_loader
 from training.config import PretrainConfig
 from training.preemption import ignore_stop_signals
 from utils.adam_atan2 import AdamATan2
+from utils.muon import Muon, muon_param_groups
 from utils.checkpoint import load_weights
 from utils.compile import compile_model, should_compile, should_compile_optimizer
 from utils.config import ConfigError
@@ -53,23 +54,29 @@ def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, 
 def create_optimizers(config: PretrainConfig, model: nn.Module, world_size: int = 1,
                       total_steps: Optional[int] = None) -> Tuple[List[torch.optim.Optimizer], List[float]]:
     """The optimizers and their base learning rates, in the original's order: sign-SGD for the
-    puzzle embedding (when the model has one), AdamATan2 for the weights (unless frozen). With a
-    compiled model, AdamATan2 also fuses its update where that pays for ``total_steps`` steps."""
+    puzzle embedding (when the model has one), then for the weights (unless frozen) AdamATan2 or,
+    with ``optimizer=muon``, URM's Muon (2-D weights orthogonalised, the rest by its AdamW branch;
+    ``weight_decay``, ``beta1``/``beta2`` for that branch). With a compiled model, AdamATan2 also
+    fuses its update where that pays for ``total_steps`` steps."""
     inner = unwrap_compiled(model)
     has_puzzle_emb = getattr(inner.model.config, "puzzle_emb_ndim", 0) > 0
     device = next(iter(model.parameters()), torch.empty(0)).device
     compiled = should_compile_optimizer(inner is not model, device, sum(p.numel() for p in model.parameters()), total_steps)
-    adam = lambda: AdamATan2(model.parameters(), lr=0, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2),  # noqa: E731
-                             compiled=compiled)
+
+    def weights_optimizer():
+        if config.optimizer == "muon":
+            return Muon(muon_param_groups(model.parameters()), lr=0, weight_decay=config.weight_decay, adamw_betas=(config.beta1, config.beta2))
+        return AdamATan2(model.parameters(), lr=0, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2), compiled=compiled)
+
     signsgd = lambda: CastedSparseEmbeddingSignSGD_Distributed(inner.model.puzzle_emb.buffers(), lr=0,  # noqa: E731
                                                                weight_decay=config.puzzle_emb_weight_decay, world_size=world_size)
     if not has_puzzle_emb:
         if config.freeze_weights:
             raise ConfigError("freeze_weights=True trains only the puzzle embedding, but arch.puzzle_emb_ndim is 0")
-        return [adam()], [config.lr]
+        return [weights_optimizer()], [config.lr]
     if config.freeze_weights:
         return [signsgd()], [config.puzzle_emb_lr]
-    return [signsgd(), adam()], [config.puzzle_emb_lr, config.lr]
+    return [signsgd(), weights_optimizer()], [config.puzzle_emb_lr, config.lr]
 
 
 def load_checkpoint(model: nn.Module, config: PretrainConfig) -> None:

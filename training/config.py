@@ -87,6 +87,9 @@ class PretrainConfig(pydantic.BaseModel):
     eval_max_examples: Optional[int] = None
     eval_full_at_end: bool = False
     eval_global_batch_size: Optional[int] = None
+    # URM's (SPEC 4b, 5a): the optimizer of the weights, and extra evaluations at loops + delta segments.
+    optimizer: Literal["adam_atan2", "muon"] = "adam_atan2"
+    loop_deltas: List[int] = []
 
     @pydantic.field_validator("data_paths", mode="before")
     @classmethod

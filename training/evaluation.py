@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from dataset.common import DatasetError, PuzzleDatasetMetadata
 from inference.evaluation import evaluate
+from inference.segments import RunOptions, trained_halt_max_steps
 from training import validation
 from training.best_checkpoint import save_best
 from training.build import create_dataloader
@@ -23,10 +24,41 @@ from utils.metrics import flatten_metrics
 def evaluate_train_state(config: PretrainConfig, state: TrainState, eval_loader, eval_metadata: PuzzleDatasetMetadata,
                          evaluators: Sequence[Any], info: DistInfo) -> Optional[Dict[str, Any]]:
     """The model of ``state`` on ``eval_loader``; outputs named in ``eval_save_outputs`` go beside the
-    checkpoints as ``step_N_all_preds.<rank>``. Returns rank 0's metrics."""
-    return evaluate(state.model, eval_loader, eval_metadata, evaluators, save_outputs=config.eval_save_outputs,
-                    output_dir=config.checkpoint_path, step=state.step, rank=info.rank, world_size=info.world_size,
-                    cpu_group=info.cpu_group)
+    checkpoints as ``step_N_all_preds.<rank>``. Returns rank 0's metrics.
+
+    Each nonzero ``loop_deltas`` entry d adds an evaluation with ``halt_max_steps + d`` segments
+    (URM's loops + d; evaluators included, nothing saved), its metrics named ``<set>@loops+d/...``
+    (``all@loops+8/exact_accuracy``, ``ARC@loops+8/pass@1``)."""
+    common = dict(rank=info.rank, world_size=info.world_size, cpu_group=info.cpu_group)
+    metrics = evaluate(state.model, eval_loader, eval_metadata, evaluators, save_outputs=config.eval_save_outputs,
+                       output_dir=config.checkpoint_path, step=state.step, **common)
+    loops = trained_halt_max_steps(state.model)
+    for delta in loop_deltas(config, loops):
+        extra = evaluate(state.model, eval_loader, eval_metadata, evaluators, step=state.step,
+                         options=RunOptions(halt_max_steps=loops + delta), **common)
+        if metrics is not None and extra is not None:
+            metrics.update(with_loop_delta(extra, delta))
+    return metrics
+
+
+def loop_deltas(config: PretrainConfig, loops: int) -> List[int]:
+    """The distinct nonzero ``loop_deltas``; each must leave at least one segment (ConfigError)."""
+    deltas = sorted(set(d for d in config.loop_deltas if d != 0))
+    too_few = [d for d in deltas if loops + d < 1]
+    if too_few:
+        raise ConfigError(f"loop_deltas={config.loop_deltas}: the model runs {loops} segments (arch.loops / arch.halt_max_steps), "
+                          f"so {too_few} would leave fewer than one")
+    return deltas
+
+
+def with_loop_delta(metrics: Dict[str, Any], delta: int) -> Dict[str, Any]:
+    """Metric names of an evaluation at ``loops + delta``: ``all`` -> ``all@loops+2``, ``ARC/pass@1`` -> ``ARC@loops+2/pass@1``."""
+    tag = f"@loops{delta:+d}"
+    out = {}
+    for name, value in metrics.items():
+        head, sep, tail = name.partition("/")
+        out[f"{head}{tag}{sep}{tail}"] = value
+    return out
 
 
 def create_eval_loader(config: PretrainConfig, rank: int, world_size: int, full: bool = False):
