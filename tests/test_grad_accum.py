@@ -120,6 +120,7 @@ def test_four_micro_batches_equal_one_batch(arc_small, reference_k1):
     assert len(state.carry) == 4 and state.carry[0].halted.shape == (1,)
 
 
+@pytest.mark.slow
 def test_muon_with_two_micro_batches_equals_one_batch(arc_small):
     """optimizer=muon (URM's): the same K=1 equality; Muon's states take part."""
     ref, _ = train_in_process(arc_small, 1, "optimizer=muon")

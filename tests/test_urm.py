@@ -113,8 +113,8 @@ def test_only_the_last_round_is_back_propagated():
     """H_cycles - 1 rounds without gradient: the gradient is the same as a model with H_cycles=1
     started from the carry those rounds produce."""
     torch.manual_seed(0)
-    full = URM(config(H_cycles=3)).train()
-    one = URM(config(H_cycles=1)).train()
+    full = URM(config(H_cycles=3, num_layers=1)).train()
+    one = URM(config(H_cycles=1, num_layers=1)).train()
     one.load_state_dict(full.state_dict())
     b = batch()
     carry = full.initial_carry(b)
