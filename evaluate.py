@@ -26,7 +26,9 @@ Options besides ``checkpoint``:
   the real identifiers.
 - ``save_outputs``: names of batch fields and model outputs to save; also ``steps`` (segments each
   example would use under the training-time halting rule). ``trace=true`` adds ``steps``,
-  ``trace`` (the prediction after every segment) and ``trace_q_halt_logits``.
+  ``trace`` (the prediction after every segment), ``trace_q_halt_logits`` and ``trace_halt_confidence``
+  and ``halt_confidence`` (the confidence of the model's halting rule, sigmoid(q_halt - q_continue)
+  for HRM, sigmoid(q_halt) with TRM's ``no_ACT_continue``: above 0.5 exactly where it halts).
 - ``save_npy=true`` also writes every saved key as ``step_N_all_preds.<rank>.<key>.npy`` for the
   browser page ``puzzle_visualizer.html`` (see ``utils/outputs.py``).
 - ``data_path`` / ``data_paths`` evaluate on another dataset of the same shapes.
@@ -72,7 +74,7 @@ from utils.distributed import cleanup, init_distributed
 from utils.paths import check_output_folder
 
 DEFAULT_SAVE_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
-TRACE_OUTPUTS = ["steps", "trace", "trace_q_halt_logits"]
+TRACE_OUTPUTS = ["steps", "trace", "trace_q_halt_logits", "trace_halt_confidence", "halt_confidence"]
 # Saved by default with samples= (logits are not kept per sample): the chosen answer and how it was chosen.
 SAMPLED_SAVE_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "preds", "q_halt_logits", "agreement", "chosen_sample"]
 

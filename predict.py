@@ -152,8 +152,10 @@ class Predictor:
                 first = torch.where(out["halt_fired"], out["steps"], 0)
                 preds_np, q_np = out["trace"].cpu().numpy(), out["trace_q_halt_logits"].cpu().numpy()
                 sig = out["trace_q_halt_logits"].to(torch.float64).sigmoid().cpu().numpy()
+                confidence = out["trace_halt_confidence"].cpu().numpy()
                 for i in range(len(chunk)):
-                    outputs.append(RowOutput(preds=preds_np[i], q_halt_logits=q_np[i], q_halt=sig[i], halt_step=int(first[i]) or None))
+                    outputs.append(RowOutput(preds=preds_np[i], q_halt_logits=q_np[i], q_halt=sig[i], halt_step=int(first[i]) or None,
+                                             halt_confidence=confidence[i]))
         return outputs
 
     def run_sampled(self, rows: Sequence[Row], halt_max_steps: Optional[int], sampling: SamplingConfig,
@@ -179,7 +181,8 @@ class Predictor:
                 for i, k in enumerate(chosen.tolist()):
                     q = got.trace_q_halt_logits[i, k]
                     outputs.append(RowOutput(preds=got.trace[i, k], q_halt_logits=q, q_halt=1 / (1 + np.exp(-q.astype(np.float64))),
-                                             halt_step=int(got.steps[i, k]) if got.halt_fired[i, k] else None))
+                                             halt_step=int(got.steps[i, k]) if got.halt_fired[i, k] else None,
+                                             halt_confidence=got.trace_halt_confidence[i, k]))
                     facts.append({"agreement": round(float(agreement[i]), 6), "samples": int(got.answers.shape[1]),
                                   "chosen_sample": int(k)})
         return outputs, facts
@@ -329,7 +332,7 @@ class Predictor:
                 segments = range(len(out.q_halt)) if trace else [len(out.q_halt) - 1]
                 for s in segments:
                     last = " = answer" if s == len(out.q_halt) - 1 else ""
-                    panels.append(Panel(f"step {s + 1}{last}\nhalt {out.q_halt[s]:.2f}", self.codec.cells(p, out.preds[s], is_input=False)))
+                    panels.append(Panel(f"step {s + 1}{last}\nhalt {out.confidence()[s]:.2f}", self.codec.cells(p, out.preds[s], is_input=False)))
                 if row.labels is not None:
                     panels.append(Panel("truth", self.codec.cells(p, row.labels, is_input=False)))
                 lines.append(panels)

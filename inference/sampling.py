@@ -113,6 +113,7 @@ class Samples:
     view_inputs: np.ndarray  # [B, K, L] what each sample showed the model
     trace: Optional[np.ndarray] = None  # [B, K, T, L] answer after every segment, mapped back
     trace_q_halt_logits: Optional[np.ndarray] = None  # [B, K, T]
+    trace_halt_confidence: Optional[np.ndarray] = None  # [B, K, T] confidence of the model's halting rule
     steps: Optional[np.ndarray] = None  # [B, K] segment at which the halt rule first fired (else T)
     halt_fired: Optional[np.ndarray] = None  # [B, K]
 
@@ -194,6 +195,7 @@ def run_samples(models: Sequence[nn.Module], batch: Dict[str, torch.Tensor], cod
                 trace = _repeat_views(views, t).back(trace)
             parts.setdefault("trace", []).append(trace.reshape(rows, t, n, length).transpose(0, 2, 1, 3))
             parts.setdefault("trace_q_halt_logits", []).append(out["trace_q_halt_logits"].cpu().numpy().reshape(rows, n, t))
+            parts.setdefault("trace_halt_confidence", []).append(out["trace_halt_confidence"].cpu().numpy().reshape(rows, n, t))
             segments = t
         if options.steps:
             parts.setdefault("steps", []).append(out["steps"].cpu().numpy().reshape(rows, n))

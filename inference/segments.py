@@ -5,8 +5,13 @@ reported metrics do not change). On request this also records
 
 - ``steps``: the segments each row would have used under the training-time halting rule (the
   first segment whose halt signal fires, ``halt_max_steps`` if none does), as ``int32 [B]``;
-- ``trace``: the prediction after every segment, ``int32 [B, T, S]``, and ``trace_q_halt_logits``
-  ``float32 [B, T]``, the halt logit after every segment;
+- ``trace``: the prediction after every segment, ``int32 [B, T, S]``, ``trace_q_halt_logits``
+  ``float32 [B, T]``, the halt logit after every segment, and ``trace_halt_confidence``
+  ``float32 [B, T]``, the halt confidence after every segment;
+- ``halt_confidence``: the confidence of the halting rule the model uses after the last segment,
+  ``float32 [B]``: sigmoid(q_halt - q_continue) for HRM, sigmoid(q_halt) where the model halts
+  on q_halt alone (TRM's ``no_ACT_continue``); it reaches 0.5 exactly where the rule fires, so
+  ``steps`` is the first segment whose confidence is above 0.5;
 
 and can hide the puzzle identifiers from the model (``identifier_map``: each identifier is looked
 up in this table before the model sees it), while evaluators and saved outputs keep the real ones.
@@ -22,7 +27,7 @@ from torch import nn
 from utils.functions import unwrap_compiled
 
 # Names that can be asked for in ``eval_save_outputs`` besides the model's own outputs.
-SEGMENT_OUTPUTS = ("steps", "trace", "trace_q_halt_logits")
+SEGMENT_OUTPUTS = ("steps", "trace", "trace_q_halt_logits", "trace_halt_confidence", "halt_confidence")
 # The most ACT segments a command line may ask for: the largest published test-time budget
 # (1024). A larger value is a typo far more often than an experiment, and would run for hours.
 MAX_HALT_MAX_STEPS = 1024
@@ -56,7 +61,7 @@ class RunOptions:
     def from_outputs(cls, names, **options) -> "RunOptions":
         """Options recording what the output ``names`` ask for (``steps``, ``trace*``)."""
         names = set(names)
-        return cls(steps="steps" in names, trace=bool(names & {"trace", "trace_q_halt_logits"}), **options)
+        return cls(steps="steps" in names, trace=bool(names & {"trace", "trace_q_halt_logits", "trace_halt_confidence"}), **options)
 
 
 def act_model(model: nn.Module) -> nn.Module:
@@ -71,6 +76,16 @@ def trained_halt_max_steps(model: nn.Module) -> int:
 def _halt_signal(model: nn.Module):
     inner = getattr(unwrap_compiled(model), "model", None)
     return getattr(inner, "halt_signal", lambda q_halt, q_continue: q_halt > q_continue)
+
+
+def halt_confidence(model: nn.Module, q_halt_logits: torch.Tensor, q_continue_logits: Optional[torch.Tensor]) -> torch.Tensor:
+    """float32 sigmoid of the model's halting rule (``halt_logit``: q_halt - q_continue for HRM,
+    q_halt alone for TRM with ``no_ACT_continue``); q_halt alone when there is no q_continue."""
+    inner = getattr(unwrap_compiled(model), "model", None)
+    if q_continue_logits is None:
+        return torch.sigmoid(q_halt_logits.to(torch.float32))
+    rule = getattr(inner, "halt_logit", lambda q_halt, q_continue: q_halt - q_continue)
+    return torch.sigmoid(rule(q_halt_logits.to(torch.float32), q_continue_logits.to(torch.float32)))
 
 
 def run_segments(model: nn.Module, batch: Dict[str, torch.Tensor], return_keys: Set[str],
@@ -93,14 +108,14 @@ def run_segments(model: nn.Module, batch: Dict[str, torch.Tensor], return_keys: 
     if options.identifier_map is not None:
         ids = batch["puzzle_identifiers"]
         model_batch = dict(batch, puzzle_identifiers=options.identifier_map.to(ids.device)[ids.long()].to(ids.dtype))
-    keys = set(return_keys)
-    if options.steps or options.trace:
+    keys = set(return_keys) - {"halt_confidence"}
+    if options.steps or options.trace or "halt_confidence" in return_keys:
         keys |= {"preds", "q_halt_logits", "q_continue_logits"}
     halt_signal = _halt_signal(model)
 
     carry = model.initial_carry(model_batch)  # type: ignore[operator]
     steps = halted = None
-    trace, trace_q = [], []
+    trace, trace_q, trace_confidence = [], [], []
     segment = 0
 
     def one_segment():
@@ -117,6 +132,7 @@ def run_segments(model: nn.Module, batch: Dict[str, torch.Tensor], return_keys: 
         if options.trace:
             trace.append(preds["preds"].to(torch.int32))
             trace_q.append(preds["q_halt_logits"].to(torch.float32))
+            trace_confidence.append(halt_confidence(model, preds["q_halt_logits"], preds.get("q_continue_logits")))
         return metrics, preds, all_finish
 
     # Eval rows halt exactly at halt_max_steps: run that many segments, check once. A model that halts
@@ -134,6 +150,9 @@ def run_segments(model: nn.Module, batch: Dict[str, torch.Tensor], return_keys: 
     if options.trace:
         out["trace"] = torch.stack(trace, dim=1)
         out["trace_q_halt_logits"] = torch.stack(trace_q, dim=1)
+        out["trace_halt_confidence"] = torch.stack(trace_confidence, dim=1)
+    if "halt_confidence" in return_keys:
+        out["halt_confidence"] = halt_confidence(model, preds["q_halt_logits"], preds.get("q_continue_logits"))
     return carry, metrics, out
 
 

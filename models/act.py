@@ -327,6 +327,11 @@ class ACTModel(nn.Module):
         """Decision to stop early: the Q value of halting beats that of continuing."""
         return q_halt_logits > q_continue_logits
 
+    def halt_logit(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
+        """The halting rule as one logit: positive exactly where ``halt_signal`` fires, so its
+        sigmoid is the confidence of the rule the model uses (reported as halt confidence)."""
+        return q_halt_logits - q_continue_logits
+
     def uses_q_continue(self) -> bool:
         """Whether training bootstraps a Q target for ``q_continue`` (costs one extra forward)."""
         return True

@@ -25,7 +25,8 @@ outputs of the same settings is read instead of rerun, unless ``reuse=false``):
 The report covers train vs test exact accuracy and memorisation (test predictions that are
 training answers), halting (segments used under the training-time halting rule, accuracy per
 segment count, accuracy after every segment, a reliability diagram of the halt confidence
-sigmoid(q_halt) against exact correctness with its expected calibration error), test-time compute,
+of the model's halting rule, sigmoid(q_halt - q_continue) for HRM or sigmoid(q_halt) with TRM's
+``no_ACT_continue``, against exact correctness with its expected calibration error), test-time compute,
 the identifier ablation, and a breakdown the dataset's task allows (Sudoku: blanks; maze: path
 length; domino: table length; ARC: pass@1 / pass@2 per task by voting, as ``evaluators/arc.py``).
 Runs in one process, on the GPU when there is one. Numbers are exact accuracies (every labelled
@@ -52,7 +53,8 @@ from utils.outputs import load_outputs, output_files
 from utils.paths import check_output_folder, make_folder, remove_if_empty
 from utils.progress import progress_bar
 
-TEST_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "preds", "q_halt_logits", "steps", "trace", "trace_q_halt_logits"]
+TEST_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "preds", "q_halt_logits", "halt_confidence", "steps", "trace",
+                "trace_q_halt_logits", "trace_halt_confidence"]
 SMALL_OUTPUTS = ["labels", "preds"]
 TRACE_LIMIT_BYTES = 1 << 30  # the trace is held in memory while evaluating
 
@@ -211,7 +213,8 @@ def compute_results(cfg: AnalyzeConfig, ev, evals: Dict[str, Dict[str, Any]], tr
     test_paths = ev.test_paths
     res["memorisation"] = A.memorisation(test["preds"], test["labels"], read_split_labels(data_paths, "train"))
 
-    conf = A.sigmoid(test["q_halt_logits"])
+    # The confidence of the rule the model halts by (outputs saved before it was recorded: sigmoid(q_halt)).
+    conf = test["halt_confidence"].astype(np.float64) if "halt_confidence" in test else A.sigmoid(test["q_halt_logits"])
     rel = A.reliability(conf, correct, bins=cfg.bins)
     res["reliability"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in rel.items()}
     res["reliability"]["mean_confidence"] = float(conf.mean()) if len(conf) else float("nan")
@@ -323,7 +326,7 @@ def figures(res: Dict[str, Any], out: str) -> List[str]:
     counts = np.array(rel["count"])
     bars = hist_ax.bar(centers, counts, width=width, edgecolor="k", color="#bbbbbb")
     hist_ax.bar_label(bars, labels=[str(int(n)) if n else "" for n in counts], fontsize=6)
-    hist_ax.set(xlabel="halt confidence sigmoid(q_halt)", ylabel="examples", ylim=(0, max(1, counts.max(initial=0)) * 1.3))
+    hist_ax.set(xlabel="halt confidence (the model's halting rule)", ylabel="examples", ylim=(0, max(1, counts.max(initial=0)) * 1.3))
     save(fig, "reliability.png")
 
     curve = res["test_time_compute"]
@@ -406,7 +409,8 @@ def report_markdown(res: Dict[str, Any], made: List[str], evals: Dict[str, Dict[
              "Exact accuracy after each segment: " + (", ".join(f"{t + 1}: {pct(a)}" for t, a in enumerate(halt["accuracy_after_segment"]))
                                                       if "accuracy_after_segment" in halt else "not traced (give max_examples=)") + ".",
              "", "![halting](halting.png)", "",
-             f"Reliability of the halt confidence sigmoid(q_halt) as a predictor of exact correctness: "
+             f"Reliability of the halt confidence (of the model's halting rule: sigmoid(q_halt - q_continue) for HRM, "
+             f"sigmoid(q_halt) with TRM's no_ACT_continue) as a predictor of exact correctness: "
              f"**ECE {rel['ece']:.4f}** (mean confidence {pct(rel['mean_confidence'])}, accuracy {pct(res['exact_accuracy']['test'])}).", "",
              "| confidence bin | examples | mean confidence | exact accuracy |", "|---|---|---|---|"]
     for i, n in enumerate(rel["count"]):

@@ -44,8 +44,14 @@ class RowOutput:
 
     preds: np.ndarray  # [segments, seq_len]
     q_halt_logits: np.ndarray  # [segments] as the model returned them (float32)
-    q_halt: np.ndarray  # [segments] sigmoid(q_halt_logits), float64 as the ARC evaluator computes it
+    q_halt: np.ndarray  # [segments] sigmoid(q_halt_logits), float64 as the ARC evaluator computes it (its vote ties)
     halt_step: Optional[int]  # first segment (1-based) at which the model's own halt rule fired
+    # [segments] the confidence of the halting rule the model uses: sigmoid(q_halt - q_continue) for
+    # HRM, sigmoid(q_halt) with TRM's no_ACT_continue; above 0.5 exactly where the rule fires.
+    halt_confidence: Optional[np.ndarray] = None
+
+    def confidence(self) -> np.ndarray:
+        return self.q_halt if self.halt_confidence is None else self.halt_confidence
 
 
 @dataclass
@@ -222,16 +228,17 @@ def halt_fields(out: RowOutput) -> Dict[str, Any]:
     """ACT facts of one row: segments run, the model's own halting, halt confidence at the end."""
     segments = len(out.q_halt)
     return {"steps": out.halt_step if out.halt_step is not None else segments, "segments_run": segments,
-            "halted": out.halt_step is not None, "halt_confidence": round(float(out.q_halt[-1]), 6)}
+            "halted": out.halt_step is not None, "halt_confidence": round(float(out.confidence()[-1]), 6)}
 
 
 def trace_entries(out: RowOutput, answer_of, changed) -> List[Dict[str, Any]]:
     """Per ACT segment: the answer, how many cells changed since the previous one, halt confidence."""
     entries = []
+    confidence = out.confidence()
     for s in range(len(out.q_halt)):
         entries.append({"step": s + 1, "answer": answer_of(out.preds[s]),
                         "changed": None if s == 0 else changed(out.preds[s - 1], out.preds[s]),
-                        "halt_confidence": round(float(out.q_halt[s]), 6)})
+                        "halt_confidence": round(float(confidence[s]), 6)})
     return entries
 
 

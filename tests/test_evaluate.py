@@ -107,6 +107,10 @@ def test_split_train_uses_the_train_split_and_trace_ends_at_the_prediction(train
     # 10 examples in a batch of 16: the 6 padding rows are not saved
     np.testing.assert_array_equal(out["inputs"], np.load(sudoku4 / "train" / "all__inputs.npy")[:10])
     assert out["trace"].shape == (10, 3, 16) and out["trace_q_halt_logits"].shape == (10, 3)
+    # The halt confidence is the rule the model halts by: its first segment above 0.5 is `steps`.
+    confident = out["trace_halt_confidence"] > 0.5
+    np.testing.assert_array_equal(np.where(confident.any(1), confident.argmax(1) + 1, 3), out["steps"])
+    np.testing.assert_array_equal(out["halt_confidence"], out["trace_halt_confidence"][:, -1])
     np.testing.assert_array_equal(out["trace"][:, -1], out["preds"])
     assert out["steps"].min() >= 1 and out["steps"].max() <= 3
     assert np.load(tmp_path / "step_12_all_preds.0.trace.npy").shape == (10, 3, 16)

@@ -81,6 +81,24 @@ def test_python_api_trace_and_more_segments(sudoku_ck):
     assert predictor.halt_max_steps == 3  # the trained value is restored
 
 
+def test_trace_confidence_reaches_one_half_first_at_steps(sudoku_ck):
+    """The reported halt confidence is the rule the model halts by: in every trace the first segment
+    whose confidence is >= 0.5 is ``steps`` when the model halted by itself, and none is when it did not."""
+    predictor = load_predictor(str(sudoku_ck), task="sudoku")
+    inputs = load_split(data_path_of(sudoku_ck), "test")["inputs"]
+    results = predictor.predict([predictor.codec.format_tokens(x) for x in inputs], halt_max_steps=6, trace=True, progress=False)
+    halted = 0
+    for r in results:
+        confident = [e["step"] for e in r["trace"] if e["halt_confidence"] >= 0.5]
+        if r["halted"]:
+            assert confident and confident[0] == r["steps"], (r["steps"], [e["halt_confidence"] for e in r["trace"]])
+            halted += 1
+        else:
+            assert not confident and r["steps"] == r["segments_run"]
+        assert r["halt_confidence"] == r["trace"][-1]["halt_confidence"]
+    assert 0 < halted, "the checkpoint should halt by itself on some puzzle (else the test checks half the rule)"
+
+
 def test_pictures_png_and_gif(sudoku_ck, tmp_path, capsys):
     for name in ("t.png", "t.gif"):
         status, _, err = cli(capsys, f"checkpoint={sudoku_ck}", "puzzle=1.3.3...........,1234341221434321", "task=sudoku",

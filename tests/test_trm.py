@@ -51,6 +51,18 @@ def test_no_act_continue_halts_on_positive_q_halt_only():
     assert carry.halted.all() and "target_q_continue" not in out
 
 
+def test_halt_logit_is_the_halting_rule():
+    """The halt confidence sigmoid(halt_logit) is above 0.5 exactly where the model halts:
+    q_halt alone with no_ACT_continue, q_halt - q_continue otherwise (as HRM)."""
+    g = torch.Generator().manual_seed(0)
+    q_halt, q_continue = torch.randn(1000, generator=g), torch.randn(1000, generator=g)
+    for no_continue in (True, False):
+        model = TinyRecursiveReasoningModel_ACTV1(config(no_ACT_continue=no_continue))
+        logit = model.halt_logit(q_halt, q_continue)
+        assert torch.equal(logit > 0, model.halt_signal(q_halt, q_continue))
+        torch.testing.assert_close(logit, q_halt if no_continue else q_halt - q_continue)
+
+
 def test_mlp_t_without_positions():
     model = TinyRecursiveReasoningModel_ACTV1(config(mlp_t=True, pos_encodings="none"))
     keys = set(model.state_dict())

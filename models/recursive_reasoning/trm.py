@@ -87,5 +87,10 @@ class TinyRecursiveReasoningModel_ACTV1(ACTModel):
             return q_halt_logits > 0
         return super().halt_signal(q_halt_logits, q_continue_logits)
 
+    def halt_logit(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
+        if self.config.no_ACT_continue:
+            return q_halt_logits
+        return super().halt_logit(q_halt_logits, q_continue_logits)
+
     def uses_q_continue(self) -> bool:
         return not self.config.no_ACT_continue
