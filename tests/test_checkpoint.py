@@ -8,8 +8,8 @@ import torch
 
 from conftest import malicious_checkpoint
 from utils.checkpoint import (TRAIN_STATE_FORMAT, CheckpointError, atomic_torch_save, atomic_write_text, carry_from_dict, carry_to_dict,
-                              clean_checkpoint_folder, list_train_states, load_train_state, load_weights, resolve_resume, step_of,
-                              train_state_paths)
+                              clean_checkpoint_folder, list_train_states, load_train_state, load_weights, resolve_resume, restore_rng_states,
+                              step_of, train_state_paths)
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -177,3 +177,19 @@ def test_atomic_write_replaces_only_regular_files(tmp_path):
     with pytest.raises(IsADirectoryError):
         atomic_write_text(str(tmp_path / "folder"), "x")
     assert sorted(os.listdir(tmp_path)) == ["folder", "link.json", "target.json"]
+
+
+def test_rng_states_restore_whatever_the_map_location(tmp_path):
+    """On a GPU the resume state is loaded with map_location=<the GPU>; the RNG setters take CPU
+    byte tensors only. A non-CPU map_location (meta here, on any machine) must still restore them."""
+    torch.manual_seed(123)
+    saved = torch.get_rng_state()
+    expected = torch.rand(4)
+    shared, own = train_state_paths(str(tmp_path), 7, 0)
+    torch.save({"format": TRAIN_STATE_FORMAT, "world_size": 1, "step": 7, "model": {"w": torch.ones(3)}}, shared)
+    torch.save({"rng_torch": saved, "rng_cuda": None, "carry": None}, own)
+    shared_state, own_state = load_train_state(str(tmp_path), 7, 0, map_location="meta")
+    assert shared_state["model"]["w"].device.type == "meta"  # map_location applies to the shared part
+    torch.manual_seed(0)
+    restore_rng_states(own_state, torch.device("meta"))
+    assert torch.equal(torch.rand(4), expected)

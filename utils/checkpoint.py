@@ -253,13 +253,16 @@ def read_train_state(folder: str, step: int, map_location="cpu") -> Dict[str, An
 
 
 def load_train_state(folder: str, step: int, rank: int, map_location) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``(shared, own)``: the shared part loaded to ``map_location``, this rank's own part (RNG
+    states, ACT carry) always to the CPU: the RNG setters take CPU byte tensors, and the carry is
+    moved to the device when it is restored."""
     shared_path, rank_path = train_state_paths(folder, step, rank)
     if not os.path.isfile(rank_path):
         raise CheckpointError(f"resume: {rank_path} is missing (resuming with more processes than the run had?)")
     shared = _load_state_file(folder, step, shared_path, map_location)
     if shared.get("format") != TRAIN_STATE_FORMAT:
         raise CheckpointError(f"resume: {shared_path} is not a train state of format {TRAIN_STATE_FORMAT}")
-    return shared, _load_state_file(folder, step, rank_path, map_location)
+    return shared, _load_state_file(folder, step, rank_path, "cpu")
 
 
 def complete_train_states(folder: str) -> List[int]:
@@ -435,9 +438,15 @@ def restore_resume_state(train_state, shared: Dict[str, Any], own: Dict[str, Any
     for key in ("step", "total_steps", "iters_done", "batches_in_iter"):
         setattr(train_state, key, shared[key])
     train_state.carry = carries_from_saved(train_state.model, own["carry"], device)
-    torch.set_rng_state(own["rng_torch"])
-    if own.get("rng_cuda") is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(own["rng_cuda"])
+    restore_rng_states(own, device)
+
+
+def restore_rng_states(own: Dict[str, Any], device) -> None:
+    """The torch (and, on a GPU, CUDA) RNG states of a rank's resume state, whatever device a
+    loader moved them to (``torch.set_rng_state`` takes CPU byte tensors only)."""
+    torch.set_rng_state(own["rng_torch"].to("cpu"))
+    if own.get("rng_cuda") is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(own["rng_cuda"].to("cpu"))
 
 
 def save_code_and_config(config) -> None:
