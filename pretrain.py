@@ -35,6 +35,7 @@ from training.config import PretrainConfig, dist_timeout_from, load_synced_confi
 from training.evaluation import create_eval_loader, ema_applied, evaluate_train_state, loop_deltas, update_best, validate_splits
 from training.preemption import Preempted, StopRequest, signal_name
 from training.runs import apply_sweep_job, current_sweep_job
+from training.metrics_readback import MetricsReadback, resolve_log_interval
 from training.state import Run, check_finite, init_train_state, train_batch
 from training.train_log import TrainMetricsLog, default_interval, summary_line
 from utils import checkpoint as ckpt
@@ -106,7 +107,8 @@ def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
               evaluators=evaluators, epochs_per_iter=epochs_per_iter, total_iters=config.epochs // epochs_per_iter,
               last_saved=resume[0]["step"] if resume else None,
               # A mid-pass state resumed from is replaced by the next one, as in an uninterrupted run.
-              interval_state_step=state.step if resume and batches_done else None)
+              interval_state_step=state.step if resume and batches_done else None,
+              readback=MetricsReadback(resolve_log_interval(config.log_interval, info.device)))
     if info.rank == 0:
         start_logging(run, resumed=resume is not None)
     return run
@@ -132,12 +134,22 @@ def start_logging(run: Run, resumed: bool) -> None:
         print(f"Removed {len(removed)} file(s) left by an interrupted run from {config.checkpoint_path}: {', '.join(removed[:6])}"
               + (" ..." if len(removed) > 6 else ""))
     ckpt.save_code_and_config(config)
-    interval = config.train_metrics_interval or default_interval(state.total_steps, config.log_interval)
+    interval = config.train_metrics_interval or default_interval(state.total_steps, run.readback.interval)
     run.train_log = TrainMetricsLog(config.checkpoint_path, interval, resumed_step=state.step if resumed else None)
     run.progress_bar = progress_bar(total=state.total_steps, initial=state.step, desc="train", dynamic_ncols=True)
 
 
+def log_train_metrics(run: Run) -> None:
+    """The waiting steps' training metrics, read back in one transfer, to W&B and train_metrics.jsonl (rank 0)."""
+    for step, metrics in run.readback.flush(run.info.rank, run.info.world_size):
+        run.logger.log(metrics, step=step)
+        run.train_log.add(step, metrics)
+        run.progress_bar.set_postfix(loss=f"{metrics.get('train/lm_loss', float('nan')):.4f}", refresh=False)
+
+
 def stop_if_nonfinite(run: Run) -> None:
+    """A device sync point: log the waiting metrics, then stop if a loss was non-finite."""
+    log_train_metrics(run)
     bad = check_finite(run.state, run.info.world_size)
     if bad is not None:
         kept = f"the last checkpoint (step {run.last_saved}) is intact" if run.last_saved is not None else "no checkpoint had been written"
@@ -151,15 +163,10 @@ def train_iteration(run: Run, iter_id: int) -> None:
         print(f"[Rank {rank}, World Size {run.info.world_size}]: Epoch {iter_id * run.epochs_per_iter}")
     state.model.train()
     for _set_name, batch, global_batch_size in run.train_loader:
-        log = (state.step + 1) % config.log_interval == 0
-        metrics = train_batch(config, state, batch, global_batch_size, rank=rank, world_size=run.info.world_size, log=log)
+        train_batch(config, state, batch, global_batch_size, rank=rank, world_size=run.info.world_size, log_to=run.readback)
         state.batches_in_iter += 1
-        if log:
+        if run.readback.due(state.step):
             stop_if_nonfinite(run)
-        if rank == 0 and metrics is not None:
-            run.logger.log(metrics, step=state.step)
-            run.train_log.add(state.step, metrics)
-            run.progress_bar.set_postfix(loss=f"{metrics.get('train/lm_loss', float('nan')):.4f}", refresh=False)
         if run.progress_bar is not None:
             run.progress_bar.update(min(state.step, state.total_steps) - run.progress_bar.n)
         saved_now = bool(config.checkpoint_interval_steps) and state.step % config.checkpoint_interval_steps == 0

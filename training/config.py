@@ -72,8 +72,8 @@ class PretrainConfig(pydantic.BaseModel):
     # Added by this project.
     resume: Optional[str] = None
     checkpoint_interval_steps: int = 0
-    log_interval: int = 1
-    # Steps per line of train_metrics.jsonl (a multiple of log_interval); default: about 200 lines per run.
+    log_interval: Optional[int] = None  # read train metrics back every N steps (all logged); null: 1 on CPU, 20 on CUDA
+    # Steps per line of train_metrics.jsonl; default: about 200 lines per run.
     train_metrics_interval: Optional[int] = None
     wandb_group: Optional[str] = None
     compile: CompileSetting = "auto"  # torch.compile: auto (CUDA always, CPU for long runs), true, false
@@ -102,7 +102,7 @@ class PretrainConfig(pydantic.BaseModel):
         if self.data_path is None and len(self.data_paths) == 1:
             self.data_path = self.data_paths[0]
         for name in ("global_batch_size", "epochs", "log_interval"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.eval_interval is not None and (self.eval_interval <= 0 or self.epochs % self.eval_interval):
             raise ValueError(f"eval_interval ({self.eval_interval}) must be a positive divisor of epochs ({self.epochs})")
@@ -114,9 +114,8 @@ class PretrainConfig(pydantic.BaseModel):
         validation.check_save_outputs(self.eval_save_outputs, "eval_save_outputs")
         if self.gradient_accumulation_steps < 1:
             raise ValueError(f"gradient_accumulation_steps must be >= 1 (micro-batches per optimizer step), got {self.gradient_accumulation_steps}")
-        if self.train_metrics_interval is not None and (self.train_metrics_interval < 1 or self.train_metrics_interval % self.log_interval):
-            raise ValueError(f"train_metrics_interval ({self.train_metrics_interval}) must be a positive multiple of log_interval "
-                             f"({self.log_interval}): metrics are read every log_interval steps")
+        if self.train_metrics_interval is not None and self.train_metrics_interval < 1:
+            raise ValueError(f"train_metrics_interval must be a positive number of steps or null, got {self.train_metrics_interval}")
         for name in ("eval_max_examples", "eval_global_batch_size", "early_stop_patience"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive number or null, got {getattr(self, name)}")

@@ -13,6 +13,7 @@ from dataset.common import PuzzleDatasetMetadata
 from models.ema import EMAHelper
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from training.best_checkpoint import BestTracker
+from training.metrics_readback import MetricsReadback
 from training.preemption import StopRequest
 from training.build import create_model, create_optimizers
 from training.config import PretrainConfig
@@ -74,8 +75,9 @@ def split_micro_batches(batch: Dict[str, torch.Tensor], num: int) -> List[Dict[s
 
 
 def train_batch(config: PretrainConfig, train_state: TrainState, batch: Dict[str, torch.Tensor], global_batch_size: int,
-                rank: int, world_size: int, log: bool = True) -> Optional[Dict[str, float]]:
-    """One optimisation step. Returns rank 0's logged metrics when ``log`` is set, else None.
+                rank: int, world_size: int, log: bool = True, log_to: Optional[MetricsReadback] = None) -> Optional[Dict[str, float]]:
+    """One optimisation step. Returns rank 0's logged metrics when ``log`` is set, else None;
+    with ``log_to`` the step's metric sums wait there on the device instead (training's loop).
 
     With ``gradient_accumulation_steps`` K > 1 the rank's batch runs as K micro-batches, each with
     its own ACT carry (so a halted row is refilled from the same batch position as at K=1);
@@ -126,6 +128,9 @@ def train_batch(config: PretrainConfig, train_state: TrainState, batch: Dict[str
     if not log or not metrics:
         return None
     metric_keys = sorted(metrics.keys())  # same order on every rank
+    if log_to is not None:
+        log_to.add(metric_keys, stack_metrics(metrics, metric_keys), train_state.step, lr_this_step, global_batch_size)
+        return None
     reduced = reduce_metrics(metric_keys, stack_metrics(metrics, metric_keys)[None], rank, world_size,
                              loss_divisor=global_batch_size, keep_count=True)
     if reduced is None:
@@ -160,3 +165,4 @@ class Run:
     last_saved: Optional[int] = None  # newest step with a resume state on disk
     interval_state_step: Optional[int] = None  # interval-only resume state to drop when a newer one is written
     stop: StopRequest = field(default_factory=StopRequest)  # set by SIGTERM / SIGINT / SIGUSR1
+    readback: MetricsReadback = field(default_factory=lambda: MetricsReadback(interval=1))  # steps' metrics waiting on the device

@@ -1,7 +1,7 @@
 """``train_metrics.jsonl``: the training metrics W&B gets, readable from the run folder without W&B.
 
-Rank 0 reads the metrics back every ``log_interval`` steps (as for W&B); :class:`TrainMetricsLog`
-averages those readings over ``train_metrics_interval`` steps and appends one JSON line per
+Rank 0 gets every step's metrics (as W&B does; read back ``log_interval`` steps at a time, see
+``training/metrics_readback.py``); :class:`TrainMetricsLog` averages those readings over ``train_metrics_interval`` steps and appends one JSON line per
 interval, with the keys W&B gets (``train/lm_loss``, ``train/exact_accuracy``, ``train/lr``, ...)::
 
     {"step": 400, "averaged_over": 20, "train/accuracy": 0.93, "train/exact_accuracy": 0.41, ...}
