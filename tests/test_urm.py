@@ -87,6 +87,10 @@ def test_training_halts_on_positive_q_halt_without_q_target():
     b = batch()
     carry, loss, metrics, outputs, all_halted = head(carry=head.initial_carry(b), batch=b, return_keys=["q_continue_logits"])
     assert all_halted and carry.steps.tolist() == [1, 1, 1]
+    # The halt confidence reported by predict/analysis is that rule's: sigmoid(q_halt), q_continue plays no part.
+    q_halt, q_continue = torch.tensor([0.5, -0.5]), torch.tensor([10.0, -10.0])
+    assert torch.equal(model.halt_logit(q_halt, q_continue), q_halt)
+    assert torch.equal(model.halt_logit(q_halt, q_continue) > 0, model.halt_signal(q_halt, q_continue))
     assert "q_continue_loss" not in metrics and "target_q_continue" not in outputs
     loss.backward()
     assert model.inner.layers[0].mlp.dwconv.weight.grad is not None and model.inner.init_hidden.grad is None
