@@ -123,7 +123,7 @@ class Predictor:
                 out.append(p)
                 continue
             for q in self.read(p):
-                q.where = f"puzzle {i + 1}" if len(puzzles) > 1 else "puzzle="
+                q.where = f"puzzle {i + 1}"  # typed puzzles are numbered as given (files name their lines)
                 out.append(q)
         return out
 
@@ -443,6 +443,9 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
         check_adaptable(cfg)
     predictor = load_predictor(cfg.checkpoint, task=cfg.task, device=cfg.device, batch_size=cfg.batch_size)
     puzzles = predictor.read(text, cfg.puzzle_file) if text is not None else predictor.read(cfg.puzzle)  # type: ignore[arg-type]
+    if text is None:
+        for i, p in enumerate(puzzles):
+            p.where = f"puzzle {i + 1}"  # errors above named the option (puzzle=); results name the puzzle
     scaling = f", {cfg.samples} sample(s) x {1 + len(predictor.ensemble)} checkpoint(s)" if cfg.samples > 1 or predictor.ensemble else ""
     print(f"{len(puzzles)} {predictor.task} puzzle(s), {cfg.halt_max_steps or predictor.halt_max_steps} ACT segments{scaling}, "
           f"checkpoint {cfg.checkpoint}, device {predictor.device}", file=sys.stderr)

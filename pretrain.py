@@ -77,12 +77,24 @@ def _run(raw_config: Dict[str, Any], info: DistInfo, held: contextlib.ExitStack)
     finally:
         run.stop.uninstall()
         if run.progress_bar is not None:
+            if run.progress_bar.n != run.progress_bar.total:  # early stop, or a count only the draws told
+                run.progress_bar.total = run.progress_bar.n
+                run.progress_bar.refresh()
             run.progress_bar.close()
         if run.train_log is not None:
             run.train_log.flush()  # the steps since the last line, also when stopped early
     if info.rank == 0:
         run.logger.finish()
+        print(finished_line(config, run.state.step))
     return config
+
+
+def finished_line(config: PretrainConfig, step: int) -> str:
+    """The last line of a run: steps done and where its last weights are."""
+    last = os.path.join(config.checkpoint_path, f"step_{step}") if config.checkpoint_path else None
+    if last is None or not os.path.isfile(last):
+        return f"done: {step} steps; no checkpoint written" + ("" if config.checkpoint_path else " (no checkpoint_path)")
+    return f"done: {step} steps; last checkpoint {last}"
 
 
 def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
@@ -109,6 +121,9 @@ def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
               # A mid-pass state resumed from is replaced by the next one, as in an uninterrupted run.
               interval_state_step=state.step if resume and batches_done else None,
               readback=MetricsReadback(resolve_log_interval(config.log_interval, info.device)))
+    per_pass = train_loader.dataset.batches_per_pass()
+    if per_pass is not None:
+        run.expected_steps = min(per_pass * run.total_iters, state.total_steps)
     if info.rank == 0:
         start_logging(run, resumed=resume is not None)
     return run
@@ -121,7 +136,8 @@ def start_logging(run: Run, resumed: bool) -> None:
     config, state, info = run.config, run.state, run.info
     n_params = sum(x.numel() for x in state.model.parameters())
     compiled = "compiled" if unwrap_compiled(state.model) is not state.model else "not compiled"
-    print(f"{config.arch.name.split('@')[-1]}: {n_params / 1e6:.2f}M parameters, {state.total_steps} steps, "
+    steps = f"{run.expected_steps} steps" if run.expected_steps is not None else f"up to {state.total_steps} steps"
+    print(f"{config.arch.name.split('@')[-1]}: {n_params / 1e6:.2f}M parameters, {steps}, "
           f"device {info.device} ({compiled}, compile={config.compile}), {info.world_size} process(es); checkpoints in {config.checkpoint_path}")
     if info.device.type == "cpu" and config.arch.__pydantic_extra__.get("forward_dtype", "bfloat16") == "bfloat16":
         print("note: bfloat16 matmuls are slow on most CPUs (7x slower than float32 on this project's test machine); "
@@ -136,7 +152,7 @@ def start_logging(run: Run, resumed: bool) -> None:
     ckpt.save_code_and_config(config)
     interval = config.train_metrics_interval or default_interval(state.total_steps, run.readback.interval)
     run.train_log = TrainMetricsLog(config.checkpoint_path, interval, resumed_step=state.step if resumed else None)
-    run.progress_bar = progress_bar(total=state.total_steps, initial=state.step, desc="train", dynamic_ncols=True)
+    run.progress_bar = progress_bar(total=run.expected_steps or state.total_steps, initial=state.step, desc="train", dynamic_ncols=True)
 
 
 def log_train_metrics(run: Run) -> None:

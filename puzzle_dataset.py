@@ -287,6 +287,18 @@ class PuzzleDataset(IterableDataset):
         data["single_example_puzzles"] = bool(np.all(np.diff(pi) == 1))
         src.data = data
 
+    def batches_per_pass(self) -> Optional[int]:
+        """Train batches one pass yields when every puzzle holds one example (Sudoku, mazes): each
+        epoch then draws one example per group and the incomplete last batch of a stream is
+        dropped. None otherwise (the count then depends on the draws)."""
+        total = 0
+        for src in self._sources:
+            starts = np.load(src.path("puzzle_indices"), mmap_mode="r")
+            if not np.all(np.diff(starts) == 1):
+                return None
+            total += src.num_groups * self.config.epochs_per_iter // self.config.global_batch_size
+        return total
+
     @property
     def num_examples(self) -> int:
         """Examples a test-mode pass walks: the whole split, or its first ``max_examples``."""

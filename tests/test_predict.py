@@ -101,9 +101,10 @@ def test_trace_confidence_reaches_one_half_first_at_steps(sudoku_ck):
 
 def test_pictures_png_and_gif(sudoku_ck, tmp_path, capsys):
     for name in ("t.png", "t.gif"):
-        status, _, err = cli(capsys, f"checkpoint={sudoku_ck}", "puzzle=1.3.3...........,1234341221434321", "task=sudoku",
-                             "trace=true", f"picture={tmp_path / name}")
+        status, out, err = cli(capsys, f"checkpoint={sudoku_ck}", "puzzle=1.3.3...........,1234341221434321", "task=sudoku",
+                               "trace=true", f"picture={tmp_path / name}")
         assert status == 0, err
+        assert out.startswith("puzzle 1: 3 segments (")  # a typed puzzle is named, not "puzzle=:"
     png, gif = Image.open(tmp_path / "t.png"), Image.open(tmp_path / "t.gif")
     assert png.format == "PNG" and gif.format == "GIF"
     # 4x4 grid of 28-pixel cells; panels input, 3 segments, truth; 10-pixel gaps and a 30-pixel title.

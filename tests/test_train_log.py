@@ -37,7 +37,9 @@ def test_summary_line():
 
 @pytest.mark.slow
 def test_run_without_wandb_writes_what_wandb_would_get(sudoku4, tmp_path, monkeypatch, capsys):
-    """W&B disabled: the values training hands to the logger (recorded here) are the file's."""
+    """W&B disabled: the values training hands to the logger (recorded here) are the file's. Also
+    the step counts a run prints: 48 puzzles in batches of 10 give 4 steps per epoch (the
+    schedule's count, 48 * 2 / 10 = 9, includes the dropped incomplete batches)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -53,24 +55,25 @@ def test_run_without_wandb_writes_what_wandb_would_get(sudoku4, tmp_path, monkey
     monkeypatch.setattr(wandb_logging, "init_wandb", lambda *args, **kwargs: Recorded())
     ck = tmp_path / "ck"
     with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
-        cfg = compose("cfg_pretrain", overrides=[f"data_path={sudoku4}", "epochs=2", "eval_interval=1", "global_batch_size=8",
+        cfg = compose("cfg_pretrain", overrides=[f"data_path={sudoku4}", "epochs=2", "eval_interval=1", "global_batch_size=10",
                                                  "evaluators=[]", *TINY_HRM, f"checkpoint_path={ck}", "+run_name=t",
-                                                 "log_interval=2", "train_metrics_interval=4"])
+                                                 "log_interval=2", "train_metrics_interval=6"])
     pretrain.launch(OmegaConf.to_container(cfg, resolve=True))
     out = capsys.readouterr().out
 
     train = {step: data for step, data in handed if "train/exact_accuracy" in data}
-    assert sorted(train) == list(range(1, 13))  # every step, as the original (read back log_interval steps at a time)
+    assert sorted(train) == list(range(1, 9))  # every step, as the original (read back log_interval steps at a time)
     got = lines(ck / "train_metrics.jsonl")
-    # Lines every 4 steps, and at each evaluation (steps 6 and 12) for the readings since the last line.
-    assert [(g["step"], g["averaged_over"]) for g in got] == [(4, 4), (6, 2), (8, 2), (12, 4)]
-    assert set(got[-1]) == set(train[12]) | {"step", "averaged_over"}  # the keys W&B gets
-    for key in train[12]:
-        assert got[-1][key] == pytest.approx(sum(train[s][key] for s in (9, 10, 11, 12)) / 4, rel=1e-12), key
-    assert got[1]["train/exact_accuracy"] == pytest.approx((train[5]["train/exact_accuracy"] + train[6]["train/exact_accuracy"]) / 2,
-                                                           rel=1e-12)
+    # A line every 6 steps, and at each evaluation (steps 4 and 8) for the readings since the last line.
+    assert [(g["step"], g["averaged_over"]) for g in got] == [(4, 4), (6, 2), (8, 2)]
+    assert set(got[-1]) == set(train[8]) | {"step", "averaged_over"}  # the keys W&B gets
+    for key in train[8]:
+        assert got[-1][key] == pytest.approx((train[7][key] + train[8][key]) / 2, rel=1e-12), key
+        assert got[0][key] == pytest.approx(sum(train[s][key] for s in (1, 2, 3, 4)) / 4, rel=1e-12), key
     evals = {step: data for step, data in handed if "all/exact_accuracy" in data}
-    for step in (6, 12):
-        assert f"step {step}: train exact_accuracy" in out
-        summary = next(line for line in out.splitlines() if line.startswith(f"step {step}: train"))
+    for step in (4, 8):
+        summary = next(line for line in out.splitlines() if line.startswith(f"step {step}: train exact_accuracy"))
         assert f"test all exact_accuracy {100 * evals[step]['all/exact_accuracy']:.1f}%" in summary
+    # Counts agree: the start line, the checkpoints and the last line say 8 steps.
+    assert "M parameters, 8 steps," in out and (ck / "step_8").is_file() and not (ck / "step_9").exists()
+    assert f"done: 8 steps; last checkpoint {ck / 'step_8'}" in out

@@ -162,6 +162,9 @@ class Run:
     logger: Any = None  # W&B run (rank 0)
     progress_bar: Any = None  # rank 0
     train_log: Any = None  # rank 0: train_metrics.jsonl (training/train_log.py)
+    # Optimizer steps the run will make: the schedule's total_steps counts the batches an
+    # epoch would give without dropping incomplete ones; None when only the draws tell.
+    expected_steps: Optional[int] = None
     last_saved: Optional[int] = None  # newest step with a resume state on disk
     interval_state_step: Optional[int] = None  # interval-only resume state to drop when a newer one is written
     stop: StopRequest = field(default_factory=StopRequest)  # set by SIGTERM / SIGINT / SIGUSR1
