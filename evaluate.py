@@ -6,11 +6,13 @@
     python evaluate.py checkpoint=.../step_N halt_max_steps="[1,2,4,8,16]" max_examples=1000
     python evaluate.py checkpoint=.../step_N split=train puzzle_id_ablation=blank trace=true save_npy=true
     python evaluate.py checkpoint=checkpoints/<project>/<run>/best # the best weights (best_metric)
+    python evaluate.py checkpoint=hf://sapientinc/HRM-checkpoint-sudoku-extreme data_path=data/sudoku-extreme-full
 
 Reads ``all_config.yaml`` next to the checkpoint, rebuilds loaders and model, loads the weights
 (with or without the ``_orig_mod.`` prefix of compiled models), runs the evaluation and the
 configured evaluators, prints the metrics and saves outputs as ``step_N_all_preds.<rank>``
-(in ``output_dir``, by default the checkpoint's folder).
+(in ``output_dir``, by default the checkpoint's folder; for ``hf://owner/name[@revision][/file]``,
+a Hub checkpoint fetched into huggingface_hub's cache, ``hf_outputs/<owner>--<name>``).
 
 Options besides ``checkpoint``:
 
@@ -31,7 +33,8 @@ Options besides ``checkpoint``:
   for HRM, sigmoid(q_halt) with TRM's ``no_ACT_continue``: above 0.5 exactly where it halts).
 - ``save_npy=true`` also writes every saved key as ``step_N_all_preds.<rank>.<key>.npy`` for the
   browser page ``puzzle_visualizer.html`` (see ``utils/outputs.py``).
-- ``data_path`` / ``data_paths`` evaluate on another dataset of the same shapes.
+- ``data_path`` / ``data_paths``: the dataset(s) to evaluate on instead of the recorded ones (moved,
+  or another dataset of the same shapes); when the recorded path is missing evaluate.py says which to give.
 - ``act_inference=true`` (``arch=transformers_baseline``): each example stops at its own halting
   decision instead of running ``halt_max_steps`` segments; the ``steps`` metric then reports the
   mean number of segments used.
@@ -71,6 +74,7 @@ from utils.checkpoint import CheckpointError
 from utils.cli import run_config_cli
 from utils.config import ConfigError, normalize_data_paths
 from utils.distributed import cleanup, init_distributed
+from utils.hub import is_hub_uri, output_folder
 from utils.paths import check_output_folder
 
 DEFAULT_SAVE_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "logits", "q_halt_logits", "q_continue_logits"]
@@ -140,6 +144,11 @@ class EvalConfig(pydantic.BaseModel):
         return list(self.save_outputs) + [k for k in TRACE_OUTPUTS if self.trace and k not in self.save_outputs]
 
 
+def default_output_dir(checkpoint: str) -> str:
+    """The checkpoint's folder; for an ``hf://`` checkpoint ``hf_outputs/<owner>--<name>`` (never the Hub cache)."""
+    return output_folder(checkpoint) if is_hub_uri(checkpoint) else os.path.dirname(os.path.abspath(checkpoint))
+
+
 def run(eval_cfg: EvalConfig):
     """Evaluate as ``eval_cfg`` says; returns the metrics (a dict per value for a list of ``halt_max_steps``)."""
     if eval_cfg.output_dir is not None:
@@ -155,7 +164,7 @@ def run(eval_cfg: EvalConfig):
         ev = load_evaluation(eval_cfg.checkpoint, info, data_paths=data_paths, act_inference=eval_cfg.act_inference)
         adaptive = ev.act_inference if ev.act_inference is not None else ev.opened.run_config["arch"].get("act_inference")
         values = eval_cfg.halt_max_steps if isinstance(eval_cfg.halt_max_steps, list) else [eval_cfg.halt_max_steps or ev.default_halt_max_steps]
-        base_dir = eval_cfg.output_dir or os.path.dirname(os.path.abspath(eval_cfg.checkpoint))
+        base_dir = eval_cfg.output_dir or default_output_dir(eval_cfg.checkpoint)
         results = {}
         for value in values:
             if info.rank == 0:
@@ -181,7 +190,7 @@ def run_sampled(eval_cfg: EvalConfig, info, data_paths):
     """``samples=N`` and/or several checkpoints: test-time scaling (``inference/sampling.py``)."""
     evs = [load_evaluation(c, info, data_paths=data_paths, act_inference=eval_cfg.act_inference) for c in eval_cfg.checkpoints]
     values = eval_cfg.halt_max_steps if isinstance(eval_cfg.halt_max_steps, list) else [eval_cfg.halt_max_steps]
-    base_dir = eval_cfg.output_dir or os.path.dirname(os.path.abspath(eval_cfg.checkpoints[0]))
+    base_dir = eval_cfg.output_dir or default_output_dir(eval_cfg.checkpoints[0])
     results = {}
     for value in values:
         out_dir = os.path.join(base_dir, f"halt_max_steps_{value}") if isinstance(eval_cfg.halt_max_steps, list) else base_dir

@@ -4,13 +4,21 @@
     python predict.py checkpoint=.../step_N puzzle_file=puzzles.txt output=answers.json
     python predict.py checkpoint=.../step_N puzzle=... trace=true picture=steps.gif
     python predict.py checkpoint=.../step_N puzzle_file=my_arc_task.json adapt_steps=200
+    python predict.py checkpoint=hf://sapientinc/HRM-checkpoint-sudoku-extreme task=sudoku puzzle=<81 cells>
 
 Reads ``all_config.yaml`` beside the checkpoint and the dataset metadata it names (sizes, the
-task and, for ARC, the trained puzzle names), writes puzzles in the task's notation
+task and, for ARC, the trained puzzle names): the dataset's own, else the copy a checkpoint folder
+carries (``dataset/``), else none: the sizes then come from the weights and ``task=`` (vocabulary
+from the token embedding, identifiers from the puzzle embedding, sequence length from the task:
+Sudoku n*n cells for n+2 tokens, maze 900, ARC 900, or ``seq_len=``). The checkpoint may be
+``hf://owner/name[@revision][/file]``, fetched into huggingface_hub's cache (offline once there).
+It writes puzzles in the task's notation
 (``tasks/``) into tokens, runs every puzzle for ``halt_max_steps`` ACT segments as
 ``evaluate.py`` does, and prints the answers (``output=`` writes them as JSON). Options:
 
     task=sudoku|maze|arc|domino|custom  needed only when the dataset does not record its task
+    seq_len=N                    without dataset metadata, for tasks whose length is not fixed
+    data_path=<folder>           the checkpoint's dataset, when it is not at the recorded path
     halt_max_steps=N             test-time compute (default: the trained value)
     trace=true                   the answer and halt confidence after every segment
     picture=x.png|x.gif          the input, each segment's answer (changes outlined), the truth
@@ -65,6 +73,8 @@ class PredictConfig(pydantic.BaseModel):
     puzzle: Optional[str] = None
     puzzle_file: Optional[str] = None
     task: Optional[str] = None
+    seq_len: Optional[int] = pydantic.Field(None, ge=1)
+    data_path: Optional[str] = None
     halt_max_steps: Optional[int] = None  # 1..MAX_HALT_MAX_STEPS (checked below)
     output: Optional[str] = None
     picture: Optional[str] = None
@@ -340,20 +350,24 @@ class Predictor:
 
 
 def load_predictor(checkpoint: Union[str, Sequence[str]], task: Optional[str] = None, device: Optional[str] = None,
-                   batch_size: Optional[int] = None) -> Predictor:
-    """Rebuild the model of ``checkpoint`` (a ``step_N`` file) for answering puzzles.
+                   batch_size: Optional[int] = None, seq_len: Optional[int] = None,
+                   data_path: Optional[str] = None) -> Predictor:
+    """Rebuild the model of ``checkpoint`` (a ``step_N`` file, or ``hf://owner/name[@rev][/file]``)
+    for answering puzzles.
 
     ``task`` is needed only when the checkpoint's dataset does not record it (datasets built by
-    the original code); a task that contradicts the recorded one is an error. A list of
-    checkpoints is an ensemble (runs on the same data): every one answers every sample.
+    the original code) or no dataset metadata is at hand; a task that contradicts the recorded one
+    is an error. ``seq_len``: the sequence length, for a checkpoint without dataset metadata whose
+    task does not fix it. ``data_path``: the dataset folder, when not at the recorded path. A list
+    of checkpoints is an ensemble (runs on the same data): every one answers every sample.
     """
     if not isinstance(checkpoint, str):
         paths = list(checkpoint)
         if not paths:
             raise PredictError("checkpoint: empty list; give at least one checkpoint")
-        first = load_predictor(paths[0], task, device, batch_size)
+        first = load_predictor(paths[0], task, device, batch_size, seq_len, data_path)
         for path in paths[1:]:
-            other = load_predictor(path, first.task, device, batch_size)
+            other = load_predictor(path, first.task, device, batch_size, seq_len, data_path)
             if (other.metadata.seq_len, other.metadata.vocab_size) != (first.metadata.seq_len, first.metadata.vocab_size):
                 raise PredictError(f"checkpoint={path}: other sequence length or vocabulary than {paths[0]}; an ensemble "
                                    "needs runs on the same data")
@@ -362,9 +376,12 @@ def load_predictor(checkpoint: Union[str, Sequence[str]], task: Optional[str] = 
     if task is not None and task not in CODECS:
         raise PredictError(f"task={task}: unknown task; known tasks: {', '.join(sorted(CODECS))}")
     try:
-        opened = open_checkpoint(checkpoint, device=device, batch_size=batch_size)
+        opened = open_checkpoint(checkpoint, device=device, batch_size=batch_size, data_paths=[data_path] if data_path else None,
+                                 standalone=True, task=task, seq_len=seq_len)
     except (ConfigError, CheckpointError) as e:
         raise PredictError(str(e)) from None
+    if seq_len is not None and opened.metadata.seq_len != seq_len:
+        raise PredictError(f"seq_len={seq_len}: this checkpoint's dataset metadata says {opened.metadata.seq_len}")
     dataset_json = os.path.join(opened.data_paths[0], "train", "dataset.json")
     recorded = opened.task
     if recorded is not None and task is not None and task != recorded:
@@ -441,7 +458,8 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
     text = read_puzzle_file(cfg.puzzle_file) if cfg.puzzle_file is not None else None
     if cfg.adapt_steps:
         check_adaptable(cfg)
-    predictor = load_predictor(cfg.checkpoint, task=cfg.task, device=cfg.device, batch_size=cfg.batch_size)
+    predictor = load_predictor(cfg.checkpoint, task=cfg.task, device=cfg.device, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+                               data_path=cfg.data_path)
     puzzles = predictor.read(text, cfg.puzzle_file) if text is not None else predictor.read(cfg.puzzle)  # type: ignore[arg-type]
     if text is None:
         for i, p in enumerate(puzzles):
@@ -511,7 +529,9 @@ def check_adaptable(cfg: PredictConfig) -> None:
         return
     try:
         task = cfg.task or dataset_metadata(run_data_paths(read_run_config(cfg.checkpoint)))[1]
-    except (ConfigError, DatasetError, CheckpointError) as e:
+    except DatasetError:
+        return  # no dataset at the recorded path: the checkpoint may stand alone; checked once it is opened
+    except (ConfigError, CheckpointError) as e:
         raise PredictError(str(e)) from None
     if task in CODECS and not get_codec(task).adaptable:
         raise PredictError(f"adapt_steps={cfg.adapt_steps}: only for ARC checkpoints (this one: {task})")

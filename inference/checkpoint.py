@@ -3,7 +3,10 @@
 :func:`open_checkpoint` reads ``all_config.yaml`` beside a ``step_N`` (or ``best``) weights file,
 the run's dataset metadata (sizes, recorded task), builds the model (:func:`inference.model.build_model`)
 and loads the weights through the safe loader (``utils/checkpoint.load_weights``: nothing in the
-file runs). The returned :class:`OpenedCheckpoint` is what ``evaluate.py``, ``predict.py`` and
+file runs). A checkpoint may be ``hf://owner/name[@revision][/file]`` (``utils/hub.py``: fetched
+into huggingface_hub's cache), and it stands alone: without its dataset, the copy of the metadata
+its folder carries (``utils/dataset_metadata.py``) or, for ``predict.py``, the weights themselves
+size the model (:func:`metadata_from_weights`). The returned :class:`OpenedCheckpoint` is what ``evaluate.py``, ``predict.py`` and
 ``scripts/analyze_checkpoint.py`` work with; run it with :func:`inference.segments.run_segments`.
 """
 from __future__ import annotations
@@ -18,10 +21,13 @@ from torch import nn
 from dataset.common import DatasetError, PuzzleDatasetMetadata, load_metadata
 from inference.model import build_model
 from inference.segments import act_model, trained_halt_max_steps
+from tasks import CODECS, get_codec
 from utils.checkpoint import load_weights, step_of
 from utils.compile import compile_model, should_compile
 from utils.config import ConfigError, normalize_data_paths, read_run_yaml
-from utils.functions import load_state_dict_flexible
+from utils.dataset_metadata import carried_data_paths
+from utils.functions import load_state_dict_flexible, strip_compile_prefix
+from utils.hub import local_checkpoint
 
 
 @dataclass
@@ -30,12 +36,13 @@ class OpenedCheckpoint:
 
     path: str
     run_config: Dict[str, Any]  # all_config.yaml as the run wrote it
-    data_paths: List[str]  # the run's training datasets
+    data_paths: List[str]  # the run's training datasets (or the folders of their carried metadata)
     metadata: PuzzleDatasetMetadata  # their train split (identifier counts merged), which sized the model
     task: Optional[str]  # the task dataset.json records (None for datasets of the original code)
     model: nn.Module  # the loss head (possibly compiled)
     device: torch.device
     batch_size: int
+    sized_by: str = "dataset"  # what sized the model: "dataset", "carried" (metadata in the folder) or "weights"
 
     @property
     def step(self) -> int:
@@ -103,22 +110,78 @@ def pick_device(device: Optional[str] = None) -> torch.device:
     return dev
 
 
+def dataset_missing_error(run_config: Dict[str, Any], missing: str, needs: str) -> DatasetError:
+    """The run's dataset is not at its recorded path: one line naming the override to give."""
+    option = "data_path=<the dataset folder>" if run_config.get("data_path") or len(run_data_paths(run_config)) == 1 \
+        else "data_paths=[<folder>,...] (one per dataset of the run)"
+    return DatasetError(f"{os.path.join(missing, 'train', 'dataset.json')}: missing: the run's dataset is not at the path "
+                        f"all_config.yaml records; {needs} give {option}")
+
+
+def metadata_from_weights(state_dict: Dict[str, torch.Tensor], task: str, seq_len: Optional[int]) -> PuzzleDatasetMetadata:
+    """The sizes of a checkpoint whose dataset is not at hand: vocabulary from the token embedding,
+    puzzle identifiers from the puzzle embedding, sequence length from ``seq_len`` or the task
+    (``TaskCodec.standalone_seq_len``); PAD, ignored label and blank identifier 0, as every builder writes them."""
+    weights = strip_compile_prefix(state_dict)
+    tokens = weights.get("model.inner.embed_tokens.embedding_weight")
+    if tokens is None:
+        raise ConfigError("checkpoint: the weights hold no token embedding (model.inner.embed_tokens.embedding_weight); "
+                          "without its dataset the model cannot be sized: give data_path=<the dataset folder>")
+    vocab_size = int(tokens.shape[0])
+    puzzle_emb = weights.get("model.inner.puzzle_emb.weights")
+    if seq_len is None:
+        seq_len = get_codec(task).standalone_seq_len(vocab_size)
+        if seq_len is None:
+            raise ConfigError(f"task={task}: the sequence length of this checkpoint cannot be told without its dataset; give seq_len=N")
+    return PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab_size, seq_len=seq_len,
+                                 num_puzzle_identifiers=int(puzzle_emb.shape[0]) if puzzle_emb is not None else 1,
+                                 total_groups=0, mean_puzzle_examples=0.0, sets=[], task=task)
+
+
+def model_metadata(path: str, run_config: Dict[str, Any], state_dict: Dict[str, torch.Tensor],
+                   data_paths: Optional[Sequence[str]] = None, standalone: bool = False, task: Optional[str] = None,
+                   seq_len: Optional[int] = None) -> Tuple[List[str], PuzzleDatasetMetadata, Optional[str], str]:
+    """``(data paths, train metadata, recorded task, sized_by)`` of the checkpoint ``path``: the
+    metadata of ``data_paths``, else of the run's datasets at their recorded paths, else of the
+    copy its folder carries, else (``standalone``) of the weights with ``task`` and ``seq_len``."""
+    if data_paths:
+        return list(data_paths), *dataset_metadata(data_paths), "dataset"
+    recorded = run_data_paths(run_config)
+    missing = [p for p in recorded if not os.path.isfile(os.path.join(p, "train", "dataset.json"))]
+    if not missing:
+        return recorded, *dataset_metadata(recorded), "dataset"
+    carried = carried_data_paths(os.path.dirname(os.path.abspath(path)), len(recorded))
+    if carried:
+        return carried, *dataset_metadata(carried), "carried"
+    if not standalone:
+        raise dataset_missing_error(run_config, missing[0], "the checkpoint carries no copy of its metadata (dataset/):")
+    if task is None:
+        raise ConfigError(f"{os.path.join(missing[0], 'train', 'dataset.json')}: missing, and the checkpoint carries no copy of "
+                          f"its dataset's metadata: say which task it solves with task={'|'.join(sorted(CODECS))} (its sizes "
+                          "then come from the weights), or give data_path=<the dataset folder>")
+    return recorded, metadata_from_weights(state_dict, task, seq_len), None, "weights"
+
+
 def open_checkpoint(path: str, device=None, batch_size: Optional[int] = None, data_paths: Optional[Sequence[str]] = None,
-                    compile: Any = False) -> OpenedCheckpoint:
+                    compile: Any = False, standalone: bool = False, task: Optional[str] = None,
+                    seq_len: Optional[int] = None) -> OpenedCheckpoint:
     """Load ``path`` (a run's weights file) into a ready model in eval mode.
 
     ``batch_size``: rows per forward pass (default: the run's ``global_batch_size``);
     ``data_paths``: datasets that size the model instead of the run's (same shapes);
-    ``compile``: a ``compile`` setting (``auto``: on CUDA) for a model that only evaluates.
+    ``compile``: a ``compile`` setting (``auto``: on CUDA) for a model that only evaluates;
+    ``standalone``: without any dataset metadata, size the model from its weights for ``task``
+    (``seq_len`` where the task does not fix it); see :func:`model_metadata`.
+    ``path`` may be an ``hf://`` URI; :attr:`OpenedCheckpoint.path` is then the cached file.
     Bad input (no such file, a file that is not a checkpoint, weights of another model) is one
     :class:`ConfigError` / ``CheckpointError`` / ``DatasetError`` line.
     """
+    path = local_checkpoint(path)
     run_config = read_run_config(path)
     device = pick_device(device) if device is None or isinstance(device, str) else torch.device(device)
     # Read (safely) before building anything: a file that is not a checkpoint stops here.
     state_dict = load_weights(path, "checkpoint", map_location=device)
-    paths = list(data_paths) if data_paths else run_data_paths(run_config)
-    metadata, task = dataset_metadata(paths)
+    paths, metadata, recorded_task, sized_by = model_metadata(path, run_config, state_dict, data_paths, standalone, task, seq_len)
     batch_size = batch_size or int(run_config.get("global_batch_size", 1))
     model = build_model(run_config["arch"], metadata, batch_size, device)
     try:
@@ -128,5 +191,5 @@ def open_checkpoint(path: str, device=None, batch_size: Optional[int] = None, da
     model.eval()
     if compile is not False and should_compile(compile, device, None):
         model = compile_model(model)
-    return OpenedCheckpoint(path=path, run_config=run_config, data_paths=paths, metadata=metadata, task=task, model=model,
-                            device=device, batch_size=batch_size)
+    return OpenedCheckpoint(path=path, run_config=run_config, data_paths=paths, metadata=metadata, task=recorded_task, model=model,
+                            device=device, batch_size=batch_size, sized_by=sized_by)

@@ -13,13 +13,14 @@ from torch import nn
 
 from dataset.common import PuzzleDatasetMetadata
 from evaluators import build_evaluators
-from inference.checkpoint import OpenedCheckpoint, open_checkpoint, read_run_config
+from inference.checkpoint import OpenedCheckpoint, dataset_missing_error, open_checkpoint, read_run_config, run_data_paths
 from inference.model import has_act_inference
 from inference.segments import RunOptions, puzzle_id_ablation_map, run_segments
 from puzzle_dataset import PuzzleDatasetConfig, create_loader
 from utils.checkpoint import atomic_torch_save
 from utils.config import ConfigError, check_batch_divisible
 from utils.distributed import DistInfo
+from utils.hub import local_checkpoint
 from utils.metrics import reduce_metrics, stack_metrics, to_device
 from utils.outputs import export_npy
 from utils.progress import progress_bar
@@ -170,8 +171,12 @@ def load_evaluation(checkpoint: str, info: DistInfo, data_paths: Optional[Sequen
                     act_inference: Optional[bool] = None) -> Evaluation:
     """Open ``checkpoint`` for :meth:`Evaluation.run` on this rank: on its run's datasets, or on
     ``data_paths`` (same shapes; then also their test splits); ``act_inference`` switches the
-    adaptive halting of evaluation (models that have it)."""
+    adaptive halting of evaluation (models that have it). ``checkpoint`` may be an ``hf://`` URI."""
+    checkpoint = local_checkpoint(checkpoint)
     run_config = read_run_config(checkpoint)
+    missing = [p for p in run_data_paths(run_config) if not os.path.isfile(os.path.join(p, "train", "dataset.json"))]
+    if not data_paths and missing:
+        raise dataset_missing_error(run_config, missing[0], "evaluation reads the dataset itself:")
     if act_inference is not None and not has_act_inference(run_config["arch"]):
         raise ConfigError(f"act_inference: {run_config['arch']['name']} has no adaptive halting switch for evaluation "
                           "(arch=transformers_baseline has)")

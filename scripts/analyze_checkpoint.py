@@ -3,11 +3,14 @@
     python scripts/analyze_checkpoint.py checkpoint=checkpoints/<project>/<run>/step_N out=analysis/
     python scripts/analyze_checkpoint.py checkpoint=... out=... max_examples=2000 halt_max_steps="[1,2,4,8,16,32]"
     python scripts/analyze_checkpoint.py outputs=checkpoints/<project>/<run>/step_N_all_preds.0 out=analysis/
+    python scripts/analyze_checkpoint.py checkpoint=hf://<owner>/<name> data_path=data/<its dataset> out=analysis/
 
 With ``outputs=`` it reads outputs a run saved (``eval_save_outputs``, even ``[preds]`` alone)
 instead of a checkpoint: their rows are joined with the run's test split (named by the
 ``all_config.yaml`` beside them) and the report holds what needs no model: test exact accuracy,
 memorisation against the train split, the task's breakdown, and halting when it was saved.
+``checkpoint`` may be an ``hf://owner/name[@revision][/file]`` URI (fetched into huggingface_hub's
+cache); ``data_path`` / ``data_paths`` give its dataset when it is not at the path the run recorded.
 
 It loads the checkpoint once (as ``evaluate.py`` does) and runs the evaluations it needs, each
 saving its outputs under ``<out>/evals/<name>/`` (an evaluation whose folder already holds the
@@ -48,7 +51,8 @@ from inference.segments import check_halt_max_steps
 from utils.checkpoint import atomic_write_text
 from utils.checkpoint import CheckpointError
 from utils.cli import run_config_cli
-from utils.config import ConfigError
+from utils.config import ConfigError, normalize_data_paths
+from utils.hub import is_hub_uri
 from utils.outputs import load_outputs, output_files
 from utils.paths import check_output_folder, make_folder, remove_if_empty
 from utils.progress import progress_bar
@@ -75,6 +79,8 @@ class AnalyzeConfig(pydantic.BaseModel):
     sampling: str = "augment"
     noise_std: float = 0.5
     sampling_seed: int = 0
+    data_path: Optional[str] = None        # the run's dataset, when not at its recorded path
+    data_paths: Optional[List[str]] = None
 
     @pydantic.model_validator(mode="after")
     def _check(self):
@@ -135,7 +141,7 @@ def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str,
     for name, kwargs in bar:
         bar.set_postfix_str(name)
         folder = os.path.join(cfg.out, "evals", name)
-        settings = dict(kwargs, checkpoint=os.path.abspath(cfg.checkpoint), halt_max_steps=kwargs.get("halt_max_steps", trained))
+        settings = dict(kwargs, checkpoint=checkpoint_name(cfg.checkpoint), halt_max_steps=kwargs.get("halt_max_steps", trained))
         settings.pop("save_npy", None)
         sampling = settings.pop("sampling", None)
         if sampling is not None:
@@ -205,7 +211,7 @@ def compute_results(cfg: AnalyzeConfig, ev, evals: Dict[str, Dict[str, Any]], tr
            for name, o in outs.items()}
     test = outs["test"]
     correct = A.exact_correct(test["preds"], test["labels"])
-    res: Dict[str, Any] = {"checkpoint": os.path.abspath(cfg.checkpoint), "step": step, "trained_halt_max_steps": trained,
+    res: Dict[str, Any] = {"checkpoint": checkpoint_name(cfg.checkpoint), "step": step, "trained_halt_max_steps": trained,
                            "examples": {"test": int(len(correct)), "train": int(len(outs["train"]["labels"]))},
                            "exact_accuracy": {"test": acc["test"], "train": acc["train"]}}
 
@@ -481,6 +487,11 @@ def summary_lines(res: Dict[str, Any]) -> List[str]:
                                                                 res["test_time_scaling"]["q_halt"]))] if "test_time_scaling" in res else [])
 
 
+def checkpoint_name(checkpoint: str) -> str:
+    """The checkpoint as results name it: an absolute path, or the ``hf://`` URI as given."""
+    return checkpoint if is_hub_uri(checkpoint) else os.path.abspath(checkpoint)
+
+
 def analyze(cfg: AnalyzeConfig) -> Dict[str, Any]:
     """Run everything; returns the results (also written to ``<out>/results.json``)."""
     from inference.evaluation import load_evaluation
@@ -496,7 +507,7 @@ def analyze(cfg: AnalyzeConfig) -> Dict[str, Any]:
         raise ConfigError("analyze_checkpoint.py runs in one process; start it with python, not torchrun")
     made_top = ""
     try:
-        ev = load_evaluation(cfg.checkpoint, info)
+        ev = load_evaluation(cfg.checkpoint, info, data_paths=normalize_data_paths(cfg.data_path, cfg.data_paths) or None)
         made_top = make_folder(cfg.out)  # only once the checkpoint opened
         trained = ev.default_halt_max_steps
         evals = run_evaluations(cfg, ev, trained)

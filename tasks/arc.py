@@ -74,6 +74,10 @@ class ARCCodec(TaskCodec):
         self._identifier_of: Optional[Dict[str, int]] = None
         self._versions_of: Optional[Dict[str, List[Tuple[str, int]]]] = None
 
+    @classmethod
+    def standalone_seq_len(cls, vocab_size: int) -> Optional[int]:
+        return SEQ_LEN  # every ARC grid is padded to 30x30
+
     # ---- reading
     def read(self, text: str, source: Optional[str] = None) -> List[Puzzle]:
         where = "puzzle=" if source is None else source

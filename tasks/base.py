@@ -204,6 +204,12 @@ class TaskCodec:
         """Why a checkpoint with these sizes cannot be this task's model, or None."""
         return None
 
+    @classmethod
+    def standalone_seq_len(cls, vocab_size: int) -> Optional[int]:
+        """The sequence length of this task's checkpoint with ``vocab_size`` tokens when its dataset
+        is not at hand (None: it cannot be told; ``predict.py`` then asks for ``seq_len=``)."""
+        return None
+
     # ---- pictures
     def cells(self, puzzle: Puzzle, tokens: np.ndarray, is_input: bool) -> Cells:
         """How to draw ``tokens`` (the input when ``is_input``, else an answer) of ``puzzle``."""

@@ -74,6 +74,10 @@ class MazeCodec(TaskCodec):
                 raise PuzzleError(f"the path marked with 'o' is not a shortest path: {problem}")
         return Puzzle(data=grid, truth=truth)
 
+    @classmethod
+    def standalone_seq_len(cls, vocab_size: int) -> Optional[int]:
+        return 30 * 30  # the released maze models (maze-30x30-hard); other sizes: seq_len=
+
     def check_shapes(self, seq_len: int, vocab_size: int) -> Optional[str]:
         if math.isqrt(seq_len) ** 2 != seq_len or vocab_size != len(CHARSET) + 1:
             return f"a maze model has seq_len n*n and vocab {len(CHARSET) + 1}, this one {seq_len} and {vocab_size}"

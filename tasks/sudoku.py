@@ -63,6 +63,11 @@ class SudokuCodec(TaskCodec):
                 raise PuzzleError(f"the given solution is wrong: {problem}")
         return Puzzle(data=puzzle, truth=truth)
 
+    @classmethod
+    def standalone_seq_len(cls, vocab_size: int) -> Optional[int]:
+        n = vocab_size - 2  # digits 1..n, blank, PAD: the grid follows from the vocabulary (81 cells for 9x9)
+        return n * n if n in SUDOKU_BOXES else None
+
     def check_shapes(self, seq_len: int, vocab_size: int) -> Optional[str]:
         n = math.isqrt(seq_len)
         if n * n != seq_len or n not in SUDOKU_BOXES or vocab_size != n + 2:

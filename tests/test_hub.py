@@ -1,14 +1,19 @@
-"""utils/hub.py: hf:// URIs resolved by huggingface_hub itself, against a Hugging Face cache the
-tests lay out (``models--owner--name/refs/<rev>``, ``snapshots/<sha>/...``, ``blobs/``) with
+"""hf:// checkpoints (utils/hub.py) resolved by huggingface_hub itself, against a Hugging Face cache
+the tests lay out (``models--owner--name/refs/<rev>``, ``snapshots/<sha>/...``, ``blobs/``) with
 HF_HUB_OFFLINE=1, and against a local stand-in for the Hub's HTTP answers (missing, private, gated
-repositories; an unreachable Hub)."""
+repositories; an unreachable Hub); then predict.py, evaluate.py and pretrain.py reading them, and
+checkpoints that answer without their dataset (inference/checkpoint.py)."""
 import http.server
+import json
+import shutil
+import sys
 import threading
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import HF_TEST_COMMIT as SHA, free_port, lay_out_hf_cache as lay_out_cache
+from conftest import HF_TEST_COMMIT as SHA, free_port, lay_out_hf_cache as lay_out_cache, load_weights
 from utils.hub import HubError, HubRef, parse_hub_uri, pick_weights_file, resolve_checkpoint
 
 # ---- parsing ---------------------------------------------------------------------------------
@@ -147,7 +152,144 @@ def test_unreachable_hub_falls_back_to_the_cache(hf_cache, monkeypatch):
         resolve_checkpoint("hf://owner/other")
 
 
-def test_resolver_imports_nothing_of_the_project():
-    text = (Path(__file__).resolve().parents[1] / "utils" / "hub.py").read_text()
-    imports = [line for line in text.splitlines() if line.startswith(("import ", "from "))]
-    assert not [line for line in imports if line.split()[1].split(".")[0] in ("utils", "models", "dataset", "tasks", "training", "inference")]
+
+# ---- hf:// wherever a checkpoint is read; checkpoints that stand alone -------------------------
+
+PUZZLES = "....34........41\n.....13.....4..3\n.1..4...2.....3.,3124421323411432\n"
+
+
+def moved_config(ck: Path, data: Path) -> str:
+    """The run's all_config.yaml with its dataset recorded at a path that does not exist."""
+    return (ck / "all_config.yaml").read_text().replace(str(data), "data/moved-away")
+
+
+@pytest.fixture(scope="module")
+def release_folder(trained_hrm, sudoku4, tmp_path_factory):
+    """The tiny trained HRM in the original releases' layout: only all_config.yaml (its dataset no
+    longer at the recorded path) and ``checkpoint`` with the compiled model's ``_orig_mod.`` keys."""
+    ck, _ = trained_hrm
+    folder = tmp_path_factory.mktemp("release")
+    (folder / "all_config.yaml").write_text(moved_config(ck, sudoku4))
+    torch.save({"_orig_mod." + k: v for k, v in load_weights(ck / "step_12").items()}, folder / "checkpoint")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def published_folder(trained_hrm, sudoku4, tmp_path_factory):
+    """push_to_hub.py local_dir= of a copy of the run whose dataset was deleted afterwards."""
+    from scripts import push_to_hub
+
+    ck, _ = trained_hrm
+    tmp = tmp_path_factory.mktemp("publish")
+    data = Path(shutil.copytree(sudoku4, tmp / "data"))
+    run = tmp / "run"
+    run.mkdir()
+    (run / "all_config.yaml").write_text((ck / "all_config.yaml").read_text().replace(str(sudoku4), str(data)))
+    shutil.copy(ck / "step_12", run / "step_12")
+    push_to_hub.main([f"checkpoint={run}/step_12", "repo_id=me/published", f"local_dir={tmp / 'repo'}"])
+    shutil.rmtree(data)
+    return tmp / "repo"
+
+
+def answers(checkpoint, puzzle_file, *extra):
+    import predict
+
+    document = predict.run(predict.parse_cli([f"checkpoint={checkpoint}", f"puzzle_file={puzzle_file}", "trace=true",
+                                              "device=cpu", *extra]))
+    return document["results"]
+
+
+@pytest.fixture
+def puzzle_file(tmp_path):
+    path = tmp_path / "puzzles.txt"
+    path.write_text(PUZZLES)
+    return path
+
+
+def test_predict_through_hf_equals_the_local_folder_without_a_dataset(trained_hrm, release_folder, published_folder, hf_cache,
+                                                                      puzzle_file):
+    ck, _ = trained_hrm
+    local = answers(ck / "step_12", puzzle_file)  # the dataset at its recorded path
+    assert len(local) == 3 and "trace" in local[0] and "correct" in local[2]
+    lay_out_cache(hf_cache, "me/release", {"": release_folder})
+    lay_out_cache(hf_cache, "me/published", {"": published_folder})
+    # Release layout, compiled keys, no dataset anywhere: sizes from the weights and task=.
+    assert answers("hf://me/release", puzzle_file, "task=sudoku") == local
+    assert answers(release_folder / "checkpoint", puzzle_file, "task=sudoku") == local
+    # Published by push_to_hub.py: model.safetensors, the task recorded in the metadata it carries.
+    assert answers("hf://me/published", puzzle_file) == local
+    assert answers("hf://me/published/checkpoint", puzzle_file) == local
+
+
+def test_a_copied_run_folder_carries_its_dataset_metadata(trained_hrm, sudoku4, tmp_path, puzzle_file):
+    ck, _ = trained_hrm
+    for rel in ("train/dataset.json", "test/dataset.json", "identifiers.json"):
+        assert (ck / "dataset" / rel).read_bytes() == (sudoku4 / rel).read_bytes()  # written by training
+    copy = tmp_path / "copied"
+    shutil.copytree(ck / "dataset", copy / "dataset")
+    shutil.copy(ck / "step_12", copy / "step_12")
+    (copy / "all_config.yaml").write_text(moved_config(ck, sudoku4))
+    assert answers(copy / "step_12", puzzle_file) == answers(ck / "step_12", puzzle_file)
+
+
+def test_standalone_checkpoint_says_what_is_missing(release_folder, puzzle_file):
+    import predict
+
+    with pytest.raises(predict.PredictError) as e:
+        answers(release_folder / "checkpoint", puzzle_file)
+    assert "data/moved-away/train/dataset.json: missing, and the checkpoint carries no copy of its dataset's metadata: " \
+           "say which task it solves with task=" in str(e.value)
+    with pytest.raises(predict.PredictError, match="task=arc: does not fit this checkpoint"):
+        answers(release_folder / "checkpoint", puzzle_file, "task=arc")
+    with pytest.raises(predict.PredictError, match="this one 25 and 6"):  # seq_len= overrides the task's length
+        answers(release_folder / "checkpoint", puzzle_file, "task=sudoku", "seq_len=25")
+
+
+@pytest.mark.slow
+def test_predict_command_reads_the_environment_offline(trained_hrm, release_folder, hf_cache, puzzle_file, tmp_path):
+    """HF_HOME / HF_HUB_OFFLINE=1 as a user sets them, read by huggingface_hub in a fresh process."""
+    from conftest import REPO, run, subprocess_env
+
+    ck, _ = trained_hrm
+    lay_out_cache(hf_cache, "me/release", {"": release_folder})
+    env = subprocess_env(HF_HOME=str(hf_cache.parent), HF_HUB_OFFLINE="1")
+    env.pop("HF_HUB_CACHE", None)  # the cache is found through HF_HOME, as for most users
+    out = tmp_path / "answers.json"
+    run([sys.executable, str(REPO / "predict.py"), "checkpoint=hf://me/release", "task=sudoku", f"puzzle_file={puzzle_file}",
+         "trace=true", "device=cpu", f"output={out}"], env=env)
+    assert json.loads(out.read_text())["results"] == json.loads(json.dumps(answers(ck / "step_12", puzzle_file)))
+    proc = run([sys.executable, str(REPO / "predict.py"), "checkpoint=hf://me/not-cached", "task=sudoku", "puzzle=....34........41"],
+               env=env, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "HF_HUB_OFFLINE=1 forbids downloading it" in proc.stderr
+
+
+def test_evaluate_with_data_path_equals_the_recorded_path(trained_hrm, release_folder, sudoku4, hf_cache, tmp_path):
+    import evaluate
+    from dataset.common import DatasetError
+
+    ck, logged = trained_hrm
+    options = dict(save_outputs=[], output_dir=str(tmp_path))
+    recorded = evaluate.run(evaluate.EvalConfig(checkpoint=str(ck / "step_12"), **options))["all"]
+    assert recorded == pytest.approx(logged[12], rel=1e-6)
+    moved = evaluate.run(evaluate.EvalConfig(checkpoint=str(release_folder / "checkpoint"), data_path=str(sudoku4), **options))
+    assert moved["all"] == recorded
+    lay_out_cache(hf_cache, "me/release", {"": release_folder})
+    assert evaluate.run(evaluate.EvalConfig(checkpoint="hf://me/release", data_path=str(sudoku4), **options))["all"] == recorded
+    with pytest.raises(DatasetError, match=r"data/moved-away/train/dataset.json: missing: .* give data_path=<the dataset folder>$"):
+        evaluate.run(evaluate.EvalConfig(checkpoint="hf://me/release", **options))
+
+
+@pytest.mark.slow
+def test_pretrain_starts_from_an_hf_checkpoint(trained_hrm, release_folder, sudoku4, hf_cache, tmp_path):
+    from conftest import TINY_HRM, pretrain, subprocess_env
+
+    ck, _ = trained_hrm
+    lay_out_cache(hf_cache, "me/release", {"": release_folder})
+    env = subprocess_env(HF_HOME=str(hf_cache.parent), HF_HUB_CACHE=str(hf_cache), HF_HUB_OFFLINE="1")
+    out = tmp_path / "ck"
+    proc = pretrain(f"data_path={sudoku4}", "epochs=1", "eval_interval=1", "global_batch_size=8", "evaluators=[]", "lr=0",
+                    "puzzle_emb_lr=0", *TINY_HRM, "arch.halt_max_steps=3", "load_checkpoint=hf://me/release",
+                    f"checkpoint_path={out}", "+run_name=h", env=env)
+    assert "Loading checkpoint hf://me/release" in proc.stdout
+    saved, start = load_weights(next(out.glob("step_*[0-9]"))), load_weights(ck / "step_12")
+    assert saved.keys() == start.keys() and all(torch.equal(saved[k], v) for k, v in start.items())  # lr=0: unchanged

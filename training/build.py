@@ -21,6 +21,7 @@ from utils.checkpoint import load_weights
 from utils.compile import compile_model, should_compile, should_compile_optimizer
 from utils.config import ConfigError
 from utils.functions import load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
+from utils.hub import local_checkpoint
 
 def create_dataloader(config: PretrainConfig, split: str, rank: int, world_size: int, **kwargs):
     """A DataLoader over ``PuzzleDataset`` (one persistent worker, which leaves stop signals to
@@ -85,7 +86,9 @@ def load_checkpoint(model: nn.Module, config: PretrainConfig) -> None:
     if config.load_checkpoint is None:
         return
     print(f"Loading checkpoint {config.load_checkpoint}")
-    state_dict = strip_compile_prefix(load_weights(config.load_checkpoint, "load_checkpoint"))
+    # An hf:// checkpoint is fetched into huggingface_hub's cache (once; every rank finds it there).
+    path = local_checkpoint(config.load_checkpoint, "load_checkpoint")
+    state_dict = strip_compile_prefix(load_weights(path, "load_checkpoint"))
     name = "model.inner.puzzle_emb.weights"
     expected = model.state_dict().get(name)
     # Another number of puzzles (same embedding width) is reset; another width is a model of another size.

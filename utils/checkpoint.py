@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from utils.dataset_metadata import copy_metadata
 from utils.functions import get_model_source_path, load_model_class, load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
 
 TRAIN_STATE_FORMAT = "hrm-train-state-v1"
@@ -451,7 +452,8 @@ def restore_rng_states(own: Dict[str, Any], device) -> None:
 
 def save_code_and_config(config) -> None:
     """The model's source files and ``all_config.yaml`` (``config`` is pretrain's ``PretrainConfig``)
-    next to the checkpoints, as the original does."""
+    next to the checkpoints, as the original does, and the datasets' metadata (``dataset/``,
+    utils/dataset_metadata.py) so that a copied checkpoint folder answers puzzles anywhere."""
     if config.checkpoint_path is None:
         return
     os.makedirs(config.checkpoint_path, exist_ok=True)
@@ -467,6 +469,7 @@ def save_code_and_config(config) -> None:
         atomic_write(os.path.join(config.checkpoint_path, os.path.basename(path)), lambda tmp, src=path: shutil.copyfile(src, tmp),
                      size_hint=os.path.getsize(path))
     atomic_write_text(os.path.join(config.checkpoint_path, "all_config.yaml"), yaml.dump(config.model_dump()))
+    copy_metadata(config.data_paths, config.checkpoint_path)
 
 
 def write_metrics_line(checkpoint_path: Optional[str], step: int, metrics: Dict[str, Any]) -> None:

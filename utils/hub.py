@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 from urllib.parse import quote, unquote
 
+from utils.checkpoint import CheckpointError
+
 HF_SCHEME = "hf://"
 SAFETENSORS_WEIGHTS = "model.safetensors"  # huggingface_hub's SAFETENSORS_SINGLE_FILE
 RELEASE_WEIGHTS = "checkpoint"  # the original releases' weights file
@@ -30,8 +32,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SPECIAL_REF_RE = re.compile(r"^(pr/\d+|convert/[\w.-]+)(?:/|$)")  # after "refs/": revisions holding slashes
 
 
-class HubError(ValueError):
-    """A Hub checkpoint that cannot be had; the message is one line for the user."""
+class HubError(CheckpointError):
+    """A Hub checkpoint that cannot be had; the message is one line for the user (a
+    :class:`CheckpointError`, so every entry script reports it as such)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,17 @@ def pick_weights_file(files: Sequence[str], uri: str, what: str = "checkpoint") 
     shown = ", ".join(sorted(top)[:8]) or "no files"
     raise HubError(f"{what}={uri}: no weights file ({SAFETENSORS_WEIGHTS}, {RELEASE_WEIGHTS} or step_N) at the top of "
                    f"the repository (it holds {shown}); name the file: {uri.rstrip('/')}/<file>")
+
+
+def local_checkpoint(path: str, what: str = "checkpoint") -> str:
+    """``path`` itself, or for an ``hf://`` URI the local file it resolves to (:func:`resolve_checkpoint`)."""
+    return resolve_checkpoint(path, what) if is_hub_uri(path) else path
+
+
+def output_folder(uri: str) -> str:
+    """Default folder for what is written about a Hub checkpoint (never its cache): ``hf_outputs/<owner>--<name>``."""
+    ref = parse_hub_uri(uri)
+    return os.path.join("hf_outputs", ref.repo_id.replace("/", "--") + (f"@{quote(ref.revision, safe='')}" if ref.revision else ""))
 
 
 def resolve_checkpoint(uri: str, what: str = "checkpoint") -> str:
