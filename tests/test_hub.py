@@ -293,3 +293,83 @@ def test_pretrain_starts_from_an_hf_checkpoint(trained_hrm, release_folder, sudo
     assert "Loading checkpoint hf://me/release" in proc.stdout
     saved, start = load_weights(next(out.glob("step_*[0-9]"))), load_weights(ck / "step_12")
     assert saved.keys() == start.keys() and all(torch.equal(saved[k], v) for k, v in start.items())  # lr=0: unchanged
+
+
+class FakeHubRepo(http.server.BaseHTTPRequestHandler):
+    """The Hub's answers for one public model repository (``repo_id`` at commit ``SHA`` holding ``files``):
+    its info, its file tree and its files, as huggingface_hub asks for them when downloading."""
+
+    repo_id: str = ""
+    files: dict = {}  # path in the repository -> bytes
+    served: list = []  # paths of the files downloaded
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.reply(send_body=True)
+
+    def do_HEAD(self):  # noqa: N802
+        self.reply(send_body=False)
+
+    def reply(self, send_body):
+        path = self.path.split("?")[0]
+        api = f"/api/models/{self.repo_id}"
+        if path in (api, f"{api}/revision/main", f"{api}/revision/{SHA}"):
+            return self.send(200, json.dumps({"id": self.repo_id, "sha": SHA, "private": False,
+                                              "siblings": [{"rfilename": f} for f in self.files]}).encode(), send_body)
+        if path.startswith(f"{api}/tree/"):
+            tree = [{"type": "file", "path": f, "size": len(b), "oid": blob_id(b)} for f, b in self.files.items()]
+            return self.send(200, json.dumps(tree).encode(), send_body)
+        prefix = f"/{self.repo_id}/resolve/"
+        if path.startswith(prefix):
+            revision, _, name = path[len(prefix):].partition("/")
+            if revision in ("main", SHA) and name in self.files:
+                if send_body:
+                    self.served.append(name)
+                return self.send(200, self.files[name], send_body, {"X-Repo-Commit": SHA, "ETag": f'"{blob_id(self.files[name])}"'})
+        return self.send(404, b'{"error": "stand-in"}', send_body, {"X-Error-Code": "EntryNotFound" if path.startswith(prefix) else "RepoNotFound"})
+
+    def send(self, status, body, send_body, headers=()):
+        self.send_response(status)
+        for k, v in dict(headers).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def blob_id(data: bytes) -> str:
+    import hashlib
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # git's id of a file's contents
+
+
+def test_downloads_weights_and_side_files_once_then_answers_offline(published_folder, hf_cache, monkeypatch, puzzle_file,
+                                                                   trained_hrm):
+    from huggingface_hub import constants
+
+    files = {p.relative_to(published_folder).as_posix(): p.read_bytes() for p in published_folder.rglob("*") if p.is_file()}
+    monkeypatch.setattr(FakeHubRepo, "repo_id", "me/published")
+    monkeypatch.setattr(FakeHubRepo, "files", files)
+    monkeypatch.setattr(FakeHubRepo, "served", [])
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHubRepo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    try:
+        path = resolve_checkpoint("hf://me/published")
+    finally:
+        server.shutdown()
+        server.server_close()
+    snapshot = hf_cache / "models--me--published" / "snapshots" / SHA
+    assert path == str(snapshot / "model.safetensors") and Path(path).read_bytes() == files["model.safetensors"]
+    # The weights once (not the release copy too), and the small files a checkpoint reads beside them.
+    assert sorted(FakeHubRepo.served) == sorted(f for f in files if f not in ("checkpoint", "README.md"))
+    # Offline from now on: the cache answers the same URI (its refs/main), and predict.py runs from it.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert resolve_checkpoint("hf://me/published") == path
+    ck, _ = trained_hrm
+    assert answers("hf://me/published", puzzle_file) == answers(ck / "step_12", puzzle_file)

@@ -127,20 +127,22 @@ def resolve_checkpoint(uri: str, what: str = "checkpoint") -> str:
 
     unreachable: Optional[BaseException] = None  # why the Hub was not asked (None: it answered)
     try:
-        files, commit = None, ref.revision
+        files = None
         if constants.HF_HUB_OFFLINE:
             unreachable = hub.errors.OfflineModeIsEnabled("HF_HUB_OFFLINE=1")
         else:
             try:
                 info = hub.HfApi().model_info(ref.repo_id, revision=ref.revision)
-                files, commit = [s.rfilename for s in info.siblings or []], info.sha
+                files = [s.rfilename for s in info.siblings or []]
             except Exception as e:  # noqa: BLE001 - only a lost connection falls through to the cache
                 if not _is_unreachable(e):
                     raise
                 unreachable = e
         local = unreachable is not None
         patterns = list(SIDE_FILES) + ([ref.filename] if ref.filename else [])
-        folder = hub.snapshot_download(ref.repo_id, revision=commit, allow_patterns=patterns, local_files_only=local)
+        # By the revision asked for (not the commit): the cache then records refs/<branch> -> commit, which
+        # an offline run of the same URI looks up.
+        folder = hub.snapshot_download(ref.repo_id, revision=ref.revision, allow_patterns=patterns, local_files_only=local)
         commit = os.path.basename(os.path.normpath(folder))  # a snapshot folder is named after its commit
         if files is None:
             files = sorted(os.path.relpath(os.path.join(d, f), folder).replace(os.sep, "/")
