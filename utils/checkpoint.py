@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from utils.dataset_metadata import copy_metadata
+from utils.dataset_metadata import metadata_files
 from utils.functions import get_model_source_path, load_model_class, load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
 
 TRAIN_STATE_FORMAT = "hrm-train-state-v1"
@@ -469,7 +469,9 @@ def save_code_and_config(config) -> None:
         atomic_write(os.path.join(config.checkpoint_path, os.path.basename(path)), lambda tmp, src=path: shutil.copyfile(src, tmp),
                      size_hint=os.path.getsize(path))
     atomic_write_text(os.path.join(config.checkpoint_path, "all_config.yaml"), yaml.dump(config.model_dump()))
-    copy_metadata(config.data_paths, config.checkpoint_path)
+    for rel, src in metadata_files(config.data_paths).items():
+        atomic_write(os.path.join(config.checkpoint_path, *rel.split("/")), lambda tmp, src=src: shutil.copyfile(src, tmp),
+                     size_hint=os.path.getsize(src))
 
 
 def write_metrics_line(checkpoint_path: Optional[str], step: int, metrics: Dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ or ``dataset/<i>/`` (the i-th of ``data_paths``), in the dataset's own layout::
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Dict, List, Sequence
 
 DATASET_METADATA_DIR = "dataset"
@@ -45,15 +44,3 @@ def carried_data_paths(folder: str, num_datasets: int) -> List[str]:
     dirs = [os.path.join(folder, d) for d in metadata_dirs(num_datasets)]
     return dirs if all(os.path.isfile(os.path.join(d, "train", "dataset.json")) for d in dirs) else []
 
-
-def copy_metadata(data_paths: Sequence[str], folder: str) -> List[str]:
-    """Copy the datasets' metadata into checkpoint ``folder`` (each file atomically); returns what was written."""
-    written = []
-    for rel, src in metadata_files(data_paths).items():
-        dst = os.path.join(folder, *rel.split("/"))
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        tmp = f"{dst}.{os.getpid()}.tmp"
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-        written.append(rel)
-    return written
