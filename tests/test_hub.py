@@ -373,3 +373,14 @@ def test_downloads_weights_and_side_files_once_then_answers_offline(published_fo
     assert resolve_checkpoint("hf://me/published") == path
     ck, _ = trained_hrm
     assert answers("hf://me/published", puzzle_file) == answers(ck / "step_12", puzzle_file)
+
+
+def test_analyze_checkpoint_names_the_dataset_override(release_folder, hf_cache, tmp_path, capsys):
+    from scripts import analyze_checkpoint
+
+    lay_out_cache(hf_cache, "me/release", {"": release_folder})
+    with pytest.raises(SystemExit) as e:
+        analyze_checkpoint.main(["checkpoint=hf://me/release", f"out={tmp_path / 'analysis'}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "data/moved-away/train/dataset.json: missing" in err and "give data_path=<the dataset folder>" in err
