@@ -47,6 +47,6 @@ def test_unknown_key_names_it_and_the_nearest_valid_ones():
 def test_unknown_top_level_keys_reach_the_schema():
     """pretrain.py adds '+' to a key the base config lacks, so the schema names the typo in one
     line instead of Hydra's multi-line struct error."""
-    args = ["epocs=5", "lr=1e-3", "arch.hidden_size=8", "run_name=x", "+seed=1", "~ema", "hydra.verbose=true", "-m", "a.b=1"]
+    args = ["epocs=5", "lr=1e-3", "arch.hidden_size=8", "run_name=x", "+seed=1", "~ema", "hydra.verbose=true", "hydra/job_logging=disabled", "-m", "a.b=1"]
     assert plus_unknown_keys(args, ["lr", "arch", "seed", "ema"]) == [
-        "+epocs=5", "lr=1e-3", "arch.hidden_size=8", "+run_name=x", "+seed=1", "~ema", "hydra.verbose=true", "-m", "+a.b=1"]
+        "+epocs=5", "lr=1e-3", "arch.hidden_size=8", "+run_name=x", "+seed=1", "~ema", "hydra.verbose=true", "hydra/job_logging=disabled", "-m", "+a.b=1"]

@@ -32,7 +32,8 @@ def plus_unknown_keys(args: Iterable[str], known: Iterable[str]) -> List[str]:
     out = []
     for a in args:
         key = a.split("=", 1)[0]
-        if "=" in a and not a.startswith(("-", "+", "~")) and key.split(".")[0] not in known:
+        # 'hydra/launcher=...' names a config group (kept); so do 'arch=...' and known keys
+        if "=" in a and not a.startswith(("-", "+", "~")) and "@" not in key and re.split(r"[./]", key)[0] not in known:
             a = "+" + a
         out.append(a)
     return out
