@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -220,6 +221,11 @@ class RunFolderLock:
         self._fd = fd
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        # A forked child (a DataLoader worker) would keep the file open after the run releases it
+        # (a busy mount, a deleted file held): children close their copy. Their lock is not ours,
+        # so closing it there leaves the run's lock in place.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _close_in_child(ref))
         return None
 
     def _make_folder(self) -> None:
@@ -259,6 +265,14 @@ class RunFolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _close_in_child(ref: "weakref.ref[RunFolderLock]") -> None:
+    lock = ref()
+    if lock is not None and lock._fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(lock._fd)
+        lock._fd = None
 
 
 def _read_holder(fd: int) -> str:
