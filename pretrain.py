@@ -232,7 +232,7 @@ def evaluate_and_save(run: Run, iter_id: int) -> bool:
                     run.logger.log(flatten_metrics(metrics), step=state.step)
                     ckpt.write_metrics_line(config.checkpoint_path, state.step, metrics)
                     tqdm.tqdm.write(f"step {state.step}: " + json.dumps(metrics))
-                    tqdm.tqdm.write(summary_line(state.step, run.train_log.flush() or run.train_log.last_line, metrics))
+                    tqdm.tqdm.write(summary_line(state.step, run.train_log.at_evaluation(), metrics))
                 if state.best is not None and not full:
                     stop_early = update_best(config, state, metrics, run.info)
             if rank == 0 and (config.checkpoint_every_eval or is_last or stop_early):

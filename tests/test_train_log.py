@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import REPO, TINY_HRM
-from training.train_log import TrainMetricsLog, default_interval, summary_line
+from training.train_log import TrainMetricsLog, average, default_interval, summary_line
 
 
 def lines(path):
@@ -26,12 +26,16 @@ def test_intervals_average_the_readings_and_a_resume_drops_later_lines(tmp_path)
     # Resumed from step 8: the interrupted run's line for step 10 goes, the others stay.
     TrainMetricsLog(str(tmp_path), interval=4, resumed_step=8)
     assert [g["step"] for g in lines(tmp_path / "train_metrics.jsonl")] == [4, 8]
+    # A step where no row halted reports 0 accuracy (as W&B gets it); averages leave it out.
+    mean = average([{"train/count": 1.0, "train/accuracy": 0.5, "train/lm_loss": 1.0},
+                    {"train/count": 0.0, "train/accuracy": 0.0, "train/lm_loss": 3.0}])
+    assert mean == {"train/count": 0.5, "train/accuracy": 0.5, "train/lm_loss": 2.0}
 
 
 def test_summary_line():
     line = summary_line(12, {"step": 12, "averaged_over": 3, "train/exact_accuracy": 0.5, "train/accuracy": 0.875, "train/lm_loss": 0.25},
                         {"all": {"exact_accuracy": 0.125, "accuracy": 0.5, "lm_loss": 1.5, "steps": 3.0}, "eval/seconds": 1.0})
-    assert line == ("step 12: train exact_accuracy 50.0%, accuracy 87.5%, lm_loss 0.25 (mean of the last 3 reading(s))"
+    assert line == ("step 12: train exact_accuracy 50.0%, accuracy 87.5%, lm_loss 0.25 (mean of the 3 step(s) since the last evaluation)"
                     " | test all exact_accuracy 12.5%, accuracy 50.0%, lm_loss 1.5")
 
 
@@ -67,9 +71,12 @@ def test_run_without_wandb_writes_what_wandb_would_get(sudoku4, tmp_path, monkey
     # A line every 6 steps, and at each evaluation (steps 4 and 8) for the readings since the last line.
     assert [(g["step"], g["averaged_over"]) for g in got] == [(4, 4), (6, 2), (8, 2)]
     assert set(got[-1]) == set(train[8]) | {"step", "averaged_over"}  # the keys W&B gets
-    for key in train[8]:
-        assert got[-1][key] == pytest.approx((train[7][key] + train[8][key]) / 2, rel=1e-12), key
-        assert got[0][key] == pytest.approx(sum(train[s][key] for s in (1, 2, 3, 4)) / 4, rel=1e-12), key
+    for line, steps in ((got[-1], (7, 8)), (got[0], (1, 2, 3, 4))):
+        for key in train[8]:
+            # Losses, lr, count: plain means; accuracies and steps: over the steps where rows halted (count > 0).
+            readings = [train[s] for s in steps if key.endswith("loss") or key in ("train/lr", "train/count") or train[s]["train/count"] > 0]
+            assert line[key] == pytest.approx(sum(r[key] for r in readings) / len(readings), rel=1e-12), key
+    assert got[-1]["train/exact_accuracy"] == pytest.approx(train[8]["train/exact_accuracy"], rel=1e-12)  # rows halt at step 8 (halt_max_steps 2)
     evals = {step: data for step, data in handed if "all/exact_accuracy" in data}
     for step in (4, 8):
         summary = next(line for line in out.splitlines() if line.startswith(f"step {step}: train exact_accuracy"))

@@ -8,7 +8,13 @@ interval, with the keys W&B gets (``train/lm_loss``, ``train/exact_accuracy``, `
 
 ``step`` is the last step of the interval, ``averaged_over`` the number of readings averaged. The
 interval in progress is also written at every evaluation and at the end of training, so the file
-has a line at each evaluated step (the train side of :func:`summary_line`).
+has a line at each evaluated step.
+
+A step's accuracies and ``steps`` are means over the rows that halted at that step (``count``;
+the original logs 0 when none did, as ACT halts rows every few steps): the average takes them from
+the readings where rows halted, while losses, ``lr`` and ``count`` are plain means.
+:func:`summary_line` sets the average of the readings since the last evaluation beside the test
+metrics.
 """
 from __future__ import annotations
 
@@ -18,6 +24,18 @@ import os
 from typing import Any, Dict, List, Optional
 
 LINES_PER_RUN = 200  # default: about this many lines per run, whatever its length
+
+
+def average(readings: List[Dict[str, float]]) -> Dict[str, float]:
+    """The mean of W&B-style readings (see the module docstring for per-halted-row metrics)."""
+    halted = [m for m in readings if m.get("train/count", 1.0) > 0]
+    out: Dict[str, float] = {}
+    for k in sorted({k for m in readings for k in m}):
+        plain = k.endswith("loss") or k in ("train/lr", "train/count")
+        values = [m[k] for m in (readings if plain else halted) if k in m]
+        if values:
+            out[k] = sum(values) / len(values)
+    return out
 
 
 def default_interval(total_steps: int, log_interval: int) -> int:
@@ -38,12 +56,15 @@ class TrainMetricsLog:
         self.pending: List[Dict[str, float]] = []
         self.last_step: Optional[int] = None
         self.last_line: Optional[Dict[str, Any]] = None
+        self.since_eval: List[Dict[str, float]] = []  # readings since the last evaluation
         if self.path and resumed_step is not None and os.path.isfile(self.path):
             self._drop_after(resumed_step)
 
     def add(self, step: int, metrics: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         """One reading (the dict W&B gets at ``step``); writes and returns a line when an interval ends."""
-        self.pending.append({k: float(v) for k, v in metrics.items()})
+        reading = {k: float(v) for k, v in metrics.items()}
+        self.pending.append(reading)
+        self.since_eval.append(reading)
         self.last_step = step
         return self.flush() if step % self.interval == 0 else None
 
@@ -51,11 +72,7 @@ class TrainMetricsLog:
         """Write the interval in progress (if any reading is pending) and return its line."""
         if not self.pending:
             return None
-        keys = sorted({k for m in self.pending for k in m})
-        line: Dict[str, Any] = {"step": self.last_step, "averaged_over": len(self.pending)}
-        for k in keys:
-            values = [m[k] for m in self.pending if k in m]
-            line[k] = sum(values) / len(values)
+        line: Dict[str, Any] = {"step": self.last_step, "averaged_over": len(self.pending), **average(self.pending)}
         self.pending = []
         self.last_line = line
         if self.path:
@@ -63,6 +80,16 @@ class TrainMetricsLog:
             with open(self.path, "a") as f:
                 f.write(json.dumps(line) + "\n")
         return line
+
+    def at_evaluation(self) -> Optional[Dict[str, Any]]:
+        """Write the interval in progress; return the average of the readings since the last
+        evaluation (``averaged_over``: how many) and start anew."""
+        self.flush()
+        if not self.since_eval:
+            return None
+        summary = {"averaged_over": len(self.since_eval), **average(self.since_eval)}
+        self.since_eval = []
+        return summary
 
     def _drop_after(self, step: int) -> None:
         from utils.checkpoint import atomic_write_text
@@ -90,7 +117,7 @@ def summary_line(step: int, train: Optional[Dict[str, Any]], test: Dict[str, Any
         return ", ".join(shown)
     text = f"step {step}: "
     if train:
-        text += f"train {part(train, 'train/')} (mean of the last {train['averaged_over']} reading(s))"
+        text += f"train {part(train, 'train/')} (mean of the {train['averaged_over']} step(s) since the last evaluation)"
     else:
         text += "train: no reading yet"
     for set_name, values in test.items():
