@@ -37,7 +37,7 @@ from training.preemption import Preempted, StopRequest, signal_name
 from training.runs import apply_sweep_job, current_sweep_job
 from training.metrics_readback import MetricsReadback, resolve_log_interval
 from training.state import Run, check_finite, init_train_state, train_batch
-from training.train_log import TrainMetricsLog, default_interval, summary_line
+from training.train_log import TrainMetricsLog, default_interval, eval_line_train, summary_line
 from utils import checkpoint as ckpt
 from utils.arch_config import normalise_arch_overrides, plus_unknown_keys
 from utils.checkpoint import CheckpointError
@@ -230,9 +230,11 @@ def evaluate_and_save(run: Run, iter_id: int) -> bool:
                 if rank == 0 and metrics is not None:
                     metrics["eval/seconds"] = round(time.perf_counter() - started, 3)
                     run.logger.log(flatten_metrics(metrics), step=state.step)
-                    ckpt.write_metrics_line(config.checkpoint_path, state.step, metrics)
+                    # The file also holds the train side (mean since the last evaluation): train vs test in one line.
+                    train = run.train_log.at_evaluation()
+                    ckpt.write_metrics_line(config.checkpoint_path, state.step, {**metrics, **eval_line_train(train)})
                     tqdm.tqdm.write(f"step {state.step}: " + json.dumps(metrics))
-                    tqdm.tqdm.write(summary_line(state.step, run.train_log.at_evaluation(), metrics))
+                    tqdm.tqdm.write(summary_line(state.step, train, metrics))
                 if state.best is not None and not full:
                     stop_early = update_best(config, state, metrics, run.info)
             if rank == 0 and (config.checkpoint_every_eval or is_last or stop_early):

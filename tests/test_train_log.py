@@ -77,6 +77,11 @@ def test_run_without_wandb_writes_what_wandb_would_get(sudoku4, tmp_path, monkey
             readings = [train[s] for s in steps if key.endswith("loss") or key in ("train/lr", "train/count") or train[s]["train/count"] > 0]
             assert line[key] == pytest.approx(sum(r[key] for r in readings) / len(readings), rel=1e-12), key
     assert got[-1]["train/exact_accuracy"] == pytest.approx(train[8]["train/exact_accuracy"], rel=1e-12)  # rows halt at step 8 (halt_max_steps 2)
+    # eval_metrics.jsonl sets train (mean of the steps since the last evaluation) beside test.
+    evaluated = {line["step"]: line for line in lines(ck / "eval_metrics.jsonl")}
+    since = [train[s] for s in (5, 6, 7, 8) if train[s]["train/count"] > 0]
+    assert evaluated[8]["train"]["averaged_over"] == 4 and evaluated[8]["train"]["exact_accuracy"] == pytest.approx(
+        sum(r["train/exact_accuracy"] for r in since) / len(since), rel=1e-12)
     evals = {step: data for step, data in handed if "all/exact_accuracy" in data}
     for step in (4, 8):
         summary = next(line for line in out.splitlines() if line.startswith(f"step {step}: train exact_accuracy"))

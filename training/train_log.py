@@ -32,7 +32,8 @@ def average(readings: List[Dict[str, float]]) -> Dict[str, float]:
     out: Dict[str, float] = {}
     for k in sorted({k for m in readings for k in m}):
         plain = k.endswith("loss") or k in ("train/lr", "train/count")
-        values = [m[k] for m in (readings if plain else halted) if k in m]
+        # A line of steps where no row halted keeps what W&B got (0), so no key is ever missing.
+        values = [m[k] for m in (readings if plain else halted) if k in m] or [m[k] for m in readings if k in m]
         if values:
             out[k] = sum(values) / len(values)
     return out
@@ -104,6 +105,14 @@ class TrainMetricsLog:
                 continue  # a line cut short by the interruption
         if len(kept) != len(lines):
             atomic_write_text(self.path, "".join(kept))  # type: ignore[arg-type]
+
+
+def eval_line_train(train: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The ``"train"`` entry of an ``eval_metrics.jsonl`` line: the summary's train side, named as
+    the test sets' metrics are (``exact_accuracy``, not ``train/exact_accuracy``); {} without one."""
+    if not train:
+        return {}
+    return {"train": {k.split("/", 1)[-1]: v for k, v in train.items()}}
 
 
 def summary_line(step: int, train: Optional[Dict[str, Any]], test: Dict[str, Any]) -> str:
