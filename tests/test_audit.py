@@ -104,6 +104,10 @@ def hostile(trained_hrm, sudoku4, tmp_path_factory):
         (w / name).mkdir()
         (w / name / "all_config.yaml").write_text(text)
         shutil.copy(ck / "step_12", w / name / "step_12")
+    (w / "resume_cfg").mkdir()  # a resume state beside a broken all_config.yaml
+    (w / "resume_cfg" / "all_config.yaml").write_text("arch: [\n")
+    for name in ("step_12.train_state.pt", "step_12.train_state.rank0.pt"):
+        shutil.copy(ck / name, w / "resume_cfg" / name)
     return w, run, sudoku4
 
 
@@ -191,7 +195,7 @@ def test_every_entry_point_answers_bad_input_with_one_line(hostile):
         code, stderr = run_in_process(script, args, cwd=w)
         check(failures, f"{script} {' '.join(args)}", code, stderr, before, snapshot(*roots))
     for args in (["nosuch_key=1"], [f"data_path={w}/nosuch"], [f"data_path={data}", f"checkpoint_path={w}/file.txt"],
-                 [f"data_path={data}", "lr=abc"]):
+                 [f"data_path={data}", "lr=abc"], [f"data_path={data}", f"resume={w}/resume_cfg"]):
         before = snapshot(*roots)
         proc = pretrain(*args, "epochs=1", "eval_interval=1", "global_batch_size=8", *TINY_HRM, cwd=w, check=False)
         check(failures, f"pretrain.py {' '.join(args)}", proc.returncode, proc.stderr, before, snapshot(*roots))
