@@ -8,11 +8,12 @@ Config: ``config/cfg_pretrain.yaml`` and ``config/arch/*.yaml`` (Hydra overrides
 line). One process per rank under torchrun: NCCL on GPUs, gloo on CPUs.
 
 This file is the Hydra entry and the loop, top to bottom: set-up (config, resume, loaders, model),
-train passes, evaluation and saving after each pass. What each step is made of lives in
+train passes, evaluation and saving after each pass (and when ``max_train_seconds`` runs out,
+as at the end of a run). What each step is made of lives in
 ``training/``: the config schema (``config.py``), what a run builds (``build.py``), the train
 state and optimisation step (``state.py``), evaluation, best checkpoint and early stopping
 (``evaluation.py``), saving and resuming (``checkpointing.py``), pre-emption (``preemption.py``)
-and run folders (``runs.py``).
+and run folders (``runs.py``), the wall-clock budget (``budget.py``).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import yaml
 
 from dataset.common import DatasetError
 from inference.segments import trained_halt_max_steps
+from training.budget import TimeBudget
 from training.build import create_dataloader, create_evaluators
 from training.checkpointing import load_resume, save_resume, save_train_state
 from training.config import PretrainConfig, dist_timeout_from, load_synced_config
@@ -41,6 +43,7 @@ from training.train_log import TrainMetricsLog, default_interval, eval_line_trai
 from utils import checkpoint as ckpt
 from utils.arch_config import normalise_arch_overrides, plus_unknown_keys
 from utils.checkpoint import CheckpointError
+from utils.clock import ProcessClock
 from utils.config import ConfigError, user_error_message
 from utils.distributed import DistInfo, RankStoppedAnswering, cleanup, init_distributed, is_peer_failure, peer_failure_error
 from utils.functions import unwrap_compiled
@@ -50,10 +53,11 @@ from utils.progress import progress_bar
 
 def launch(raw_config: Dict[str, Any]) -> PretrainConfig:
     """Run a whole training job from a composed config dict; returns the final config."""
+    clock = ProcessClock()  # seconds since process start (max_train_seconds, eval/since_start_s)
     info = init_distributed(timeout_s=dist_timeout_from(raw_config))
     held = contextlib.ExitStack()  # the run folder's lock, held until the run ends
     try:
-        return _run(raw_config, info, held)
+        return _run(raw_config, info, held, clock)
     except RuntimeError as e:
         if info.world_size > 1 and is_peer_failure(e):
             raise peer_failure_error(e, info, "while training") from None
@@ -63,17 +67,18 @@ def launch(raw_config: Dict[str, Any]) -> PretrainConfig:
         cleanup()
 
 
-def _run(raw_config: Dict[str, Any], info: DistInfo, held: contextlib.ExitStack) -> PretrainConfig:
+def _run(raw_config: Dict[str, Any], info: DistInfo, held: contextlib.ExitStack, clock: ProcessClock) -> PretrainConfig:
     config = load_synced_config(raw_config, info, held)
     torch.random.manual_seed(config.seed + info.rank)
     resume = load_resume(config, info)
     run = set_up(config, info, resume)
+    run.budget = TimeBudget(config.max_train_seconds, clock)
     run.stop = StopRequest(info.rank).install()
     try:
         for iter_id in range(run.state.iters_done, run.total_iters):
             train_iteration(run, iter_id)
-            if evaluate_and_save(run, iter_id):
-                break  # early stop
+            if evaluate_and_save(run, iter_id) or run.out_of_time:
+                break  # early stop, or max_train_seconds spent
     finally:
         run.stop.uninstall()
         if run.progress_bar is not None:
@@ -119,7 +124,7 @@ def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
               evaluators=evaluators, epochs_per_iter=epochs_per_iter, total_iters=config.epochs // epochs_per_iter,
               last_saved=resume[0]["step"] if resume else None,
               # A mid-pass state resumed from is replaced by the next one, as in an uninterrupted run.
-              interval_state_step=state.step if resume and batches_done else None,
+              interval_state_step=state.step if resume and batches_done else None, first_step=state.step,
               readback=MetricsReadback(resolve_log_interval(config.log_interval, info.device)))
     per_pass = train_loader.dataset.batches_per_pass()
     if per_pass is not None:
@@ -173,12 +178,16 @@ def stop_if_nonfinite(run: Run) -> None:
 
 
 def train_iteration(run: Run, iter_id: int) -> None:
-    """One pass of ``epochs_per_iter`` epochs, with interval resume states on the way."""
+    """One pass of ``epochs_per_iter`` epochs, with interval resume states on the way; cut short
+    when ``max_train_seconds`` is spent (after at least one step of this process)."""
     config, state, rank = run.config, run.state, run.info.rank
     if rank == 0:
         print(f"[Rank {rank}, World Size {run.info.world_size}]: Epoch {iter_id * run.epochs_per_iter}")
     state.model.train()
     for _set_name, batch, global_batch_size in run.train_loader:
+        # Checked before the step, so a pass whose last step ends in time counts as complete.
+        if state.step > run.first_step and out_of_time(run):
+            break
         train_batch(config, state, batch, global_batch_size, rank=rank, world_size=run.info.world_size, log_to=run.readback)
         state.batches_in_iter += 1
         if run.readback.due(state.step):
@@ -190,8 +199,23 @@ def train_iteration(run: Run, iter_id: int) -> None:
             stop_if_nonfinite(run)
             save_resume(run, interval=True)
         stop_if_signalled(run, saved_now)
-    state.iters_done, state.batches_in_iter = iter_id + 1, 0
+    else:
+        state.iters_done, state.batches_in_iter = iter_id + 1, 0
+        out_of_time(run)  # then this pass's evaluation is the last
     stop_if_nonfinite(run)
+
+
+def out_of_time(run: Run) -> bool:
+    """Whether ``max_train_seconds`` is spent (agreed by every rank); the first time, says so and
+    marks the run so that its next evaluation and save are the last."""
+    planned = run.expected_steps or run.state.total_steps
+    if run.out_of_time or run.state.step >= planned or not run.budget.reached(run.info.world_size, run.info.cpu_group):
+        return run.out_of_time
+    run.out_of_time = True
+    if run.info.rank == 0:
+        tqdm.tqdm.write(f"max_train_seconds={run.config.max_train_seconds:g} reached {run.budget.elapsed():.1f} s after process start: "
+                        f"stopped after step {run.state.step} of {planned}; evaluating and saving as at the end of a run")
+    return True
 
 
 def stop_if_signalled(run: Run, saved_now: bool) -> None:
@@ -213,7 +237,7 @@ def evaluate_and_save(run: Run, iter_id: int) -> bool:
     """After a pass: evaluate (EMA weights when ``ema``), track the best, write ``step_N`` and the
     resume state. Returns True when training stops early (``early_stop_patience``)."""
     config, state, rank = run.config, run.state, run.info.rank
-    is_last = iter_id == run.total_iters - 1
+    is_last = iter_id == run.total_iters - 1 or run.out_of_time
     evaluating = iter_id >= (config.min_eval_interval or 0)
     stop_early = False
     if evaluating or (is_last and rank == 0):
@@ -225,10 +249,11 @@ def evaluate_and_save(run: Run, iter_id: int) -> bool:
                 # skip it, as it is not comparable with the subset evaluations before it.
                 full = is_last and config.eval_full_at_end and config.eval_max_examples is not None
                 loader = create_eval_loader(config, rank, run.info.world_size, full=True)[0] if full else run.eval_loader
-                started = time.perf_counter()
+                since_start, started = run.budget.elapsed(), time.perf_counter()
                 metrics = evaluate_train_state(config, state, loader, run.eval_metadata, run.evaluators, run.info)
                 if rank == 0 and metrics is not None:
                     metrics["eval/seconds"] = round(time.perf_counter() - started, 3)
+                    metrics["eval/since_start_s"] = round(since_start, 3)  # when training reached this step (time-to-accuracy)
                     run.logger.log(flatten_metrics(metrics), step=state.step)
                     # The file also holds the train side (mean since the last evaluation): train vs test in one line.
                     train = run.train_log.at_evaluation()

@@ -90,6 +90,10 @@ class PretrainConfig(pydantic.BaseModel):
     # URM's (SPEC 4b, 5a): the optimizer of the weights, and extra evaluations at loops + delta segments.
     optimizer: Literal["adam_atan2", "muon"] = "adam_atan2"
     loop_deltas: List[int] = []
+    # Wall-clock budget in seconds from process start (README "Speedrun"): training stops after the
+    # step that reaches it, then evaluates and saves as at the end of a run. A resumed run counts
+    # its own process's time only. None: no budget.
+    max_train_seconds: Optional[float] = None
 
     @pydantic.field_validator("data_paths", mode="before")
     @classmethod
@@ -119,6 +123,8 @@ class PretrainConfig(pydantic.BaseModel):
         for name in ("eval_max_examples", "eval_global_batch_size", "early_stop_patience"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive number or null, got {getattr(self, name)}")
+        if self.max_train_seconds is not None and not self.max_train_seconds > 0:
+            raise ValueError(f"max_train_seconds must be a positive number of seconds or null, got {self.max_train_seconds}")
         if self.early_stop_patience is not None and self.best_metric is None:
             raise ValueError("early_stop_patience needs best_metric (the metric whose improvement it waits for), e.g. best_metric=all/exact_accuracy")
         return self

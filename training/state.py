@@ -13,6 +13,7 @@ from dataset.common import PuzzleDatasetMetadata
 from models.ema import EMAHelper
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from training.best_checkpoint import BestTracker
+from training.budget import TimeBudget
 from training.metrics_readback import MetricsReadback
 from training.preemption import StopRequest
 from training.build import create_model, create_optimizers
@@ -169,3 +170,6 @@ class Run:
     interval_state_step: Optional[int] = None  # interval-only resume state to drop when a newer one is written
     stop: StopRequest = field(default_factory=StopRequest)  # set by SIGTERM / SIGINT / SIGUSR1
     readback: MetricsReadback = field(default_factory=lambda: MetricsReadback(interval=1))  # steps' metrics waiting on the device
+    budget: TimeBudget = field(default_factory=lambda: TimeBudget(None))  # max_train_seconds
+    first_step: int = 0  # the step this process started from (0, or the resumed step)
+    out_of_time: bool = False  # max_train_seconds reached: this pass's evaluation and save are the last

@@ -336,7 +336,7 @@ def model_weights(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
 # Keys that may differ between a run and its resumption.
 RESUME_MAY_CHANGE = {"resume", "checkpoint_interval_steps", "log_interval", "eval_save_outputs", "load_checkpoint",
                      "checkpoint_path", "project_name", "run_name", "wandb_group", "compile", "dist_timeout_s",
-                     "early_stop_patience", "eval_full_at_end", "eval_global_batch_size"}
+                     "early_stop_patience", "eval_full_at_end", "eval_global_batch_size", "max_train_seconds"}
 
 
 def check_resume_config(now: Dict[str, Any], saved: Dict[str, Any], defaults: Optional[Dict[str, Any]] = None) -> None:

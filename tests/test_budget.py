@@ -1,0 +1,86 @@
+"""``max_train_seconds``: a run stops at its wall-clock budget (from process start) after a step,
+evaluates and saves as at the end of a run, and resumes from there like any saved run."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, TINY_HRM, load_weights
+from training.budget import TimeBudget
+from utils.clock import ProcessClock
+
+
+def run_in_process(data, ck, *extra):
+    """A real training run in this process (``pretrain.launch``, as the command line calls it):
+    48 puzzles in batches of 8 for 2 epochs = 12 steps, evaluated after each epoch (6 steps)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    import pretrain
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
+        cfg = compose("cfg_pretrain", overrides=[
+            f"data_path={data}", "epochs=2", "eval_interval=1", "global_batch_size=8", "evaluators=[]", "lr_warmup_steps=1",
+            *TINY_HRM, f"checkpoint_path={ck}", "+run_name=b", "compile=false", *extra])
+    pretrain.launch(OmegaConf.to_container(cfg, resolve=True))
+
+
+def evals(ck):
+    return {line["step"]: line for line in map(json.loads, (ck / "eval_metrics.jsonl").read_text().splitlines())}
+
+
+def test_clock_counts_from_process_start_not_from_import():
+    code = "import time; time.sleep(0.4); from utils.clock import ProcessClock; print(ProcessClock().elapsed())"
+    elapsed = float(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout)
+    assert 0.4 <= elapsed < 10
+    clock = ProcessClock()
+    assert clock.elapsed() <= ProcessClock().elapsed() + 0.02  # one origin per process, whichever object reads it
+
+
+def test_budget_reached_only_when_set_and_spent():
+    assert not TimeBudget(None).reached()
+    assert TimeBudget(1e-6).reached()  # this process started more than a microsecond ago
+    assert not TimeBudget(1e6).reached()
+
+
+def test_run_stops_at_the_budget_evaluates_saves_and_resumes(sudoku4, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    ck = tmp_path / "ck"
+    # This test process started long before: the budget is spent once the run's first step is done.
+    run_in_process(sudoku4, ck, "max_train_seconds=0.001")
+    out = capsys.readouterr().out
+    assert "max_train_seconds=0.001 reached" in out and "stopped after step 1 of 12; evaluating and saving as at the end of a run" in out
+    logged = evals(ck)
+    assert sorted(logged) == [1]  # the end-of-run evaluation, mid-pass
+    assert logged[1]["eval/since_start_s"] > 0 and logged[1]["eval/seconds"] > 0
+    assert (ck / "step_1").is_file() and (ck / "step_1.train_state.pt").is_file()
+    assert not any(p.name.startswith("step_") and p.name != "step_1" and not p.name.startswith("step_1.") for p in ck.iterdir())
+
+    # Resumed without a budget (the key may change on resume), it finishes the run from there.
+    run_in_process(sudoku4, ck, f"resume={ck}")
+    assert sorted(evals(ck)) == [1, 6, 12]
+    assert (ck / "step_12").is_file() and load_weights(ck / "step_12").keys() == load_weights(ck / "step_1").keys()
+
+
+def test_a_budget_not_reached_changes_nothing(trained_hrm, tmp_path, monkeypatch):
+    """The session's tiny trained run again with a budget it never reaches: the same weights."""
+    import yaml
+    import pretrain
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    ck, logged = trained_hrm
+    raw = yaml.safe_load((ck / "all_config.yaml").read_text())
+    raw.update(checkpoint_path=str(tmp_path / "b"), max_train_seconds=1e6)
+    pretrain.launch(raw)
+    a, b = load_weights(ck / "step_12"), load_weights(tmp_path / "b" / "step_12")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(evals(tmp_path / "b")) == sorted(logged) == [6, 12]
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_bad_budget_is_one_line(value):
+    from training.config import parse_config
+    from utils.config import ConfigError
+    with pytest.raises(ConfigError, match=f"^config: max_train_seconds must be a positive number of seconds or null, got {value}"):
+        parse_config({"arch": {"name": "x", "loss": {"name": "y"}}, "global_batch_size": 8, "epochs": 1, "lr": 1e-3, "lr_min_ratio": 1.0,
+                      "lr_warmup_steps": 0, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "puzzle_emb_lr": 1e-2,
+                      "puzzle_emb_weight_decay": 0.1, "max_train_seconds": float(value)})

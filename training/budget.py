@@ -1,0 +1,39 @@
+"""The wall-clock budget of a run (``max_train_seconds``): seconds since the process started,
+interpreter start-up, imports, data loading and compilation included, as a speedrun counts them.
+
+A resumed run counts its own process's time only: the budget bounds one process, not the sum of
+the runs that led to its resume state.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from utils.clock import ProcessClock
+
+
+class TimeBudget:
+    """Whether ``max_seconds`` have passed since process start; the same answer on every rank."""
+
+    def __init__(self, max_seconds: Optional[float], clock: Optional[ProcessClock] = None):
+        self.max_seconds = max_seconds
+        self.clock = clock or ProcessClock()
+
+    def elapsed(self) -> float:
+        return self.clock.elapsed()
+
+    def reached(self, world_size: int = 1, group=None) -> bool:
+        """True once the budget is spent on any rank (ranks start at slightly different times).
+
+        Collective under torchrun when a budget is set: every rank calls it at the same points
+        (a one-number all-reduce on the CPU group, so it never waits for the GPU)."""
+        if self.max_seconds is None:
+            return False
+        over = self.elapsed() >= self.max_seconds
+        if world_size == 1:
+            return over
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(over)], dtype=torch.int64)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
+        return bool(flag.item())
