@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -163,7 +164,14 @@ def small_tmpfs(tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
         pytest.skip("mount -t tmpfs failed (no CAP_SYS_ADMIN in this container)")
     yield mnt
-    proc = subprocess.run(["umount", str(mnt)], capture_output=True, text=True)
+    # A worker process of the run may still be exiting and keep the mount busy for a moment.
+    for _ in range(10):
+        proc = subprocess.run(["umount", str(mnt)], capture_output=True, text=True)
+        if proc.returncode == 0 or "busy" not in proc.stderr:
+            break
+        time.sleep(0.5)
+    else:
+        proc = subprocess.run(["umount", "--lazy", str(mnt)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 
