@@ -436,6 +436,10 @@ def describe(result: Dict[str, Any]) -> str:
     if "correct" in result:
         facts.append("matches the truth" if result["correct"] else "differs from the truth")
     lines = [f"{result['puzzle']}: " + ", ".join(facts), shown]
+    raw = result.get("raw_answer")
+    if raw is not None and raw != answer:  # the model wrote over what the puzzle gives (kept in the answer)
+        raw_shown = raw if "\n" not in raw else "(grid) " + raw.replace("\n", "/")
+        lines.append(f"  the model's own output, which overwrote given cells (raw_answer, what evaluate.py scores): {raw_shown}")
     for entry in result.get("trace", []) if not isinstance(answer, list) else []:
         changed = "" if entry["changed"] is None else f", {entry['changed']} changed"
         lines.append(f"    segment {entry['step']}: halt {entry['halt_confidence']:.3f}{changed}: {entry['answer'] if chr(10) not in entry['answer'] else '(grid)'}")

@@ -70,6 +70,18 @@ def test_same_predictions_as_evaluate(sudoku_ck, tmp_path, capsys):
     assert overwritten, "the half-trained checkpoint should overwrite a clue somewhere (else this test checks nothing)"
 
 
+def test_printed_answer_keeps_clues_and_shows_the_raw_output():
+    from tasks import get_codec
+    from tasks.base import RowOutput
+    codec = get_codec("sudoku")(seq_len=16)
+    (puzzle,) = codec.read("..2..1..32......")
+    raw = codec.encode(np.array([int(c) for c in "4311212232411412"]))  # overwrites the clue 2 at cell 3
+    out = RowOutput(preds=raw[None], q_halt_logits=np.zeros(1, np.float32), q_halt=np.full(1, 0.5), halt_step=None)
+    text = predict.describe(dict(codec.result(puzzle, codec.rows(puzzle), [out], trace=False), puzzle="puzzle 1"))
+    assert text.splitlines()[1] == "  4321212232411412"
+    assert text.splitlines()[2].endswith("overwrote given cells (raw_answer, what evaluate.py scores): 4311212232411412")
+
+
 def test_python_api_trace_and_more_segments(sudoku_ck):
     predictor = load_predictor(str(sudoku_ck), task="sudoku", batch_size=3)
     text = predictor.codec.format_tokens(load_split(data_path_of(sudoku_ck), "test")["inputs"][0])
