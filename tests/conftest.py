@@ -11,6 +11,12 @@ from typing import Any, Dict, List, Optional, Union
 import pytest
 import torch
 
+# Under pytest-xdist the workers share the machine's cores: one thread each, also in the commands
+# they start, since OpenMP threads competing for the same cores slowed some tests tenfold.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference"
 # Every command a test starts imports the repository's modules, as after `pip install -e .`.
