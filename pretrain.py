@@ -12,8 +12,9 @@ train passes, evaluation and saving after each pass (and when ``max_train_second
 as at the end of a run). What each step is made of lives in
 ``training/``: the config schema (``config.py``), what a run builds (``build.py``), the train
 state and optimisation step (``state.py``), evaluation, best checkpoint and early stopping
-(``evaluation.py``), saving and resuming (``checkpointing.py``), pre-emption (``preemption.py``)
-and run folders (``runs.py``), the wall-clock budget (``budget.py``).
+(``evaluation.py``), saving and resuming (``checkpointing.py``), pre-emption (``preemption.py``),
+run folders (``runs.py``), the wall-clock budget (``budget.py``) and what a run prints and logs
+(``reporting.py``).
 """
 from __future__ import annotations
 
@@ -38,17 +39,16 @@ from training.evaluation import create_eval_loader, ema_applied, evaluate_train_
 from training.preemption import Preempted, StopRequest, signal_name
 from training.runs import apply_sweep_job, current_sweep_job
 from training.metrics_readback import MetricsReadback, resolve_log_interval
+from training.reporting import finished_line, log_train_metrics, start_logging
 from training.state import Run, check_finite, init_train_state, train_batch
-from training.train_log import TrainMetricsLog, default_interval, eval_line_train, summary_line
+from training.train_log import eval_line_train, summary_line
 from utils import checkpoint as ckpt
 from utils.arch_config import normalise_arch_overrides, plus_unknown_keys
 from utils.checkpoint import CheckpointError
 from utils.clock import ProcessClock
 from utils.config import ConfigError, user_error_message
 from utils.distributed import DistInfo, RankStoppedAnswering, cleanup, init_distributed, is_peer_failure, peer_failure_error
-from utils.functions import unwrap_compiled
 from utils.metrics import flatten_metrics
-from utils.progress import progress_bar
 
 
 def launch(raw_config: Dict[str, Any]) -> PretrainConfig:
@@ -94,14 +94,6 @@ def _run(raw_config: Dict[str, Any], info: DistInfo, held: contextlib.ExitStack,
     return config
 
 
-def finished_line(config: PretrainConfig, step: int) -> str:
-    """The last line of a run: steps done and where its last weights are."""
-    last = os.path.join(config.checkpoint_path, f"step_{step}") if config.checkpoint_path else None
-    if last is None or not os.path.isfile(last):
-        return f"done: {step} steps; no checkpoint written" + ("" if config.checkpoint_path else " (no checkpoint_path)")
-    return f"done: {step} steps; last checkpoint {last}"
-
-
 def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
     """Loaders (at the resumed data position), evaluators, model and optimizers, logging."""
     epochs_per_iter = config.eval_interval if config.eval_interval is not None else config.epochs
@@ -132,40 +124,6 @@ def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
     if info.rank == 0:
         start_logging(run, resumed=resume is not None)
     return run
-
-
-def start_logging(run: Run, resumed: bool) -> None:
-    """Rank 0: summary line, W&B run, code and config next to the checkpoints, progress bar."""
-    from utils.wandb_logging import init_wandb
-
-    config, state, info = run.config, run.state, run.info
-    n_params = sum(x.numel() for x in state.model.parameters())
-    compiled = "compiled" if unwrap_compiled(state.model) is not state.model else "not compiled"
-    steps = f"{run.expected_steps} steps" if run.expected_steps is not None else f"up to {state.total_steps} steps"
-    print(f"{config.arch.name.split('@')[-1]}: {n_params / 1e6:.2f}M parameters, {steps}, "
-          f"device {info.device} ({compiled}, compile={config.compile}), {info.world_size} process(es); checkpoints in {config.checkpoint_path}")
-    if info.device.type == "cpu" and config.arch.__pydantic_extra__.get("forward_dtype", "bfloat16") == "bfloat16":
-        print("note: bfloat16 matmuls are slow on most CPUs (7x slower than float32 on this project's test machine); "
-              "for speed add arch.forward_dtype=float32")
-    run.logger = init_wandb(config.project_name, config.run_name, config.model_dump(), group=config.wandb_group)  # type: ignore[arg-type]
-    if not resumed:
-        run.logger.log({"num_params": n_params}, step=0)
-    removed = ckpt.clean_checkpoint_folder(config.checkpoint_path) if config.checkpoint_path else []
-    if removed:
-        print(f"Removed {len(removed)} file(s) left by an interrupted run from {config.checkpoint_path}: {', '.join(removed[:6])}"
-              + (" ..." if len(removed) > 6 else ""))
-    ckpt.save_code_and_config(config)
-    interval = config.train_metrics_interval or default_interval(state.total_steps, run.readback.interval)
-    run.train_log = TrainMetricsLog(config.checkpoint_path, interval, resumed_step=state.step if resumed else None)
-    run.progress_bar = progress_bar(total=run.expected_steps or state.total_steps, initial=state.step, desc="train", dynamic_ncols=True)
-
-
-def log_train_metrics(run: Run) -> None:
-    """The waiting steps' training metrics, read back in one transfer, to W&B and train_metrics.jsonl (rank 0)."""
-    for step, metrics in run.readback.flush(run.info.rank, run.info.world_size):
-        run.logger.log(metrics, step=step)
-        run.train_log.add(step, metrics)
-        run.progress_bar.set_postfix(loss=f"{metrics.get('train/lm_loss', float('nan')):.4f}", refresh=False)
 
 
 def stop_if_nonfinite(run: Run) -> None:

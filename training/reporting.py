@@ -1,0 +1,55 @@
+"""What a run tells its user (rank 0): the start line, the W&B run, the code and config copied
+beside the checkpoints, the progress bar, the training metrics as they are read back, and the
+last line naming the last checkpoint."""
+from __future__ import annotations
+
+import os
+
+from training.config import PretrainConfig
+from training.state import Run
+from training.train_log import TrainMetricsLog, default_interval
+from utils import checkpoint as ckpt
+from utils.functions import unwrap_compiled
+from utils.progress import progress_bar
+
+
+def start_logging(run: Run, resumed: bool) -> None:
+    """Rank 0: summary line, W&B run, code and config next to the checkpoints, progress bar."""
+    from utils.wandb_logging import init_wandb
+
+    config, state, info = run.config, run.state, run.info
+    n_params = sum(x.numel() for x in state.model.parameters())
+    compiled = "compiled" if unwrap_compiled(state.model) is not state.model else "not compiled"
+    steps = f"{run.expected_steps} steps" if run.expected_steps is not None else f"up to {state.total_steps} steps"
+    print(f"{config.arch.name.split('@')[-1]}: {n_params / 1e6:.2f}M parameters, {steps}, "
+          f"device {info.device} ({compiled}, compile={config.compile}), {info.world_size} process(es); checkpoints in {config.checkpoint_path}")
+    if info.device.type == "cpu" and config.arch.__pydantic_extra__.get("forward_dtype", "bfloat16") == "bfloat16":
+        print("note: bfloat16 matmuls are slow on most CPUs (7x slower than float32 on this project's test machine); "
+              "for speed add arch.forward_dtype=float32")
+    run.logger = init_wandb(config.project_name, config.run_name, config.model_dump(), group=config.wandb_group)  # type: ignore[arg-type]
+    if not resumed:
+        run.logger.log({"num_params": n_params}, step=0)
+    removed = ckpt.clean_checkpoint_folder(config.checkpoint_path) if config.checkpoint_path else []
+    if removed:
+        print(f"Removed {len(removed)} file(s) left by an interrupted run from {config.checkpoint_path}: {', '.join(removed[:6])}"
+              + (" ..." if len(removed) > 6 else ""))
+    ckpt.save_code_and_config(config)
+    interval = config.train_metrics_interval or default_interval(state.total_steps, run.readback.interval)
+    run.train_log = TrainMetricsLog(config.checkpoint_path, interval, resumed_step=state.step if resumed else None)
+    run.progress_bar = progress_bar(total=run.expected_steps or state.total_steps, initial=state.step, desc="train", dynamic_ncols=True)
+
+
+def log_train_metrics(run: Run) -> None:
+    """The waiting steps' training metrics, read back in one transfer, to W&B and train_metrics.jsonl (rank 0)."""
+    for step, metrics in run.readback.flush(run.info.rank, run.info.world_size):
+        run.logger.log(metrics, step=step)
+        run.train_log.add(step, metrics)
+        run.progress_bar.set_postfix(loss=f"{metrics.get('train/lm_loss', float('nan')):.4f}", refresh=False)
+
+
+def finished_line(config: PretrainConfig, step: int) -> str:
+    """The last line of a run: steps done and where its last weights are."""
+    last = os.path.join(config.checkpoint_path, f"step_{step}") if config.checkpoint_path else None
+    if last is None or not os.path.isfile(last):
+        return f"done: {step} steps; no checkpoint written" + ("" if config.checkpoint_path else " (no checkpoint_path)")
+    return f"done: {step} steps; last checkpoint {last}"
