@@ -66,8 +66,7 @@ import pydantic
 
 from dataset.common import DatasetError
 from inference.evaluation import load_evaluation
-from inference.sampling import SAMPLINGS, SAMPLING_OUTPUTS, SamplingConfig, evaluate_checkpoints_sampled
-from inference.selection import SELECTS
+from inference.sampling import SAMPLING_OUTPUTS, SamplingOptions, evaluate_checkpoints_sampled
 from inference.segments import check_halt_max_steps
 from training.validation import check_save_outputs
 from utils.checkpoint import CheckpointError
@@ -83,7 +82,7 @@ TRACE_OUTPUTS = ["steps", "trace", "trace_q_halt_logits", "trace_halt_confidence
 SAMPLED_SAVE_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "preds", "q_halt_logits", "agreement", "chosen_sample"]
 
 
-class EvalConfig(pydantic.BaseModel):
+class EvalConfig(SamplingOptions):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     checkpoint: Union[str, List[str]]
@@ -99,11 +98,6 @@ class EvalConfig(pydantic.BaseModel):
     trace: bool = False
     output_dir: Optional[str] = None
     save_npy: bool = False
-    samples: int = pydantic.Field(1, ge=1)
-    sampling: Literal[SAMPLINGS] = "augment"  # type: ignore[valid-type]
-    noise_std: float = pydantic.Field(SamplingConfig.model_fields["noise_std"].default, ge=0)
-    select: Literal[SELECTS] = "vote"  # type: ignore[valid-type]
-    sampling_seed: int = 0
 
     @pydantic.model_validator(mode="after")
     def _check(self):
@@ -132,11 +126,6 @@ class EvalConfig(pydantic.BaseModel):
     def sampled(self) -> bool:
         """Test-time scaling: several samples or several checkpoints."""
         return self.samples > 1 or len(self.checkpoints) > 1
-
-    @property
-    def sampling_config(self) -> SamplingConfig:
-        return SamplingConfig(samples=self.samples, sampling=self.sampling, noise_std=self.noise_std, select=self.select,
-                              seed=self.sampling_seed)
 
     @property
     def outputs(self) -> List[str]:

@@ -48,8 +48,7 @@ import torch
 
 from dataset.common import DatasetError
 from inference.checkpoint import OpenedCheckpoint, dataset_metadata, open_checkpoint, read_run_config, run_data_paths
-from inference.sampling import SAMPLINGS, SamplingConfig, check_views, run_samples
-from inference.selection import SELECTS
+from inference.sampling import SamplingConfig, SamplingOptions, check_views, run_samples
 from inference.segments import RunOptions, check_halt_max_steps, run_segments
 from models.losses import IGNORE_LABEL_ID
 from tasks import CODECS, get_codec
@@ -66,7 +65,7 @@ class PredictError(ValueError):
     """A user mistake (bad puzzle, option or checkpoint); printed as one line, exit status 2."""
 
 
-class PredictConfig(pydantic.BaseModel):
+class PredictConfig(SamplingOptions):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     checkpoint: Union[str, List[str]]
@@ -86,11 +85,6 @@ class PredictConfig(pydantic.BaseModel):
     unseen: Literal["error", "blank"] = "error"
     num_aug: Optional[int] = pydantic.Field(None, ge=0)
     seed: int = 0
-    samples: int = pydantic.Field(1, ge=1)
-    sampling: Literal[SAMPLINGS] = "augment"  # type: ignore[valid-type]
-    noise_std: float = pydantic.Field(SamplingConfig.model_fields["noise_std"].default, ge=0)
-    select: Literal[SELECTS] = "vote"  # type: ignore[valid-type]
-    sampling_seed: int = 0
 
     @pydantic.model_validator(mode="after")
     def _check(self):

@@ -60,6 +60,22 @@ class SamplingConfig(pydantic.BaseModel):
         return self.samples > 1 and self.sampling in ("noise", "both") and self.noise_std > 0
 
 
+class SamplingOptions(pydantic.BaseModel):
+    """The test-time scaling keys of a command line (``evaluate.py``, ``predict.py``): its config
+    class inherits them, and :attr:`sampling_config` turns them into a :class:`SamplingConfig`."""
+
+    samples: int = pydantic.Field(1, ge=1)
+    sampling: Literal[SAMPLINGS] = "augment"  # type: ignore[valid-type]
+    noise_std: float = pydantic.Field(DEFAULT_NOISE_STD, ge=0)
+    select: Literal[SELECTS] = "vote"  # type: ignore[valid-type]
+    sampling_seed: int = 0
+
+    @property
+    def sampling_config(self) -> SamplingConfig:
+        return SamplingConfig(samples=self.samples, sampling=self.sampling, noise_std=self.noise_std, select=self.select,
+                              seed=self.sampling_seed)
+
+
 def open_codec(opened, task: Optional[str] = None) -> Optional[TaskCodec]:
     """The task codec of an opened checkpoint (``inference.checkpoint.OpenedCheckpoint``), which
     declares the task's views; None when the dataset records no task and none is given."""
