@@ -132,6 +132,18 @@ class EvalConfig(SamplingOptions):
         """``save_outputs`` plus what ``trace`` asks for."""
         return list(self.save_outputs) + [k for k in TRACE_OUTPUTS if self.trace and k not in self.save_outputs]
 
+    def output_dir_for(self, base_dir: str, value) -> str:
+        """Where the outputs of one ``halt_max_steps`` value go (a subfolder per value of a list)."""
+        return os.path.join(base_dir, f"halt_max_steps_{value}") if isinstance(self.halt_max_steps, list) else base_dir
+
+    def report(self, results: dict, rank: int):
+        """The metrics to return, printed on rank 0: a dict per value for a list of ``halt_max_steps``."""
+        metrics = results if isinstance(self.halt_max_steps, list) else next(iter(results.values()))
+        if rank == 0 and metrics is not None:
+            printable = {f"halt_max_steps={k}": v for k, v in metrics.items()} if isinstance(self.halt_max_steps, list) else metrics
+            print(json.dumps(printable, indent=2))
+        return metrics
+
 
 def default_output_dir(checkpoint: str) -> str:
     """The checkpoint's folder; for an ``hf://`` checkpoint ``hf_outputs/<owner>--<name>`` (never the Hub cache)."""
@@ -162,15 +174,10 @@ def run(eval_cfg: EvalConfig):
                       f"(halt_max_steps={value}{', adaptive halting' if adaptive else ''}, "
                       f"puzzle_id_ablation={eval_cfg.puzzle_id_ablation}, "
                       f"{info.world_size} process(es), device {info.device})")
-            out_dir = os.path.join(base_dir, f"halt_max_steps_{value}") if isinstance(eval_cfg.halt_max_steps, list) else base_dir
             results[value] = ev.run(split=eval_cfg.split, max_examples=eval_cfg.max_examples, puzzle_id_ablation=eval_cfg.puzzle_id_ablation,
                                     ablation_seed=eval_cfg.ablation_seed, halt_max_steps=value, save_outputs=eval_cfg.outputs,
-                                    output_dir=out_dir, save_npy=eval_cfg.save_npy)
-        metrics = results if isinstance(eval_cfg.halt_max_steps, list) else results[values[0]]
-        if info.rank == 0 and metrics is not None:
-            printable = {f"halt_max_steps={k}": v for k, v in metrics.items()} if isinstance(eval_cfg.halt_max_steps, list) else metrics
-            print(json.dumps(printable, indent=2))
-        return metrics
+                                    output_dir=eval_cfg.output_dir_for(base_dir, value), save_npy=eval_cfg.save_npy)
+        return eval_cfg.report(results, info.rank)
     finally:
         cleanup()
 
@@ -182,17 +189,12 @@ def run_sampled(eval_cfg: EvalConfig, info, data_paths):
     base_dir = eval_cfg.output_dir or default_output_dir(eval_cfg.checkpoints[0])
     results = {}
     for value in values:
-        out_dir = os.path.join(base_dir, f"halt_max_steps_{value}") if isinstance(eval_cfg.halt_max_steps, list) else base_dir
         results[value] = evaluate_checkpoints_sampled(
             evs, eval_cfg.sampling_config, split=eval_cfg.split, max_examples=eval_cfg.max_examples, halt_max_steps=value,
             puzzle_id_ablation=eval_cfg.puzzle_id_ablation, ablation_seed=eval_cfg.ablation_seed,
             save_outputs=eval_cfg.outputs if "save_outputs" in eval_cfg.model_fields_set else SAMPLED_SAVE_OUTPUTS,
-            output_dir=out_dir, save_npy=eval_cfg.save_npy)
-    metrics = results if isinstance(eval_cfg.halt_max_steps, list) else results[values[0]]
-    if info.rank == 0 and metrics is not None:
-        printable = {f"halt_max_steps={k}": v for k, v in metrics.items()} if isinstance(eval_cfg.halt_max_steps, list) else metrics
-        print(json.dumps(printable, indent=2))
-    return metrics
+            output_dir=eval_cfg.output_dir_for(base_dir, value), save_npy=eval_cfg.save_npy)
+    return eval_cfg.report(results, info.rank)
 
 
 def main(argv=None) -> None:
