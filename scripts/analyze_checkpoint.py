@@ -487,6 +487,14 @@ def summary_lines(res: Dict[str, Any]) -> List[str]:
                                                                 res["test_time_scaling"]["q_halt"]))] if "test_time_scaling" in res else [])
 
 
+def check_out_folder(out: str) -> None:
+    """``out=`` checked before any work: a config error (one line) when nothing can be written there."""
+    try:
+        check_output_folder(out, "out")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def checkpoint_name(checkpoint: str) -> str:
     """The checkpoint as results name it: an absolute path, or the ``hf://`` URI as given."""
     return checkpoint if is_hub_uri(checkpoint) else os.path.abspath(checkpoint)
@@ -498,10 +506,7 @@ def analyze(cfg: AnalyzeConfig) -> Dict[str, Any]:
     from utils.distributed import cleanup, init_distributed
 
     start = time.time()
-    try:
-        check_output_folder(cfg.out, "out")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    check_out_folder(cfg.out)
     info = init_distributed()
     if info.world_size > 1:
         raise ConfigError("analyze_checkpoint.py runs in one process; start it with python, not torchrun")
@@ -576,10 +581,7 @@ def joined_outputs(path: str) -> Dict[str, Any]:
 def analyze_outputs(cfg: AnalyzeConfig) -> Dict[str, Any]:
     """The report of ``cfg.outputs`` (see the module docstring); written to ``cfg.out``."""
     start = time.time()
-    try:
-        check_output_folder(cfg.out, "out")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    check_out_folder(cfg.out)
     joined = joined_outputs(cfg.outputs)  # type: ignore[arg-type]
     test, config = joined["outputs"], joined["config"]
     correct = A.exact_correct(test["preds"], test["labels"])
