@@ -29,6 +29,14 @@ TINY_TRM = ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.
             "arch.halt_max_steps=2", "arch.puzzle_emb_len=1", "arch.forward_dtype=float32"]
 
 
+def random_batch(B: int = 3, S: int = 16) -> Dict[str, torch.Tensor]:
+    """A seeded batch of ``B`` random rows of ``S`` tokens (vocabulary 6, 4 puzzle identifiers) for model tests."""
+    g = torch.Generator().manual_seed(2)
+    return {"inputs": torch.randint(0, 6, (B, S), generator=g, dtype=torch.int32),
+            "labels": torch.randint(0, 6, (B, S), generator=g, dtype=torch.int32),
+            "puzzle_identifiers": torch.randint(0, 4, (B,), generator=g, dtype=torch.int32)}
+
+
 def subprocess_env(cuda: bool = False, **extra: str) -> Dict[str, str]:
     """The environment of a command a test starts: W&B off and, unless ``cuda``, no GPU visible.
 

@@ -1,6 +1,7 @@
 """TRM behaviour beyond the fixtures: the HRM-style Q target, mlp_t, positions, halting rule."""
 import torch
 
+from conftest import random_batch
 from models.losses import ACTLossHead
 from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1
 
@@ -14,20 +15,13 @@ def config(**overrides):
     return cfg
 
 
-def batch(B=3, S=16):
-    g = torch.Generator().manual_seed(2)
-    return {"inputs": torch.randint(0, 6, (B, S), generator=g, dtype=torch.int32),
-            "labels": torch.randint(0, 6, (B, S), generator=g, dtype=torch.int32),
-            "puzzle_identifiers": torch.randint(0, 4, (B,), generator=g, dtype=torch.int32)}
-
-
 def test_act_continue_computes_hrm_q_target():
     torch.manual_seed(0)
     model = TinyRecursiveReasoningModel_ACTV1(config(no_ACT_continue=False)).train()
     with torch.no_grad():
         model.inner.q_head.weight.normal_(0, 0.5)
     head = ACTLossHead(model, "softmax_cross_entropy")
-    b = batch()
+    b = random_batch()
     carry = head.initial_carry(b)
     carry, loss, metrics, outputs, _ = head(carry=carry, batch=b, return_keys=["target_q_continue", "q_continue_logits"])
     assert "q_continue_loss" in metrics and torch.isfinite(loss)
@@ -46,7 +40,7 @@ def test_no_act_continue_halts_on_positive_q_halt_only():
     model = TinyRecursiveReasoningModel_ACTV1(config()).train()
     with torch.no_grad():
         model.inner.q_head.bias.copy_(torch.tensor([0.5, 10.0]))  # q_halt > 0 although q_continue is larger
-    b = batch()
+    b = random_batch()
     carry, out = model(model.initial_carry(b), b)
     assert carry.halted.all() and "target_q_continue" not in out
 
@@ -70,7 +64,7 @@ def test_mlp_t_without_positions():
     assert not any("self_attn" in k or "embed_pos" in k for k in keys)
     # mlp_t mixes over seq_len + puzzle_emb_len = 18 positions
     assert model.inner.L_level.layers[0].mlp_t.gate_up_proj.weight.shape[1] == 18
-    b = batch()
+    b = random_batch()
     carry, out = model(model.initial_carry(b), b)
     assert out["logits"].shape == (3, 16, 6) and carry.inner_carry.z_H.shape == (3, 18, 32)
 
@@ -78,6 +72,6 @@ def test_mlp_t_without_positions():
 def test_no_puzzle_embedding_prepends_nothing():
     model = TinyRecursiveReasoningModel_ACTV1(config(puzzle_emb_ndim=0, puzzle_emb_len=16))
     assert model.inner.puzzle_emb_len == 0
-    b = batch()
+    b = random_batch()
     carry, out = model(model.initial_carry(b), b)
     assert out["logits"].shape == (3, 16, 6) and carry.inner_carry.z_H.shape == (3, 16, 32)

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import random_batch
 from models.layers import ConvSwiGLU
 from models.losses import ACTLossHead
 from models.urm.urm import URM
@@ -15,13 +16,6 @@ def config(**overrides):
                halt_exploration_prob=0.0, forward_dtype="float32")
     cfg.update(overrides)
     return cfg
-
-
-def batch(B=3, S=16):
-    g = torch.Generator().manual_seed(2)
-    return {"inputs": torch.randint(0, 6, (B, S), generator=g, dtype=torch.int32),
-            "labels": torch.randint(0, 6, (B, S), generator=g, dtype=torch.int32),
-            "puzzle_identifiers": torch.randint(0, 4, (B,), generator=g, dtype=torch.int32)}
 
 
 def test_conv_swiglu_convolves_in_bfloat16_over_the_previous_and_current_position():
@@ -54,7 +48,7 @@ def test_state_dict_names_and_single_latent_carry():
     keys = set(model.state_dict())
     assert {"inner.init_hidden", "inner.layers.1.mlp.dwconv.weight", "inner.layers.1.self_attn.qkv_proj.weight"} <= keys
     assert not any(k.startswith("inner.H_init") or "L_level" in k for k in keys)
-    b = batch()
+    b = random_batch()
     carry = model.initial_carry(b)
     assert list(vars(carry.inner_carry)) == ["z_hidden"]
     carry, _ = model(carry, b)
@@ -84,7 +78,7 @@ def test_training_halts_on_positive_q_halt_without_q_target():
     with torch.no_grad():
         model.inner.q_head.bias.copy_(torch.tensor([0.5, 10.0]))  # q_halt > 0 although q_continue is larger
     head = ACTLossHead(model, "stablemax_cross_entropy")
-    b = batch()
+    b = random_batch()
     carry, loss, metrics, outputs, all_halted = head(carry=head.initial_carry(b), batch=b, return_keys=["q_continue_logits"])
     assert all_halted and carry.steps.tolist() == [1, 1, 1]
     # The halt confidence reported by predict/analysis is that rule's: sigmoid(q_halt), q_continue plays no part.
@@ -108,7 +102,7 @@ def test_exploration_keeps_some_rows_going():
     model = URM(config(batch_size=64, loops=4, halt_exploration_prob=1.0)).train()
     with torch.no_grad():
         model.inner.q_head.bias.fill_(5.0)  # every row wants to halt at once
-    b = batch(B=64)
+    b = random_batch(B=64)
     carry, _ = model(model.initial_carry(b), b)
     assert not carry.halted.all(), "with exploration 1.0 every row draws a minimum of 2..loops segments"
 
@@ -120,7 +114,7 @@ def test_only_the_last_round_is_back_propagated():
     full = URM(config(H_cycles=3, num_layers=1)).train()
     one = URM(config(H_cycles=1, num_layers=1)).train()
     one.load_state_dict(full.state_dict())
-    b = batch()
+    b = random_batch()
     carry = full.initial_carry(b)
     carry.halted[:] = False
     carry.current_data = dict(b)
