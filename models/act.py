@@ -48,6 +48,9 @@ class ACTModelConfig(pydantic.BaseModel):
 
     halt_max_steps: int
     halt_exploration_prob: float
+    # TRM's simplification (arXiv 2510.04871): halt on q_halt > 0 alone and learn no q_continue,
+    # whose bootstrapped target costs one more forward per training step. Off: HRM's Q-learning.
+    no_ACT_continue: bool = False
 
     forward_dtype: str = "bfloat16"
 
@@ -324,17 +327,22 @@ class ACTModel(nn.Module):
         )
 
     def halt_signal(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
-        """Decision to stop early: the Q value of halting beats that of continuing."""
+        """Decision to stop early: the Q value of halting beats that of continuing (with
+        ``no_ACT_continue``: q_halt alone is positive)."""
+        if self.config.no_ACT_continue:
+            return q_halt_logits > 0
         return q_halt_logits > q_continue_logits
 
     def halt_logit(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
         """The halting rule as one logit: positive exactly where ``halt_signal`` fires, so its
         sigmoid is the confidence of the rule the model uses (reported as halt confidence)."""
+        if self.config.no_ACT_continue:
+            return q_halt_logits
         return q_halt_logits - q_continue_logits
 
     def uses_q_continue(self) -> bool:
         """Whether training bootstraps a Q target for ``q_continue`` (costs one extra forward)."""
-        return True
+        return not self.config.no_ACT_continue
 
     def halts_adaptively(self, act_inference: Optional[bool] = None) -> bool:
         """Whether rows may stop before ``halt_max_steps`` in the current mode: in training only,

@@ -96,6 +96,27 @@ def test_training_halts_on_q_and_exploration_forces_minimum_steps():
     assert carry.halted.all(), "q_halt > q_continue halts in training"
 
 
+def test_no_act_continue_halts_on_q_halt_alone_and_skips_the_q_target():
+    """HRM with TRM's no_ACT_continue: the halt rule is q_halt > 0 whatever q_continue says, no
+    bootstrapped target (so no extra forward, one fewer block pass per step in the FLOP count),
+    and the q_continue head gets no gradient. The default keeps HRM's Q-learning (the fixtures)."""
+    torch.manual_seed(0)
+    model = HierarchicalReasoningModel_ACTV1(config(no_ACT_continue=True)).train()
+    assert not HierarchicalReasoningModel_ACTV1(config()).config.no_ACT_continue
+    with torch.no_grad():
+        model.inner.q_head.bias.copy_(torch.tensor([0.5, 10.0]))  # q_halt > 0 although q_continue is larger
+    head = ACTLossHead(model, "softmax_cross_entropy")
+    b = batch()
+    carry, loss, metrics, outputs, _ = head(carry=head.initial_carry(b), batch=b, return_keys=["q_halt_logits"])
+    assert carry.inner_carry.z_H.shape[0] == 4 and carry.halted.all()
+    assert "target_q_continue" not in outputs and "q_continue_loss" not in metrics
+    loss.backward()
+    assert model.inner.q_head.weight.grad[1].abs().sum() == 0 and model.inner.q_head.weight.grad[0].abs().sum() > 0
+    q_halt, q_continue = torch.tensor([-1.0, 0.5, 2.0]), torch.tensor([-2.0, 3.0, 1.0])
+    assert model.halt_signal(q_halt, q_continue).tolist() == [False, True, True]
+    torch.testing.assert_close(model.halt_logit(q_halt, q_continue), q_halt)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(pos_encodings="alibi"), "pos_encodings"),
     (dict(num_heads=3), "num_heads (3) must divide hidden_size (32)"),

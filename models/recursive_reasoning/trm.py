@@ -25,7 +25,7 @@ class TinyRecursiveReasoningModel_ACTV1Config(ACTModelConfig):
     # Positions prepended for the puzzle embedding; 0: ceil(puzzle_emb_ndim / hidden_size) as HRM.
     # Without a puzzle embedding (puzzle_emb_ndim=0) nothing is prepended, whatever this says.
     puzzle_emb_len: int = 16
-    no_ACT_continue: bool = True
+    no_ACT_continue: bool = True  # TRM's default (ACTModelConfig: HRM's is False)
 
     @pydantic.model_validator(mode="after")
     def _check_trm(self):
@@ -81,16 +81,3 @@ class TinyRecursiveReasoningModel_ACTV1(ACTModel):
 
     config_class = TinyRecursiveReasoningModel_ACTV1Config
     inner_class = TinyRecursiveReasoningModel_ACTV1_Inner
-
-    def halt_signal(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
-        if self.config.no_ACT_continue:
-            return q_halt_logits > 0
-        return super().halt_signal(q_halt_logits, q_continue_logits)
-
-    def halt_logit(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
-        if self.config.no_ACT_continue:
-            return q_halt_logits
-        return super().halt_logit(q_halt_logits, q_continue_logits)
-
-    def uses_q_continue(self) -> bool:
-        return not self.config.no_ACT_continue

@@ -116,8 +116,5 @@ class URM(ACTModel):
     def halt_logit(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
         return q_halt_logits
 
-    def halt_logit(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
-        return q_halt_logits
-
     def uses_q_continue(self) -> bool:
         return False
