@@ -30,6 +30,7 @@ def test_speedrun_end_to_end_at_a_toy_size(tmp_path):
     assert table.startswith(last) and "| 16 | " in table and "all (evaluate.py, the score)" in table and "first 8" in table
     assert (out / "speedrun.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "max_train_seconds=585" in proc.stdout and "within budget" in proc.stdout  # budget_s less reserve_s, passed to pretrain.py
+    assert "compile cache cold" in proc.stdout and not (out / speedrun.COMPILE_CACHE).exists()  # a fresh one, removed after
 
     # A second speedrun on that seed reuses the data.
     opts = speedrun.parse_options([f"data_root={tmp_path / 'data'}", f"out={tmp_path / 'again'}", "data_seed=3", *TOY])
