@@ -11,7 +11,9 @@
 Presets: ``sudoku`` (default on GPU) is the paper's Sudoku configuration: global batch 768, the
 arch yaml as is (hidden 512, HRM 4+4 layers), 9x9 Sudoku shapes, bf16. ``demo`` (default on CPU)
 is ``make demo``'s: batch 256, hidden 64, 2 heads, 2+2 layers, 2x2 cycles, 4 ACT segments, 4x4
-Sudoku shapes (seq_len 16, vocab 6), float32.
+Sudoku shapes (seq_len 16, vocab 6), float32. ``speedrun`` is the CPU speedrun's shapes (README
+"Speedrun"): the demo's model with 8 ACT segments and ``no_ACT_continue``, batch 64, 6x6 Sudoku
+(seq_len 36, vocab 8).
 
 ``--compile both`` times each arch eager and compiled (as ``pretrain.py compile=true`` does it:
 the model, and on a CPU the AdamATan2 update when that pays for a run of ``--run-steps``) and
@@ -110,12 +112,17 @@ def sync(device):
 # make demo's model (scripts/demo.py DEMO_ARCH); only keys an arch yaml has are applied (URM: loops, num_layers).
 DEMO_OVERRIDES = dict(hidden_size=64, num_heads=2, H_layers=2, L_layers=2, num_layers=2, H_cycles=2, L_cycles=2, halt_max_steps=4, loops=4)
 PRESETS = {"sudoku": dict(batch=768, seq_len=SEQ_LEN, vocab=VOCAB, dtype="bfloat16", overrides={}),
-           "demo": dict(batch=256, seq_len=16, vocab=6, dtype="float32", overrides=DEMO_OVERRIDES)}
+           "demo": dict(batch=256, seq_len=16, vocab=6, dtype="float32", overrides=DEMO_OVERRIDES),
+           # The CPU speedrun's (config/experiment/speedrun_sudoku6x6.yaml): 6x6 Sudoku, batch 64, 8 ACT segments.
+           "speedrun": dict(batch=64, seq_len=36, vocab=8, dtype="float32",
+                            overrides=dict(DEMO_OVERRIDES, halt_max_steps=8, no_ACT_continue=True))}
 
 
 def preset_config(arch, args):
     base = arch_config(arch)
-    overrides = {k: v for k, v in args.overrides.items() if k in base and not (k == "H_layers" and base[k] == 0)}
+    # no_ACT_continue is a field of every model's config, though only TRM's yaml names it.
+    overrides = {k: v for k, v in args.overrides.items()
+                 if (k in base or k == "no_ACT_continue") and not (k == "H_layers" and base.get(k) == 0)}
     if args.hidden:
         overrides["hidden_size"] = args.hidden
     return arch_config(arch, **overrides)
@@ -257,7 +264,7 @@ def main():
     parser.add_argument("--arch", choices=["both", "all"] + arch_names(), default="both",
                         help="a config/arch name; both: hrm_v1 and trm; all: every config/arch/*.yaml")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="sudoku (default on GPU) or demo (default on CPU)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="sudoku (default on GPU), demo (default on CPU) or speedrun (6x6, the CPU speedrun's model)")
     parser.add_argument("--batch", type=int, default=None, help="global batch (default: the preset's, 768 or 256)")
     parser.add_argument("--hidden", type=int, default=None, help="hidden size (default 512, the Sudoku config)")
     parser.add_argument("--dtype", default=None, help="forward dtype (default: the preset's; bfloat16 is slow on most CPUs)")
@@ -281,7 +288,7 @@ def main():
     args.batch = args.batch or preset["batch"]
     args.dtype = args.dtype or preset["dtype"]
     args.seq_len, args.vocab, args.overrides = preset["seq_len"], preset["vocab"], preset["overrides"]
-    small = args.preset == "demo"
+    small = args.preset in ("demo", "speedrun")
     args.steps = args.steps or (20 if gpu or small else 3)
     args.eval_batches = args.eval_batches or (5 if gpu or small else 1)
     args.warmup = args.warmup if args.warmup is not None else (3 if gpu or small else 1)
