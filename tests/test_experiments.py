@@ -45,11 +45,11 @@ RECIPES = {
     "demo": ('data_path=demo_run/data/sudoku-4x4 evaluators="[]" epochs=8 eval_interval=4 global_batch_size=256 lr=2e-3 '
              'puzzle_emb_lr=1e-2 lr_warmup_steps=30 weight_decay=0.1 arch.hidden_size=64 arch.num_heads=2 arch.H_layers=2 '
              'arch.L_layers=2 arch.H_cycles=2 arch.L_cycles=2 arch.halt_max_steps=4 +arch.forward_dtype=float32'),
-    "speedrun_sudoku6x6": ('data_path=data/sudoku-6x6-speedrun evaluators="[]" epochs=20 eval_interval=2 global_batch_size=128 lr=2e-3 '
+    "speedrun_sudoku6x6": ('data_path=data/sudoku-6x6-speedrun evaluators="[]" epochs=24 eval_interval=2 global_batch_size=64 lr=1.5e-3 '
                            'puzzle_emb_lr=1e-2 lr_warmup_steps=50 lr_min_ratio=0.1 weight_decay=0.1 ema=True ema_rate=0.995 '
                            'eval_max_examples=200 eval_global_batch_size=200 checkpoint_every_eval=False log_interval=50 compile=True '
                            'max_train_seconds=585 arch.hidden_size=64 arch.num_heads=2 arch.H_layers=2 arch.L_layers=2 arch.H_cycles=2 '
-                           'arch.L_cycles=2 arch.halt_max_steps=8 +arch.forward_dtype=float32'),
+                           'arch.L_cycles=2 arch.halt_max_steps=8 arch.no_ACT_continue=true +arch.forward_dtype=float32'),
 }
 
 
@@ -65,7 +65,7 @@ def composed(overrides):
 
 def source_overrides(line: str):
     """Shell words of a command line, as Hydra overrides (a key set on the command line that the
-    arch yaml already has needs no '+')."""
+    arch yaml already has needs no '+'; an arch key it lacks gets one, as pretrain.py adds it)."""
     words = shlex.split(line)
     base = composed([w for w in words if w.startswith("arch=")])
     out = []
@@ -73,7 +73,7 @@ def source_overrides(line: str):
         key = w.lstrip("+").split("=", 1)[0]
         section, _, leaf = key.partition(".")
         exists = (section == "arch" and leaf in base["arch"]) or key in base
-        out.append(w.lstrip("+") if exists else w)
+        out.append(w.lstrip("+") if exists else ("+" + w.lstrip("+") if section == "arch" else w))
     return out
 
 
