@@ -226,11 +226,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # A cold compile cache, as on a fresh machine: torch keeps compiled graphs in one cache per
     # user across runs, and a warm one saves ~15 s of the budget. The folder goes when training ends.
     compile_cache = os.path.join(opts.out, COMPILE_CACHE)
-    seconds, _ = run_command(
-        [sys.executable, "pretrain.py", f"+experiment={EXPERIMENT}", f"data_path={opts.data_dir}", f"checkpoint_path={opts.out}",
-         f"max_train_seconds={max_train_seconds:g}", "+run_name=speedrun", *opts.overrides],
-        dict(env, TORCHINDUCTOR_CACHE_DIR=compile_cache), "pretrain.py")
-    shutil.rmtree(compile_cache, ignore_errors=True)
+    try:
+        seconds, _ = run_command(
+            [sys.executable, "pretrain.py", f"+experiment={EXPERIMENT}", f"data_path={opts.data_dir}", f"checkpoint_path={opts.out}",
+             f"max_train_seconds={max_train_seconds:g}", "+run_name=speedrun", *opts.overrides],
+            dict(env, TORCHINDUCTOR_CACHE_DIR=compile_cache), "pretrain.py")
+    finally:  # also when training fails: the cache can hold hundreds of MB
+        shutil.rmtree(compile_cache, ignore_errors=True)
     step = last_step(opts.out)
     checkpoint = os.path.join(opts.out, f"step_{step}")
     _, eval_output = run_command([sys.executable, "evaluate.py", f"checkpoint={checkpoint}", "save_outputs=[]"], env, "evaluate.py",
