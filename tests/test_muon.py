@@ -25,6 +25,32 @@ def test_newton_schulz_flattens_the_singular_values(shape):
     assert torch.nn.functional.cosine_similarity((u @ vh).flatten(), X.flatten(), dim=0) > 0.95
 
 
+def test_newton_schulz_of_a_stack_is_each_matrix_on_its_own():
+    torch.manual_seed(0)
+    for shape in [(3, 24, 8), (2, 8, 24)]:
+        stack = torch.randn(shape)
+        together = newton_schulz(stack, steps=5)
+        alone = torch.stack([newton_schulz(m, steps=5) for m in stack])
+        torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_same_shape_weights_step_as_they_would_one_by_one():
+    """The step orthogonalises same-shape weights as one stack; each must move as the formula says."""
+    torch.manual_seed(0)
+    ws = [torch.nn.Parameter(torch.randn(6, 4)) for _ in range(3)] + [torch.nn.Parameter(torch.randn(4, 5))]
+    w0 = [w.detach().clone() for w in ws]
+    lr, wd, mom = 0.02, 0.1, 0.95
+    opt = Muon([dict(params=ws, use_muon=True)], lr=lr, weight_decay=wd, momentum=mom)
+    grads = [torch.randn_like(w) for w in ws]
+    for w, g in zip(ws, grads):
+        w.grad = g.clone()
+    opt.step()
+    for w, w_init, g in zip(ws, w0, grads):
+        X = newton_schulz((g + mom * g).to(torch.bfloat16), 5)
+        torch.testing.assert_close(w.detach(), w_init * (1 - lr * wd) - lr * math.sqrt(max(w.shape)) * 0.2 * X)
+        torch.testing.assert_close(opt.state[w]["muon_buffer"], g)
+
+
 def test_muon_and_adamw_steps_follow_the_formulas():
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(8, 4))

@@ -39,21 +39,23 @@ NS_COEFFICIENTS = (
 
 
 def newton_schulz(update: torch.Tensor, steps: int) -> torch.Tensor:
-    """An approximately orthogonal matrix with the singular vectors of ``update`` (2-D), in float32.
+    """An approximately orthogonal matrix with the singular vectors of ``update``, in float32.
 
-    Computed on the wide orientation (rows <= columns) so that ``X X^T`` is the small Gram matrix.
+    ``update`` is one matrix or a stack of same-shape matrices (``[k, rows, cols]``, each
+    orthogonalised on its own: one batched matmul per step instead of ``k``). Computed on the wide
+    orientation (rows <= columns) so that ``X X^T`` is the small Gram matrix.
     """
     X = update.to(torch.float32)
-    tall = X.size(0) > X.size(1)
+    tall = X.size(-2) > X.size(-1)
     if tall:
-        X = X.T
-    X = X / X.norm().clamp_min(1e-7)  # singular values <= 1, where the iteration converges
+        X = X.mT
+    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-7)  # singular values <= 1, where the iteration converges
     for i in range(steps):
         a, b, c = NS_COEFFICIENTS[min(i, len(NS_COEFFICIENTS) - 1)]
-        A = X @ X.T
+        A = X @ X.mT
         B = b * A + c * (A @ A)
         X = a * X + B @ X
-    return X.T if tall else X
+    return X.mT if tall else X
 
 
 class Muon(Optimizer):
@@ -95,20 +97,31 @@ class Muon(Optimizer):
         return loss
 
     def _muon_step(self, group) -> None:
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
         lr, momentum = group["lr"], group["momentum"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            g = p.grad
+        grads = [p.grad for p in params]
+        bufs = []
+        for p, g in zip(params, grads):
             state = self.state[p]
             if "muon_buffer" not in state:
                 state["muon_buffer"] = torch.zeros_like(g)
-            buf = state["muon_buffer"]
-            buf.mul_(momentum).add_(g)
-            u = g.add(buf, alpha=momentum) if group["nesterov"] else buf
-            X = newton_schulz(u.to(torch.bfloat16), group["ns_steps"])
-            p.mul_(1 - lr * group["weight_decay"])
-            p.add_(X.to(p.dtype), alpha=-lr * math.sqrt(max(p.shape)) * group["matched_adamw_rms"])
+            bufs.append(state["muon_buffer"])
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, grads)
+        updates = torch._foreach_add(grads, bufs, alpha=momentum) if group["nesterov"] else bufs
+        # Same-shape weights (one per layer) are orthogonalised together: a small model has many
+        # tiny matrices, where per-call overhead, not arithmetic, is the cost of a step.
+        by_shape = {}
+        for i, p in enumerate(params):
+            by_shape.setdefault((tuple(p.shape), p.dtype), []).append(i)
+        if group["weight_decay"] != 0:
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+        for (shape, dtype), idx in by_shape.items():
+            X = newton_schulz(torch.stack([updates[i] for i in idx]).to(torch.bfloat16), group["ns_steps"]).to(dtype)
+            torch._foreach_add_([params[i] for i in idx], list(X.unbind(0)),
+                                alpha=-lr * math.sqrt(max(shape)) * group["matched_adamw_rms"])
 
     def _adamw_step(self, group) -> None:
         params = [p for p in group["params"] if p.grad is not None]
