@@ -13,7 +13,7 @@ arch yaml as is (hidden 512, HRM 4+4 layers), 9x9 Sudoku shapes, bf16. ``demo`` 
 is ``make demo``'s: batch 256, hidden 64, 2 heads, 2+2 layers, 2x2 cycles, 4 ACT segments, 4x4
 Sudoku shapes (seq_len 16, vocab 6), float32. ``speedrun`` is the CPU speedrun's shapes (README
 "Speedrun"): the demo's model with 8 ACT segments and ``no_ACT_continue``, batch 64, 6x6 Sudoku
-(seq_len 36, vocab 8).
+(seq_len 36, vocab 8); add ``--optimizer muon`` for the recipe's optimizer.
 
 ``--compile both`` times each arch eager and compiled (as ``pretrain.py compile=true`` does it:
 the model, and on a CPU the AdamATan2 update when that pays for a run of ``--run-steps``) and
