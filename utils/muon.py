@@ -115,10 +115,10 @@ class Muon(Optimizer):
         # tiny matrices, where per-call overhead, not arithmetic, is the cost of a step.
         by_shape = {}
         for i, p in enumerate(params):
-            by_shape.setdefault((tuple(p.shape), p.dtype), []).append(i)
+            by_shape.setdefault((tuple(p.shape), p.dtype, p.device), []).append(i)
         if group["weight_decay"] != 0:
             torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
-        for (shape, dtype), idx in by_shape.items():
+        for (shape, dtype, _), idx in by_shape.items():
             X = newton_schulz(torch.stack([updates[i] for i in idx]).to(torch.bfloat16), group["ns_steps"]).to(dtype)
             torch._foreach_add_([params[i] for i in idx], list(X.unbind(0)),
                                 alpha=-lr * math.sqrt(max(shape)) * group["matched_adamw_rms"])
