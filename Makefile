@@ -3,7 +3,7 @@
 #   make test-fast - set up, then run the tests that start no processes, torchrun or browser (~1 min)
 #   make demo   - set up, then generate a small Sudoku set, train HRM on it, evaluate, show answers
 #   make gpu-check - on an NVIDIA GPU machine: CUDA tests, a real training run with resume, Sudoku-config
-#                    benchmark, into gpu_check_report.md (README "GPU readiness check")
+#                    benchmark, into gpu_check_report.md (docs/gpu-check.md)
 #   make gpu-bundle - here, with network: .gpu_bundle/, what gpu-check needs on a machine without network
 # On machines without an NVIDIA GPU the pinned CPU build of torch is installed first, so pip
 # never pulls the multi-GB CUDA build. With a GPU, an already-installed torch is kept
@@ -66,9 +66,9 @@ benchmark: $(STAMP)
 	$(PY) scripts/benchmark_builders.py
 	$(PY) scripts/benchmark.py
 
-# Before a long GPU job: one report file (README "GPU readiness check"). Without a GPU it says so
+# Before a long GPU job: one report file (docs/gpu-check.md). Without a GPU it says so
 # in one line and succeeds; with a GPU that torch cannot use it fails with one line.
-# Without $(VENV) but with $(GPU_BUNDLE) (a device machine without network): the machine's own
+# Without $(VENV) but with $(GPU_BUNDLE) (a GPU machine without network): the machine's own
 # python3 and torch, plus the bundle's wheels installed with no index.
 GPU_REPORT  ?= gpu_check_report.md
 GPU_BUNDLE  ?= .gpu_bundle
@@ -79,7 +79,7 @@ gpu-check:
 		$(MAKE) --no-print-directory setup && $(PY) scripts/gpu_check.py --out $(GPU_REPORT); \
 	fi
 
-# Wheels (Python 3.12, manylinux x86_64) of what the device image lacks + the reference fixtures.
+# Wheels (Python 3.12, manylinux x86_64) of what a Python image with torch lacks (scripts/gpu_bundle.py) + the reference fixtures.
 gpu-bundle: $(STAMP)
 	$(PY) scripts/gpu_bundle.py --out $(GPU_BUNDLE)
 

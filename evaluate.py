@@ -39,7 +39,7 @@ Options besides ``checkpoint``:
   decision instead of running ``halt_max_steps`` segments; the ``steps`` metric then reports the
   mean number of segments used.
 
-Test-time scaling (``inference/sampling.py``; README "Test-time scaling"):
+Test-time scaling (``inference/sampling.py``; docs/evaluation.md "Test-time scaling"):
 
 - ``samples=N``: every example runs N times as extra rows of its batch (sample 0 the example
   itself), the answers are mapped back and one is chosen; ``sampling=augment`` (the task's

@@ -27,7 +27,7 @@ It writes puzzles in the task's notation
     adapt_steps=N                ARC: fit fresh puzzle-embedding rows for an unseen task first
     unseen=blank                 ARC: run an unseen task with the blank identifier instead
     num_aug=N                    ARC, unseen tasks: augmented versions (default: as in training)
-    samples=N                    test-time scaling: N samples per puzzle, one answer chosen (README
+    samples=N                    test-time scaling: N samples per puzzle, one answer chosen (docs/evaluation.md
                                  "Test-time scaling"); with sampling=augment|noise|both, noise_std=,
                                  select=vote|q_halt, sampling_seed=; checkpoint="[a,b]" pools checkpoints
 

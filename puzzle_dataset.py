@@ -1,4 +1,4 @@
-"""Memory-mapped loader for the puzzle dataset format (README "Bring your own task" describes it).
+"""Memory-mapped loader for the puzzle dataset format (docs/datasets.md "Bring your own task" describes it).
 
 ``PuzzleDataset(config, split)`` is an ``IterableDataset`` that yields ready-made global-batch
 slices ``(set_name, batch, global_effective_batch_size)`` where ``batch`` holds int32 tensors

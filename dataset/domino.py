@@ -1,4 +1,4 @@
-"""Dominoes: the position encoding, the rules and the two move policies (README, "Dominoes task").
+"""Dominoes: the position encoding, the rules and the two move policies (docs/datasets.md, "Dominoes task").
 
 Shared by the dataset builder, the inspector and the ASCII visualizer, so that all three
 agree on what a scenario is and which move is the right one.

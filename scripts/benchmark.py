@@ -11,7 +11,7 @@
 Presets: ``sudoku`` (default on GPU) is the paper's Sudoku configuration: global batch 768, the
 arch yaml as is (hidden 512, HRM 4+4 layers), 9x9 Sudoku shapes, bf16. ``demo`` (default on CPU)
 is ``make demo``'s: batch 256, hidden 64, 2 heads, 2+2 layers, 2x2 cycles, 4 ACT segments, 4x4
-Sudoku shapes (seq_len 16, vocab 6), float32. ``speedrun`` is the CPU speedrun's shapes (README
+Sudoku shapes (seq_len 16, vocab 6), float32. ``speedrun`` is the CPU speedrun's shapes (docs/performance.md
 "Speedrun"): the demo's model with 8 ACT segments and ``no_ACT_continue``, batch 64, 6x6 Sudoku
 (seq_len 36, vocab 8); add ``--optimizer muon`` for the recipe's optimizer.
 

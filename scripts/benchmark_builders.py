@@ -1,4 +1,4 @@
-"""Time the dataset builders and the loader against the original code's anchors (README "Builder speed").
+"""Time the dataset builders and the loader against the original code's anchors (docs/datasets.md "Builder speed").
 
     python scripts/benchmark_builders.py [--work-dir /tmp/hrm-bench] [--keep] [--skip-arc]
     python scripts/benchmark_builders.py --quick   # every builder on small sizes, a few seconds each

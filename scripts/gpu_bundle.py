@@ -3,13 +3,13 @@
     python scripts/gpu_bundle.py [--out .gpu_bundle] [--python-version 3.12]
 
 Writes ``<out>/wheels/``: wheels (CPython ``--python-version``, manylinux x86_64) of every runtime
-requirement of ``requirements.txt`` that the device image lacks, with their own requirements,
+requirement of ``requirements.txt`` that the GPU machine's image lacks, with their own requirements,
 fetched here where the package index is reachable; and ``<out>/reference/``: copies of the
-reference fixtures the CUDA checks replay (``../shared`` does not travel to the device). ``wandb``
-is left out: with W&B off it is never imported. At most ``--max-mib`` (48) MiB in all, since the
-device takes at most 64 MiB with the working tree.
+reference fixtures the CUDA checks replay (the GPU machine has no ``../shared``). ``wandb``
+is left out: with W&B off it is never imported. At most ``--max-mib`` (48) MiB in all, so that the
+bundle stays small to copy with the checkout.
 
-On the device, ``scripts/gpu_check.py --bundle <out>`` installs the wheels with no network
+On the GPU machine, ``scripts/gpu_check.py --bundle <out>`` installs the wheels with no network
 (:func:`install_bundle`: ``pip install --no-index --no-deps --target``) and runs the check.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Iterable, List, Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_REFERENCE = os.path.join(REPO, "..", "shared", "reference")
 
-# What the device image already has (the workplace's list of its Python packages): torch, numpy,
+# What the GPU machine's image already has (a Python image with torch and the common scientific packages): torch, numpy,
 # tqdm, PyYAML, matplotlib, pillow, huggingface-hub, pytest, pytest-xdist and the rest. Names as
 # normalised by PEP 503.
 DEVICE_IMAGE_PACKAGES = frozenset("""
@@ -52,7 +52,7 @@ typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wra
 # Carried even though the image has them: pydantic-core needs a recent typing-extensions, and the
 # image's version is not known here. Tiny, and newer than any floor the image's packages set.
 ALWAYS_CARRY = frozenset({"typing-extensions"})
-# Not needed on the device: W&B is off there (wandb is imported only when it is on).
+# Not needed on the GPU machine: W&B is off there (wandb is imported only when it is on).
 LEAVE_OUT = frozenset({"wandb"})
 # Pure-Python requirements published only as source archives: built into wheels here first
 # (omegaconf 2.3 pins antlr4-python3-runtime 4.9.*, whose only release is an sdist).
@@ -166,7 +166,7 @@ def main() -> None:
     args = parser.parse_args()
     size = build_bundle(args.out, args.python_version, None if args.reference == "none" else args.reference, max_mib=args.max_mib)
     print(f"gpu-bundle: {args.out} ({size:.1f} MiB): wheels for Python {args.python_version} of "
-          f"{', '.join(bundle_requirements())} and their needs, plus the reference fixtures; carry it to the device (README, GPU readiness check)")
+          f"{', '.join(bundle_requirements())} and their needs, plus the reference fixtures; copy it with the checkout to the GPU machine (docs/gpu-check.md)")
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def cuda_problem(gpus: List[str]) -> Optional[str]:
         return None
     why = "it is a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}, torch.cuda.is_available() is False"
     return (f"gpu-check: error: nvidia-smi lists {len(gpus)} GPU(s) ({gpus[0]}) but torch {torch.__version__} cannot use them "
-            f"({why}); install a CUDA build of torch (README, GPU readiness check)")
+            f"({why}); install a CUDA build of torch (docs/gpu-check.md)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The CPU speedrun (README "Speedrun"): 6x6 Sudoku, held-out exact accuracy after 10 minutes.
+"""The CPU speedrun (docs/performance.md "Speedrun"): 6x6 Sudoku, held-out exact accuracy after 10 minutes.
 
     python scripts/speedrun.py                          # the record attempt: seed 0, 600 s
     python scripts/speedrun.py data_seed=1              # the same recipe on another generated set

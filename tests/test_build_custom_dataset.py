@@ -202,7 +202,7 @@ def test_augment_options_repeat_and_combine(tmp_path):
 
 
 def test_output_folder_holding_the_sources_or_other_files_is_refused(tmp_path, capsys):
-    # The case: --output-dir cu with the sources in cu/ exited 0 and left only the dataset.
+    # --output-dir cu with the sources in cu/: refused, not replaced by a dataset that drops the sources.
     cu = tmp_path / "cu"
     (cu / "notes").mkdir(parents=True)
     train = write_jsonl(cu / "train.jsonl", [{"input": "ab", "output": "ba"}])

@@ -79,7 +79,7 @@ def test_step_of_reads_only_weights_file_names():
     assert step_of("ck/run/step_12") == 12
     assert step_of("ck/run/step_12.train_state.pt") is None and step_of("ck/run/all_config.yaml") is None
 
-# ---- reliability: safe loading, permissions, full disk, clean-up (issue 8) --------------------
+# ---- reliability: safe loading, permissions, full disk, clean-up --------------------------
 
 def test_safe_load_refuses_code_and_names_the_file(tmp_path):
     marker = tmp_path / "pwned"

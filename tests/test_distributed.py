@@ -78,7 +78,7 @@ def test_two_nodes_on_localhost_match_one(single, sudoku4, tmp_path):
     assert_same_run(single, ck)
 
 
-# ---- preemption and stalled ranks under torchrun (issue 8) -------------------------------------
+# ---- preemption and stalled ranks under torchrun -------------------------------------------
 
 def _start_torchrun(data, ck, *extra, env=None):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", str(REPO / "pretrain.py"), *args(data, ck), *extra]

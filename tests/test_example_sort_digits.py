@@ -1,4 +1,4 @@
-"""The worked example of README "Bring your own task" (examples/sort_digits) at a reduced size: the
+"""The worked example of docs/datasets.md "Bring your own task" (examples/sort_digits) at a reduced size: the
 generator's JSONL, the custom builder and a short training run give a model that sorts held-out
 digit lists better than copying the input does, and predict.py answers them in the file's notation."""
 import json

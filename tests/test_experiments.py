@@ -1,5 +1,6 @@
 """config/experiment: every named recipe composes to exactly the config of its source command line
-(SPEC 12a, copied here independently of the yaml files), documents what it needs, and the CPU-sized
+(the HRM and TRM READMEs' command lines and URM's training scripts, copied here
+independently of the yaml files), documents what it needs, and the CPU-sized
 demo recipe trains."""
 import copy
 import functools
@@ -17,7 +18,7 @@ from scripts.experiments import HEADER_FIELDS, experiments
 SUDOKU = "data_path=data/sudoku-extreme-1k-aug-1000 epochs=20000 eval_interval=2000"
 TRM_SUDOKU = ('arch=trm data_paths="[data/sudoku-extreme-1k-aug-1000]" evaluators="[]" epochs=50000 eval_interval=5000 '
               'lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0')
-# Recipe -> the overrides of its source command line (SPEC 12a; names and folders left out).
+# Recipe -> the overrides of its source command line (names and folders left out).
 RECIPES = {
     "hrm_sudoku_extreme_1k": f"{SUDOKU} lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0",
     "hrm_sudoku_extreme_1k_1gpu": f"{SUDOKU} global_batch_size=384 lr=7e-5 puzzle_emb_lr=7e-5 weight_decay=1.0 puzzle_emb_weight_decay=1.0",
@@ -36,7 +37,7 @@ RECIPES = {
                                     'puzzle_emb_lr=0 eval_save_outputs="[preds]"'),
     "urm_arc1": ("arch=urm data_path=data/arc1concept-aug-1000 arch.loops=16 arch.H_cycles=2 arch.L_cycles=6 arch.num_layers=4 "
                  "epochs=200000 eval_interval=2000 puzzle_emb_lr=1e-2 weight_decay=0.1 ema=True"),
-    # URM's scripts/URM_arcagi2.sh: SPEC 12a's "the same with optimizer=muon", and puzzle_emb_lr=1e-4 as the script says.
+    # URM's scripts/URM_arcagi2.sh: the ARC-AGI-1 recipe with optimizer=muon (its use_muon=True), and puzzle_emb_lr=1e-4 as the script says.
     "urm_arc2": ("arch=urm data_path=data/arc2concept-aug-1000 arch.loops=16 arch.H_cycles=2 arch.L_cycles=6 arch.num_layers=4 "
                  "epochs=200000 eval_interval=2000 puzzle_emb_lr=1e-4 weight_decay=0.1 optimizer=muon ema=True"),
     "urm_sudoku_extreme": ("arch=urm data_path=data/sudoku-extreme-1k-aug-1000 arch.loops=16 arch.H_cycles=2 arch.L_cycles=6 "
@@ -89,7 +90,7 @@ def test_experiment_equals_its_source_command_line_and_documents_it(name):
     assert composed([f"+experiment={name}"]) == expected
     header = experiments()[name]
     assert set(HEADER_FIELDS) <= set(header), f"{name}: header lacks {set(HEADER_FIELDS) - set(header)}"
-    # the recorded source command holds the same overrides as SPEC 12a
+    # the recorded source command holds the same overrides as the source
     recorded = [w for w in shlex.split(header["command"]) if "=" in w and not w.startswith("-") and not w.isupper()
                 and w.split("=")[0] != "OMP_NUM_THREADS"]
     assert composed(source_overrides(shlex.join(recorded))) == expected

@@ -7,7 +7,7 @@ import torch
 from models.losses import ACTLossHead
 from utils.functions import get_model_source_path, load_model_class, load_state_dict_flexible
 
-SPEC_IDENTIFIERS = [
+ORIGINAL_IDENTIFIERS = [
     "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1",
     "recursive_reasoning.hrm@HierarchicalReasoningModel_ACTV1",
     "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
@@ -15,8 +15,8 @@ SPEC_IDENTIFIERS = [
 ]
 
 
-@pytest.mark.parametrize("identifier", SPEC_IDENTIFIERS)
-def test_spec_identifiers_resolve(identifier):
+@pytest.mark.parametrize("identifier", ORIGINAL_IDENTIFIERS)
+def test_original_identifiers_resolve(identifier):
     cls = load_model_class(identifier)
     assert cls.__name__ == identifier.split("@")[1]
     path = get_model_source_path(identifier)
@@ -24,7 +24,7 @@ def test_spec_identifiers_resolve(identifier):
 
 
 def test_trm_repo_name_of_hrm_is_the_same_class():
-    assert load_model_class(SPEC_IDENTIFIERS[0]) is load_model_class(SPEC_IDENTIFIERS[1])
+    assert load_model_class(ORIGINAL_IDENTIFIERS[0]) is load_model_class(ORIGINAL_IDENTIFIERS[1])
 
 
 @pytest.mark.parametrize("identifier, message", [
@@ -38,7 +38,7 @@ def test_bad_identifiers(identifier, message):
 
 
 def small_model():
-    cls = load_model_class(SPEC_IDENTIFIERS[2])
+    cls = load_model_class(ORIGINAL_IDENTIFIERS[2])
     return ACTLossHead(cls(dict(batch_size=2, seq_len=4, puzzle_emb_ndim=8, puzzle_emb_len=1, num_puzzle_identifiers=2,
                                 vocab_size=5, H_cycles=1, L_cycles=1, L_layers=1, hidden_size=8, expansion=1, num_heads=1,
                                 pos_encodings="rope", halt_max_steps=2, halt_exploration_prob=0.0, forward_dtype="float32")),

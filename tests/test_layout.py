@@ -1,4 +1,4 @@
-"""The code layout's rules (README "Code layout"), read from the import statements of every
+"""The code layout's rules (docs/development.md "Code layout"), read from the import statements of every
 module with ``ast`` (imports inside functions and under ``TYPE_CHECKING`` count too):
 no import circles, no module imports an entry script, ``utils/`` imports nothing above it."""
 import ast

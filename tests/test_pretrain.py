@@ -1,5 +1,5 @@
-"""pretrain.py: config composition, schedule, checkpoint contents, and every user mistake the
-issue lists producing one clear line."""
+"""pretrain.py: config composition, schedule, checkpoint contents, and every user mistake
+producing one clear line."""
 import math
 import os
 import shlex
@@ -14,8 +14,9 @@ from training.config import ConfigError, parse_config
 from training.evaluation import loop_deltas, with_loop_delta
 from utils.schedule import cosine_schedule_with_warmup_lr_lambda
 
-# SPEC section 12, verbatim.
-SPEC_PRETRAIN_LINES = [
+# Command lines of the original projects, verbatim: the HRM README (sapientinc/HRM), the TRM README
+# (SamsungSAILLab/TinyRecursiveModels), and TRM runs written the same way (6x6 Sudoku, a test split).
+ORIGINAL_PRETRAIN_LINES = [
     'OMP_NUM_THREADS=8 python pretrain.py data_path=data/sudoku-extreme-1k-aug-1000 epochs=20000 eval_interval=2000 global_batch_size=384 lr=7e-5 puzzle_emb_lr=7e-5 weight_decay=1.0 puzzle_emb_weight_decay=1.0',
     'OMP_NUM_THREADS=8 torchrun --nproc-per-node 8 pretrain.py data_path=data/sudoku-extreme-1k-aug-1000 epochs=20000 eval_interval=2000 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0',
     'python pretrain.py arch=trm data_paths="[data/sudoku-extreme-1k-aug-1000]" data_paths_test="[data/sudoku-extreme-1k-aug-1000]" evaluators="[]" epochs=50000 eval_interval=5000 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0 arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=6 +run_name=x checkpoint_path="checkpoints/x" ema=True',
@@ -26,7 +27,7 @@ SPEC_PRETRAIN_LINES = [
 
 
 def split_command(line: str):
-    """``(env, launcher args, script, overrides)`` of a SPEC command line."""
+    """``(env, launcher args, script, overrides)`` of an original command line."""
     words = shlex.split(line)
     env = {}
     while "=" in words[0] and not words[0].startswith("-"):
@@ -43,8 +44,8 @@ def compose_config(overrides):
     return parse_config(OmegaConf.to_container(cfg, resolve=True))
 
 
-@pytest.mark.parametrize("line", SPEC_PRETRAIN_LINES, ids=range(len(SPEC_PRETRAIN_LINES)))
-def test_spec_command_lines_compose_into_valid_configs(line):
+@pytest.mark.parametrize("line", ORIGINAL_PRETRAIN_LINES, ids=range(len(ORIGINAL_PRETRAIN_LINES)))
+def test_original_command_lines_compose_into_valid_configs(line):
     _, _, script, overrides = split_command(line)
     assert script == "pretrain.py"
     config = compose_config(overrides)
@@ -243,7 +244,7 @@ def test_bad_token_found_in_the_loader_worker_is_one_line(sudoku4, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-# ---- files that are not what they claim (issue 8); in-process: they fail before any training ----
+# ---- files that are not what they claim; in-process: they fail before any training ----
 
 def _trained_raw(trained_hrm, tmp_path, **changes):
     ck, _ = trained_hrm

@@ -34,7 +34,8 @@ from utils.muon import Muon, muon_param_groups
 # HRM_REFERENCE_DIR: where the fixtures are when ../shared is not beside the project (the GPU
 # check's bundle carries copies of the two main ones).
 REFERENCE_DIR = os.environ.get("HRM_REFERENCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference")
-# The originals' two main models, the TRM repository's ablation models (SPEC 4a), then URM (SPEC 4b).
+# The originals' two main models, the TRM repository's ablation models (SamsungSAILLab/TinyRecursiveModels,
+# models/recursive_reasoning/), then URM (UbiquantAI/URM, arXiv 2512.14693).
 FIXTURES = sorted(glob.glob(os.path.join(REFERENCE_DIR, "*.pt"))) + sorted(glob.glob(os.path.join(REFERENCE_DIR, "variants", "*.pt"))) \
     + sorted(glob.glob(os.path.join(REFERENCE_DIR, "urm", "*.pt")))
 

@@ -125,13 +125,13 @@ def test_sigterm_saves_a_resume_state_and_resuming_equals_uninterrupted(uninterr
     assert sorted(f for f in os.listdir(ck) if f.endswith("train_state.pt")) == ["step_12.train_state.pt", "step_24.train_state.pt"]
 
 
-# The TRM paper's ablation models (SPEC 4a): tiny sizes, 12 steps, killed after the state of step 5.
+# The TRM paper's ablation models (the TRM repository's models/recursive_reasoning/): tiny sizes, 12 steps, killed after the state of step 5.
 VARIANT_FINAL = 12
 VARIANTS = {
     "trm_singlez": ["arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=2", "arch.puzzle_emb_len=1"],
     "trm_hier6": ["arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=3", "arch.puzzle_emb_len=1"],
     "transformers_baseline": ["arch.H_layers=2"],
-    # URM (SPEC 4b) with its Muon optimizer and an extra evaluation at loops + 2 segments.
+    # URM (UbiquantAI/URM) with its Muon optimizer and an extra evaluation at loops + 2 segments.
     "urm": ["arch.num_layers=1", "arch.H_cycles=2", "arch.L_cycles=2", "arch.loops=3", "optimizer=muon", "loop_deltas=[0,2]"],
 }
 

@@ -78,7 +78,7 @@ class PretrainConfig(pydantic.BaseModel):
     wandb_group: Optional[str] = None
     compile: CompileSetting = "auto"  # torch.compile: auto (CUDA always, CPU for long runs), true, false
     dist_timeout_s: float = DEFAULT_DIST_TIMEOUT_S
-    # One GPU (README "Training on one GPU"): micro-batches per optimizer step, best checkpoint and
+    # One GPU (docs/training.md "Training on one GPU"): micro-batches per optimizer step, best checkpoint and
     # early stopping, cheaper evaluation during training.
     gradient_accumulation_steps: int = 1
     best_metric: Optional[str] = None
@@ -87,10 +87,11 @@ class PretrainConfig(pydantic.BaseModel):
     eval_max_examples: Optional[int] = None
     eval_full_at_end: bool = False
     eval_global_batch_size: Optional[int] = None
-    # URM's (SPEC 4b, 5a): the optimizer of the weights, and extra evaluations at loops + delta segments.
+    # URM's (UbiquantAI/URM; Muon in utils/muon.py): the optimizer of the weights, and extra
+    # evaluations at loops + delta segments.
     optimizer: Literal["adam_atan2", "muon"] = "adam_atan2"
     loop_deltas: List[int] = []
-    # Wall-clock budget in seconds from process start (README "Speedrun"): training stops after the
+    # Wall-clock budget in seconds from process start (docs/performance.md "Speedrun"): training stops after the
     # step that reaches it, then evaluates and saves as at the end of a run. A resumed run counts
     # its own process's time only. None: no budget.
     max_train_seconds: Optional[float] = None

@@ -14,7 +14,7 @@ built-in implementation with the same state layout (``step``, ``exp_avg``, ``exp
 ``compiled=True`` (CPU): bias correction, atan2 and the parameter update run as one
 ``torch.compile`` kernel per parameter instead of four passes, with bit for bit the same numbers
 as the foreach path (tests/test_adam_atan2.py); the moment updates and the square root stay eager
-(see below). Speed: README "Performance".
+(see below). Speed: docs/performance.md "Performance".
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 ``auto`` compiles on CUDA always. On a CPU, compilation costs tens of seconds before the first
 step (one graph for training, one for evaluation) and then makes every step faster, so ``auto``
 compiles only runs long enough to earn that back: at least ``CPU_BREAK_EVEN_STEPS`` training
-steps, measured at the demo configuration (README, "Performance"); larger models gain more per
+steps, measured at the demo configuration (docs/performance.md, "Performance"); larger models gain more per
 step for about the same compile time, so they break even sooner. ``DISABLE_COMPILE`` (the original
 code's switch) turns compilation off whatever the config says.
 
@@ -23,11 +23,11 @@ CompileSetting = Union[bool, Literal["auto"]]
 # Training steps after which compiling pays back on a CPU. Step-level figures under load suggested
 # ~500, but a full `make demo` (625 steps, 2-core machine, idle) took 288 s compiled against 195 s
 # eager: compiling the train and eval graphs cost ~120 s for ~0.04 s saved per step, so ~3000
-# (README "Performance").
+# (docs/performance.md "Performance").
 CPU_BREAK_EVEN_STEPS = 3000
 
 # The compiled AdamATan2 update (utils/adam_atan2.py) compiles in seconds; its fused part measured
-# 0.78x the eager ops it replaces (loaded machine, README "Performance"): used for large, long runs.
+# 0.78x the eager ops it replaces (loaded machine, docs/performance.md "Performance"): used for large, long runs.
 CPU_OPTIMIZER_BREAK_EVEN = 4e9
 
 

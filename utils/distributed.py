@@ -24,7 +24,7 @@ DEFAULT_DIST_TIMEOUT_S = 300.0
 # NCCL's watchdog aborts the whole process when a collective outlives its timeout, before Python
 # can say anything. Its timeout is therefore set this much longer than the CPU group's, whose
 # collective (the stop-signal agreement, every step) then fails first and names the silent rank,
-# unless the host is itself waiting on the GPU (README, "Running on a cluster").
+# unless the host is itself waiting on the GPU (docs/training.md, "Running on a cluster").
 NCCL_GRACE_S = 60.0
 
 

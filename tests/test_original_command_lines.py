@@ -1,4 +1,4 @@
-"""Every training/evaluation command line of SPEC section 12 runs to completion on CPU, as typed,
+"""Every training/evaluation command line of the original projects (their READMEs) runs to completion on CPU, as typed,
 with only sizes shrunk: the same keys, tiny epochs/batch/model appended (later overrides win),
 generated data in place of the downloads, and 2 processes where the line asks for 4 or 8."""
 import glob
@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from conftest import REFERENCE, REPO, TINY_HRM, TINY_TRM, build_sudoku, run, subprocess_env
-from test_pretrain import SPEC_PRETRAIN_LINES, split_command
+from test_pretrain import ORIGINAL_PRETRAIN_LINES, split_command
 
-SPEC_EVALUATE_LINE = "OMP_NUM_THREADS=8 torchrun --nproc-per-node 8 evaluate.py checkpoint=checkpoints/<project>/<run>/step_N"
+ORIGINAL_EVALUATE_LINE = "OMP_NUM_THREADS=8 torchrun --nproc-per-node 8 evaluate.py checkpoint=checkpoints/<project>/<run>/step_N"
 SHRINK = ["epochs=2", "eval_interval=1", "global_batch_size=8", "lr_warmup_steps=1"]
 
 
@@ -31,8 +31,8 @@ def write_tiny_kaggle_arc(prefix: str, concept_dir):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A working folder whose data/ holds small stand-ins for the datasets SPEC 12 names."""
-    work = tmp_path_factory.mktemp("spec12")
+    """A working folder whose data/ holds small stand-ins for the datasets those command lines name."""
+    work = tmp_path_factory.mktemp("command-lines")
     data = work / "data"
     build_sudoku(data / "sudoku-extreme-1k-aug-1000", grid=9, n_train=24, n_test=8, num_aug=2)
     build_sudoku(data / "sudoku-6x6", grid=6, n_train=24, n_test=8, num_aug=2)
@@ -60,9 +60,9 @@ def shortened(line: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(SPEC_PRETRAIN_LINES)))
-def test_spec_pretrain_line_runs(workdir, index):
-    line = SPEC_PRETRAIN_LINES[index]
+@pytest.mark.parametrize("index", range(len(ORIGINAL_PRETRAIN_LINES)))
+def test_original_pretrain_line_runs(workdir, index):
+    line = ORIGINAL_PRETRAIN_LINES[index]
     if "arc1concept" in line and not (workdir / "data" / "arc1concept-aug-1000").is_dir():
         pytest.skip(f"ConceptARC fixture not found in {REFERENCE / 'arc_kaggle'}")
     env, launcher, script, overrides = shortened(line)
@@ -84,12 +84,12 @@ def test_spec_pretrain_line_runs(workdir, index):
 
 
 @pytest.mark.slow
-def test_spec_evaluate_line_runs(workdir):
+def test_original_evaluate_line_runs(workdir):
     checkpoints = sorted(glob.glob(str(workdir / "checkpoints" / "*ACT-torch" / "line0" / "step_*")))
     checkpoints = [c for c in checkpoints if os.path.basename(c).split("_")[1].isdigit()]
     if not checkpoints:
-        pytest.skip("needs the checkpoint of the first SPEC 12 training line (run the module as a whole)")
-    env, launcher, script, overrides = shortened(SPEC_EVALUATE_LINE)
+        pytest.skip("needs the checkpoint of the first training command line (run the module as a whole)")
+    env, launcher, script, overrides = shortened(ORIGINAL_EVALUATE_LINE)
     overrides = [f"checkpoint={checkpoints[-1]}"]
     out = run([*launcher, str(REPO / script), *overrides], cwd=workdir, env=env).stdout
     assert '"exact_accuracy"' in out
