@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import load_split
-from dataset.build_sudoku_dataset import SUDOKU_BOXES, box_shape, inconsistent_with_clues, invalid_solutions, shuffle_sudoku
 from dataset.common import dihedral_transform
+from dataset.sudoku import SUDOKU_BOXES, box_shape, inconsistent_with_clues, invalid_solutions, shuffle_sudoku
 from tasks import get_codec
 from tasks.views import (DIHEDRAL_COMPOSE, DIHEDRAL_INVERSE, CanvasViews, CellViews, canvas_map, crop_shapes,
                          dihedral_positions, row_keys)
