@@ -111,7 +111,7 @@ def test_sudoku_views_are_symmetries(n):
 
 @pytest.mark.parametrize("size", [7, 10, 15])
 def test_maze_views_are_the_8_symmetries(size):
-    from dataset.build_maze_dataset import CHAR_TO_TOKEN, generate_mazes
+    from dataset.maze import CHAR_TO_TOKEN, generate_mazes
     questions, answers, _ = generate_mazes(3, size, np.random.default_rng(size))
     x, y = CHAR_TO_TOKEN[questions].astype(np.int32), CHAR_TO_TOKEN[answers].astype(np.int32)
     codec = get_codec("maze")(seq_len=size * size)
