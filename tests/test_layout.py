@@ -90,3 +90,12 @@ def test_utils_imports_nothing_above_it():
     offenders = {m: sorted(d for d in deps if d.split(".")[0] in ABOVE_UTILS)
                  for m, deps in graph.items() if m.split(".")[0] == "utils"}
     assert not any(offenders.values()), {m: d for m, d in offenders.items() if d}
+
+
+def test_task_rules_are_not_read_from_builder_scripts():
+    # Builders are command lines over the rules in dataset/<task>.py; the library layers use the rules.
+    graph = import_graph()
+    offenders = {m: sorted(d for d in deps if d.startswith("dataset.build_"))
+                 for m, deps in graph.items() if m.split(".")[0] in ("tasks", "inference", "evaluators", "training")}
+    assert any(m.startswith("tasks.") for m in offenders)  # the scan sees the task modules
+    assert not any(offenders.values()), {m: d for m, d in offenders.items() if d}
