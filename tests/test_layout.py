@@ -1,6 +1,7 @@
 """The code layout's rules (README "Code layout"), read from the import statements of every
 module with ``ast`` (imports inside functions and under ``TYPE_CHECKING`` count too):
-no import circles, no module imports an entry script, ``utils/`` imports nothing above it."""
+no import circles, no module imports an entry script, ``utils/`` imports nothing above it, and the
+library layers read task rules from ``dataset/<task>.py``, never from a builder script."""
 import ast
 import functools
 import os
