@@ -31,10 +31,9 @@ import pydantic
 
 from dataset.common import (DatasetError, PuzzleDatasetMetadata, atomic_output_dir, check_output_dir,
                             dihedral_transform, parse_config, run_cli, save_identifiers, save_set)
+from dataset.custom import FIRST_TOKEN_ID, PAD_ID, SPECIAL_TOKENS, Value, as_int, lay_out, parse_value, permute_tokens
 from utils.progress import progress_bar
 
-PAD_ID, EOS_ID, FIRST_TOKEN_ID = 0, 1, 2
-SPECIAL_TOKENS = ["<pad>", "<eos>"]
 KINDS = ("string", "list", "grid")
 FIELDS = ("input", "output")
 OPTIONAL_FIELDS = ("puzzle", "group")
@@ -96,23 +95,8 @@ class CustomBuildConfig(pydantic.BaseModel):
         return self
 
 
-def permute_tokens(option: str) -> List[str]:
-    """Tokens of ``permute=<tokens>``: comma-separated when there is a comma, else one per character."""
-    spec = option[len("permute="):]
-    return [t for t in spec.split(",") if t] if "," in spec else list(spec)
-
-
 # ----------------------------------------------------------------------------------------------
 # Reading examples
-
-
-@dataclass
-class Value:
-    """One input or output: its kind, its tokens (``[L]`` or ``[H, W]`` array of str) and whether they were ints."""
-
-    kind: str
-    tokens: np.ndarray
-    ints: bool
 
 
 @dataclass
@@ -128,43 +112,6 @@ class Example:
 class Split:
     path: str
     examples: List[Example] = field(default_factory=list)
-
-
-def _token(x: Any, where: str) -> Tuple[str, bool]:
-    if isinstance(x, bool) or not isinstance(x, (str, int)):
-        raise DatasetError(f"{where}: tokens must be strings or integers, got {json.dumps(x)[:40]}")
-    if isinstance(x, str) and not x:
-        raise DatasetError(f"{where}: empty string token")
-    return str(x), isinstance(x, int)
-
-
-def parse_value(value: Any, where: str) -> Value:
-    """A string, list of tokens or 2-D list -> :class:`Value`; :class:`DatasetError` naming ``where`` otherwise."""
-    if isinstance(value, str):
-        if not value:
-            raise DatasetError(f"{where}: is empty")
-        return Value("string", np.array(list(value), dtype=object), False)
-    if not isinstance(value, list) or not value:
-        raise DatasetError(f"{where}: expected a string, a list of tokens or a grid (list of rows), "
-                           f"got {json.dumps(value)[:40]}")
-    if all(isinstance(row, list) for row in value):
-        width = len(value[0])
-        if width == 0 or any(len(row) != width for row in value):
-            raise DatasetError(f"{where}: grid rows must be non-empty and of equal length "
-                               f"(lengths {[len(row) for row in value][:8]})")
-        cells = [_token(x, where) for row in value for x in row]
-        return Value("grid", np.array([c for c, _ in cells], dtype=object).reshape(len(value), width),
-                     all(i for _, i in cells))
-    if any(isinstance(x, list) for x in value):
-        raise DatasetError(f"{where}: mixes tokens and rows (a grid is a list of lists)")
-    cells = [_token(x, where) for x in value]
-    return Value("list", np.array([c for c, _ in cells], dtype=object), all(i for _, i in cells))
-
-
-def _as_int(token: str) -> Optional[int]:
-    """The integer a token spells in ASCII digits (``"-3"``, ``"10"``), else None."""
-    digits = token[1:] if token.startswith("-") else token
-    return int(token) if digits.isascii() and digits.isdigit() else None
 
 
 def _name(value: Any, where: str) -> Optional[str]:
@@ -299,7 +246,7 @@ def make_vocab(config: CustomBuildConfig, splits: Sequence[Split]) -> List[str]:
             seen.update(ex.input.tokens.ravel().tolist())
             seen.update(ex.output.tokens.ravel().tolist())
         # Integers in numeric order (so 2 comes before 10), then strings; ties ("1", "01") by text.
-        tokens = sorted(seen, key=lambda t: (0, _as_int(t), t) if _as_int(t) is not None else (1, 0, t))
+        tokens = sorted(seen, key=lambda t: (0, as_int(t), t) if as_int(t) is not None else (1, 0, t))
         checked, origin = others, f"the tokens of {train.path}"
     known = set(tokens)
     for split in checked:
@@ -341,56 +288,6 @@ def make_layout(config: CustomBuildConfig, splits: Sequence[Split], kinds: Dict[
     seq_len = config.seq_len or seq_longest
     return Layout(input=kinds["input"][0], output=kinds["output"][0], input_ints=kinds["input"][1],
                   output_ints=kinds["output"][1], seq_len=seq_len, grid_size=grid_size)
-
-
-def lay_out(ids: np.ndarray, seq_len: int, grid_size: Optional[int]) -> np.ndarray:
-    """Token ids ``[L]`` or ``[H, W]`` -> one ``[seq_len]`` row: PAD around, end markers after sequences and grids."""
-    row = np.full(seq_len, PAD_ID, dtype=np.int32)
-    if ids.ndim == 1:
-        row[:ids.size] = ids
-        if ids.size < seq_len:
-            row[ids.size] = EOS_ID
-        return row
-    h, w = ids.shape
-    canvas = row[:grid_size * grid_size].reshape(grid_size, grid_size)  # a view: writes land in row
-    canvas[:h, :w] = ids
-    if w < grid_size:
-        canvas[:h, w] = EOS_ID
-    if h < grid_size:
-        canvas[h, :min(w + 1, grid_size)] = EOS_ID
-    return row
-
-
-def read_back(row: np.ndarray, kind: str, grid_size: Optional[int]) -> np.ndarray:
-    """Token ids of a value from a laid-out row (the inverse of :func:`lay_out`; model outputs cropped the same way).
-
-    A sequence ends at the first PAD or end marker; a grid is the largest top-left rectangle of
-    task tokens on the canvas (as ARC predictions are cropped).
-    """
-    row = np.asarray(row)
-    if kind != "grid":
-        stop = np.flatnonzero(row < FIRST_TOKEN_ID)
-        return row[:stop[0] if stop.size else row.size]
-    canvas = row[:grid_size * grid_size].reshape(grid_size, grid_size)
-    real = canvas >= FIRST_TOKEN_ID
-    run = np.where(real.all(axis=1), grid_size, np.argmin(real, axis=1))
-    width = np.minimum.accumulate(run)
-    area = np.arange(1, grid_size + 1) * width
-    best = int(np.argmax(area))
-    return canvas[:best + 1, :width[best]] if area[best] else canvas[:0, :0]
-
-
-def to_value(ids: np.ndarray, kind: str, ints: bool, vocab: Sequence[str]) -> Any:
-    """Token ids -> the notation of the file: a string, a list of tokens, or a list of rows."""
-    tokens = [vocab[i] if 0 <= i < len(vocab) else "?" for i in np.asarray(ids).ravel().tolist()]
-    if ints:
-        tokens = [t if _as_int(t) is None else _as_int(t) for t in tokens]
-    if kind == "string":
-        return "".join(tokens)
-    if kind == "list":
-        return tokens
-    width = ids.shape[1] if ids.ndim == 2 and ids.size else 0
-    return [tokens[r * width:(r + 1) * width] for r in range(ids.shape[0])] if width else []
 
 
 # ----------------------------------------------------------------------------------------------

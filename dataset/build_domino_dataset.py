@@ -26,11 +26,9 @@ import numpy as np
 import pydantic
 
 from dataset.common import DatasetError, atomic_output_dir, parse_config, run_cli, save_identifiers, save_split
-from dataset.domino import (HAND_MAX, POLICIES, SEQ_LEN, VOCAB_SIZE, Scenario, choose_move, encode, encode_label,
-                            full_set, legal_moves, play, relabel)
+from dataset.domino import (HAND_MAX, POLICIES, POLICY_FILE, SEQ_LEN, VOCAB_SIZE, Scenario, choose_move, encode,
+                            encode_label, full_set, legal_moves, play, relabel)
 from utils.progress import progress_bar
-
-POLICY_FILE = "domino.json"
 
 # Games played per requested scenario before giving up (plus a few): distinct positions are
 # plentiful, so the cap only stops a loop that cannot succeed.
@@ -180,22 +178,6 @@ def build_domino_dataset(config: DominoBuildConfig) -> Dict[str, Dict[str, Dict[
         with open(os.path.join(tmp, POLICY_FILE), "w") as f:
             json.dump(config.model_dump(exclude={"output_dir"}), f, indent=1)
     return summary
-
-
-def read_policy(data_path: str) -> str:
-    """The policy a dataset was built with (from its ``domino.json``)."""
-    path = os.path.join(data_path, POLICY_FILE)
-    try:
-        with open(path) as f:
-            policy = json.load(f)["policy"]
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: missing; not a domino dataset built by build_domino_dataset.py "
-                           "(pass --policy to say which policy made the labels)") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise DatasetError(f"{path}: not a valid policy file (needs {{\"policy\": ...}})") from None
-    if policy not in POLICIES:
-        raise DatasetError(f"{path}: unknown policy {policy!r}")
-    return policy
 
 
 # --------------------------------------------------------------------------------------------

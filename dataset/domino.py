@@ -19,6 +19,7 @@ empty table.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -40,6 +41,7 @@ LEFT_POS, RIGHT_POS = 70, 71
 LEFT, RIGHT, FIRST = 1, 2, 3
 WHERE_NAMES = {LEFT: "left end", RIGHT: "right end", FIRST: "empty table"}
 POLICIES = ("max-chain", "heaviest")
+POLICY_FILE = "domino.json"     # written by the builder next to the splits: {"policy": ..., options}
 
 Tile = Tuple[int, int]
 Move = Tuple[int, int, int]     # (a, b, where) with a <= b
@@ -346,6 +348,22 @@ def read_split(data_path: str, split: str) -> DominoSplit:
     if ids.shape != (len(pi) - 1,) or (len(ids) and (ids.min() < 0 or ids.max() >= meta.num_puzzle_identifiers)):
         raise DatasetError(f"{split_dir}: puzzle_identifiers must hold one id in 0..{meta.num_puzzle_identifiers - 1} per puzzle")
     return DominoSplit(split, set_name, inputs, labels, pi, gi, ids, meta.num_puzzle_identifiers)
+
+
+def read_policy(data_path: str) -> str:
+    """The policy a dataset was built with (from its ``domino.json``)."""
+    path = os.path.join(data_path, POLICY_FILE)
+    try:
+        with open(path) as f:
+            policy = json.load(f)["policy"]
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: missing; not a domino dataset built by build_domino_dataset.py "
+                           "(pass --policy to say which policy made the labels)") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise DatasetError(f"{path}: not a valid policy file (needs {{\"policy\": ...}})") from None
+    if policy not in POLICIES:
+        raise DatasetError(f"{path}: unknown policy {policy!r}")
+    return policy
 
 
 def tile_str(tile: Sequence[int]) -> str:

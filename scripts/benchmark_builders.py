@@ -29,7 +29,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from dataset.build_sudoku_dataset import augment_set, generate_sudoku
+from dataset.build_sudoku_dataset import augment_set
+from dataset.sudoku import generate_sudoku
 from utils.cli import ArgumentParser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

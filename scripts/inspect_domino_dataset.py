@@ -15,10 +15,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from dataset.build_domino_dataset import read_policy
 from dataset.common import DatasetError
-from dataset.domino import (split_arguments, VOCAB_SIZE, DominoError, check_example, describe_move, read_split,
-                            table_str, tile_str)
+from dataset.domino import (split_arguments, VOCAB_SIZE, DominoError, check_example, describe_move, read_policy,
+                            read_split, table_str, tile_str)
 from utils.progress import progress_bar
 
 

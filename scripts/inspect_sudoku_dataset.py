@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from dataset.build_sudoku_dataset import box_shape, first_problem, sudoku_units
+from dataset.sudoku import box_shape, first_problem, sudoku_units
 from dataset.common import DatasetError, load_metadata, run_cli
 from utils.cli import ArgumentParser
 

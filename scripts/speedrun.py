@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # run as a file: the repository's modules beside it
-    sys.path.insert(0, REPO)
 
 EXPERIMENT = "speedrun_sudoku6x6"
 DEFAULT_TRAIN, DEFAULT_TEST, GRID = 20000, 1000, 6

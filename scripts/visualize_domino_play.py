@@ -14,10 +14,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from dataset.build_domino_dataset import read_policy
 from dataset.common import DatasetError
 from dataset.domino import (split_arguments, FIRST, LEFT, WHERE_NAMES, DominoError, Move, Scenario, check_example,
-                            legal_moves, move_scores, read_split, tile_str)
+                            legal_moves, move_scores, read_policy, read_split, tile_str)
 
 TILES_PER_ROW = 12
 

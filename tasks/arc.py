@@ -21,10 +21,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from dataset.arc import (ARCTask, LegacyRandomStream, encode_group, plan_augmentations, translations, version_bounds,
+                         version_names)
 from dataset.arc_grid import (ARC_MAX_GRID_SIZE, PUZZLE_ID_SEPARATOR, SEQ_LEN, VOCAB_SIZE, arc_grid_to_np, crop_arc_grid,
                               parse_aug_name)
-from dataset.build_arc_dataset import (ARCTask, LegacyRandomStream, translations, version_bounds, encode_group,
-                                       plan_augmentations, version_names)
 from dataset.common import DatasetError
 from evaluators.arc import ARC
 from tasks.base import Cells, Puzzle, PuzzleError, Row, RowOutput, TaskCodec, halt_fields, register, trace_entries

@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from dataset.build_custom_dataset import FIRST_TOKEN_ID, lay_out, parse_value, permute_tokens, read_back, to_value
 from dataset.common import DatasetError
+from dataset.custom import FIRST_TOKEN_ID, lay_out, parse_value, permute_tokens, read_back, to_value
 from tasks.base import Cells, Puzzle, PuzzleError, Row, TaskCodec, register
 from tasks.views import (CanvasViews, CellViews, Views, distinct_choices, identity_cells, random_permutations, random_words,
                          row_keys, splitmix64)

@@ -16,10 +16,9 @@ from typing import Optional
 
 import numpy as np
 
-from dataset.build_domino_dataset import POLICY_FILE, read_policy
 from dataset.common import DatasetError
-from dataset.domino import (FIRST, HAND_MAX, LEFT, MAX_PIP, NUM_TILES, RIGHT, SEQ_LEN, VOCAB_SIZE, DominoError, Scenario, choose_move,
-                            decode, encode, encode_label, legal_moves, table_str, tile_str)
+from dataset.domino import (FIRST, HAND_MAX, LEFT, MAX_PIP, NUM_TILES, POLICY_FILE, RIGHT, SEQ_LEN, VOCAB_SIZE, DominoError,
+                            Scenario, choose_move, decode, encode, encode_label, legal_moves, read_policy, table_str, tile_str)
 from tasks.base import Cells, Puzzle, PuzzleError, TaskCodec, register
 
 WHERE_WORDS = {LEFT: "left", RIGHT: "right", FIRST: "first"}

@@ -4,7 +4,7 @@ Answers mark the shortest path's cells (endpoints excluded) with ``o``, as the b
 on the maze as given (``raw_answer``: the model's output, which may also change walls, S or G);
 a puzzle that already holds ``o`` cells is taken as solved: its path is the truth and the model
 sees it without them. Puzzles in a file are separated by a blank line. Tokens: ``"# SGo"`` ->
-1..5, PAD 0 (the builder's ``CHAR_TO_TOKEN``).
+1..5, PAD 0 (``dataset/maze.py``'s ``CHAR_TO_TOKEN``).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from dataset.build_maze_dataset import CHAR_TO_TOKEN, CHARSET, bfs
+from dataset.maze import CHAR_TO_TOKEN, CHARSET, bfs
 from tasks.base import Cells, Puzzle, PuzzleError, TaskCodec, register
 from tasks.views import CellViews, dihedral_positions, distinct_choices, identity_cells, row_keys
 

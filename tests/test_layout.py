@@ -1,6 +1,7 @@
 """The code layout's rules (docs/development.md "Code layout"), read from the import statements of every
 module with ``ast`` (imports inside functions and under ``TYPE_CHECKING`` count too):
-no import circles, no module imports an entry script, ``utils/`` imports nothing above it."""
+no import circles, no module imports an entry script, ``utils/`` imports nothing above it, and the
+library layers read task rules from ``dataset/<task>.py``, never from a builder script."""
 import ast
 import functools
 import os
@@ -89,4 +90,13 @@ def test_utils_imports_nothing_above_it():
     graph = import_graph()
     offenders = {m: sorted(d for d in deps if d.split(".")[0] in ABOVE_UTILS)
                  for m, deps in graph.items() if m.split(".")[0] == "utils"}
+    assert not any(offenders.values()), {m: d for m, d in offenders.items() if d}
+
+
+def test_task_rules_are_not_read_from_builder_scripts():
+    # Builders are command lines over the rules in dataset/<task>.py; the library layers use the rules.
+    graph = import_graph()
+    offenders = {m: sorted(d for d in deps if d.startswith("dataset.build_"))
+                 for m, deps in graph.items() if m.split(".")[0] in ("tasks", "inference", "evaluators", "training")}
+    assert any(m.startswith("tasks.") for m in offenders)  # the scan sees the task modules
     assert not any(offenders.values()), {m: d for m, d in offenders.items() if d}

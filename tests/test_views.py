@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import load_split
-from dataset.build_sudoku_dataset import SUDOKU_BOXES, box_shape, inconsistent_with_clues, invalid_solutions, shuffle_sudoku
 from dataset.common import dihedral_transform
+from dataset.sudoku import SUDOKU_BOXES, box_shape, inconsistent_with_clues, invalid_solutions, shuffle_sudoku
 from tasks import get_codec
 from tasks.views import (DIHEDRAL_COMPOSE, DIHEDRAL_INVERSE, CanvasViews, CellViews, canvas_map, crop_shapes,
                          dihedral_positions, row_keys)
@@ -111,7 +111,7 @@ def test_sudoku_views_are_symmetries(n):
 
 @pytest.mark.parametrize("size", [7, 10, 15])
 def test_maze_views_are_the_8_symmetries(size):
-    from dataset.build_maze_dataset import CHAR_TO_TOKEN, generate_mazes
+    from dataset.maze import CHAR_TO_TOKEN, generate_mazes
     questions, answers, _ = generate_mazes(3, size, np.random.default_rng(size))
     x, y = CHAR_TO_TOKEN[questions].astype(np.int32), CHAR_TO_TOKEN[answers].astype(np.int32)
     codec = get_codec("maze")(seq_len=size * size)

@@ -110,16 +110,26 @@ def adam_atan2(params: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs: 
             _compiled_update(p, g, m, v, lr, beta1, beta2, weight_decay, inv_bias_correction2_sqrt, step_size)
             continue
 
-        if weight_decay != 0:
-            torch._foreach_mul_(p, 1 - lr * weight_decay)
-        torch._foreach_lerp_(m, g, 1 - beta1)
-        torch._foreach_mul_(v, beta2)
-        torch._foreach_addcmul_(v, g, g, value=1 - beta2)
-        denom = torch._foreach_sqrt(v)
+        denom = _decay_and_moments(p, g, m, v, lr, beta1, beta2, weight_decay)
         torch._foreach_mul_(denom, inv_bias_correction2_sqrt)
         for m_i, d_i in zip(m, denom):  # torch has no foreach atan2: one (parallel) kernel per tensor
             torch.atan2(m_i, d_i, out=d_i)
         torch._foreach_add_(p, denom, alpha=-step_size)
+
+
+def _decay_and_moments(p: List[torch.Tensor], g: List[torch.Tensor], m: List[torch.Tensor], v: List[torch.Tensor],
+                       lr: float, beta1: float, beta2: float, weight_decay: float) -> List[torch.Tensor]:
+    """Decoupled weight decay and both moment updates, in place; returns ``sqrt(v)`` (new tensors).
+
+    Shared by the eager and the compiled paths: these stay eager foreach ops in both (see the
+    note on the compiled update below).
+    """
+    if weight_decay != 0:
+        torch._foreach_mul_(p, 1 - lr * weight_decay)
+    torch._foreach_lerp_(m, g, 1 - beta1)
+    torch._foreach_mul_(v, beta2)
+    torch._foreach_addcmul_(v, g, g, value=1 - beta2)
+    return torch._foreach_sqrt(v)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,12 +160,7 @@ def _compiled_update(p, g, m, v, lr: float, beta1: float, beta2: float, weight_d
                      inv_bias_correction2_sqrt: float, step_size: float) -> None:
     step = _compiled_step()
     inv_bc2, neg_step_size = torch.tensor([inv_bias_correction2_sqrt, -step_size]).unbind()
-    if weight_decay != 0:
-        torch._foreach_mul_(p, 1 - lr * weight_decay)
-    torch._foreach_lerp_(m, g, 1 - beta1)
-    torch._foreach_mul_(v, beta2)
-    torch._foreach_addcmul_(v, g, g, value=1 - beta2)
-    denom = torch._foreach_sqrt(v)
+    denom = _decay_and_moments(p, g, m, v, lr, beta1, beta2, weight_decay)
     for p_i, m_i, d_i in zip(p, m, denom):
         if p_i.numel() % VECTOR_ALIGNMENT == 0:
             step(p_i.detach(), m_i, d_i, inv_bc2, neg_step_size)
