@@ -48,9 +48,10 @@ class PuzzleDatasetConfig(pydantic.BaseModel):
     but not read, so that a resumed run sees exactly the batches an uninterrupted run would.
 
     ``unused_pass_before_each``: every train pass is preceded by one that is counted but not
-    drawn, so pass ``i`` yields what pass ``2 i + 1`` would. This is the order that the URM code
-    trains on on rank 0, where its loop iterates the loader once per pass to count the batches
-    before training on it (a whole extra pass over the data, which this loader does not draw).
+    drawn, so pass ``i`` yields what pass ``2 i + 1`` would (both counted from 0). This is the
+    order that the URM code trains on on rank 0, where its loop iterates the loader once per pass
+    to count the batches before training on it (a whole extra pass over the data, which this
+    loader does not draw).
     """
 
     seed: int
