@@ -46,6 +46,12 @@ class PuzzleDatasetConfig(pydantic.BaseModel):
     uses ``seed + start_iter + 1`` for a single-set dataset, as the original's pass counter;
     ``skip_batches`` batches of that first pass (counted over all its sets and folders) are drawn
     but not read, so that a resumed run sees exactly the batches an uninterrupted run would.
+
+    ``unused_pass_before_each``: every train pass is preceded by one that is counted but not
+    drawn, so pass ``i`` yields what pass ``2 i + 1`` would (both counted from 0). This is the
+    order that the URM code trains on on rank 0, where its loop iterates the loader once per pass
+    to count the batches before training on it (a whole extra pass over the data, which this
+    loader does not draw).
     """
 
     seed: int
@@ -57,6 +63,7 @@ class PuzzleDatasetConfig(pydantic.BaseModel):
     num_replicas: int
     start_iter: int = 0
     skip_batches: int = 0
+    unused_pass_before_each: bool = False
     # Test mode only: walk just the first N examples of the split (file order, set by set), then
     # split them across ranks as usual, so every number of processes sees the same subset.
     max_examples: Optional[int] = None
@@ -200,8 +207,8 @@ class PuzzleDataset(IterableDataset):
 
         self._data_loaded = False
         # The original's ``self._iters``: it advances once per stream, so after ``start_iter``
-        # completed passes it stands at start_iter * streams.
-        self._iters = config.start_iter * len(self._sources)
+        # completed passes it stands at start_iter * streams (twice that with unused passes).
+        self._iters = config.start_iter * len(self._sources) * (2 if config.unused_pass_before_each else 1)
         self._skip_batches = config.skip_batches
 
     @property
@@ -356,6 +363,8 @@ class PuzzleDataset(IterableDataset):
     def _iter_train(self) -> Iterator[Tuple[str, Dict[str, torch.Tensor], int]]:
         gbs, local, rank = self.config.global_batch_size, self.local_batch_size, self.config.rank
         skip, self._skip_batches = self._skip_batches, 0  # only the first pass after (re)start skips
+        if self.config.unused_pass_before_each:
+            self._iters += len(self._sources)  # what iterating a whole pass would advance, without drawing it
         for src in self._sources:
             self._iters += 1
             rng = np.random.Generator(np.random.Philox(seed=self.config.seed + self._iters))

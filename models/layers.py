@@ -276,7 +276,9 @@ class ConvSwiGLU(nn.Module):
     ``dwconv`` is a depthwise convolution over the sequence (kernel 2, padding 1, the first
     ``seq_len`` outputs kept, so position ``i`` mixes ``i - 1`` and ``i``). As in URM's code its
     weights are stored and run in bfloat16 whatever the forward dtype, so the down projection
-    runs in bfloat16 too and the block adds a bfloat16 result to its residual.
+    runs in bfloat16 too and the block adds a bfloat16 result to its residual. They are drawn in
+    float32 and then rounded to bfloat16, as URM's ``models/layers.py`` builds them: drawing
+    directly in bfloat16 rounds some values differently, so a seed would give other weights.
     """
 
     kernel_size = 2
@@ -285,8 +287,8 @@ class ConvSwiGLU(nn.Module):
         super().__init__()
         inter = _find_multiple(round(expansion * hidden_size * 2 / 3), 256)
         self.gate_up_proj = CastedLinear(hidden_size, inter * 2, bias=False)
-        self.dwconv = nn.Conv1d(inter, inter, kernel_size=self.kernel_size, padding=self.kernel_size - 1, groups=inter, bias=True,
-                                dtype=torch.bfloat16)
+        self.dwconv = nn.Conv1d(inter, inter, kernel_size=self.kernel_size, padding=self.kernel_size - 1, groups=inter,
+                                bias=True, dtype=torch.float32).to(dtype=torch.bfloat16)
         self.down_proj = CastedLinear(inter, hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,9 +3,10 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from models.common import trunc_normal_init_
-from models.layers import (ATTENTION_BACKEND_ENV, Attention, CastedLinear, PostNormBlock, RotaryEmbedding, SwiGLU,
+from models.layers import (ATTENTION_BACKEND_ENV, Attention, CastedLinear, ConvSwiGLU, PostNormBlock, RotaryEmbedding, SwiGLU,
                            apply_rotary_pos_emb, attention, rms_norm, select_attention_backend)
 
 
@@ -133,6 +134,28 @@ def test_swiglu_width_and_function():
     gate, up = (x.double() @ mlp.gate_up_proj.weight.double().T).chunk(2, -1)
     expected = (gate * torch.sigmoid(gate) * up) @ mlp.down_proj.weight.double().T
     torch.testing.assert_close(mlp(x).double(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_swiglu_convolution_is_drawn_in_float32_then_cast_to_bfloat16():
+    """URM's ConvSwiGLU builds its depthwise convolution in float32 and casts it to bfloat16: the
+    same seed gives the same bfloat16 weights, and the weights drawn after it are unchanged."""
+    inter = 1536  # SwiGLU's width at hidden 512, expansion 4
+
+    def draw(conv_dtype):
+        torch.manual_seed(3)
+        gate_up = CastedLinear(512, 2 * inter, bias=False)
+        conv = nn.Conv1d(inter, inter, kernel_size=2, padding=1, groups=inter, dtype=conv_dtype)
+        return gate_up, conv, CastedLinear(inter, 512, bias=False)
+
+    torch.manual_seed(3)
+    mlp = ConvSwiGLU(hidden_size=512, expansion=4)
+    gate_up, conv, down = draw(torch.float32)
+    assert mlp.dwconv.weight.dtype == mlp.dwconv.bias.dtype == torch.bfloat16
+    assert torch.equal(mlp.dwconv.weight, conv.weight.to(torch.bfloat16)) and torch.equal(mlp.dwconv.bias, conv.bias.to(torch.bfloat16))
+    assert torch.equal(mlp.gate_up_proj.weight, gate_up.weight) and torch.equal(mlp.down_proj.weight, down.weight)
+    # Drawn directly in bfloat16, some of the 3072 values round the other way: the check above tells the two apart.
+    _, direct, _ = draw(torch.bfloat16)
+    assert not torch.equal(direct.weight, mlp.dwconv.weight)
 
 
 def test_casted_linear_init_and_cast():

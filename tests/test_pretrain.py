@@ -86,7 +86,8 @@ def test_original_defaults():
 
 def test_urm_defaults_optimizer_and_loop_deltas():
     config = compose_config(["arch=urm"])
-    assert (config.optimizer, config.loop_deltas) == ("adam_atan2", [])
+    assert (config.optimizer, config.loop_deltas, config.urm_train_loop) == ("adam_atan2", [], False)
+    assert compose_config(["+experiment=urm_sudoku_extreme"]).urm_train_loop is True
     arch = config.arch.model_dump()
     assert {k: arch[k] for k in ("loops", "num_layers", "H_cycles", "L_cycles", "hidden_size", "num_heads", "expansion",
                                  "puzzle_emb_ndim", "pos_encodings", "halt_exploration_prob")} == dict(

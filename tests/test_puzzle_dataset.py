@@ -250,6 +250,31 @@ def test_dataloader_worker_keeps_the_pass_counter(tmp_path):
         assert len(g) == len(w) and all(np.array_equal(a, b) for a, b in zip(g, w))
 
 
+def test_unused_pass_before_each_is_the_order_after_a_counting_pass(tmp_path):
+    """URM's loop (rank 0) iterates its loader once per pass to count the batches, then trains on
+    the next iteration: the option yields those training iterations' batches, counting nothing."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    write_dataset(a, PUZZLES, GROUPS)
+    write_dataset(b, [2, 1, 3], [1, 2])  # two streams per pass
+    counted = DataLoader(PuzzleDataset(config([a, b], epochs_per_iter=2)), batch_size=None, num_workers=1, persistent_workers=True)
+    want = []
+    for _ in range(3):
+        assert sum(1 for _ in counted) > 2  # the counting pass
+        want.append([example_ids(batch) for _, batch, _ in counted])
+    option = PuzzleDataset(config([a, b], epochs_per_iter=2, unused_pass_before_each=True))
+    got = [[example_ids(batch) for _, batch, _ in option] for _ in range(3)]
+    for g, w in zip(got, want):
+        assert len(g) == len(w) and all(np.array_equal(x, y) for x, y in zip(g, w))
+    assert option.pass_counter == 12
+    plain = [example_ids(batch) for _, batch, _ in PuzzleDataset(config([a, b], epochs_per_iter=2))]
+    assert not all(np.array_equal(x, y) for x, y in zip(plain, got[0])), "without the option the first pass differs"
+    # Resumed after 2 batches of the second pass, the option continues that order.
+    resumed = PuzzleDataset(config([a, b], epochs_per_iter=2, unused_pass_before_each=True, start_iter=1, skip_batches=2))
+    rest = [[example_ids(batch) for _, batch, _ in resumed] for _ in range(2)]
+    assert all(np.array_equal(x, y) for x, y in zip(rest[0], want[1][2:])) and len(rest[0]) == len(want[1]) - 2
+    assert len(rest[1]) == len(want[2]) and all(np.array_equal(x, y) for x, y in zip(rest[1], want[2]))
+
+
 # ----------------------------------------------------------------------------------------------
 # Formats, merging, configuration
 

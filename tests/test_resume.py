@@ -131,8 +131,9 @@ VARIANTS = {
     "trm_singlez": ["arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=2", "arch.puzzle_emb_len=1"],
     "trm_hier6": ["arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=3", "arch.puzzle_emb_len=1"],
     "transformers_baseline": ["arch.H_layers=2"],
-    # URM (UbiquantAI/URM) with its Muon optimizer and an extra evaluation at loops + 2 segments.
-    "urm": ["arch.num_layers=1", "arch.H_cycles=2", "arch.L_cycles=2", "arch.loops=3", "optimizer=muon", "loop_deltas=[0,2]"],
+    # URM (UbiquantAI/URM) with its Muon optimizer, an extra evaluation at loops + 2 segments and its training loop's timing and data order.
+    "urm": ["arch.num_layers=1", "arch.H_cycles=2", "arch.L_cycles=2", "arch.loops=3", "optimizer=muon", "loop_deltas=[0,2]",
+            "urm_train_loop=True"],
 }
 
 

@@ -25,8 +25,11 @@ from utils.hub import local_checkpoint
 
 def create_dataloader(config: PretrainConfig, split: str, rank: int, world_size: int, **kwargs):
     """A DataLoader over ``PuzzleDataset`` (one persistent worker, which leaves stop signals to
-    the training process) and the split's metadata."""
+    the training process) and the split's metadata. With ``urm_train_loop``, rank 0's train
+    passes follow the order after URM's batch-counting pass, which only its rank 0 makes."""
     paths = config.data_paths_test if (split == "test" and config.data_paths_test) else config.data_paths
+    if config.urm_train_loop and rank == 0 and not kwargs.get("test_set_mode", False):
+        kwargs["unused_pass_before_each"] = True
     return create_loader(PuzzleDatasetConfig(seed=config.seed, dataset_paths=paths, rank=rank, num_replicas=world_size, **kwargs),
                          split, worker_init_fn=ignore_stop_signals)
 

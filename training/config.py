@@ -91,6 +91,9 @@ class PretrainConfig(pydantic.BaseModel):
     # evaluations at loops + delta segments.
     optimizer: Literal["adam_atan2", "muon"] = "adam_atan2"
     loop_deltas: List[int] = []
+    # URM's pretrain.py loop (docs/training.md, URM extras): update k at the schedule's
+    # lr(k - 1), and on rank 0 the data order after its batch-counting pass. The URM recipes set it.
+    urm_train_loop: bool = False
     # Wall-clock budget in seconds from process start (docs/performance.md "Speedrun"): training stops after the
     # step that reaches it, then evaluates and saves as at the end of a run. A resumed run counts
     # its own process's time only. None: no budget.

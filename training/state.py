@@ -63,7 +63,12 @@ def init_train_state(config: PretrainConfig, train_metadata: PuzzleDatasetMetada
 
 
 def compute_lr(base_lr: float, config: PretrainConfig, train_state: TrainState) -> float:
-    return cosine_schedule_with_warmup_lr_lambda(train_state.step, base_lr=base_lr, num_warmup_steps=round(config.lr_warmup_steps),
+    """The learning rate of the update that makes ``train_state.step`` (already counted): the
+    schedule at that step, as HRM's and TRM's loops; with ``urm_train_loop``, at the step before,
+    as URM's ``train_batch`` reads the schedule before counting the step (so the first update
+    runs at lr(0), 0 during warm-up)."""
+    step = train_state.step - 1 if config.urm_train_loop else train_state.step
+    return cosine_schedule_with_warmup_lr_lambda(step, base_lr=base_lr, num_warmup_steps=round(config.lr_warmup_steps),
                                                  num_training_steps=train_state.total_steps, min_ratio=config.lr_min_ratio)
 
 
