@@ -6,8 +6,8 @@ Writes ``<out>/wheels/``: wheels (CPython ``--python-version``, manylinux x86_64
 requirement of ``requirements.txt`` that the device image lacks, with their own requirements,
 fetched here where the package index is reachable; and ``<out>/reference/``: copies of the
 reference fixtures the CUDA checks replay (``../shared`` does not travel to the device). ``wandb``
-is left out: with W&B off it is never imported. At most ``--max-mib`` (48) MiB in all, since the
-device takes at most 64 MiB with the working tree.
+is left out: with W&B off it is never imported. At most ``--max-mib`` (48) MiB in all, small
+enough to copy to the GPU machine with the working tree.
 
 On the device, ``scripts/gpu_check.py --bundle <out>`` installs the wheels with no network
 (:func:`install_bundle`: ``pip install --no-index --no-deps --target``) and runs the check.
@@ -26,7 +26,7 @@ from typing import Iterable, List, Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_REFERENCE = os.path.join(REPO, "..", "shared", "reference")
 
-# What the device image already has (the workplace's list of its Python packages): torch, numpy,
+# What a typical GPU image already has (its list of Python packages): torch, numpy,
 # tqdm, PyYAML, matplotlib, pillow, huggingface-hub, pytest, pytest-xdist and the rest. Names as
 # normalised by PEP 503.
 DEVICE_IMAGE_PACKAGES = frozenset("""
