@@ -20,7 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import REPO, TINY_HRM, max_rel_diff, pretrain, subprocess_env, torchrun
+from conftest import REPO, TINY_HRM, assert_same_training, max_rel_diff, pretrain, subprocess_env, torchrun
 from inference.evaluation import evaluate
 from training.config import ConfigError, check_batch_split, parse_config
 from training.state import init_train_state, train_batch
@@ -207,7 +207,8 @@ def test_two_processes_with_two_micro_batches_equal_one_batch(arc_small, referen
              *overrides(arc_small, "gradient_accumulation_steps=2", f"checkpoint_path={ck}", "+run_name=d2"))
     step = final_step(ck)
     assert step == ref.step
-    assert max_rel_diff(live_tensors(ref), saved_tensors(ck, step)) < 1e-5
+    # lr 3e-3 (puzzle embedding 1e-2), 5 steps: a flipped sign is at most 2 x 5 x 1e-2 apart.
+    assert_same_training(live_tensors(ref), saved_tensors(ck, step), rtol=1e-5, step_bound=0.1)
     # Both processes saved their two carries.
     rank1 = torch.load(ck / f"step_{step}.train_state.rank1.pt", map_location="cpu", weights_only=False)
     assert isinstance(rank1["carry"], list) and len(rank1["carry"]) == 2
