@@ -5,14 +5,16 @@
 #   make gpu-check - on an NVIDIA GPU machine: CUDA tests, a real training run with resume, Sudoku-config
 #                    benchmark, into gpu_check_report.md (docs/gpu-check.md)
 #   make gpu-bundle - here, with network: .gpu_bundle/, what gpu-check needs on a machine without network
-# On machines without an NVIDIA GPU the pinned CPU build of torch is installed first, so pip
-# never pulls the multi-GB CUDA build. With a GPU, an already-installed torch is kept
+# On machines without an NVIDIA GPU the pinned CPU build of torch ($(TORCH)) is installed first,
+# so pip never pulls the multi-GB CUDA build. With a GPU, an already-installed torch is kept
 # (use VENV_FLAGS=--system-site-packages to reuse a system-wide CUDA torch).
+# TORCH selects the torch a new venv gets, e.g. `make test VENV=.venv-211 TORCH=torch==2.11.0`
+# (the registry's Linux wheel of 2.11 is the CUDA build with its NVIDIA libraries, several GB).
 
 PYTHON      ?= python3
 VENV        ?= .venv
 VENV_FLAGS  ?=
-CPU_TORCH   ?= torch==2.13.0
+TORCH       ?= torch==2.13.0
 PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 STAMP       := $(VENV)/.installed
@@ -29,13 +31,14 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 		if $(PY) -c "import torch" >/dev/null 2>&1; then \
 			echo "[setup] NVIDIA GPU found; keeping the installed torch: $$($(PY) -c 'import torch; print(torch.__version__, "(uses the GPU)" if torch.cuda.is_available() else "(cannot use the GPU: make gpu-check will fail; install a CUDA build of torch)")')"; \
 		else \
-			echo "[setup] NVIDIA GPU found: installing torch from PyPI (its Linux wheels are CUDA builds)"; \
+			echo "[setup] NVIDIA GPU found: installing $(TORCH) from PyPI (its Linux wheels are CUDA builds)"; \
+			$(PIP) install -q $(TORCH); \
 		fi; \
 	elif $(PY) -c "import torch" >/dev/null 2>&1; then \
 		echo "[setup] torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	else \
-		echo "[setup] no NVIDIA GPU: installing the CPU build $(CPU_TORCH)"; \
-		$(PIP) install -q $(CPU_TORCH); \
+		echo "[setup] no NVIDIA GPU: installing $(TORCH)"; \
+		$(PIP) install -q $(TORCH); \
 	fi
 	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
 	$(PIP) install -q -e .  # the repository's modules importable from anywhere (scripts/, dataset/)

@@ -114,14 +114,32 @@ def _sparse_emb_signsgd_dist(local_weights_grad: torch.Tensor, local_ids: torch.
 
 
 def sum_rows_by_id(values: torch.Tensor, inverse: torch.Tensor, num_ids: int) -> torch.Tensor:
-    """``out[i] = sum of values[j] with inverse[j] == i``, the same bits on every run.
+    """``out[i] = sum of values[j] with inverse[j] == i``, the same bits on every run and device.
 
-    On a CPU ``scatter_add_`` adds in row order (the original's op and numbers). CUDA's
-    ``scatter_add_`` adds with atomics in whatever order the threads arrive, so a sum near zero
-    could change sign from run to run; ``index_put_(accumulate=True)`` sorts the ids first and
-    adds in a fixed order, so a resumed run repeats the uninterrupted one.
+    The order of the additions is fixed by construction, not left to a kernel: the rows are
+    sorted by id (stably, so each id keeps its rows in batch order), then each id's rows are added
+    as a pairwise tree, ``((v0 + v1) + (v2 + v3)) + ...``: level ``l`` adds the row ``2**l``
+    further down into every row whose rank within its id is a multiple of ``2**(l+1)``. Every
+    level is one elementwise add, which rounds alike on a CPU and a GPU at any thread count; no
+    atomics, so a sum near zero cannot change sign from run to run and a resumed run repeats the
+    uninterrupted one. For ids with at most three rows (the original's batches of distinct
+    puzzles) this is the row-order sum of the original's ``scatter_add_``, bit for bit.
     """
-    out = torch.zeros((num_ids, values.shape[1]), dtype=values.dtype, device=values.device)
-    if values.is_cuda:
-        return out.index_put_((inverse,), values, accumulate=True)
-    return out.scatter_add_(0, inverse.unsqueeze(-1).expand(-1, values.shape[1]), values)
+    n, dim = values.shape
+    out = torch.zeros((num_ids, dim), dtype=values.dtype, device=values.device)
+    if n == 0:
+        return out
+    order = torch.argsort(inverse, stable=True)
+    sorted_ids = inverse[order]
+    tree = values[order]
+    counts = torch.bincount(inverse, minlength=num_ids)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(n, device=values.device) - starts[sorted_ids]
+    rows_left = counts[sorted_ids] - rank  # rows of the same id from this one to the end of its run
+    for level in range(max(n - 1, 0).bit_length()):  # enough levels for an id holding all n rows
+        step = 1 << level
+        takes = (rank % (2 * step) == 0) & (rows_left > step)
+        below = torch.cat([tree[step:], tree.new_zeros((min(step, n), dim))])  # row p + step
+        tree = torch.where(takes.unsqueeze(-1), tree + below, tree)
+    # Each id's sum sits in the first row of its run; ids without rows stay 0 (no sync on the device).
+    return torch.where((counts > 0).unsqueeze(-1), tree[starts.clamp_max(n - 1)], out)

@@ -105,6 +105,23 @@ def max_rel_diff(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> floa
     return max(((a[k].double() - b[k].double()).abs().max() / a[k].double().abs().max().clamp_min(1e-12)).item() for k in a)
 
 
+def assert_same_training(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], rtol: float, step_bound: float,
+                         max_fraction: float = 1e-3) -> None:
+    """Two float32 runs of the same training whose sums ran in another order (other batch splits,
+    processes, compiled kernels): every element within ``rtol`` of its tensor's largest magnitude,
+    except where a sign-like step (AdamATan2's first steps move a weight by ~lr whatever the size of
+    its gradient; SignSGD) met a gradient within float32 rounding of zero, which either order may
+    round to the other sign: at most ``max_fraction`` of a tensor's elements (a lost or doubled
+    micro-batch or rank moves nearly all of them), each within ``step_bound`` (a few learning rates)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        x, y = a[k].double(), b[k].double()
+        d = (x - y).abs()
+        off = d > rtol * x.abs().max().clamp_min(1e-12)
+        assert int(off.sum()) <= max(1, max_fraction * x.numel()), f"{k}: {int(off.sum())} of {x.numel()} elements differ by more than {rtol:g}"
+        assert not off.any() or d[off].max() <= step_bound, f"{k}: {d[off].max():.3g} apart, more than {step_bound:g}"
+
+
 def build_sudoku(output_dir: Path, grid: int, n_train: int, n_test: int, num_aug: int = 0, seed: int = 0) -> Path:
     from dataset.build_sudoku_dataset import SudokuBuildConfig, build_sudoku_dataset
     build_sudoku_dataset(SudokuBuildConfig(generate=n_train, generate_test=n_test, grid=grid, num_aug=num_aug,

@@ -8,6 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import assert_same_training
 from models.ema import EMAHelper
 from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
 from training.config import ConfigError, parse_config
@@ -129,8 +130,8 @@ def test_inductor_compiled_training_equals_eager():
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
     assert all(torch.equal(a, b) for a, b in zip(eager[1], compiled[1])), "halting decisions differ"
     assert any(h.any() and not h.all() for h in eager[1]), "the steps should include rows halting at different segments"
-    for k, v in eager[2].items():
-        torch.testing.assert_close(compiled[2][k], v, rtol=1e-5, atol=1e-5, msg=k)
+    # lr 3e-3 (puzzle embedding 1e-2), 4 steps: a flipped sign is at most 2 x 4 x 1e-2 apart.
+    assert_same_training(eager[2], compiled[2], rtol=1e-5, step_bound=0.08)
 
 
 def test_compile_setting_decides(monkeypatch):

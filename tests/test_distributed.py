@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, TINY_HRM, free_port, load_weights, max_rel_diff, pretrain, subprocess_env, torchrun
+from conftest import REPO, TINY_HRM, assert_same_training, free_port, load_weights, pretrain, subprocess_env, torchrun
 from utils.checkpoint import complete_train_states, load_train_state
 
 
@@ -42,7 +42,8 @@ def single(sudoku4, tmp_path_factory):
 
 
 def assert_same_run(single_ck, ck):
-    assert max_rel_diff(load_weights(single_ck / "step_12"), load_weights(ck / "step_12")) < 1e-5
+    # lr 3e-3 (puzzle embedding 1e-2), 12 steps: a flipped sign is at most 2 x 12 x 1e-2 apart.
+    assert_same_training(load_weights(single_ck / "step_12"), load_weights(ck / "step_12"), rtol=1e-5, step_bound=0.25)
     for a, b in zip(eval_metrics(single_ck), eval_metrics(ck)):
         assert a["step"] == b["step"]
         for k, v in a["all"].items():

@@ -31,7 +31,10 @@ def test_newton_schulz_of_a_stack_is_each_matrix_on_its_own():
         stack = torch.randn(shape)
         together = newton_schulz(stack, steps=5)
         alone = torch.stack([newton_schulz(m, steps=5) for m in stack])
-        torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+        # Batched and single matmuls may round differently (another CPU's kernels), and five
+        # Newton-Schulz steps amplify a 1-ulp change of the input to ~2e-5 in the output (measured):
+        # the bound is 10x that, far below what mixing the matrices of a stack would change (~1).
+        torch.testing.assert_close(together, alone, rtol=0, atol=2e-4)
 
 
 def test_same_shape_weights_step_as_they_would_one_by_one():

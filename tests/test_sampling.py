@@ -63,7 +63,10 @@ def test_views_run_as_rows_and_map_back(evaluation):
     # Chunks of whole examples give the same answers as one pass.
     chunked = run_samples([ev.model], batch, codec, config, max_rows=7)
     np.testing.assert_array_equal(chunked.answers, samples.answers)
-    np.testing.assert_allclose(chunked.q_halt, samples.q_halt, rtol=1e-5)  # other batch shapes: float rounding
+    # Other batch shapes round the float32 forward differently (~1e-6 of the logits' scale); a
+    # relative bound per element would not hold for a logit near 0, so the bound is 1e-4 of the scale.
+    scale = np.abs(samples.q_halt_logits).max()
+    np.testing.assert_allclose(chunked.q_halt_logits, samples.q_halt_logits, rtol=0, atol=1e-4 * scale)
     # Traces come back per sample, mapped back, ending in the answer.
     traced = run_samples([ev.model], batch, codec, config, RunOptions(trace=True, steps=True))
     np.testing.assert_array_equal(traced.trace[:, :, -1], samples.answers)

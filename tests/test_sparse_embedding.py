@@ -79,11 +79,28 @@ def test_accumulated_micro_batches_step_like_one_batch():
     assert micro_opt._pending == {}
 
 
-def test_sum_rows_by_id_adds_rows_of_the_same_id():
+def pairwise_tree_sum(rows):
+    """The order ``sum_rows_by_id`` promises, written plainly: ((r0 + r1) + (r2 + r3)) + ..."""
+    while len(rows) > 1:
+        rows = [rows[i] + rows[i + 1] if i + 1 < len(rows) else rows[i] for i in range(0, len(rows), 2)]
+    return rows[0]
+
+
+def test_sum_rows_by_id_adds_each_ids_rows_in_a_fixed_order():
     from models.sparse_embedding import sum_rows_by_id
     g = torch.Generator().manual_seed(0)
-    values, inverse = torch.randn(64, 5, generator=g), torch.randint(0, 7, (64,), generator=g)
-    expected = torch.stack([values[inverse == i].sum(0) for i in range(7)])
-    torch.testing.assert_close(sum_rows_by_id(values, inverse, 7), expected)
-    # The CUDA path's op (index_put_ with accumulate), on CPU tensors: the same sums.
-    torch.testing.assert_close(torch.zeros(7, 5).index_put_((inverse,), values, accumulate=True), expected)
+    for n, num_ids in [(64, 7), (768, 1), (5, 9), (1, 1)]:  # 768 rows of one id: a Sudoku batch (one puzzle identifier)
+        values, inverse = torch.randn(n, 5, generator=g), torch.randint(0, num_ids, (n,), generator=g)
+        out = sum_rows_by_id(values, inverse, num_ids)
+        # The sums, to float32 rounding: a pairwise sum of m terms errs by at most ceil(log2 m) * eps * sum |terms|.
+        for i in range(num_ids):
+            rows = values[inverse == i]
+            bound = max(1, (len(rows) - 1).bit_length()) * torch.finfo(torch.float32).eps * rows.abs().sum(0).double()
+            assert ((out[i].double() - rows.double().sum(0)).abs() <= bound).all()
+            # ... in exactly the promised order (batch order within an id, added as a pairwise tree), so the
+            # bits do not depend on a kernel, thread count or device; ids without rows are 0.
+            assert torch.equal(out[i], pairwise_tree_sum(list(rows)) if len(rows) else torch.zeros(5))
+    # Up to three rows per id the tree is the row-order sum of the original's scatter_add_: same bits.
+    inverse = torch.tensor([1, 3, 3, 0, 3, 2])
+    values = torch.randn(6, 5, generator=g)
+    assert torch.equal(sum_rows_by_id(values, inverse, 5), torch.zeros(5, 5).scatter_add_(0, inverse.unsqueeze(-1).expand(-1, 5), values))
