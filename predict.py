@@ -202,7 +202,7 @@ class Predictor:
         run's ``puzzle_emb_lr`` unless ``lr`` is given. Returns the demonstration loss before and
         after. The puzzles keep their new identifiers for :meth:`predict`.
         """
-        from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
+        from utils.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
 
         if not self.codec.adaptable:
             raise PredictError(f"adapt_steps: only ARC tasks have per-task puzzle embeddings to adapt (this checkpoint: {self.task})")

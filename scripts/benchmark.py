@@ -54,7 +54,7 @@ from omegaconf import OmegaConf
 
 from inference.model import build_model as build_arch_model
 from models.act import analytic_flops
-from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
+from utils.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
 from utils.adam_atan2 import AdamATan2
 from utils.cli import ArgumentParser
 from utils.muon import Muon, muon_param_groups

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import assert_same_training
 from models.ema import EMAHelper
-from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
+from utils.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
 from training.config import ConfigError, parse_config
 from utils.adam_atan2 import AdamATan2
 from utils.compile import CPU_BREAK_EVEN_STEPS, should_compile, should_compile_optimizer

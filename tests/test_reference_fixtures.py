@@ -27,7 +27,7 @@ import torch
 
 from models.act import carry_fields
 from models.losses import ACTLossHead
-from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
+from utils.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
 from utils.adam_atan2 import AdamATan2
 from utils.functions import load_model_class
 from utils.muon import Muon, muon_param_groups

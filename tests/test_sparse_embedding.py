@@ -1,7 +1,8 @@
 """Sparse puzzle embedding and its SignSGD optimizer."""
 import torch
 
-from models.sparse_embedding import CastedSparseEmbedding, CastedSparseEmbeddingSignSGD_Distributed
+from models.sparse_embedding import CastedSparseEmbedding
+from utils.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
 
 
 def make(num=6, dim=4, batch=5):
@@ -87,7 +88,7 @@ def pairwise_tree_sum(rows):
 
 
 def test_sum_rows_by_id_adds_each_ids_rows_in_a_fixed_order():
-    from models.sparse_embedding import sum_rows_by_id
+    from utils.sign_sgd import sum_rows_by_id
     g = torch.Generator().manual_seed(0)
     for n, num_ids in [(64, 7), (768, 1), (5, 9), (1, 1)]:  # 768 rows of one id: a Sudoku batch (one puzzle identifier)
         values, inverse = torch.randn(n, 5, generator=g), torch.randint(0, num_ids, (n,), generator=g)
@@ -104,3 +105,10 @@ def test_sum_rows_by_id_adds_each_ids_rows_in_a_fixed_order():
     inverse = torch.tensor([1, 3, 3, 0, 3, 2])
     values = torch.randn(6, 5, generator=g)
     assert torch.equal(sum_rows_by_id(values, inverse, 5), torch.zeros(5, 5).scatter_add_(0, inverse.unsqueeze(-1).expand(-1, 5), values))
+
+
+def test_the_optimizer_is_importable_where_the_original_has_it():
+    """Scripts written for the original HRM code import SignSGD from models.sparse_embedding."""
+    import models.sparse_embedding as original_path
+    import utils.sign_sgd
+    assert original_path.CastedSparseEmbeddingSignSGD_Distributed is utils.sign_sgd.CastedSparseEmbeddingSignSGD_Distributed

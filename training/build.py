@@ -10,7 +10,7 @@ from torch import nn
 
 from dataset.common import PuzzleDatasetMetadata
 from inference.model import build_model
-from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
+from utils.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
 from evaluators import build_evaluators
 from puzzle_dataset import PuzzleDatasetConfig, create_loader
 from training.config import PretrainConfig

@@ -11,7 +11,7 @@ from torch import nn
 
 from dataset.common import PuzzleDatasetMetadata
 from models.ema import EMAHelper
-from models.sparse_embedding import CastedSparseEmbeddingSignSGD_Distributed
+from utils.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
 from training.best_checkpoint import BestTracker
 from training.budget import TimeBudget
 from training.metrics_readback import MetricsReadback
