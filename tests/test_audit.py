@@ -13,7 +13,7 @@ import runpy
 import shutil
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -34,15 +34,16 @@ def snapshot(*roots: Path) -> Dict[str, Tuple[int, int]]:
     return seen
 
 
-def run_in_process(script: str, args: List[str], cwd: Path) -> Tuple[int, str]:
-    """(exit status, stderr) of ``python <script> <args>`` run here; an escaping exception is a traceback."""
+def run_in_process(script: str, args: List[str], cwd: Path, stdout: Optional[io.StringIO] = None) -> Tuple[int, str]:
+    """(exit status, stderr) of ``python <script> <args>`` run here (its output into ``stdout``); an
+    escaping exception is a traceback."""
     err = io.StringIO()
     argv, old_cwd = sys.argv, os.getcwd()
     sys.argv = [str(REPO / script), *args]
     os.chdir(cwd)
     code = 0
     try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(stdout or io.StringIO()):
             runpy.run_path(str(REPO / script), run_name="__main__")
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -201,3 +202,73 @@ def test_every_entry_point_answers_bad_input_with_one_line(hostile):
         check(failures, f"pretrain.py {' '.join(args)}", proc.returncode, proc.stderr, before, snapshot(*roots))
     assert not (w / "pwned").exists(), "a crafted checkpoint ran code"
     assert not failures, f"{len(failures)} case(s):\n" + "\n".join(failures)
+
+
+def one_line_exit_2(proc, *needles: str) -> None:
+    """``proc`` refused with exit status 2 and one line on stderr holding every needle."""
+    lines = shown_lines(proc.stderr)
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert all(n in lines[0] for n in needles), lines[0]
+
+
+@pytest.mark.slow
+def test_a_linked_run_lock_is_refused_and_its_target_untouched(sudoku4, tmp_path):
+    """``run.lock`` a symlink to a user's file, or a dangling one: pretrain.py names it and stops,
+    and neither the target nor anything outside the folder is written."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's\n")
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    os.symlink(victim, ck / "run.lock")
+    before = snapshot(tmp_path)
+    proc = pretrain(f"data_path={sudoku4}", "epochs=1", "eval_interval=1", "global_batch_size=8", *TINY_HRM, f"checkpoint_path={ck}", cwd=tmp_path,
+                    check=False)
+    one_line_exit_2(proc, f"{ck / 'run.lock'}", "symbolic link")
+    assert victim.read_text() == "the user's\n" and snapshot(tmp_path) == before
+
+
+def demo_cmd(out: Path) -> List[str]:
+    return [sys.executable, str(REPO / "scripts" / "demo.py"), "--out", str(out), "--train", "1", "--test", "1", "--epochs", "2"]
+
+
+@pytest.mark.slow
+def test_a_rerun_demo_keeps_the_previous_run_and_a_second_demo_is_refused(tmp_path):
+    """The demo deletes nothing: a rerun (run here, its pretrain.py a real process) trains beside the
+    previous run's folder (the training fails at once on an empty data folder, which is enough to
+    see where it goes). A demo started while another holds the folder stops before touching it."""
+    from conftest import run as run_cmd
+    from training.runs import RunFolderLock
+    out = tmp_path / "demo"
+    previous = out / "checkpoints" / "hrm-sudoku-4x4"
+    (previous / "halt_max_steps_8").mkdir(parents=True)
+    (previous / "notes.txt").write_text("the user's\n")
+    (previous / "halt_max_steps_8" / "metrics.json").write_text("{}\n")
+    (out / "data" / "sudoku-4x4").mkdir(parents=True)  # no dataset in it: pretrain.py refuses it
+    before = snapshot(out)
+    printed = io.StringIO()
+    code, stderr = run_in_process("scripts/demo.py", demo_cmd(out)[2:], cwd=tmp_path, stdout=printed)
+    assert code != 0 and "Traceback" not in stderr and f"training into {previous}-2" in printed.getvalue(), stderr
+    assert snapshot(out) == before  # the previous run kept; the failed one left nothing
+    with RunFolderLock(str(out), option="--out") as lock:  # this process plays the running demo
+        assert lock.acquire() is None
+        held = snapshot(out)
+        proc = run_cmd(demo_cmd(out), check=False)
+        assert snapshot(out) == held
+    one_line_exit_2(proc, f"--out={out} is in use by another run (PID {os.getpid()} on ")
+    assert snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_a_refused_speedrun_leaves_the_running_ones_folder_alone(tmp_path):
+    """Two speedruns with one ``out=``: the one that did not create the folder stops, and the
+    other's compile cache and files stay."""
+    from conftest import run as run_cmd
+    out = tmp_path / "out"
+    (out / "compile_cache").mkdir(parents=True)
+    (out / "compile_cache" / "graph.bin").write_bytes(b"compiled")
+    (out / "all_config.yaml").write_text("arch: {}\n")
+    before = snapshot(tmp_path)
+    proc = run_cmd([sys.executable, str(REPO / "scripts" / "speedrun.py"), f"out={out}", f"data_root={tmp_path / 'data'}",
+                    "train_puzzles=5", "test_puzzles=5"], check=False)
+    one_line_exit_2(proc, f"out={out} already exists")
+    assert snapshot(tmp_path) == before
