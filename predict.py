@@ -415,8 +415,11 @@ def parse_cli(argv: Sequence[str]) -> PredictConfig:
 def describe(result: Dict[str, Any]) -> str:
     """A few readable lines for one result."""
     answer = result["answer"]
-    if isinstance(answer, list):  # ARC: attempts per test input
+    attempts = isinstance(answer, list) and bool(answer) and all(isinstance(a, dict) for a in answer)
+    if attempts:  # ARC: attempts per test input
         shown = "\n".join(f"  test {i + 1}: " + "  ".join(f"{k}={json.dumps(v)}" for k, v in a.items()) for i, a in enumerate(answer))
+    elif not isinstance(answer, str):  # a custom task's token list or grid, in its file's JSON notation
+        shown = "  " + json.dumps(answer)
     elif "\n" in answer:
         shown = "\n".join("  " + line for line in answer.splitlines())
     else:
@@ -432,11 +435,12 @@ def describe(result: Dict[str, Any]) -> str:
     lines = [f"{result['puzzle']}: " + ", ".join(facts), shown]
     raw = result.get("raw_answer")
     if raw is not None and raw != answer:  # the model wrote over what the puzzle gives (kept in the answer)
-        raw_shown = raw if "\n" not in raw else "(grid) " + raw.replace("\n", "/")
+        raw_shown = json.dumps(raw) if not isinstance(raw, str) else raw if "\n" not in raw else "(grid) " + raw.replace("\n", "/")
         lines.append(f"  the model's own output, which overwrote given cells (raw_answer, what evaluate.py scores): {raw_shown}")
-    for entry in result.get("trace", []) if not isinstance(answer, list) else []:
+    for entry in result.get("trace", []) if not attempts else []:
         changed = "" if entry["changed"] is None else f", {entry['changed']} changed"
-        lines.append(f"    segment {entry['step']}: halt {entry['halt_confidence']:.3f}{changed}: {entry['answer'] if chr(10) not in entry['answer'] else '(grid)'}")
+        step_answer = entry["answer"] if isinstance(entry["answer"], str) else json.dumps(entry["answer"])
+        lines.append(f"    segment {entry['step']}: halt {entry['halt_confidence']:.3f}{changed}: {step_answer if chr(10) not in step_answer else '(grid)'}")
     return "\n".join(lines)
 
 

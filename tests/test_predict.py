@@ -327,3 +327,56 @@ def test_arc_bad_grids_name_the_task(arc_ck, tmp_path, capsys, grid, message):
                          f"output={tmp_path / 'o.json'}")
     assert status == 2 and err.count("\n") == 1 and message in err, err
     assert sorted(os.listdir(tmp_path)) == ["tasks.json"]
+
+
+CUSTOM_EXAMPLES = {
+    "string": ([{"input": "cab", "output": "abc"}, {"input": "ba", "output": "ab"}], "bca"),
+    "list": ([{"input": [3, 10, 2], "output": [2, 3, 10]}, {"input": [7], "output": [7]}], "[10, 3]"),
+    "grid": ([{"input": [[1, 2, 3], [4, 5, 6]], "output": [[6, 5], [4, 3], [2, 1]]}, {"input": [[0]], "output": [[9, 9]]}],
+             "[[1,2,3],[1,2,3],[1,2,0]]"),
+}
+
+
+def untrained_checkpoint(run_config: dict, data, folder):
+    """A checkpoint folder for ``data`` with the model of ``run_config``'s arch at its initial
+    weights: what predict.py reads, without the training (the answers are not judged here)."""
+    import yaml
+
+    from inference.checkpoint import dataset_metadata
+    from inference.model import build_model
+    from utils.checkpoint import atomic_torch_save, model_weights
+    folder.mkdir(parents=True)
+    (folder / "all_config.yaml").write_text(yaml.safe_dump({**run_config, "data_path": str(data), "data_paths": [str(data)]}))
+    torch.manual_seed(0)
+    model = build_model(run_config["arch"], dataset_metadata([str(data)])[0], 4, "cpu")
+    atomic_torch_save(model_weights(model), str(folder / "step_1"))
+    return folder / "step_1"
+
+
+@pytest.mark.parametrize("kind", sorted(CUSTOM_EXAMPLES))
+def test_custom_tasks_of_every_shape_from_the_command_line_and_python(sudoku_ck, tmp_path, capsys, kind):
+    """A custom task's strings, token lists and grids: typed, from the builder's own JSONL, and
+    through the Python API; answers in the file's notation, printed and written."""
+    import yaml
+
+    from dataset.build_custom_dataset import CustomBuildConfig, build_custom_dataset
+    examples, typed = CUSTOM_EXAMPLES[kind]
+    src = tmp_path / "examples.jsonl"
+    src.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    build_custom_dataset(CustomBuildConfig(train=str(src), test=str(src), output_dir=str(tmp_path / "data")))
+    run_config = yaml.safe_load(open(os.path.join(os.path.dirname(sudoku_ck), "all_config.yaml")))
+    ck = untrained_checkpoint(run_config, tmp_path / "data", tmp_path / "ck")
+    status, out, err = cli(capsys, f"checkpoint={ck}", f"puzzle={typed}", "trace=true", f"output={tmp_path / 'typed.json'}")
+    assert status == 0, err
+    (result,) = json.loads((tmp_path / "typed.json").read_text())["results"]
+    shape = {"string": str, "list": list, "grid": list}[kind]
+    assert isinstance(result["answer"], shape) and (kind != "grid" or all(isinstance(r, list) for r in result["answer"]))
+    assert (result["answer"] if kind == "string" else json.dumps(result["answer"])) in out
+    status, out, err = cli(capsys, f"checkpoint={ck}", f"puzzle_file={src}", f"output={tmp_path / 'file.json'}",
+                           f"picture={tmp_path / 'p.png'}")
+    assert status == 0, err
+    results = json.loads((tmp_path / "file.json").read_text())["results"]
+    assert [r["puzzle"] for r in results] == [f"{src} line 1", f"{src} line 2"] and all("correct" in r for r in results)
+    assert (tmp_path / "p.png").stat().st_size > 0
+    predictor = load_predictor(str(ck))
+    assert [r["answer"] for r in predictor.predict([json.dumps(e) for e in examples], progress=False)] == [r["answer"] for r in results]
