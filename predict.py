@@ -48,7 +48,7 @@ import torch
 
 from dataset.common import DatasetError
 from inference.checkpoint import OpenedCheckpoint, dataset_metadata, open_checkpoint, read_run_config, run_data_paths
-from inference.sampling import SamplingConfig, SamplingOptions, check_views, run_samples
+from inference.sampling import SamplingConfig, SamplingOptions, check_views, ensemble_mismatch, run_samples
 from inference.segments import RunOptions, check_halt_max_steps, run_segments
 from models.losses import IGNORE_LABEL_ID
 from tasks import CODECS, get_codec
@@ -180,7 +180,8 @@ class Predictor:
                            disable=not progress or None, leave=False)
         with torch.inference_mode():
             for start in bar:
-                got = run_samples(models, self._batch(rows[start: start + per_pass]), self.codec, sampling, options, generator)
+                got = run_samples(models, self._batch(rows[start: start + per_pass]), self.codec, sampling, options, generator,
+                                  max_rows=self.batch_size)
                 chosen, agreement = got.choose(sampling.select)
                 for i, k in enumerate(chosen.tolist()):
                     q = got.trace_q_halt_logits[i, k]
@@ -362,9 +363,9 @@ def load_predictor(checkpoint: Union[str, Sequence[str]], task: Optional[str] = 
         first = load_predictor(paths[0], task, device, batch_size, seq_len, data_path)
         for path in paths[1:]:
             other = load_predictor(path, first.task, device, batch_size, seq_len, data_path)
-            if (other.metadata.seq_len, other.metadata.vocab_size) != (first.metadata.seq_len, first.metadata.vocab_size):
-                raise PredictError(f"checkpoint={path}: other sequence length or vocabulary than {paths[0]}; an ensemble "
-                                   "needs runs on the same data")
+            problem = ensemble_mismatch(first.opened, first.codec, other.opened, other.codec)
+            if problem:
+                raise PredictError(problem)
             first.ensemble.append(other.opened)
         return first
     if task is not None and task not in CODECS:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import predict
-from conftest import REPO, TINY_HRM, load_split
+from conftest import REPO, TINY_HRM, build_custom, load_split, untrained_checkpoint
 from predict import load_predictor
 from tasks.sudoku import first_problem
 
@@ -337,35 +337,16 @@ CUSTOM_EXAMPLES = {
 }
 
 
-def untrained_checkpoint(run_config: dict, data, folder):
-    """A checkpoint folder for ``data`` with the model of ``run_config``'s arch at its initial
-    weights: what predict.py reads, without the training (the answers are not judged here)."""
-    import yaml
-
-    from inference.checkpoint import dataset_metadata
-    from inference.model import build_model
-    from utils.checkpoint import atomic_torch_save, model_weights
-    folder.mkdir(parents=True)
-    (folder / "all_config.yaml").write_text(yaml.safe_dump({**run_config, "data_path": str(data), "data_paths": [str(data)]}))
-    torch.manual_seed(0)
-    model = build_model(run_config["arch"], dataset_metadata([str(data)])[0], 4, "cpu")
-    atomic_torch_save(model_weights(model), str(folder / "step_1"))
-    return folder / "step_1"
-
-
 @pytest.mark.parametrize("kind", sorted(CUSTOM_EXAMPLES))
 def test_custom_tasks_of_every_shape_from_the_command_line_and_python(sudoku_ck, tmp_path, capsys, kind):
     """A custom task's strings, token lists and grids: typed, from the builder's own JSONL, and
     through the Python API; answers in the file's notation, printed and written."""
     import yaml
-
-    from dataset.build_custom_dataset import CustomBuildConfig, build_custom_dataset
     examples, typed = CUSTOM_EXAMPLES[kind]
-    src = tmp_path / "examples.jsonl"
-    src.write_text("".join(json.dumps(e) + "\n" for e in examples))
-    build_custom_dataset(CustomBuildConfig(train=str(src), test=str(src), output_dir=str(tmp_path / "data")))
+    data = build_custom(tmp_path, examples)
+    src = tmp_path / "examples.jsonl"  # the builder's input: a puzzle file too
     run_config = yaml.safe_load(open(os.path.join(os.path.dirname(sudoku_ck), "all_config.yaml")))
-    ck = untrained_checkpoint(run_config, tmp_path / "data", tmp_path / "ck")
+    ck = untrained_checkpoint(run_config, data, tmp_path / "ck")
     status, out, err = cli(capsys, f"checkpoint={ck}", f"puzzle={typed}", "trace=true", f"output={tmp_path / 'typed.json'}")
     assert status == 0, err
     (result,) = json.loads((tmp_path / "typed.json").read_text())["results"]

@@ -64,6 +64,11 @@ def test_views_run_as_rows_and_map_back(evaluation):
     chunked = run_samples([ev.model], batch, codec, config, max_rows=7)
     np.testing.assert_array_equal(chunked.answers, samples.answers)
     np.testing.assert_allclose(chunked.q_halt, samples.q_halt, rtol=1e-5)  # other batch shapes: float rounding
+    # More samples than rows per pass: one example at a time, its samples over several passes.
+    split = run_samples([ev.model, ev.model], batch, codec, config, max_rows=2)
+    np.testing.assert_array_equal(split.answers, np.concatenate([samples.answers] * 2, axis=1))
+    np.testing.assert_array_equal(split.view_inputs[:, :5], samples.view_inputs)
+    np.testing.assert_allclose(split.q_halt[:, 5:], samples.q_halt, rtol=1e-5)
     # Traces come back per sample, mapped back, ending in the answer.
     traced = run_samples([ev.model], batch, codec, config, RunOptions(trace=True, steps=True))
     np.testing.assert_array_equal(traced.trace[:, :, -1], samples.answers)
@@ -208,3 +213,29 @@ def test_benchmark_sampling_reports_views_per_second(trained_hrm, capsys):
     assert [r["samples"] for r in results] == [1, 4] and all(r["views_per_second"] > 0 for r in results)
     assert results[1]["forward_segments"] == 4 * results[0]["forward_segments"]
     assert '"views_per_second"' in capsys.readouterr().out
+
+
+def test_an_ensemble_of_two_tasks_is_refused_and_options_are_bounded(trained_hrm, tmp_path, capsys):
+    """A Sudoku model and a custom-task model of the same sizes are not pooled (evaluate.py and
+    predict.py alike); samples and noise_std have bounds; each is one line, exit status 2."""
+    import yaml
+
+    import evaluate
+    import predict
+    from conftest import build_custom, untrained_checkpoint
+    ck = last_step(trained_hrm[0])
+    run_config = yaml.safe_load((trained_hrm[0] / "all_config.yaml").read_text())
+    data = build_custom(tmp_path, [{"input": "abcd" * 4, "output": "dcba" * 4}])  # seq_len 16, vocabulary 6: as 4x4 Sudoku
+    other = untrained_checkpoint(run_config, data, tmp_path / "custom")
+    cases = [(evaluate.main, [f"checkpoint=[{ck},{other}]", f"output_dir={tmp_path / 'out'}"],
+              f"checkpoint={other}: trained on custom puzzles, but {ck} on sudoku; an ensemble needs runs on the same data"),
+             (predict.main, [f"checkpoint=[{ck},{other}]", "puzzle=1..4..1..3..4..."], "this checkpoint was trained on custom puzzles"),
+             (evaluate.main, [f"checkpoint={ck}", "samples=1000000"], "samples=1000000: expected 1 to 4096"),
+             (evaluate.main, [f"checkpoint={ck}", "samples=2", "sampling=noise", "noise_std=inf"], "noise_std=inf: expected a finite"),
+             (predict.main, [f"checkpoint={ck}", "puzzle=1..4..1..3..4...", "noise_std=1e308"], "noise_std=1e+308: expected a finite")]
+    for main, argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and message in err[0], (argv, err)
+    assert not (tmp_path / "out").exists()
