@@ -272,3 +272,40 @@ def test_a_refused_speedrun_leaves_the_running_ones_folder_alone(tmp_path):
                     "train_puzzles=5", "test_puzzles=5"], check=False)
     one_line_exit_2(proc, f"out={out} already exists")
     assert snapshot(tmp_path) == before
+
+
+def edited_checkpoint(trained_hrm, folder: Path, arch: Optional[dict] = None, weights=None) -> Path:
+    """A copy of the shared tiny checkpoint with ``arch`` keys of its all_config.yaml replaced
+    and/or its weights passed through ``weights``."""
+    import torch
+    import yaml
+    ck, _ = trained_hrm
+    folder.mkdir(parents=True)
+    config = yaml.safe_load((ck / "all_config.yaml").read_text())
+    config["arch"].update(arch or {})
+    (folder / "all_config.yaml").write_text(yaml.safe_dump(config))
+    state = torch.load(ck / "step_12", weights_only=True)
+    torch.save(weights(state) if weights else state, folder / "step_12")
+    return folder / "step_12"
+
+
+def test_a_checkpoint_whose_config_or_weights_lie_is_one_line(trained_hrm, tmp_path):
+    """Sizes and budgets from a checkpoint's all_config.yaml are checked against the weights and
+    the bounds before anything is allocated or run; NaN or integer weights are refused on load."""
+    import torch
+    nan = lambda s: {k: (v.fill_(float("nan")) if k.endswith("lm_head.weight") else v) for k, v in s.items()}  # noqa: E731
+    int8 = lambda s: {k: (v.to(torch.int8) if k.endswith("lm_head.weight") else v) for k, v in s.items()}  # noqa: E731
+    cases = [(edited_checkpoint(trained_hrm, tmp_path / "halt", {"halt_max_steps": 10 ** 9}), "arch.halt_max_steps=1000000000: expected 1 to 1024"),
+             (edited_checkpoint(trained_hrm, tmp_path / "huge", {"hidden_size": 10 ** 9}), "the model it describes cannot be built"),
+             (edited_checkpoint(trained_hrm, tmp_path / "wide", {"hidden_size": 4096}), "(32,) vs model (4096,)"),
+             (edited_checkpoint(trained_hrm, tmp_path / "nan", weights=nan), "hold NaN or infinite values (model.inner.lm_head.weight)"),
+             (edited_checkpoint(trained_hrm, tmp_path / "int8", weights=int8), "not floating-point: model.inner.lm_head.weight torch.int8")]
+    failures: List[str] = []
+    for ck, message in cases:
+        for script, args in (("predict.py", [f"checkpoint={ck}", "puzzle=1..4..1..3..4..."]), ("evaluate.py", [f"checkpoint={ck}"])):
+            before = snapshot(tmp_path)
+            code, stderr = run_in_process(script, args, cwd=tmp_path)
+            check(failures, f"{script} {ck.parent.name}", code, stderr, before, snapshot(tmp_path))
+            if message not in stderr:
+                failures.append(f"{script} {ck.parent.name}: {message!r} not in {stderr.strip()[-300:]!r}")
+    assert not failures, "\n".join(failures)
