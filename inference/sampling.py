@@ -133,8 +133,8 @@ def check_views(codec: Optional[TaskCodec], config: SamplingConfig) -> None:
     if config.uses_views and codec is None:
         raise ValueError(f"sampling={config.sampling}: the dataset does not record its task, whose symmetries the views "
                          "come from; use sampling=noise")
-    if config.uses_views and type(codec).views is TaskCodec.views:
-        raise ValueError(f"sampling={config.sampling}: the {codec.name} task declares no symmetries to draw views from; "
+    if config.uses_views and codec is not None and codec.views_missing:
+        raise ValueError(f"sampling={config.sampling}: {codec.views_missing}; "
                          "use sampling=noise (with noise_std=)")
 
 

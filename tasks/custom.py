@@ -135,6 +135,12 @@ class CustomCodec(TaskCodec):
         return None
 
     # ---- test-time views
+    @property
+    def views_missing(self) -> Optional[str]:
+        if not self.augment:
+            return "this custom task's dataset was built without --augment: it records no symmetries to draw views from"
+        return None
+
     def views(self, inputs: np.ndarray, num_views: int, seed: int = 0,
               identifiers: Optional[np.ndarray] = None) -> Optional[Views]:
         """The ``--augment`` the dataset was built with: the 8 symmetries of the grid canvas

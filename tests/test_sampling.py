@@ -232,10 +232,15 @@ def test_an_ensemble_of_two_tasks_is_refused_and_options_are_bounded(trained_hrm
              (predict.main, [f"checkpoint=[{ck},{other}]", "puzzle=1..4..1..3..4..."], "this checkpoint was trained on custom puzzles"),
              (evaluate.main, [f"checkpoint={ck}", "samples=1000000"], "samples=1000000: expected 1 to 4096"),
              (evaluate.main, [f"checkpoint={ck}", "samples=2", "sampling=noise", "noise_std=inf"], "noise_std=inf: expected a finite"),
-             (predict.main, [f"checkpoint={ck}", "puzzle=1..4..1..3..4...", "noise_std=1e308"], "noise_std=1e+308: expected a finite")]
+             (predict.main, [f"checkpoint={ck}", "puzzle=1..4..1..3..4...", "noise_std=1e308"], "noise_std=1e+308: expected a finite"),
+             # a custom task built without --augment has no views: N identical samples otherwise
+             (evaluate.main, [f"checkpoint={other}", "samples=4", f"output_dir={tmp_path / 'out'}"], "built without --augment"),
+             (predict.main, [f"checkpoint={other}", "puzzle=abcd", "samples=4"], "sampling=augment: this custom task's dataset "
+              "was built without --augment: it records no symmetries to draw views from; use sampling=noise")]
     for main, argv, message in cases:
         with pytest.raises(SystemExit) as e:
             main(argv)
         err = capsys.readouterr().err.strip().splitlines()
-        assert e.value.code == 2 and len(err) == 1 and message in err[0], (argv, err)
+        # predict.py says what it runs before it runs it: the error is its last line
+        assert e.value.code == 2 and len(err) <= 2 and err[-1].startswith("error:") and message in err[-1], (argv, err)
     assert not (tmp_path / "out").exists()
