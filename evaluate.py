@@ -152,11 +152,17 @@ def default_output_dir(checkpoint: str) -> str:
 
 def run(eval_cfg: EvalConfig):
     """Evaluate as ``eval_cfg`` says; returns the metrics (a dict per value for a list of ``halt_max_steps``)."""
-    if eval_cfg.output_dir is not None:
-        try:
-            check_output_folder(eval_cfg.output_dir, "output_dir")  # before loading anything
-        except ValueError as e:
+    # Before loading anything: also the default folder (a colleague's read-only run is a common case).
+    folder = eval_cfg.output_dir or default_output_dir(eval_cfg.checkpoints[0])
+    try:
+        if eval_cfg.output_dir is not None or is_hub_uri(eval_cfg.checkpoints[0]) or os.path.isdir(folder):
+            check_output_folder(folder, "output_dir")  # (a checkpoint in no folder is named by the loading)
+    except ValueError as e:
+        if eval_cfg.output_dir is not None:
             raise ConfigError(str(e)) from None
+        reason = str(e).removeprefix(f"output_dir={folder}: ")
+        raise ConfigError(f"checkpoint={eval_cfg.checkpoints[0]}: the outputs go to {folder} by default, but {reason}; "
+                          "give output_dir=<a folder you can write>") from None
     info = init_distributed()
     try:
         data_paths = normalize_data_paths(eval_cfg.data_path, eval_cfg.data_paths) or None

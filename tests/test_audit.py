@@ -309,3 +309,37 @@ def test_a_checkpoint_whose_config_or_weights_lie_is_one_line(trained_hrm, tmp_p
             if message not in stderr:
                 failures.append(f"{script} {ck.parent.name}: {message!r} not in {stderr.strip()[-300:]!r}")
     assert not failures, "\n".join(failures)
+
+
+@contextlib.contextmanager
+def read_only_copy(src: Path, where: Path):
+    """A copy of the folder ``src`` that cannot be written: a read-only tmpfs as root (permission
+    bits do not stop root), a folder without write permission otherwise."""
+    import subprocess
+    where.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(where)], check=True, capture_output=True)
+        try:
+            shutil.copytree(src, where / src.name)
+            subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True, capture_output=True)
+            yield where / src.name
+        finally:
+            subprocess.run(["umount", str(where)], check=True, capture_output=True)
+    else:
+        shutil.copytree(src, where / src.name)
+        os.chmod(where / src.name, 0o555)
+        try:
+            yield where / src.name
+        finally:
+            os.chmod(where / src.name, 0o755)
+
+
+def test_a_read_only_run_is_evaluated_into_output_dir_or_refused_up_front(trained_hrm, tmp_path):
+    ck, _ = trained_hrm
+    with read_only_copy(ck, tmp_path / "ro") as ro:
+        code, stderr = run_in_process("evaluate.py", [f"checkpoint={ro}/step_12"], cwd=tmp_path)
+        assert code == 2 and shown_lines(stderr) == [f"error: checkpoint={ro}/step_12: the outputs go to {ro} by default, but cannot "
+                                                      f"write in {ro} ({os.strerror(30 if os.geteuid() == 0 else 13)}); "
+                                                      "give output_dir=<a folder you can write>"], stderr
+        code, stderr = run_in_process("evaluate.py", [f"checkpoint={ro}/step_12", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
+        assert code == 0 and (tmp_path / "out" / "step_12_all_preds.0").is_file(), stderr
