@@ -35,6 +35,7 @@ from dataset.arc_grid import (ARC_MAX_GRID_SIZE, COLOUR_OFFSET, EOS_TOKEN, NUM_C
                               VOCAB_SIZE, arc_grid_to_np, aug_names)
 from dataset.common import (DatasetError, NpyFile, PuzzleDatasetMetadata, atomic_output_dir, check_output_dir,
                             parse_config, run_cli, save_identifiers, save_metadata)
+from utils import json_text
 from utils.progress import progress_bar
 
 # The original tries up to this many augmentations per requested one before giving up on a task.
@@ -222,7 +223,7 @@ class ARCTask:
 def _load_json(path: str):
     try:
         with open(path, "r", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is dropped
-            return json.load(f)
+            return json_text.loads(f.read())
     except UnicodeDecodeError:
         raise DatasetError(f"{path}: not UTF-8 text") from None
     except OSError as e:

@@ -20,6 +20,7 @@ from dataset.common import DatasetError
 from tasks.base import Cells, Puzzle, PuzzleError, Row, TaskCodec, register
 from tasks.views import (CanvasViews, CellViews, Views, distinct_choices, identity_cells, random_permutations, random_words,
                          row_keys, splitmix64)
+from utils import json_text
 
 TOKEN_FILL, MARKER_FILL = (236, 239, 244), (255, 255, 255)
 TEXT_COLOUR = (20, 24, 33)
@@ -88,10 +89,10 @@ class CustomCodec(TaskCodec):
             raise PuzzleError("a custom task needs its dataset folder (its dataset.json holds the vocabulary)")
         raw: Any = text
         try:
-            raw = json.loads(text)
-        except json.JSONDecodeError:
+            raw = json_text.loads(text)
+        except json.JSONDecodeError as e:
             if self.layout["input"] != "string":
-                raise PuzzleError(f"not valid JSON; this task's inputs are {self.layout['input']}s "
+                raise PuzzleError(f"not valid JSON ({e.msg}); this task's inputs are {self.layout['input']}s "
                                   "written as JSON (or a line {\"input\": ..., \"output\": ...})") from None
         if self.layout["input"] == "string" and not isinstance(raw, (str, dict)):
             raw = text.strip()  # e.g. 0123 parses as a JSON number: the string is meant

@@ -343,3 +343,33 @@ def test_a_read_only_run_is_evaluated_into_output_dir_or_refused_up_front(traine
                                                       "give output_dir=<a folder you can write>"], stderr
         code, stderr = run_in_process("evaluate.py", [f"checkpoint={ro}/step_12", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
         assert code == 0 and (tmp_path / "out" / "step_12_all_preds.0").is_file(), stderr
+
+
+def test_deep_json_and_huge_integers_are_one_line(trained_hrm, tmp_path):
+    """Nesting deeper than Python's JSON reader and integers over its 4,300 digits, in a puzzle
+    of predict.py (custom lists, ARC) and in an examples file of the builder."""
+    import yaml
+
+    from conftest import build_custom, untrained_checkpoint
+    from tasks import get_codec
+    from tasks.base import PuzzleError
+    deep, huge = "[" * 5000 + "]" * 5000, "[" + "7" * 5000 + "]"
+    data = build_custom(tmp_path / "lists", [{"input": [3, 1, 2], "output": [1, 2, 3]}])
+    config = yaml.safe_load((trained_hrm[0] / "all_config.yaml").read_text())
+    ck = untrained_checkpoint(config, data, tmp_path / "ck")
+    (tmp_path / "deep.jsonl").write_text(f'{{"input": {deep}, "output": [1]}}\n')
+    (tmp_path / "huge.jsonl").write_text(f'{{"input": {huge}, "output": [1]}}\n')
+    failures: List[str] = []
+    for script, args in [("predict.py", [f"checkpoint={ck}", f"puzzle={deep}"]), ("predict.py", [f"checkpoint={ck}", f"puzzle={huge}"]),
+                         *[("dataset/build_custom_dataset.py", ["--train", str(tmp_path / f), "--test", str(tmp_path / f),
+                                                                "--output-dir", str(tmp_path / "out")]) for f in ("deep.jsonl", "huge.jsonl")]]:
+        before = snapshot(tmp_path)
+        code, stderr = run_in_process(script, args, cwd=tmp_path)
+        check(failures, f"{script} {args[-1][:40]}", code, stderr, before, snapshot(tmp_path))
+        if "nested deeper" not in stderr and "number too long" not in stderr:
+            failures.append(f"{script}: {stderr.strip()[-200:]!r} does not say what is wrong")
+    arc = get_codec("arc")()
+    for text, message in ((deep, "nested deeper"), ('{"train": [{"input": ' + huge + "}]}", "number too long")):
+        with pytest.raises(PuzzleError, match=message):
+            arc.read(text)
+    assert not failures, "\n".join(failures)
