@@ -51,7 +51,8 @@ def evaluate(model: nn.Module, eval_loader, eval_metadata: PuzzleDatasetMetadata
         metric_keys, metric_values, saved = _eval_batches(model, eval_loader, set_ids, evaluators, return_keys, list(save_outputs),
                                                           rank=rank, options=options)
         if output_dir is not None and saved:
-            atomic_torch_save({k: torch.cat(v, dim=0) for k, v in saved.items()}, os.path.join(output_dir, f"step_{step}_all_preds.{rank}"))
+            # Keys in sorted order: the file's bytes do not depend on this process's string hashing.
+            atomic_torch_save({k: torch.cat(saved[k], dim=0) for k in sorted(saved)}, os.path.join(output_dir, f"step_{step}_all_preds.{rank}"))
         del saved
 
         if metric_values is not None:

@@ -390,7 +390,7 @@ def evaluate_checkpoints_sampled(evaluations: Sequence, config: SamplingConfig, 
     os.makedirs(output_dir, exist_ok=True)
     if saved:
         path = os.path.join(output_dir, f"step_{first.opened.step}_all_preds.{info.rank}")
-        atomic_torch_save({k: torch.cat(v, dim=0) for k, v in saved.items()}, path)
+        atomic_torch_save({k: torch.cat(saved[k], dim=0) for k in sorted(saved)}, path)
         if save_npy:
             export_npy(path)
     if info.rank == 0 and metrics is not None:
