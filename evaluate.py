@@ -65,8 +65,8 @@ from typing import List, Literal, Optional, Union
 import pydantic
 
 from dataset.common import DatasetError
-from inference.evaluation import load_evaluation
-from inference.sampling import SAMPLING_OUTPUTS, SamplingOptions, evaluate_checkpoints_sampled
+from inference.evaluation import SAMPLING_OUTPUTS, load_evaluation
+from inference.sampling import SamplingOptions
 from inference.segments import check_halt_max_steps
 from training.validation import check_save_outputs
 from utils.checkpoint import CheckpointError
@@ -166,41 +166,29 @@ def run(eval_cfg: EvalConfig):
     info = init_distributed()
     try:
         data_paths = normalize_data_paths(eval_cfg.data_path, eval_cfg.data_paths) or None
-        if eval_cfg.sampled:
-            return run_sampled(eval_cfg, info, data_paths)
-        ev = load_evaluation(eval_cfg.checkpoint, info, data_paths=data_paths, act_inference=eval_cfg.act_inference)
-        adaptive = ev.act_inference if ev.act_inference is not None else ev.opened.run_config["arch"].get("act_inference")
-        values = eval_cfg.halt_max_steps if isinstance(eval_cfg.halt_max_steps, list) else [eval_cfg.halt_max_steps or ev.default_halt_max_steps]
-        base_dir = eval_cfg.output_dir or default_output_dir(eval_cfg.checkpoint)
+        first, *ensemble = [load_evaluation(c, info, data_paths=data_paths, act_inference=eval_cfg.act_inference)
+                            for c in eval_cfg.checkpoints]
+        adaptive = first.act_inference if first.act_inference is not None else first.opened.run_config["arch"].get("act_inference")
+        values = eval_cfg.halt_max_steps if isinstance(eval_cfg.halt_max_steps, list) else [eval_cfg.halt_max_steps]
+        save_outputs = eval_cfg.outputs
+        if eval_cfg.sampled and "save_outputs" not in eval_cfg.model_fields_set:
+            save_outputs = SAMPLED_SAVE_OUTPUTS
         results = {}
         for value in values:
-            if info.rank == 0:
+            if info.rank == 0 and not eval_cfg.sampled:
                 print(f"Evaluating {eval_cfg.checkpoint} on {eval_cfg.split}"
                       f"{'' if eval_cfg.max_examples is None else f' (first {eval_cfg.max_examples} examples)'} "
-                      f"(halt_max_steps={value}{', adaptive halting' if adaptive else ''}, "
+                      f"(halt_max_steps={value or first.default_halt_max_steps}{', adaptive halting' if adaptive else ''}, "
                       f"puzzle_id_ablation={eval_cfg.puzzle_id_ablation}, "
                       f"{info.world_size} process(es), device {info.device})")
-            results[value] = ev.run(split=eval_cfg.split, max_examples=eval_cfg.max_examples, puzzle_id_ablation=eval_cfg.puzzle_id_ablation,
-                                    ablation_seed=eval_cfg.ablation_seed, halt_max_steps=value, save_outputs=eval_cfg.outputs,
-                                    output_dir=eval_cfg.output_dir_for(base_dir, value), save_npy=eval_cfg.save_npy)
+            results[value] = first.run(split=eval_cfg.split, max_examples=eval_cfg.max_examples,
+                                       puzzle_id_ablation=eval_cfg.puzzle_id_ablation, ablation_seed=eval_cfg.ablation_seed,
+                                       halt_max_steps=value or first.default_halt_max_steps,
+                                       save_outputs=save_outputs, output_dir=eval_cfg.output_dir_for(folder, value),
+                                       save_npy=eval_cfg.save_npy, sampling=eval_cfg.sampling_config, ensemble=ensemble)
         return eval_cfg.report(results, info.rank)
     finally:
         cleanup()
-
-
-def run_sampled(eval_cfg: EvalConfig, info, data_paths):
-    """``samples=N`` and/or several checkpoints: test-time scaling (``inference/sampling.py``)."""
-    evs = [load_evaluation(c, info, data_paths=data_paths, act_inference=eval_cfg.act_inference) for c in eval_cfg.checkpoints]
-    values = eval_cfg.halt_max_steps if isinstance(eval_cfg.halt_max_steps, list) else [eval_cfg.halt_max_steps]
-    base_dir = eval_cfg.output_dir or default_output_dir(eval_cfg.checkpoints[0])
-    results = {}
-    for value in values:
-        results[value] = evaluate_checkpoints_sampled(
-            evs, eval_cfg.sampling_config, split=eval_cfg.split, max_examples=eval_cfg.max_examples, halt_max_steps=value,
-            puzzle_id_ablation=eval_cfg.puzzle_id_ablation, ablation_seed=eval_cfg.ablation_seed,
-            save_outputs=eval_cfg.outputs if "save_outputs" in eval_cfg.model_fields_set else SAMPLED_SAVE_OUTPUTS,
-            output_dir=eval_cfg.output_dir_for(base_dir, value), save_npy=eval_cfg.save_npy)
-    return eval_cfg.report(results, info.rank)
 
 
 def main(argv=None) -> None:

@@ -142,31 +142,13 @@ class Predictor:
         return {k: torch.from_numpy(v).to(self.device) for k, v in
                 (("inputs", inputs), ("labels", labels.astype(np.int32)), ("puzzle_identifiers", ids))}
 
-    def run_rows(self, rows: Sequence[Row], halt_max_steps: Optional[int] = None, progress: bool = True) -> List[RowOutput]:
-        """Every row for ``halt_max_steps`` ACT segments (evaluate.py's rule), batched; per-segment outputs."""
-        options = RunOptions(halt_max_steps=halt_max_steps or self.halt_max_steps, steps=True, trace=True)
-        outputs: List[RowOutput] = []
-        self.model.eval()
-        starts = range(0, len(rows), self.batch_size)
-        bar = progress_bar(starts, desc="predict", unit="batch", delay=3, disable=not progress or None, leave=False)
-        with torch.inference_mode():
-            for start in bar:
-                chunk = rows[start: start + self.batch_size]
-                _, _, out = run_segments(self.model, self._batch(chunk), set(), options)
-                first = torch.where(out["halt_fired"], out["steps"], 0)
-                preds_np, q_np = out["trace"].cpu().numpy(), out["trace_q_halt_logits"].cpu().numpy()
-                sig = out["trace_q_halt_logits"].to(torch.float64).sigmoid().cpu().numpy()
-                confidence = out["trace_halt_confidence"].cpu().numpy()
-                for i in range(len(chunk)):
-                    outputs.append(RowOutput(preds=preds_np[i], q_halt_logits=q_np[i], q_halt=sig[i], halt_step=int(first[i]) or None,
-                                             halt_confidence=confidence[i]))
-        return outputs
-
-    def run_sampled(self, rows: Sequence[Row], halt_max_steps: Optional[int], sampling: SamplingConfig,
-                    progress: bool = True):
-        """Every row with ``sampling.samples`` samples through every checkpoint (``inference/sampling.py``);
-        ``(outputs, facts)``: the chosen sample's per-segment outputs (mapped back to the puzzle's
-        frame) and per row its ``agreement``, ``samples`` and ``chosen_sample``."""
+    def run_rows(self, rows: Sequence[Row], halt_max_steps: Optional[int] = None, sampling: Optional[SamplingConfig] = None,
+                 progress: bool = True):
+        """Every row for ``halt_max_steps`` ACT segments (evaluate.py's rule), batched, with
+        ``sampling.samples`` samples through every checkpoint (``inference/sampling.py``; default
+        one sample, the plain pass). ``(outputs, facts)``: the chosen sample's per-segment outputs
+        (mapped back to the puzzle's frame) and per row its ``agreement``, ``samples`` and ``chosen_sample``."""
+        sampling = sampling or SamplingConfig()
         options = RunOptions(halt_max_steps=halt_max_steps or self.halt_max_steps, steps=True, trace=True)
         models = [self.model] + [o.model for o in self.ensemble]
         per_pass = max(1, self.batch_size // sampling.samples)
@@ -176,16 +158,17 @@ class Predictor:
         for m in models:
             m.eval()
         starts = range(0, len(rows), per_pass)
-        bar = progress_bar(starts, desc=f"predict x{sampling.samples * len(models)}", unit="batch", delay=3,
+        total = sampling.samples * len(models)
+        bar = progress_bar(starts, desc="predict" if total == 1 else f"predict x{total}", unit="batch", delay=3,
                            disable=not progress or None, leave=False)
         with torch.inference_mode():
             for start in bar:
                 got = run_samples(models, self._batch(rows[start: start + per_pass]), self.codec, sampling, options, generator,
                                   max_rows=self.batch_size)
                 chosen, agreement = got.choose(sampling.select)
+                q_halt = torch.from_numpy(got.trace_q_halt_logits).to(torch.float64).sigmoid().numpy()
                 for i, k in enumerate(chosen.tolist()):
-                    q = got.trace_q_halt_logits[i, k]
-                    outputs.append(RowOutput(preds=got.trace[i, k], q_halt_logits=q, q_halt=1 / (1 + np.exp(-q.astype(np.float64))),
+                    outputs.append(RowOutput(preds=got.trace[i, k], q_halt_logits=got.trace_q_halt_logits[i, k], q_halt=q_halt[i, k],
                                              halt_step=int(got.steps[i, k]) if got.halt_fired[i, k] else None,
                                              halt_confidence=got.trace_halt_confidence[i, k]))
                     facts.append({"agreement": round(float(agreement[i]), 6), "samples": int(got.answers.shape[1]),
@@ -306,11 +289,9 @@ class Predictor:
             raise PredictError(str(e)) from None
         rows_of = [self.codec.rows(p) for p in parsed]
         flat = [r for rows in rows_of for r in rows]
-        facts: List[Dict[str, Any]] = []
-        if scaled:
-            outputs, facts = self.run_sampled(flat, halt_max_steps, config, progress=progress)
-        else:
-            outputs = self.run_rows(flat, halt_max_steps, progress=progress)
+        outputs, facts = self.run_rows(flat, halt_max_steps, config, progress=progress)
+        if not scaled:
+            facts = []  # one plain pass: nothing was chosen
         results, k = [], 0
         self.last_run = []
         for p, rows in zip(parsed, rows_of):

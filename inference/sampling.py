@@ -15,7 +15,8 @@ differ by
 
 Sample 0 is always the example itself without noise (one plain pass), so ``samples=1`` is the
 plain evaluation. ``select=vote|q_halt`` picks the answer (``inference/selection.py``).
-Several checkpoints (an ensemble) each run every sample and the answers are pooled.
+Several checkpoints (an ensemble) each run every sample and the answers are pooled. A whole split
+runs through :func:`inference.evaluation.evaluate`, the one loop of plain and sampled evaluation.
 """
 from __future__ import annotations
 
@@ -281,126 +282,6 @@ def _run_block(model: nn.Module, batch: Dict[str, torch.Tensor], views: Optional
     return got, segments or _segments_run(model, options)
 
 
-def evaluate_samples(models: Sequence[nn.Module], loader, set_names: Sequence[str], codec: Optional[TaskCodec],
-                     config: SamplingConfig, options: Optional[RunOptions] = None, save_outputs: Sequence[str] = (),
-                     rank: int = 0, world_size: int = 1, show_progress: bool = True, max_rows: Optional[int] = None):
-    """Every test batch of ``loader`` with ``config.samples`` samples per example through ``models``.
-
-    Returns ``(metrics, saved)``: rank 0's ``{set: {metric: mean}}`` (None elsewhere), with the
-    chosen answer's ``exact_accuracy`` and ``accuracy``, ``pass@K``, ``agreement``,
-    ``first_sample_exact_accuracy`` and the curve over the first ``n`` samples
-    (``exact_accuracy_vote@n``, ``exact_accuracy_q_halt@n``), beside the compute spent per
-    example (``samples`` x ``segments`` ACT segments, ``forward_segments``); and this rank's
-    outputs named in ``save_outputs`` (``preds``: the chosen answers; ``agreement``,
-    ``chosen_sample``, ``q_halt_logits`` of the chosen sample, ``sample_preds`` ``[B, K, L]``).
-    ``max_rows``: rows per forward pass (default: the loader's batch, as a plain evaluation).
-    """
-    from inference.selection import curve_sizes, scaling_sums
-    from utils.metrics import reduce_metrics, to_device
-    from utils.progress import progress_bar
-
-    device = next(iter(models[0].parameters())).device
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    total_samples = config.samples * len(models)
-    curve = curve_sizes(total_samples)
-    keys: List[str] = []
-    sums = None
-    saved: Dict[str, List[torch.Tensor]] = {}
-    segments = 0
-    batches = progress_bar(loader, desc=f"eval x{total_samples}", leave=False, dynamic_ncols=True) if show_progress else loader
-    with torch.inference_mode():
-        for set_name, batch, global_batch_size in batches:
-            batch = to_device(batch, device)
-            result = run_samples(models, batch, codec, config, options, generator, max_rows=max_rows or len(batch["inputs"]))
-            segments = result.segments
-            labels = batch["labels"].cpu().numpy()
-            batch_sums = scaling_sums(result.answers, result.q_halt, labels, config.select, curve)
-            if sums is None:
-                keys = sorted(batch_sums)
-                sums = torch.zeros((len(set_names), len(keys)), dtype=torch.float64, device=device)
-            sums[list(set_names).index(set_name)] += torch.tensor([batch_sums[k] for k in keys], dtype=torch.float64,
-                                                                 device=device)
-            if save_outputs:
-                # Rows past the set's examples pad its last batch (this rank holds a slice of the global batch).
-                local = batch["puzzle_identifiers"].shape[0]
-                real = min(local, max(0, global_batch_size - rank * local))
-                chosen, agreement = result.choose(config.select)
-                rows = np.arange(len(chosen))
-                fields = {"preds": result.answers[rows, chosen], "agreement": agreement, "chosen_sample": chosen,
-                          "q_halt_logits": result.q_halt_logits[rows, chosen], "sample_preds": result.answers}
-                for k in save_outputs:
-                    if k in fields:
-                        saved.setdefault(k, []).append(torch.from_numpy(np.ascontiguousarray(fields[k][:real])))
-                    elif k in batch:
-                        saved.setdefault(k, []).append(batch[k][:real].cpu())
-    metrics = None
-    if sums is not None:
-        rows = reduce_metrics(keys, sums, rank, world_size)
-        if rows is not None:
-            compute = {"samples": total_samples, "segments": segments, "forward_segments": total_samples * segments}
-            metrics = {name: {**rows[i], **compute} for i, name in enumerate(set_names)}
-    return metrics, saved
-
-
-# Outputs evaluate.py can save besides the model's and the batch's (see evaluate_samples).
-SAMPLING_OUTPUTS = ("agreement", "chosen_sample", "sample_preds")
-
-
-def evaluate_checkpoints_sampled(evaluations: Sequence, config: SamplingConfig, split: str = "test",
-                                 max_examples: Optional[int] = None, halt_max_steps: Optional[int] = None,
-                                 puzzle_id_ablation: str = "none", ablation_seed: int = 0, save_outputs: Sequence[str] = (),
-                                 output_dir: Optional[str] = None, save_npy: bool = False):
-    """``evaluate.py samples=N`` (and ``checkpoint=[...]``): the split of the first checkpoint's run
-    through every checkpoint (``inference.evaluation.Evaluation`` each) with ``config.samples``
-    samples per example. Saves the outputs (``preds``: the chosen answers) as a plain evaluation
-    does and the metrics as ``step_N_sampling.json``; returns rank 0's metrics.
-    """
-    import json
-    import os
-
-    from inference.segments import puzzle_id_ablation_map
-    from utils.checkpoint import atomic_torch_save, atomic_write_text
-    from utils.config import ConfigError
-    from utils.outputs import export_npy
-
-    first = evaluations[0]
-    codec = open_codec(first.opened)
-    for ev in evaluations[1:]:
-        problem = ensemble_mismatch(first.opened, codec, ev.opened, open_codec(ev.opened))
-        if problem:
-            raise ConfigError(problem)
-    if codec is not None and codec.name == "arc":
-        raise ConfigError("samples / an ensemble: ARC already votes over its dataset's augmented versions (evaluators/arc.py); "
-                          "evaluate ARC with samples=1 and one checkpoint")
-    try:
-        check_views(codec, config)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    loader, metadata = first.loader(split, max_examples)
-    identifier_map = puzzle_id_ablation_map(puzzle_id_ablation, first.metadata.num_puzzle_identifiers,
-                                            first.metadata.blank_identifier_id, ablation_seed)
-    options = RunOptions(halt_max_steps=halt_max_steps, act_inference=first.act_inference, identifier_map=identifier_map)
-    for ev in evaluations:
-        ev.model.eval()
-    info = first.info
-    metrics, saved = evaluate_samples([ev.model for ev in evaluations], loader, metadata.sets, codec, config, options,
-                                      save_outputs, rank=info.rank, world_size=info.world_size, show_progress=info.rank == 0,
-                                      max_rows=int(first.opened.run_config["global_batch_size"]) // info.world_size)
-    output_dir = output_dir or first.opened.folder
-    os.makedirs(output_dir, exist_ok=True)
-    if saved:
-        path = os.path.join(output_dir, f"step_{first.opened.step}_all_preds.{info.rank}")
-        atomic_torch_save({k: torch.cat(saved[k], dim=0) for k in sorted(saved)}, path)
-        if save_npy:
-            export_npy(path)
-    if info.rank == 0 and metrics is not None:
-        settings = {**config.model_dump(), "checkpoints": [os.path.abspath(ev.opened.path) for ev in evaluations],
-                    "split": split, "max_examples": max_examples, "halt_max_steps": halt_max_steps or first.default_halt_max_steps}
-        atomic_write_text(os.path.join(output_dir, f"step_{first.opened.step}_sampling.json"),
-                          json.dumps({"settings": settings, "metrics": metrics}, indent=1))
-    return metrics
-
-
 def _segments_run(model: nn.Module, options: RunOptions) -> int:
     return int(options.halt_max_steps or act_model(model).config.halt_max_steps)
 
@@ -425,5 +306,5 @@ def _repeat_views(views: Views, times: int) -> Views:
     return type(views)(**fields)
 
 
-__all__ = ["DEFAULT_NOISE_STD", "MAX_NOISE_STD", "MAX_SAMPLES", "check_sampling_values", "ensemble_mismatch", "SAMPLINGS", "SAMPLING_OUTPUTS", "evaluate_checkpoints_sampled", "SamplingConfig", "Samples", "check_views", "draw_views", "evaluate_samples",
+__all__ = ["DEFAULT_NOISE_STD", "MAX_NOISE_STD", "MAX_SAMPLES", "check_sampling_values", "ensemble_mismatch", "SAMPLINGS", "SamplingConfig", "Samples", "check_views", "draw_views",
            "expand", "latent_noise", "open_codec", "run_samples"]

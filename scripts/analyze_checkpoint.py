@@ -155,13 +155,9 @@ def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str,
                 continue
         start = time.time()
         entry = {"settings": settings}
+        metrics = ev.run(output_dir=folder, use_evaluators=False, **kwargs)  # ARC voting is done per task below
         if sampling is not None:
-            from inference.sampling import evaluate_checkpoints_sampled
-            metrics = evaluate_checkpoints_sampled([ev], kwargs["sampling"], max_examples=cfg.max_examples, output_dir=folder,
-                                                   save_outputs=SMALL_OUTPUTS)
             entry["metrics"] = next(iter(metrics.values()))
-        else:
-            ev.run(output_dir=folder, use_evaluators=False, **kwargs)  # ARC voting is done per task below
         entry["seconds"] = time.time() - start
         atomic_write_text(record, json.dumps(entry, indent=1))
         done[name] = dict(entry, folder=folder, reused=False)

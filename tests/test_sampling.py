@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from inference.sampling import SamplingConfig, check_views, evaluate_samples, expand, latent_noise, open_codec, run_samples
+from inference.evaluation import evaluate
+from inference.sampling import SamplingConfig, check_views, expand, latent_noise, open_codec, run_samples
 from inference.segments import RunOptions, run_segments
 from tasks import get_codec
 from test_compile import ARCHS, build, make_batch
@@ -29,17 +30,19 @@ def test_one_sample_is_the_plain_evaluation_bit_for_bit(evaluation, tmp_path):
     saved = load_outputs(str(tmp_path), ev.opened.step)
     loader, metadata = ev.loader("test", None)
     codec = open_codec(ev.opened)
-    metrics, outputs = evaluate_samples([ev.model], loader, metadata.sets, codec, SamplingConfig(samples=1),
-                                        save_outputs=["preds", "q_halt_logits"], show_progress=False)
-    np.testing.assert_array_equal(torch.cat(outputs["preds"]).numpy(), saved["preds"])
-    np.testing.assert_array_equal(torch.cat(outputs["q_halt_logits"]).numpy(), saved["q_halt_logits"])
+    (tmp_path / "sampled").mkdir()
+    metrics = evaluate(ev.model, loader, metadata, save_outputs=["labels", "preds", "q_halt_logits"], output_dir=str(tmp_path / "sampled"),
+                       step=ev.opened.step, sampling=SamplingConfig(samples=1), codec=codec)
+    outputs = load_outputs(str(tmp_path / "sampled"), ev.opened.step)
+    np.testing.assert_array_equal(outputs["preds"], saved["preds"])
+    np.testing.assert_array_equal(outputs["q_halt_logits"], saved["q_halt_logits"])
     assert metrics["all"]["exact_accuracy"] == plain["all"]["exact_accuracy"]
     assert metrics["all"]["accuracy"] == pytest.approx(plain["all"]["accuracy"], abs=1e-6)  # float32 sums there
     assert metrics["all"]["samples"] == 1 and metrics["all"]["forward_segments"] == ev.default_halt_max_steps
     # An ensemble of one checkpoint is that checkpoint, at any number of samples.
     config = SamplingConfig(samples=4, sampling="both", noise_std=0.2, seed=3)
-    one, _ = evaluate_samples([ev.model], loader, metadata.sets, codec, config, show_progress=False)
-    again, _ = evaluate_samples([ev.model], loader, metadata.sets, codec, config, show_progress=False)
+    one = evaluate(ev.model, loader, metadata, sampling=config, codec=codec)
+    again = evaluate(ev.model, loader, metadata, sampling=config, codec=codec)
     assert one == again  # reproducible from its seed
 
 
@@ -168,7 +171,7 @@ def test_predict_samples(trained_hrm, sudoku4, tmp_path):
     p = load_predictor(last_step(trained_hrm[0]), device="cpu")
     puzzles = [p.codec.format_tokens(x) for x in load_split(sudoku4, "test")["inputs"][:2]]
     plain = p.predict(puzzles, progress=False)
-    one = p.run_sampled([r for q in p._as_puzzles(puzzles) for r in p.codec.rows(q)], None, SamplingConfig(samples=1),
+    one = p.run_rows([r for q in p._as_puzzles(puzzles) for r in p.codec.rows(q)], None, SamplingConfig(samples=1),
                         progress=False)[0]
     for result, out in zip(plain, one):
         # the sampled path with one sample is the plain one
