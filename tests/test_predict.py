@@ -12,7 +12,7 @@ from PIL import Image
 
 import predict
 from conftest import REPO, TINY_HRM, build_custom, load_split, untrained_checkpoint
-from predict import load_predictor
+from inference.predictor import describe, load_predictor
 from tasks.sudoku import first_problem
 
 
@@ -77,7 +77,7 @@ def test_printed_answer_keeps_clues_and_shows_the_raw_output():
     (puzzle,) = codec.read("..2..1..32......")
     raw = codec.encode(np.array([int(c) for c in "4311212232411412"]))  # overwrites the clue 2 at cell 3
     out = RowOutput(preds=raw[None], q_halt_logits=np.zeros(1, np.float32), q_halt=np.full(1, 0.5), halt_step=None)
-    text = predict.describe(dict(codec.result(puzzle, codec.rows(puzzle), [out], trace=False), puzzle="puzzle 1"))
+    text = describe(dict(codec.result(puzzle, codec.rows(puzzle), [out], trace=False), puzzle="puzzle 1"))
     assert text.splitlines()[1] == "  4321212232411412"
     assert text.splitlines()[2].endswith("overwrote given cells (raw_answer, what evaluate.py scores): 4311212232411412")
 

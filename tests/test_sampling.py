@@ -167,7 +167,7 @@ def test_evaluate_sampling_errors_are_one_line(trained_hrm, capsys):
 
 def test_predict_samples(trained_hrm, sudoku4, tmp_path):
     from conftest import load_split
-    from predict import PredictError, describe, load_predictor
+    from inference.predictor import PredictError, describe, load_predictor
     p = load_predictor(last_step(trained_hrm[0]), device="cpu")
     puzzles = [p.codec.format_tokens(x) for x in load_split(sudoku4, "test")["inputs"][:2]]
     plain = p.predict(puzzles, progress=False)
