@@ -64,12 +64,10 @@ from typing import List, Literal, Optional, Union
 
 import pydantic
 
-from dataset.common import DatasetError
 from inference.evaluation import SAMPLING_OUTPUTS, load_evaluation
 from inference.sampling import SamplingOptions
 from inference.segments import check_halt_max_steps
 from training.validation import check_save_outputs
-from utils.checkpoint import CheckpointError
 from utils.cli import run_config_cli
 from utils.config import ConfigError, normalize_data_paths
 from utils.distributed import cleanup, init_distributed
@@ -192,7 +190,7 @@ def run(eval_cfg: EvalConfig):
 
 
 def main(argv=None) -> None:
-    run_config_cli(EvalConfig, run, argv, user_errors=(ConfigError, DatasetError, CheckpointError), doc=__doc__)
+    run_config_cli(EvalConfig, run, argv, doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -37,13 +37,10 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
 import pydantic
 
-from dataset.common import DatasetError
 from inference.predictor import PredictError, Predictor, adaptation_line, check_adaptable, describe, load_predictor, read_puzzle_file  # noqa: F401
 from inference.sampling import SamplingOptions
 from inference.segments import check_halt_max_steps
-from utils.checkpoint import CheckpointError
 from utils.cli import parse_config, run_config_cli
-from utils.config import ConfigError
 from utils.paths import check_output_file, write_together
 
 # Options kept as typed: a Sudoku of digits, a custom task's list or grid, ARC JSON, file names.
@@ -142,8 +139,7 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    run_config_cli(PredictConfig, run, argv, user_errors=(PredictError, DatasetError, CheckpointError), doc=__doc__,
-                   literal=LITERAL_OPTIONS)
+    run_config_cli(PredictConfig, run, argv, doc=__doc__, literal=LITERAL_OPTIONS)
 
 
 if __name__ == "__main__":

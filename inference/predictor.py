@@ -27,15 +27,16 @@ from inference.sampling import SamplingConfig, check_views, ensemble_mismatch, r
 from inference.segments import RunOptions, run_segments
 from models.losses import IGNORE_LABEL_ID
 from tasks import CODECS, get_codec
-from tasks.base import Puzzle, PuzzleError, Row, RowOutput, TaskCodec
-from utils.checkpoint import CheckpointError
-from utils.config import ConfigError
+from tasks.base import Puzzle, Row, RowOutput, TaskCodec
+from utils.errors import UserError
 from utils.functions import validation_error_line
 from utils.progress import progress_bar
 
 
-class PredictError(ValueError):
-    """A user mistake (bad puzzle, option or checkpoint); printed as one line, exit status 2."""
+class PredictError(UserError):
+    """A request the predictor cannot answer (an option, an ensemble, a task). Its other user
+    errors are those of what it reads (``PuzzleError``, ``ConfigError``, ``CheckpointError``): catch
+    :class:`utils.errors.UserError` for all of them."""
 
 
 class Predictor:
@@ -57,10 +58,7 @@ class Predictor:
     # ---- reading puzzles
     def read(self, text: str, source: Optional[str] = None) -> List[Puzzle]:
         """Puzzles from text in the task's notation (``source``: the file it came from, for messages)."""
-        try:
-            return self.codec.read(text, source)
-        except PuzzleError as e:
-            raise PredictError(str(e)) from None
+        return self.codec.read(text, source)
 
     def _as_puzzles(self, puzzles: Sequence[Union[str, Puzzle]]) -> List[Puzzle]:
         out: List[Puzzle] = []
@@ -225,10 +223,7 @@ class Predictor:
             except ValueError as e:
                 raise PredictError(str(e)) from None
         parsed = self._as_puzzles(puzzles)
-        try:
-            self.codec.prepare(parsed, unseen, num_aug, self.metadata.blank_identifier_id)
-        except PuzzleError as e:
-            raise PredictError(str(e)) from None
+        self.codec.prepare(parsed, unseen, num_aug, self.metadata.blank_identifier_id)
         rows_of = [self.codec.rows(p) for p in parsed]
         flat = [r for rows in rows_of for r in rows]
         outputs, facts = self.run_rows(flat, halt_max_steps, config, progress=progress)
@@ -293,11 +288,8 @@ def load_predictor(checkpoint: Union[str, Sequence[str]], task: Optional[str] = 
         return first
     if task is not None and task not in CODECS:
         raise PredictError(f"task={task}: unknown task; known tasks: {', '.join(sorted(CODECS))}")
-    try:
-        opened = open_checkpoint(checkpoint, device=device, batch_size=batch_size, data_paths=[data_path] if data_path else None,
-                                 standalone=True, task=task, seq_len=seq_len)
-    except (ConfigError, CheckpointError) as e:
-        raise PredictError(str(e)) from None
+    opened = open_checkpoint(checkpoint, device=device, batch_size=batch_size, data_paths=[data_path] if data_path else None,
+                             standalone=True, task=task, seq_len=seq_len)
     if seq_len is not None and opened.metadata.seq_len != seq_len:
         raise PredictError(f"seq_len={seq_len}: this checkpoint's dataset metadata says {opened.metadata.seq_len}")
     dataset_json = os.path.join(opened.data_paths[0], "train", "dataset.json")
@@ -373,8 +365,6 @@ def check_adaptable(checkpoint: Union[str, Sequence[str]], task: Optional[str], 
         task = task or dataset_metadata(run_data_paths(read_run_config(first)))[1]
     except DatasetError:
         return  # no dataset at the recorded path: the checkpoint may stand alone; checked once it is opened
-    except (ConfigError, CheckpointError) as e:
-        raise PredictError(str(e)) from None
     if task in CODECS and not get_codec(task).adaptable:
         raise PredictError(f"adapt_steps={adapt_steps}: only for ARC checkpoints (this one: {task})")
 

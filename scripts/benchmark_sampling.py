@@ -68,7 +68,7 @@ def benchmark(cfg: BenchmarkConfig):
 
 
 def main(argv=None) -> None:
-    run_config_cli(BenchmarkConfig, benchmark, argv, user_errors=(ConfigError, DatasetError, CheckpointError, ValueError))
+    run_config_cli(BenchmarkConfig, benchmark, argv, user_errors=(ValueError,))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from utils.errors import UserError
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # run as a file: the repository's modules beside it
     sys.path.insert(0, REPO)
@@ -48,7 +50,7 @@ OWN_KEYS = {"data_path": "data_seed=/data_root=", "data_paths": "data_seed=/data
             "max_train_seconds": "budget_s=/reserve_s=", "resume": "a fresh run"}
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
     """A mistake on the command line: one line, exit status 2."""
 
 

@@ -18,6 +18,7 @@ from dataset.build_domino_dataset import read_policy
 from dataset.common import DatasetError
 from dataset.domino import (split_arguments, FIRST, LEFT, WHERE_NAMES, DominoError, Move, Scenario, check_example,
                             legal_moves, move_scores, read_split, tile_str)
+from utils.errors import UserError
 
 TILES_PER_ROW = 12
 
@@ -76,7 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                            np.asarray(data.labels[args.index]), policy)
         except DominoError as e:
             raise DominoError(f"{data.locate(args.index)}: {e}") from None
-    except (DatasetError, DominoError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"{data.locate(args.index)} of {args.data_path}\n")

@@ -12,9 +12,10 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 import numpy as np
 
 from tasks.views import Views
+from utils.errors import UserError
 
 
-class PuzzleError(ValueError):
+class PuzzleError(UserError):
     """A puzzle that breaks its notation or its rules; the message says what, the caller says where."""
 
 

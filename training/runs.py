@@ -23,6 +23,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from utils.errors import UserError
+
 # Overrides that name the run or its folder: leaving them out of a job's folder name keeps the
 # name about what the sweep varies.
 _NAMING_KEYS = {"checkpoint_path", "run_name", "project_name", "resume"}
@@ -165,7 +167,7 @@ def start_over(checkpoint_path: str) -> Optional[str]:
             f"(removed its {', '.join(left[:4])}{' ...' if len(left) > 4 else ''})")
 
 
-class RunFolderBusy(ValueError):
+class RunFolderBusy(UserError):
     """Another process holds the lock of the run folder."""
 
 

@@ -31,6 +31,7 @@ import torch.distributed as dist
 import yaml
 
 from utils.dataset_metadata import metadata_files
+from utils.errors import UserError
 from utils.functions import get_model_source_path, load_model_class, load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
 
 TRAIN_STATE_FORMAT = "hrm-train-state-v1"
@@ -41,7 +42,7 @@ _RANK_STATE_RE = re.compile(r"^step_(\d+)\.train_state\.rank\d+\.pt$")
 _TMP_RE = re.compile(r"^\.(step_\d+.*|all_config\.yaml|eval_metrics\.jsonl|[\w.]+\.py)\.[a-z0-9_]{8}\.tmp$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint file that cannot be written or read; the message is one line for the user."""
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, T
 import pydantic
 
 from utils.config import ConfigError, user_error_message
+from utils.errors import UserError
 
 C = TypeVar("C", bound=pydantic.BaseModel)
 
@@ -73,10 +74,11 @@ def parse_config(config_cls: Type[C], args: Sequence[str], literal: Sequence[str
 
 
 def run_config_cli(config_cls: Type[pydantic.BaseModel], run: Callable[[Any], Any], argv: Optional[Sequence[str]] = None,
-                   user_errors: Tuple[Type[BaseException], ...] = (ConfigError,), doc: Optional[str] = None,
+                   user_errors: Tuple[Type[BaseException], ...] = (), doc: Optional[str] = None,
                    literal: Sequence[str] = ()) -> None:
     """Parse ``argv`` (default: the command line) into ``config_cls`` and call ``run`` with it.
-    ``user_errors`` (and a config that does not validate) print one line (rank 0) and exit 2;
+    A :class:`UserError` (a config that does not validate among them) and ``user_errors`` print
+    one line (rank 0) and exit 2;
     ``--help`` prints ``doc`` and the options; ``literal``: keys whose values stay text."""
     args = list(sys.argv[1:] if argv is None else argv)
     if wants_help(args):
@@ -84,7 +86,7 @@ def run_config_cli(config_cls: Type[pydantic.BaseModel], run: Callable[[Any], An
         return
     try:
         run(parse_config(config_cls, args, literal))
-    except (ConfigError, *user_errors) as e:
+    except (UserError, *user_errors) as e:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"error: {user_error_message(e)}", file=sys.stderr)
         sys.exit(2)
