@@ -64,12 +64,10 @@ from typing import List, Literal, Optional, Union
 
 import pydantic
 
-from dataset.common import DatasetError
-from inference.evaluation import load_evaluation
-from inference.sampling import SAMPLING_OUTPUTS, SamplingOptions, evaluate_checkpoints_sampled
+from inference.evaluation import SAMPLING_OUTPUTS, load_evaluation
+from inference.sampling import SamplingOptions
 from inference.segments import check_halt_max_steps
 from training.validation import check_save_outputs
-from utils.checkpoint import CheckpointError
 from utils.cli import run_config_cli
 from utils.config import ConfigError, normalize_data_paths
 from utils.distributed import cleanup, init_distributed
@@ -152,53 +150,47 @@ def default_output_dir(checkpoint: str) -> str:
 
 def run(eval_cfg: EvalConfig):
     """Evaluate as ``eval_cfg`` says; returns the metrics (a dict per value for a list of ``halt_max_steps``)."""
-    if eval_cfg.output_dir is not None:
-        try:
-            check_output_folder(eval_cfg.output_dir, "output_dir")  # before loading anything
-        except ValueError as e:
+    # Before loading anything: also the default folder (a colleague's read-only run is a common case).
+    folder = eval_cfg.output_dir or default_output_dir(eval_cfg.checkpoints[0])
+    try:
+        if eval_cfg.output_dir is not None or is_hub_uri(eval_cfg.checkpoints[0]) or os.path.isdir(folder):
+            check_output_folder(folder, "output_dir")  # (a checkpoint in no folder is named by the loading)
+    except ValueError as e:
+        if eval_cfg.output_dir is not None:
             raise ConfigError(str(e)) from None
+        reason = str(e).removeprefix(f"output_dir={folder}: ")
+        raise ConfigError(f"checkpoint={eval_cfg.checkpoints[0]}: the outputs go to {folder} by default, but {reason}; "
+                          "give output_dir=<a folder you can write>") from None
     info = init_distributed()
     try:
         data_paths = normalize_data_paths(eval_cfg.data_path, eval_cfg.data_paths) or None
-        if eval_cfg.sampled:
-            return run_sampled(eval_cfg, info, data_paths)
-        ev = load_evaluation(eval_cfg.checkpoint, info, data_paths=data_paths, act_inference=eval_cfg.act_inference)
-        adaptive = ev.act_inference if ev.act_inference is not None else ev.opened.run_config["arch"].get("act_inference")
-        values = eval_cfg.halt_max_steps if isinstance(eval_cfg.halt_max_steps, list) else [eval_cfg.halt_max_steps or ev.default_halt_max_steps]
-        base_dir = eval_cfg.output_dir or default_output_dir(eval_cfg.checkpoint)
+        first, *ensemble = [load_evaluation(c, info, data_paths=data_paths, act_inference=eval_cfg.act_inference)
+                            for c in eval_cfg.checkpoints]
+        adaptive = first.act_inference if first.act_inference is not None else first.opened.run_config["arch"].get("act_inference")
+        values = eval_cfg.halt_max_steps if isinstance(eval_cfg.halt_max_steps, list) else [eval_cfg.halt_max_steps]
+        save_outputs = eval_cfg.outputs
+        if eval_cfg.sampled and "save_outputs" not in eval_cfg.model_fields_set:
+            save_outputs = SAMPLED_SAVE_OUTPUTS
         results = {}
         for value in values:
-            if info.rank == 0:
+            if info.rank == 0 and not eval_cfg.sampled:
                 print(f"Evaluating {eval_cfg.checkpoint} on {eval_cfg.split}"
                       f"{'' if eval_cfg.max_examples is None else f' (first {eval_cfg.max_examples} examples)'} "
-                      f"(halt_max_steps={value}{', adaptive halting' if adaptive else ''}, "
+                      f"(halt_max_steps={value or first.default_halt_max_steps}{', adaptive halting' if adaptive else ''}, "
                       f"puzzle_id_ablation={eval_cfg.puzzle_id_ablation}, "
                       f"{info.world_size} process(es), device {info.device})")
-            results[value] = ev.run(split=eval_cfg.split, max_examples=eval_cfg.max_examples, puzzle_id_ablation=eval_cfg.puzzle_id_ablation,
-                                    ablation_seed=eval_cfg.ablation_seed, halt_max_steps=value, save_outputs=eval_cfg.outputs,
-                                    output_dir=eval_cfg.output_dir_for(base_dir, value), save_npy=eval_cfg.save_npy)
+            results[value] = first.run(split=eval_cfg.split, max_examples=eval_cfg.max_examples,
+                                       puzzle_id_ablation=eval_cfg.puzzle_id_ablation, ablation_seed=eval_cfg.ablation_seed,
+                                       halt_max_steps=value or first.default_halt_max_steps,
+                                       save_outputs=save_outputs, output_dir=eval_cfg.output_dir_for(folder, value),
+                                       save_npy=eval_cfg.save_npy, sampling=eval_cfg.sampling_config, ensemble=ensemble)
         return eval_cfg.report(results, info.rank)
     finally:
         cleanup()
 
 
-def run_sampled(eval_cfg: EvalConfig, info, data_paths):
-    """``samples=N`` and/or several checkpoints: test-time scaling (``inference/sampling.py``)."""
-    evs = [load_evaluation(c, info, data_paths=data_paths, act_inference=eval_cfg.act_inference) for c in eval_cfg.checkpoints]
-    values = eval_cfg.halt_max_steps if isinstance(eval_cfg.halt_max_steps, list) else [eval_cfg.halt_max_steps]
-    base_dir = eval_cfg.output_dir or default_output_dir(eval_cfg.checkpoints[0])
-    results = {}
-    for value in values:
-        results[value] = evaluate_checkpoints_sampled(
-            evs, eval_cfg.sampling_config, split=eval_cfg.split, max_examples=eval_cfg.max_examples, halt_max_steps=value,
-            puzzle_id_ablation=eval_cfg.puzzle_id_ablation, ablation_seed=eval_cfg.ablation_seed,
-            save_outputs=eval_cfg.outputs if "save_outputs" in eval_cfg.model_fields_set else SAMPLED_SAVE_OUTPUTS,
-            output_dir=eval_cfg.output_dir_for(base_dir, value), save_npy=eval_cfg.save_npy)
-    return eval_cfg.report(results, info.rank)
-
-
 def main(argv=None) -> None:
-    run_config_cli(EvalConfig, run, argv, user_errors=(ConfigError, DatasetError, CheckpointError), doc=__doc__)
+    run_config_cli(EvalConfig, run, argv, doc=__doc__)
 
 
 if __name__ == "__main__":

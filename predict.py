@@ -6,15 +6,10 @@
     python predict.py checkpoint=.../step_N puzzle_file=my_arc_task.json adapt_steps=200
     python predict.py checkpoint=hf://sapientinc/HRM-checkpoint-sudoku-extreme task=sudoku puzzle=<81 cells>
 
-Reads ``all_config.yaml`` beside the checkpoint and the dataset metadata it names (sizes, the
-task and, for ARC, the trained puzzle names): the dataset's own, else the copy a checkpoint folder
-carries (``dataset/``), else none: the sizes then come from the weights and ``task=`` (vocabulary
-from the token embedding, identifiers from the puzzle embedding, sequence length from the task:
-Sudoku n*n cells for n+2 tokens, maze 900, ARC 900, or ``seq_len=``). The checkpoint may be
-``hf://owner/name[@revision][/file]``, fetched into huggingface_hub's cache (offline once there).
-It writes puzzles in the task's notation
-(``tasks/``) into tokens, runs every puzzle for ``halt_max_steps`` ACT segments as
-``evaluate.py`` does, and prints the answers (``output=`` writes them as JSON). Options:
+The model is rebuilt from the checkpoint and its dataset's metadata (or the weights and ``task=``
+alone; ``inference.predictor.load_predictor``); the checkpoint may be ``hf://owner/name[@rev][/file]``.
+Puzzles in the task's notation (``tasks/``) run for ``halt_max_steps`` ACT segments as in
+``evaluate.py``; the answers are printed (``output=`` writes them as JSON). Options:
 
     task=sudoku|maze|arc|domino|custom  needed only when the dataset does not record its task
     seq_len=N                    without dataset metadata, for tasks whose length is not fixed
@@ -27,13 +22,11 @@ It writes puzzles in the task's notation
     adapt_steps=N                ARC: fit fresh puzzle-embedding rows for an unseen task first
     unseen=blank                 ARC: run an unseen task with the blank identifier instead
     num_aug=N                    ARC, unseen tasks: augmented versions (default: as in training)
-    samples=N                    test-time scaling: N samples per puzzle, one answer chosen (docs/evaluation.md
-                                 "Test-time scaling"); with sampling=augment|noise|both, noise_std=,
-                                 select=vote|q_halt, sampling_seed=; checkpoint="[a,b]" pools checkpoints
+    samples=N                    test-time scaling (docs/evaluation.md): N samples per puzzle, one answer
+                                 chosen; sampling=augment|noise|both, noise_std=, select=vote|q_halt,
+                                 sampling_seed=; checkpoint="[a,b]" pools checkpoints
 
-Python:  ``from predict import load_predictor; p = load_predictor(".../step_N");
-p.predict([".2.4..1..3..4.1."])`` -> a list of result dicts (``p.predict(puzzles, samples=16)``:
-test-time scaling; ``load_predictor([a, b])``: an ensemble).
+From Python: ``inference.predictor.load_predictor(".../step_N").predict([".2.4..1..3..4.1."])``.
 """
 from __future__ import annotations
 
@@ -42,27 +35,16 @@ import os
 import sys
 from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
-import numpy as np
 import pydantic
-import torch
 
-from dataset.common import DatasetError
-from inference.checkpoint import OpenedCheckpoint, dataset_metadata, open_checkpoint, read_run_config, run_data_paths
-from inference.sampling import SamplingConfig, SamplingOptions, check_views, run_samples
-from inference.segments import RunOptions, check_halt_max_steps, run_segments
-from models.losses import IGNORE_LABEL_ID
-from tasks import CODECS, get_codec
-from tasks.base import Puzzle, PuzzleError, Row, RowOutput, TaskCodec
-from utils.checkpoint import CheckpointError
-from utils.cli import help_text, wants_help
-from utils.config import ConfigError
-from utils.functions import validation_error_line
+from inference.predictor import PredictError, Predictor, adaptation_line, check_adaptable, describe, load_predictor, read_puzzle_file  # noqa: F401
+from inference.sampling import SamplingOptions
+from inference.segments import check_halt_max_steps
+from utils.cli import parse_config, run_config_cli
 from utils.paths import check_output_file, write_together
-from utils.progress import progress_bar
 
-
-class PredictError(ValueError):
-    """A user mistake (bad puzzle, option or checkpoint); printed as one line, exit status 2."""
+# Options kept as typed: a Sudoku of digits, a custom task's list or grid, ARC JSON, file names.
+LITERAL_OPTIONS = ("puzzle", "puzzle_file", "output", "picture", "data_path")
 
 
 class PredictConfig(SamplingOptions):
@@ -93,369 +75,28 @@ class PredictConfig(SamplingOptions):
         if self.picture is not None and os.path.splitext(self.picture)[1].lower() not in (".png", ".gif"):
             raise ValueError(f"picture={self.picture}: expected a .png or .gif file name")
         check_halt_max_steps(self.halt_max_steps)
+        for option in ("output", "picture"):  # checked before the model loads: a failed command writes nothing
+            if getattr(self, option) is not None:
+                check_output_file(getattr(self, option), option)
+        if self.output is not None and self.picture is not None and os.path.realpath(self.output) == os.path.realpath(self.picture):
+            raise ValueError(f"output={self.output} and picture={self.picture} name the same file")
         return self
 
 
-class Predictor:
-    """A checkpoint ready to answer puzzles of its task. Build it with :func:`load_predictor`."""
-
-    def __init__(self, opened: OpenedCheckpoint, task: str, ensemble: Sequence[OpenedCheckpoint] = ()):
-        self.opened, self.task = opened, task
-        self.ensemble = list(ensemble)  # further checkpoints whose samples are pooled with this one's
-        self.checkpoint, self.config, self.metadata = opened.path, opened.run_config, opened.metadata
-        self.model, self.device, self.batch_size = opened.model, opened.device, opened.batch_size
-        self.codec: TaskCodec = get_codec(task).for_run(opened.metadata.seq_len, opened.data_paths)
-        self.halt_max_steps: int = opened.halt_max_steps
-        self.last_run: List[tuple] = []  # (puzzle, rows, outputs, sampling facts) of the last predict call, for pictures
-
-    @property
-    def act_model(self):
-        return self.model.model
-
-    # ---- reading puzzles
-    def read(self, text: str, source: Optional[str] = None) -> List[Puzzle]:
-        """Puzzles from text in the task's notation (``source``: the file it came from, for messages)."""
-        try:
-            return self.codec.read(text, source)
-        except PuzzleError as e:
-            raise PredictError(str(e)) from None
-
-    def _as_puzzles(self, puzzles: Sequence[Union[str, Puzzle]]) -> List[Puzzle]:
-        out: List[Puzzle] = []
-        for i, p in enumerate(puzzles):
-            if isinstance(p, Puzzle):
-                out.append(p)
-                continue
-            for q in self.read(p):
-                q.where = f"puzzle {i + 1}"  # typed puzzles are numbered as given (files name their lines)
-                out.append(q)
-        return out
-
-    # ---- running the model
-    def _batch(self, rows: Sequence[Row]) -> Dict[str, torch.Tensor]:
-        inputs = np.stack([r.inputs for r in rows]).astype(np.int32)
-        labels = np.stack([r.labels if r.labels is not None else np.full(len(r.inputs), IGNORE_LABEL_ID) for r in rows])
-        labels = labels.astype(np.int64)
-        if self.metadata.ignore_label_id is not None:
-            labels[labels == self.metadata.ignore_label_id] = IGNORE_LABEL_ID  # as PuzzleDataset collates them
-        ids = np.array([r.identifier for r in rows], dtype=np.int32)
-        return {k: torch.from_numpy(v).to(self.device) for k, v in
-                (("inputs", inputs), ("labels", labels.astype(np.int32)), ("puzzle_identifiers", ids))}
-
-    def run_rows(self, rows: Sequence[Row], halt_max_steps: Optional[int] = None, progress: bool = True) -> List[RowOutput]:
-        """Every row for ``halt_max_steps`` ACT segments (evaluate.py's rule), batched; per-segment outputs."""
-        options = RunOptions(halt_max_steps=halt_max_steps or self.halt_max_steps, steps=True, trace=True)
-        outputs: List[RowOutput] = []
-        self.model.eval()
-        starts = range(0, len(rows), self.batch_size)
-        bar = progress_bar(starts, desc="predict", unit="batch", delay=3, disable=not progress or None, leave=False)
-        with torch.inference_mode():
-            for start in bar:
-                chunk = rows[start: start + self.batch_size]
-                _, _, out = run_segments(self.model, self._batch(chunk), set(), options)
-                first = torch.where(out["halt_fired"], out["steps"], 0)
-                preds_np, q_np = out["trace"].cpu().numpy(), out["trace_q_halt_logits"].cpu().numpy()
-                sig = out["trace_q_halt_logits"].to(torch.float64).sigmoid().cpu().numpy()
-                confidence = out["trace_halt_confidence"].cpu().numpy()
-                for i in range(len(chunk)):
-                    outputs.append(RowOutput(preds=preds_np[i], q_halt_logits=q_np[i], q_halt=sig[i], halt_step=int(first[i]) or None,
-                                             halt_confidence=confidence[i]))
-        return outputs
-
-    def run_sampled(self, rows: Sequence[Row], halt_max_steps: Optional[int], sampling: SamplingConfig,
-                    progress: bool = True):
-        """Every row with ``sampling.samples`` samples through every checkpoint (``inference/sampling.py``);
-        ``(outputs, facts)``: the chosen sample's per-segment outputs (mapped back to the puzzle's
-        frame) and per row its ``agreement``, ``samples`` and ``chosen_sample``."""
-        options = RunOptions(halt_max_steps=halt_max_steps or self.halt_max_steps, steps=True, trace=True)
-        models = [self.model] + [o.model for o in self.ensemble]
-        per_pass = max(1, self.batch_size // sampling.samples)
-        generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
-        outputs: List[RowOutput] = []
-        facts: List[Dict[str, Any]] = []
-        for m in models:
-            m.eval()
-        starts = range(0, len(rows), per_pass)
-        bar = progress_bar(starts, desc=f"predict x{sampling.samples * len(models)}", unit="batch", delay=3,
-                           disable=not progress or None, leave=False)
-        with torch.inference_mode():
-            for start in bar:
-                got = run_samples(models, self._batch(rows[start: start + per_pass]), self.codec, sampling, options, generator)
-                chosen, agreement = got.choose(sampling.select)
-                for i, k in enumerate(chosen.tolist()):
-                    q = got.trace_q_halt_logits[i, k]
-                    outputs.append(RowOutput(preds=got.trace[i, k], q_halt_logits=q, q_halt=1 / (1 + np.exp(-q.astype(np.float64))),
-                                             halt_step=int(got.steps[i, k]) if got.halt_fired[i, k] else None,
-                                             halt_confidence=got.trace_halt_confidence[i, k]))
-                    facts.append({"agreement": round(float(agreement[i]), 6), "samples": int(got.answers.shape[1]),
-                                  "chosen_sample": int(k)})
-        return outputs, facts
-
-    def adapt(self, puzzles: Sequence[Union[str, Puzzle]], steps: int, lr: Optional[float] = None,
-              num_aug: Optional[int] = None, seed: int = 0, progress: bool = True) -> Dict[str, float]:
-        """Fit fresh puzzle-embedding rows for the unseen ARC tasks among ``puzzles``.
-
-        Each unseen task gets the builder's augmented versions (``num_aug``), one new identifier
-        per version (initialised, like ``load_checkpoint`` does for new puzzles, to the mean of
-        the trained rows), and ``steps`` training steps on its augmented demonstration pairs with
-        every other weight frozen: the sparse SignSGD update of the puzzle embedding, at the
-        run's ``puzzle_emb_lr`` unless ``lr`` is given. Returns the demonstration loss before and
-        after. The puzzles keep their new identifiers for :meth:`predict`.
-        """
-        from utils.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
-
-        if not self.codec.adaptable:
-            raise PredictError(f"adapt_steps: only ARC tasks have per-task puzzle embeddings to adapt (this checkpoint: {self.task})")
-        inner = self.act_model.inner
-        if getattr(inner.config, "puzzle_emb_ndim", 0) <= 0:
-            raise PredictError("adapt_steps: this model has no puzzle embedding (puzzle_emb_ndim=0); nothing to adapt")
-        emb = inner.puzzle_emb
-        todo = self.codec.unseen_puzzles(self._as_puzzles(puzzles))  # type: ignore[attr-defined]
-        if not todo:
-            return {}
-        num_aug = self.codec.default_num_aug() if num_aug is None else num_aug
-        start = emb.weights.shape[0]
-        for p in todo:
-            names = self.codec.planned_versions(p, num_aug)  # type: ignore[attr-defined]
-            p.data.versions = [(n, start + i) for i, n in enumerate(names)]
-            start += len(names)
-        with torch.no_grad():
-            fresh = emb.weights.mean(0, keepdim=True).expand(start - emb.weights.shape[0], -1)
-            emb.weights = torch.cat([emb.weights, fresh]).contiguous()
-        rows = [r for p in todo for r in self.codec.demonstration_rows(p, seed=seed)]  # type: ignore[attr-defined]
-        before = self.demonstration_loss(rows)
-
-        optimizer = CastedSparseEmbeddingSignSGD_Distributed(emb.buffers(), world_size=1,
-                                                             lr=lr if lr is not None else self.config["puzzle_emb_lr"],
-                                                             weight_decay=self.config["puzzle_emb_weight_decay"])
-        batch_size = emb.local_weights.shape[0]
-        rng = np.random.default_rng(seed)
-        torch.manual_seed(seed)
-        requires_grad = {n: p.requires_grad for n, p in self.model.named_parameters()}
-        self.model.requires_grad_(False)  # only the embedding rows (a buffer with its own gradient) learn
-        self.model.train()
-        carry, order = None, np.empty(0, dtype=np.int64)
-        try:
-            for _ in progress_bar(range(steps), desc="adapt", unit="step", delay=3, disable=not progress or None, leave=False):
-                while order.size < batch_size:
-                    order = np.concatenate([order, rng.permutation(len(rows))])
-                picked, order = order[:batch_size], order[batch_size:]
-                batch = self._batch([rows[i] for i in picked])
-                if carry is None:
-                    carry = self.model.initial_carry(batch)
-                carry, loss, _, _, _ = self.model(carry=carry, batch=batch, return_keys=())
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
-        finally:
-            self.model.eval()
-            for n, p in self.model.named_parameters():
-                p.requires_grad_(requires_grad[n])
-        after = self.demonstration_loss(rows)
-        return {"tasks": len(todo), "new_rows": start - self.metadata.num_puzzle_identifiers, "steps": steps,
-                "loss_before": before, "loss_after": after}
-
-    def demonstration_loss(self, rows: Sequence[Row]) -> float:
-        """Mean per-row token loss of the last ACT segment (eval mode) on labelled rows."""
-        total = 0.0
-        self.model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(rows), self.batch_size):
-                batch = self._batch(rows[start: start + self.batch_size])
-                _, metrics, _ = run_segments(self.model, batch, set())
-                total += float(metrics["lm_loss"])
-        return total / max(len(rows), 1)
-
-    # ---- the whole job
-    def predict(self, puzzles: Sequence[Union[str, Puzzle]], halt_max_steps: Optional[int] = None, trace: bool = False,
-                unseen: str = "error", num_aug: Optional[int] = None, progress: bool = True, samples: int = 1,
-                sampling: str = "augment", noise_std: float = SamplingConfig.model_fields["noise_std"].default,
-                select: str = "vote", sampling_seed: int = 0) -> List[Dict[str, Any]]:
-        """Answer ``puzzles`` (text in the task's notation, or parsed :class:`Puzzle`); one result dict each.
-
-        Every puzzle runs ``halt_max_steps`` segments (default: the trained value), as evaluate.py
-        runs test examples, so answers equal evaluate.py's predictions. Result keys: ``answer``,
-        ``steps`` (segment at which the model's own halt rule first fired, else all of them),
-        ``halted`` (whether it fired), ``halt_confidence`` (sigmoid(q_halt) at the last segment),
-        ``valid`` (the rules' verdict for Sudoku, maze and domino; None for ARC), ``correct``
-        when the puzzle came with its truth, ``trace`` (per segment) when asked.
-
-        ``samples=N`` (and an ensemble): each puzzle is answered N times (``sampling``: the task's
-        symmetries, latent noise of ``noise_std`` or both; sample 0 the puzzle itself) and one answer
-        is chosen (``select``: ``vote`` or ``q_halt``); results gain ``agreement`` (share of samples
-        that gave it), ``samples`` and ``chosen_sample``, whose steps the trace and pictures show
-        (mapped back to the puzzle's frame).
-        """
-        try:
-            config = SamplingConfig(samples=samples, sampling=sampling, noise_std=noise_std, select=select, seed=sampling_seed)
-        except pydantic.ValidationError as e:
-            raise PredictError(validation_error_line(e)) from None
-        scaled = config.samples > 1 or bool(self.ensemble)
-        if scaled and self.codec.name == "arc":
-            raise PredictError("samples / an ensemble: ARC already votes over each task's augmented versions; use samples=1")
-        if scaled:
-            try:
-                check_views(self.codec, config)
-            except ValueError as e:
-                raise PredictError(str(e)) from None
-        parsed = self._as_puzzles(puzzles)
-        try:
-            self.codec.prepare(parsed, unseen, num_aug, self.metadata.blank_identifier_id)
-        except PuzzleError as e:
-            raise PredictError(str(e)) from None
-        rows_of = [self.codec.rows(p) for p in parsed]
-        flat = [r for rows in rows_of for r in rows]
-        facts: List[Dict[str, Any]] = []
-        if scaled:
-            outputs, facts = self.run_sampled(flat, halt_max_steps, config, progress=progress)
-        else:
-            outputs = self.run_rows(flat, halt_max_steps, progress=progress)
-        results, k = [], 0
-        self.last_run = []
-        for p, rows in zip(parsed, rows_of):
-            outs = outputs[k: k + len(rows)]
-            k += len(rows)
-            result = {"puzzle": p.where, **self.codec.result(p, rows, outs, trace)}
-            if facts:
-                result.update(facts[k - 1])  # one row per puzzle outside ARC
-            results.append(result)
-            self.last_run.append((p, rows, outs, facts[k - 1] if facts else None))
-        return results
-
-    def picture_panels(self, trace: bool = True):
-        """Panels of the last :meth:`predict` call: per puzzle the input, the segments (or the answer), the truth."""
-        from tasks.pictures import Panel
-
-        lines = []
-        for p, rows, outs, sampled in self.last_run:
-            for row, out in self.codec.picture_rows(p, rows, outs):
-                title = "input"
-                if sampled is not None:  # the steps shown are the chosen sample's, mapped back to the puzzle
-                    title = f"input; steps of sample {sampled['chosen_sample'] + 1}/{sampled['samples']}\n({sampled['agreement']:.0%} agree)"
-                panels = [Panel(title, self.codec.cells(p, row.inputs, is_input=True))]
-                segments = range(len(out.q_halt)) if trace else [len(out.q_halt) - 1]
-                for s in segments:
-                    last = " = answer" if s == len(out.q_halt) - 1 else ""
-                    panels.append(Panel(f"step {s + 1}{last}\nhalt {out.confidence()[s]:.2f}", self.codec.cells(p, out.preds[s], is_input=False)))
-                if row.labels is not None:
-                    panels.append(Panel("truth", self.codec.cells(p, row.labels, is_input=False)))
-                lines.append(panels)
-        return lines
-
-
-def load_predictor(checkpoint: Union[str, Sequence[str]], task: Optional[str] = None, device: Optional[str] = None,
-                   batch_size: Optional[int] = None, seq_len: Optional[int] = None,
-                   data_path: Optional[str] = None) -> Predictor:
-    """Rebuild the model of ``checkpoint`` (a ``step_N`` file, or ``hf://owner/name[@rev][/file]``)
-    for answering puzzles.
-
-    ``task`` is needed only when the checkpoint's dataset does not record it (datasets built by
-    the original code) or no dataset metadata is at hand; a task that contradicts the recorded one
-    is an error. ``seq_len``: the sequence length, for a checkpoint without dataset metadata whose
-    task does not fix it. ``data_path``: the dataset folder, when not at the recorded path. A list
-    of checkpoints is an ensemble (runs on the same data): every one answers every sample.
-    """
-    if not isinstance(checkpoint, str):
-        paths = list(checkpoint)
-        if not paths:
-            raise PredictError("checkpoint: empty list; give at least one checkpoint")
-        first = load_predictor(paths[0], task, device, batch_size, seq_len, data_path)
-        for path in paths[1:]:
-            other = load_predictor(path, first.task, device, batch_size, seq_len, data_path)
-            if (other.metadata.seq_len, other.metadata.vocab_size) != (first.metadata.seq_len, first.metadata.vocab_size):
-                raise PredictError(f"checkpoint={path}: other sequence length or vocabulary than {paths[0]}; an ensemble "
-                                   "needs runs on the same data")
-            first.ensemble.append(other.opened)
-        return first
-    if task is not None and task not in CODECS:
-        raise PredictError(f"task={task}: unknown task; known tasks: {', '.join(sorted(CODECS))}")
-    try:
-        opened = open_checkpoint(checkpoint, device=device, batch_size=batch_size, data_paths=[data_path] if data_path else None,
-                                 standalone=True, task=task, seq_len=seq_len)
-    except (ConfigError, CheckpointError) as e:
-        raise PredictError(str(e)) from None
-    if seq_len is not None and opened.metadata.seq_len != seq_len:
-        raise PredictError(f"seq_len={seq_len}: this checkpoint's dataset metadata says {opened.metadata.seq_len}")
-    dataset_json = os.path.join(opened.data_paths[0], "train", "dataset.json")
-    recorded = opened.task
-    if recorded is not None and task is not None and task != recorded:
-        raise PredictError(f"task={task}: this checkpoint was trained on {recorded} puzzles ({dataset_json})")
-    task = task or recorded
-    if task is None:
-        raise PredictError(f"{dataset_json} does not record its task (built by an older builder); say which with "
-                           f"task={'|'.join(sorted(CODECS))}")
-    if task not in CODECS:
-        raise PredictError(f"dataset.json records task {task!r}, which predict.py has no notation for (known: {', '.join(sorted(CODECS))})")
-    problem = get_codec(task)().check_shapes(opened.metadata.seq_len, opened.metadata.vocab_size)
-    if problem:
-        raise PredictError(f"task={task}: does not fit this checkpoint: {problem}")
-    return Predictor(opened, task)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-
-
 def parse_cli(argv: Sequence[str]) -> PredictConfig:
-    """``key=value`` arguments taken literally (a Sudoku of digits, a maze or ARC JSON stay text)."""
-    values: Dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or not key:
-            raise PredictError(f"argument {arg!r}: expected key=value (e.g. checkpoint=.../step_N puzzle=...)")
-        values[key.strip().lstrip("+")] = value
-    if values.get("checkpoint", "").startswith("["):  # checkpoint="[a,b]": an ensemble
-        values["checkpoint"] = [c.strip() for c in values["checkpoint"].strip("[]").split(",") if c.strip()]  # type: ignore[assignment]
-    try:
-        return PredictConfig(**values)  # type: ignore[arg-type]
-    except pydantic.ValidationError as e:
-        raise PredictError(validation_error_line(e)) from None
-
-
-def describe(result: Dict[str, Any]) -> str:
-    """A few readable lines for one result."""
-    answer = result["answer"]
-    if isinstance(answer, list):  # ARC: attempts per test input
-        shown = "\n".join(f"  test {i + 1}: " + "  ".join(f"{k}={json.dumps(v)}" for k, v in a.items()) for i, a in enumerate(answer))
-    elif "\n" in answer:
-        shown = "\n".join("  " + line for line in answer.splitlines())
-    else:
-        shown = "  " + answer
-    halted = f"halted by itself at segment {result['steps']}" if result["halted"] else "did not halt by itself"
-    facts = [f"{result['segments_run']} segments ({halted})", f"halt confidence {result['halt_confidence']:.3f}"]
-    if "agreement" in result:
-        facts.append(f"{result['agreement']:.0%} of {result['samples']} samples agree")
-    if result.get("valid") is not None:
-        facts.append("valid" if result["valid"] else f"NOT valid: {result.get('problem')}")
-    if "correct" in result:
-        facts.append("matches the truth" if result["correct"] else "differs from the truth")
-    lines = [f"{result['puzzle']}: " + ", ".join(facts), shown]
-    raw = result.get("raw_answer")
-    if raw is not None and raw != answer:  # the model wrote over what the puzzle gives (kept in the answer)
-        raw_shown = raw if "\n" not in raw else "(grid) " + raw.replace("\n", "/")
-        lines.append(f"  the model's own output, which overwrote given cells (raw_answer, what evaluate.py scores): {raw_shown}")
-    for entry in result.get("trace", []) if not isinstance(answer, list) else []:
-        changed = "" if entry["changed"] is None else f", {entry['changed']} changed"
-        lines.append(f"    segment {entry['step']}: halt {entry['halt_confidence']:.3f}{changed}: {entry['answer'] if chr(10) not in entry['answer'] else '(grid)'}")
-    return "\n".join(lines)
+    """The command line's ``key=value`` arguments (``checkpoint="[a,b]"``: an ensemble)."""
+    return parse_config(PredictConfig, argv, LITERAL_OPTIONS)
 
 
 def run(cfg: PredictConfig) -> Dict[str, Any]:
     """Everything ``predict.py`` does for one command line; returns the output JSON object.
 
-    Every input and output location and option is checked before the model loads, and the output
-    files are written together at the end: a command that fails writes nothing."""
-    for option in ("output", "picture"):
-        if getattr(cfg, option) is not None:
-            try:
-                check_output_file(getattr(cfg, option), option)
-            except ValueError as e:
-                raise PredictError(str(e)) from None
-    if cfg.output is not None and cfg.picture is not None and os.path.realpath(cfg.output) == os.path.realpath(cfg.picture):
-        raise PredictError(f"output={cfg.output} and picture={cfg.picture} name the same file")
+    Every input and output location and option is checked before the model loads (the output
+    files by :class:`PredictConfig`), and the output files are written together at the end: a
+    command that fails writes nothing."""
     text = read_puzzle_file(cfg.puzzle_file) if cfg.puzzle_file is not None else None
     if cfg.adapt_steps:
-        check_adaptable(cfg)
+        check_adaptable(cfg.checkpoint, cfg.task, cfg.adapt_steps)
     predictor = load_predictor(cfg.checkpoint, task=cfg.task, device=cfg.device, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
                                data_path=cfg.data_path)
     puzzles = predictor.read(text, cfg.puzzle_file) if text is not None else predictor.read(cfg.puzzle)  # type: ignore[arg-type]
@@ -465,17 +106,9 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
     scaling = f", {cfg.samples} sample(s) x {1 + len(predictor.ensemble)} checkpoint(s)" if cfg.samples > 1 or predictor.ensemble else ""
     print(f"{len(puzzles)} {predictor.task} puzzle(s), {cfg.halt_max_steps or predictor.halt_max_steps} ACT segments{scaling}, "
           f"checkpoint {cfg.checkpoint}, device {predictor.device}", file=sys.stderr)
-    adapted = {}
-    if cfg.adapt_steps and predictor.codec.adaptable:
-        adapted = predictor.adapt(puzzles, cfg.adapt_steps, lr=cfg.adapt_lr, num_aug=cfg.num_aug, seed=cfg.seed)
-        if not adapted:
-            print("adapt_steps: every task is among the checkpoint's trained puzzles; nothing to adapt", file=sys.stderr)
-        else:
-            print(f"adapted {adapted['new_rows']} new puzzle-embedding rows for {adapted['tasks']} unseen task(s) in "
-                  f"{adapted['steps']} steps: demonstration loss {adapted['loss_before']:.4f} -> {adapted['loss_after']:.4f}",
-                  file=sys.stderr)
-    elif cfg.adapt_steps:
-        raise PredictError(f"adapt_steps={cfg.adapt_steps}: only for ARC checkpoints (this one: {predictor.task})")
+    adapted = predictor.adapt(puzzles, cfg.adapt_steps, lr=cfg.adapt_lr, num_aug=cfg.num_aug, seed=cfg.seed) if cfg.adapt_steps else {}
+    if cfg.adapt_steps:
+        print(adaptation_line(adapted), file=sys.stderr)
     results = predictor.predict(puzzles, cfg.halt_max_steps, trace=cfg.trace, unseen=cfg.unseen, num_aug=cfg.num_aug,
                                 samples=cfg.samples, sampling=cfg.sampling, noise_std=cfg.noise_std, select=cfg.select,
                                 sampling_seed=cfg.sampling_seed)
@@ -505,46 +138,8 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
     return document
 
 
-def read_puzzle_file(path: str) -> str:
-    """The text of ``puzzle_file``: UTF-8, a byte-order mark (Windows editors write one) dropped."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise PredictError(f"puzzle_file={path}: cannot read ({e.strerror})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise PredictError(f"puzzle_file={path}: not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "
-                           "expected puzzles written as text") from None
-
-
-def check_adaptable(cfg: PredictConfig) -> None:
-    """``adapt_steps`` only for a task with per-task puzzle embeddings (ARC), known from the
-    checkpoint's config and dataset metadata before the model loads (a checkpoint that is not a
-    local file is checked once it is opened)."""
-    if cfg.task is None and not os.path.isfile(cfg.checkpoint):
-        return
-    try:
-        task = cfg.task or dataset_metadata(run_data_paths(read_run_config(cfg.checkpoint)))[1]
-    except DatasetError:
-        return  # no dataset at the recorded path: the checkpoint may stand alone; checked once it is opened
-    except (ConfigError, CheckpointError) as e:
-        raise PredictError(str(e)) from None
-    if task in CODECS and not get_codec(task).adaptable:
-        raise PredictError(f"adapt_steps={cfg.adapt_steps}: only for ARC checkpoints (this one: {task})")
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if wants_help(args):
-        print(help_text(__doc__, PredictConfig))
-        return
-    try:
-        run(parse_cli(args))
-    except (PredictError, DatasetError, ConfigError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_config_cli(PredictConfig, run, argv, doc=__doc__, literal=LITERAL_OPTIONS)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import torch
 import tqdm
 import yaml
 
-from dataset.common import DatasetError
 from inference.segments import trained_halt_max_steps
 from training.budget import TimeBudget
 from training.build import create_dataloader, create_evaluators
@@ -44,10 +43,10 @@ from training.state import Run, check_finite, init_train_state, train_batch
 from training.train_log import eval_line_train, summary_line
 from utils import checkpoint as ckpt
 from utils.arch_config import normalise_arch_overrides, plus_unknown_keys
-from utils.checkpoint import CheckpointError
 from utils.clock import ProcessClock
-from utils.config import ConfigError, user_error_message
+from utils.config import user_error_message
 from utils.distributed import DistInfo, RankStoppedAnswering, cleanup, init_distributed, is_peer_failure, peer_failure_error
+from utils.errors import UserError
 from utils.metrics import flatten_metrics
 
 
@@ -246,7 +245,7 @@ def main() -> None:
             print(f"sweep job {job.num}: checkpoints in {raw.get('checkpoint_path') or 'the folder of run ' + repr(raw.get('run_name'))}")
         try:
             launch(raw)  # type: ignore[arg-type]
-        except (ConfigError, DatasetError, CheckpointError, FloatingPointError) as e:
+        except (UserError, FloatingPointError) as e:
             if int(os.environ.get("RANK", "0")) == 0:
                 print(f"error: {user_error_message(e)}", file=sys.stderr)
             sys.exit(2)

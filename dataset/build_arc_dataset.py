@@ -36,6 +36,7 @@ from dataset.arc_grid import PAD_TOKEN, SEQ_LEN, VOCAB_SIZE
 from dataset.arc_grid import arc_grid_to_np, grid_hash, inverse_aug  # noqa: F401
 from dataset.common import (DatasetError, NpyFile, PuzzleDatasetMetadata, atomic_output_dir, check_output_dir,
                             parse_config, run_cli, save_identifiers, save_metadata)
+from utils import json_text
 from utils.progress import progress_bar
 
 DEFAULT_DATASET_DIRS = ["dataset/raw-data/ARC-AGI/data", "dataset/raw-data/ConceptARC/corpus"]
@@ -70,7 +71,7 @@ class ARCBuildConfig(pydantic.BaseModel):
 def _load_json(path: str):
     try:
         with open(path, "r", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is dropped
-            return json.load(f)
+            return json_text.loads(f.read())
     except UnicodeDecodeError:
         raise DatasetError(f"{path}: not UTF-8 text") from None
     except OSError as e:

@@ -32,6 +32,7 @@ import pydantic
 from dataset.common import (DatasetError, PuzzleDatasetMetadata, atomic_output_dir, check_output_dir,
                             dihedral_transform, parse_config, run_cli, save_identifiers, save_set)
 from dataset.custom import FIRST_TOKEN_ID, PAD_ID, SPECIAL_TOKENS, Value, as_int, lay_out, parse_value, permute_tokens
+from utils import json_text
 from utils.progress import progress_bar
 
 KINDS = ("string", "list", "grid")
@@ -147,7 +148,7 @@ def _example(record: Dict[str, Any], where: str, line: int) -> Example:
 def _csv_cell(text: str) -> Any:
     if text.lstrip().startswith("["):
         try:
-            return json.loads(text)
+            return json_text.loads(text)
         except json.JSONDecodeError:
             pass  # not JSON: the text itself
     return text
@@ -186,7 +187,7 @@ def read_examples(path: str) -> Split:
                 continue
             where = f"{path}: line {i + 1}"
             try:
-                record = json.loads(line)
+                record = json_text.loads(line)
             except json.JSONDecodeError as e:
                 raise DatasetError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(record, dict):

@@ -67,6 +67,7 @@ import numpy as np
 import pydantic
 
 from utils.cli import ArgumentParser
+from utils.errors import UserError
 
 DATASET_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 
@@ -74,7 +75,7 @@ DATASET_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "g
 DIHEDRAL_INVERSE = [0, 3, 2, 1, 4, 5, 6, 7]
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset on disk (or a builder's input) is not what it must be; the message says where."""
 
 
@@ -501,7 +502,7 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Seque
     """
     try:
         main(argv)
-    except DatasetError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(getattr(e, "exit_status", 2))
     except OSError as e:

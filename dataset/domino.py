@@ -28,6 +28,7 @@ import numpy as np
 
 from dataset.common import DATASET_FIELDS, DatasetError, load_metadata
 from utils.cli import ArgumentParser
+from utils.errors import UserError
 
 MAX_PIP = 6
 NUM_TILES = 28                  # double-six set
@@ -47,7 +48,7 @@ Tile = Tuple[int, int]
 Move = Tuple[int, int, int]     # (a, b, where) with a <= b
 
 
-class DominoError(ValueError):
+class DominoError(UserError):
     """An encoded scenario or label breaks the rules; the message says which rule."""
 
 

@@ -20,13 +20,13 @@ from torch import nn
 
 from dataset.common import DatasetError, PuzzleDatasetMetadata, load_metadata
 from inference.model import build_model
-from inference.segments import act_model, trained_halt_max_steps
+from inference.segments import act_model, check_halt_max_steps, trained_halt_max_steps
 from tasks import CODECS, get_codec
 from utils.checkpoint import load_weights, step_of
 from utils.compile import compile_model, should_compile
 from utils.config import ConfigError, normalize_data_paths, read_run_yaml
 from utils.dataset_metadata import carried_data_paths
-from utils.functions import load_state_dict_flexible, strip_compile_prefix
+from utils.functions import check_state_dict_fits, load_state_dict_flexible, strip_compile_prefix
 from utils.hub import local_checkpoint
 
 
@@ -162,6 +162,38 @@ def model_metadata(path: str, run_config: Dict[str, Any], state_dict: Dict[str, 
     return recorded, metadata_from_weights(state_dict, task, seq_len), None, "weights"
 
 
+def check_config_against_weights(path: str, run_config: Dict[str, Any], metadata: PuzzleDatasetMetadata, batch_size: int,
+                                  state_dict: Dict[str, torch.Tensor]) -> None:
+    """Before anything is allocated: the ``all_config.yaml`` beside ``path`` asks for a test-time
+    budget within bounds and for a model whose weights have the shapes the file holds. The model
+    is first built on the meta device (shapes only, no memory), so a config saying
+    ``hidden_size: 1e9`` is one line instead of gigabytes allocated."""
+    config_path = os.path.join(os.path.dirname(os.path.abspath(path)), "all_config.yaml")
+    arch = run_config["arch"]
+    if not isinstance(arch, dict):
+        raise ConfigError(f"{config_path}: arch is not a mapping of settings")
+    halt = arch.get("halt_max_steps")
+    if halt is not None:
+        if not isinstance(halt, int) or isinstance(halt, bool):
+            raise ConfigError(f"{config_path}: arch.halt_max_steps={halt!r}: expected a whole number of ACT segments")
+        try:
+            check_halt_max_steps(halt, "arch.halt_max_steps")
+        except ValueError as e:
+            raise ConfigError(f"{config_path}: {e}") from None
+    try:
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights: the global RNG stays as it was
+            shapes = build_model(arch, metadata, batch_size, "meta").state_dict()
+        check_state_dict_fits(shapes, strip_compile_prefix(state_dict), f"checkpoint={path}")
+    except ConfigError as e:
+        raise ConfigError(f"{config_path}: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"{e} (the sizes come from {config_path} and the dataset metadata)") from None
+    except (RuntimeError, OverflowError, MemoryError) as e:
+        detail = " ".join(str(e).split())[:120]
+        raise ConfigError(f"{config_path}: the model it describes cannot be built ({detail}); "
+                          "its arch sizes do not match this checkpoint's weights") from None
+
+
 def open_checkpoint(path: str, device=None, batch_size: Optional[int] = None, data_paths: Optional[Sequence[str]] = None,
                     compile: Any = False, standalone: bool = False, task: Optional[str] = None,
                     seq_len: Optional[int] = None) -> OpenedCheckpoint:
@@ -183,6 +215,7 @@ def open_checkpoint(path: str, device=None, batch_size: Optional[int] = None, da
     state_dict = load_weights(path, "checkpoint", map_location=device)
     paths, metadata, recorded_task, sized_by = model_metadata(path, run_config, state_dict, data_paths, standalone, task, seq_len)
     batch_size = batch_size or int(run_config.get("global_batch_size", 1))
+    check_config_against_weights(path, run_config, metadata, batch_size, state_dict)
     model = build_model(run_config["arch"], metadata, batch_size, device)
     try:
         load_state_dict_flexible(model, state_dict, source=f"checkpoint={path}")

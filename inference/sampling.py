@@ -15,12 +15,14 @@ differ by
 
 Sample 0 is always the example itself without noise (one plain pass), so ``samples=1`` is the
 plain evaluation. ``select=vote|q_halt`` picks the answer (``inference/selection.py``).
-Several checkpoints (an ensemble) each run every sample and the answers are pooled.
+Several checkpoints (an ensemble) each run every sample and the answers are pooled. A whole split
+runs through :func:`inference.evaluation.evaluate`, the one loop of plain and sampled evaluation.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Literal, Optional, Sequence
 
@@ -38,6 +40,21 @@ from utils.functions import unwrap_compiled
 
 SAMPLINGS = ("augment", "noise", "both")
 DEFAULT_NOISE_STD = 0.5
+# Upper bounds of the options: a larger value is a typo far more often than an experiment. 4096
+# samples of one puzzle is above every published test-time budget; the latents are normalised to
+# unit scale, so noise of std 100 already drowns them (and far larger values overflow float32).
+MAX_SAMPLES = 4096
+MAX_NOISE_STD = 100.0
+
+
+def check_sampling_values(samples: int, noise_std: float) -> None:
+    """``ValueError`` (one line naming the option) unless ``samples`` is 1..MAX_SAMPLES and
+    ``noise_std`` a finite number in 0..MAX_NOISE_STD."""
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise ValueError(f"samples={samples}: expected 1 to {MAX_SAMPLES} samples per example")
+    if not (math.isfinite(noise_std) and 0 <= noise_std <= MAX_NOISE_STD):
+        raise ValueError(f"noise_std={noise_std}: expected a finite standard deviation from 0 to {MAX_NOISE_STD:g} "
+                         "(the latents have unit scale)")
 
 
 class SamplingConfig(pydantic.BaseModel):
@@ -50,6 +67,11 @@ class SamplingConfig(pydantic.BaseModel):
     noise_std: float = pydantic.Field(DEFAULT_NOISE_STD, ge=0, description="std of the latent noise (noise, both)")
     select: Literal[SELECTS] = "vote"  # type: ignore[valid-type]
     seed: int = 0
+
+    @pydantic.model_validator(mode="after")
+    def _bounded(self):
+        check_sampling_values(self.samples, self.noise_std)
+        return self
 
     @property
     def uses_views(self) -> bool:
@@ -70,6 +92,11 @@ class SamplingOptions(pydantic.BaseModel):
     select: Literal[SELECTS] = "vote"  # type: ignore[valid-type]
     sampling_seed: int = 0
 
+    @pydantic.model_validator(mode="after")
+    def _bounded(self):
+        check_sampling_values(self.samples, self.noise_std)
+        return self
+
     @property
     def sampling_config(self) -> SamplingConfig:
         return SamplingConfig(samples=self.samples, sampling=self.sampling, noise_std=self.noise_std, select=self.select,
@@ -84,13 +111,31 @@ def open_codec(opened, task: Optional[str] = None) -> Optional[TaskCodec]:
     return None if task is None else get_codec(task).for_run(opened.metadata.seq_len, opened.data_paths)
 
 
+def ensemble_mismatch(first, first_codec: Optional[TaskCodec], other, other_codec: Optional[TaskCodec]) -> Optional[str]:
+    """Why the opened checkpoint ``other`` cannot be pooled with ``first`` (another task, sequence
+    length or vocabulary: its tokens would mean other things), or None."""
+    def vocab(codec):
+        return getattr(codec, "vocab", None)
+
+    shape = (first.metadata.seq_len, first.metadata.vocab_size)
+    if (other.metadata.seq_len, other.metadata.vocab_size) != shape:
+        found = f"seq_len {other.metadata.seq_len} and vocab {other.metadata.vocab_size}, but {first.path} has {shape[0]} and {shape[1]}"
+    elif other.task != first.task:
+        found = f"trained on {other.task or 'an unrecorded task'} puzzles, but {first.path} on {first.task or 'an unrecorded task'}"
+    elif vocab(other_codec) != vocab(first_codec):
+        found = f"its dataset's tokens differ from those of {first.path}"
+    else:
+        return None
+    return f"checkpoint={other.path}: {found}; an ensemble needs runs on the same data"
+
+
 def check_views(codec: Optional[TaskCodec], config: SamplingConfig) -> None:
     """A clear error when ``sampling`` asks for views of a task that declares no symmetry."""
     if config.uses_views and codec is None:
         raise ValueError(f"sampling={config.sampling}: the dataset does not record its task, whose symmetries the views "
                          "come from; use sampling=noise")
-    if config.uses_views and type(codec).views is TaskCodec.views:
-        raise ValueError(f"sampling={config.sampling}: the {codec.name} task declares no symmetries to draw views from; "
+    if config.uses_views and codec is not None and codec.views_missing:
+        raise ValueError(f"sampling={config.sampling}: {codec.views_missing}; "
                          "use sampling=noise (with noise_std=)")
 
 
@@ -166,184 +211,90 @@ def run_samples(models: Sequence[nn.Module], batch: Dict[str, torch.Tensor], cod
 
     ``options`` as :func:`inference.segments.run_segments` (``trace`` / ``steps`` come back per
     sample, mapped back); ``generator`` draws the latent noise (default: seeded by ``config.seed``);
-    ``max_rows``: at most this many rows (examples x samples) per forward pass (whole examples).
+    ``max_rows``: at most this many rows (examples x samples) per forward pass: whole examples
+    while an example's samples fit, else one example at a time, its samples over several passes.
     """
     options = options or RunOptions()
-    rows = batch["inputs"].shape[0]
-    per_pass = max(1, (max_rows or rows * config.samples) // config.samples)
+    n, rows = config.samples, batch["inputs"].shape[0]
+    budget = max(1, max_rows or rows * n)
+    if generator is None and config.uses_noise:
+        generator = torch.Generator(device=batch["inputs"].device).manual_seed(config.seed)
+    per_pass = max(1, budget // n)
     if per_pass < rows:
-        if generator is None and config.uses_noise:
-            generator = torch.Generator(device=batch["inputs"].device).manual_seed(config.seed)
         parts = [run_samples(models, {k: v[start:start + per_pass] for k, v in batch.items()}, codec, config, options,
-                             generator) for start in range(0, rows, per_pass)]
+                             generator, max_rows=budget) for start in range(0, rows, per_pass)]
         pooled = {f.name: (np.concatenate([getattr(p, f.name) for p in parts]) if isinstance(getattr(parts[0], f.name), np.ndarray)
                            else getattr(parts[0], f.name)) for f in dataclasses.fields(Samples)}
         return Samples(**pooled)
-    n, rows, length = config.samples, batch["inputs"].shape[0], batch["inputs"].shape[-1]
     views = draw_views(codec, batch, config)
-    expanded = expand(batch, views, n)
-    view_inputs = expanded["inputs"].cpu().numpy().reshape(rows, n, length)
-    keys = {"preds", "q_halt_logits"}
+    blocks = [(start, min(n, start + budget)) for start in range(0, n, budget)]
     parts: Dict[str, List[np.ndarray]] = {}
     segments = 0
     for model in models:
-        noise = contextlib.nullcontext()
-        if config.uses_noise:
-            model = unwrap_compiled(model)  # the hook goes on the plain module
-            device = expanded["inputs"].device
-            if generator is None:
-                generator = torch.Generator(device=device).manual_seed(config.seed)
-            noisy_rows = (torch.arange(rows * n, device=device) % n) != 0  # sample 0 stays the plain pass
-            noise = latent_noise(model, config.noise_std, noisy_rows, generator)
-        with noise:
-            _, _, out = run_segments(model, expanded, keys, options)
-        preds = out["preds"].cpu().numpy().reshape(rows, n, length)
-        parts.setdefault("answers", []).append(views.back(preds) if views is not None else preds)
-        logits = out["q_halt_logits"].to(torch.float32)
-        parts.setdefault("q_halt_logits", []).append(logits.cpu().numpy().reshape(rows, n))
-        parts.setdefault("q_halt", []).append(logits.to(torch.float64).sigmoid().cpu().numpy().reshape(rows, n))
-        parts.setdefault("view_inputs", []).append(view_inputs)
-        if options.trace:
-            trace = out["trace"].cpu().numpy()
-            t = trace.shape[1]
-            trace = trace.reshape(rows, n, t, length).transpose(0, 2, 1, 3).reshape(rows * t, n, length)
-            if views is not None:  # the same view for every segment of a sample
-                trace = _repeat_views(views, t).back(trace)
-            parts.setdefault("trace", []).append(trace.reshape(rows, t, n, length).transpose(0, 2, 1, 3))
-            parts.setdefault("trace_q_halt_logits", []).append(out["trace_q_halt_logits"].cpu().numpy().reshape(rows, n, t))
-            parts.setdefault("trace_halt_confidence", []).append(out["trace_halt_confidence"].cpu().numpy().reshape(rows, n, t))
-            segments = t
-        if options.steps:
-            parts.setdefault("steps", []).append(out["steps"].cpu().numpy().reshape(rows, n))
-            parts.setdefault("halt_fired", []).append(out["halt_fired"].cpu().numpy().reshape(rows, n))
-        segments = segments or _segments_run(model, options)
+        passes = blocks
+        if len(blocks) > 1:  # one example whose samples take several passes
+            from utils.progress import progress_bar
+            passes = progress_bar(blocks, desc=f"samples ({budget} per pass)", unit="pass", delay=3, leave=False, disable=None)
+        got = [_run_block(model, batch, views, start, stop, config, options, generator) for start, stop in passes]
+        for key in got[0][0]:
+            parts.setdefault(key, []).append(np.concatenate([g[0][key] for g in got], axis=1))
+        segments = got[0][1]
     pooled = {k: np.concatenate(v, axis=1) for k, v in parts.items()}
     return Samples(segments=segments, **pooled)
 
 
-def evaluate_samples(models: Sequence[nn.Module], loader, set_names: Sequence[str], codec: Optional[TaskCodec],
-                     config: SamplingConfig, options: Optional[RunOptions] = None, save_outputs: Sequence[str] = (),
-                     rank: int = 0, world_size: int = 1, show_progress: bool = True, max_rows: Optional[int] = None):
-    """Every test batch of ``loader`` with ``config.samples`` samples per example through ``models``.
-
-    Returns ``(metrics, saved)``: rank 0's ``{set: {metric: mean}}`` (None elsewhere), with the
-    chosen answer's ``exact_accuracy`` and ``accuracy``, ``pass@K``, ``agreement``,
-    ``first_sample_exact_accuracy`` and the curve over the first ``n`` samples
-    (``exact_accuracy_vote@n``, ``exact_accuracy_q_halt@n``), beside the compute spent per
-    example (``samples`` x ``segments`` ACT segments, ``forward_segments``); and this rank's
-    outputs named in ``save_outputs`` (``preds``: the chosen answers; ``agreement``,
-    ``chosen_sample``, ``q_halt_logits`` of the chosen sample, ``sample_preds`` ``[B, K, L]``).
-    ``max_rows``: rows per forward pass (default: the loader's batch, as a plain evaluation).
-    """
-    from inference.selection import curve_sizes, scaling_sums
-    from utils.metrics import reduce_metrics, to_device
-    from utils.progress import progress_bar
-
-    device = next(iter(models[0].parameters())).device
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    total_samples = config.samples * len(models)
-    curve = curve_sizes(total_samples)
-    keys: List[str] = []
-    sums = None
-    saved: Dict[str, List[torch.Tensor]] = {}
+def _run_block(model: nn.Module, batch: Dict[str, torch.Tensor], views: Optional[Views], first: int, stop: int,
+               config: SamplingConfig, options: RunOptions, generator: Optional[torch.Generator]):
+    """Samples ``first..stop-1`` of every example of ``batch`` through ``model`` in one pass:
+    ``({field of Samples: [B, stop - first, ...]}, segments run)``."""
+    n, rows, length = stop - first, batch["inputs"].shape[0], batch["inputs"].shape[-1]
+    shown = None if views is None else (views if (first, stop) == (0, config.samples) else _view_columns(views, first, stop))
+    expanded = expand(batch, shown, n)
+    view_inputs = expanded["inputs"].cpu().numpy().reshape(rows, n, length)
+    noise = contextlib.nullcontext()
+    if config.uses_noise:
+        model = unwrap_compiled(model)  # the hook goes on the plain module
+        device = expanded["inputs"].device
+        noisy_rows = (torch.arange(rows * n, device=device) % n + first) != 0  # sample 0 stays the plain pass
+        noise = latent_noise(model, config.noise_std, noisy_rows, generator)  # type: ignore[arg-type]
+    with noise:
+        _, _, out = run_segments(model, expanded, {"preds", "q_halt_logits"}, options)
+    preds = out["preds"].cpu().numpy().reshape(rows, n, length)
+    logits = out["q_halt_logits"].to(torch.float32)
+    got = {"answers": shown.back(preds) if shown is not None else preds,
+           "q_halt_logits": logits.cpu().numpy().reshape(rows, n),
+           "q_halt": logits.to(torch.float64).sigmoid().cpu().numpy().reshape(rows, n),
+           "view_inputs": view_inputs}
     segments = 0
-    batches = progress_bar(loader, desc=f"eval x{total_samples}", leave=False, dynamic_ncols=True) if show_progress else loader
-    with torch.inference_mode():
-        for set_name, batch, global_batch_size in batches:
-            batch = to_device(batch, device)
-            result = run_samples(models, batch, codec, config, options, generator, max_rows=max_rows or len(batch["inputs"]))
-            segments = result.segments
-            labels = batch["labels"].cpu().numpy()
-            batch_sums = scaling_sums(result.answers, result.q_halt, labels, config.select, curve)
-            if sums is None:
-                keys = sorted(batch_sums)
-                sums = torch.zeros((len(set_names), len(keys)), dtype=torch.float64, device=device)
-            sums[list(set_names).index(set_name)] += torch.tensor([batch_sums[k] for k in keys], dtype=torch.float64,
-                                                                 device=device)
-            if save_outputs:
-                # Rows past the set's examples pad its last batch (this rank holds a slice of the global batch).
-                local = batch["puzzle_identifiers"].shape[0]
-                real = min(local, max(0, global_batch_size - rank * local))
-                chosen, agreement = result.choose(config.select)
-                rows = np.arange(len(chosen))
-                fields = {"preds": result.answers[rows, chosen], "agreement": agreement, "chosen_sample": chosen,
-                          "q_halt_logits": result.q_halt_logits[rows, chosen], "sample_preds": result.answers}
-                for k in save_outputs:
-                    if k in fields:
-                        saved.setdefault(k, []).append(torch.from_numpy(np.ascontiguousarray(fields[k][:real])))
-                    elif k in batch:
-                        saved.setdefault(k, []).append(batch[k][:real].cpu())
-    metrics = None
-    if sums is not None:
-        rows = reduce_metrics(keys, sums, rank, world_size)
-        if rows is not None:
-            compute = {"samples": total_samples, "segments": segments, "forward_segments": total_samples * segments}
-            metrics = {name: {**rows[i], **compute} for i, name in enumerate(set_names)}
-    return metrics, saved
-
-
-# Outputs evaluate.py can save besides the model's and the batch's (see evaluate_samples).
-SAMPLING_OUTPUTS = ("agreement", "chosen_sample", "sample_preds")
-
-
-def evaluate_checkpoints_sampled(evaluations: Sequence, config: SamplingConfig, split: str = "test",
-                                 max_examples: Optional[int] = None, halt_max_steps: Optional[int] = None,
-                                 puzzle_id_ablation: str = "none", ablation_seed: int = 0, save_outputs: Sequence[str] = (),
-                                 output_dir: Optional[str] = None, save_npy: bool = False):
-    """``evaluate.py samples=N`` (and ``checkpoint=[...]``): the split of the first checkpoint's run
-    through every checkpoint (``inference.evaluation.Evaluation`` each) with ``config.samples``
-    samples per example. Saves the outputs (``preds``: the chosen answers) as a plain evaluation
-    does and the metrics as ``step_N_sampling.json``; returns rank 0's metrics.
-    """
-    import json
-    import os
-
-    from inference.segments import puzzle_id_ablation_map
-    from utils.checkpoint import atomic_torch_save, atomic_write_text
-    from utils.config import ConfigError
-    from utils.outputs import export_npy
-
-    first = evaluations[0]
-    shape = (first.metadata.seq_len, first.metadata.vocab_size)
-    for ev in evaluations[1:]:
-        if (ev.metadata.seq_len, ev.metadata.vocab_size) != shape:
-            raise ConfigError(f"checkpoint={ev.opened.path}: seq_len {ev.metadata.seq_len} and vocab {ev.metadata.vocab_size}, "
-                              f"but {first.opened.path} has {shape[0]} and {shape[1]}; an ensemble needs runs on the same data")
-    codec = open_codec(first.opened)
-    if codec is not None and codec.name == "arc":
-        raise ConfigError("samples / an ensemble: ARC already votes over its dataset's augmented versions (evaluators/arc.py); "
-                          "evaluate ARC with samples=1 and one checkpoint")
-    try:
-        check_views(codec, config)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    loader, metadata = first.loader(split, max_examples)
-    identifier_map = puzzle_id_ablation_map(puzzle_id_ablation, first.metadata.num_puzzle_identifiers,
-                                            first.metadata.blank_identifier_id, ablation_seed)
-    options = RunOptions(halt_max_steps=halt_max_steps, act_inference=first.act_inference, identifier_map=identifier_map)
-    for ev in evaluations:
-        ev.model.eval()
-    info = first.info
-    metrics, saved = evaluate_samples([ev.model for ev in evaluations], loader, metadata.sets, codec, config, options,
-                                      save_outputs, rank=info.rank, world_size=info.world_size, show_progress=info.rank == 0,
-                                      max_rows=int(first.opened.run_config["global_batch_size"]) // info.world_size)
-    output_dir = output_dir or first.opened.folder
-    os.makedirs(output_dir, exist_ok=True)
-    if saved:
-        path = os.path.join(output_dir, f"step_{first.opened.step}_all_preds.{info.rank}")
-        atomic_torch_save({k: torch.cat(saved[k], dim=0) for k in sorted(saved)}, path)
-        if save_npy:
-            export_npy(path)
-    if info.rank == 0 and metrics is not None:
-        settings = {**config.model_dump(), "checkpoints": [os.path.abspath(ev.opened.path) for ev in evaluations],
-                    "split": split, "max_examples": max_examples, "halt_max_steps": halt_max_steps or first.default_halt_max_steps}
-        atomic_write_text(os.path.join(output_dir, f"step_{first.opened.step}_sampling.json"),
-                          json.dumps({"settings": settings, "metrics": metrics}, indent=1))
-    return metrics
+    if options.trace:
+        trace = out["trace"].cpu().numpy()
+        t = trace.shape[1]
+        trace = trace.reshape(rows, n, t, length).transpose(0, 2, 1, 3).reshape(rows * t, n, length)
+        if shown is not None:  # the same view for every segment of a sample
+            trace = _repeat_views(shown, t).back(trace)
+        got["trace"] = trace.reshape(rows, t, n, length).transpose(0, 2, 1, 3)
+        got["trace_q_halt_logits"] = out["trace_q_halt_logits"].cpu().numpy().reshape(rows, n, t)
+        got["trace_halt_confidence"] = out["trace_halt_confidence"].cpu().numpy().reshape(rows, n, t)
+        segments = t
+    if options.steps:
+        got["steps"] = out["steps"].cpu().numpy().reshape(rows, n)
+        got["halt_fired"] = out["halt_fired"].cpu().numpy().reshape(rows, n)
+    return got, segments or _segments_run(model, options)
 
 
 def _segments_run(model: nn.Module, options: RunOptions) -> int:
     return int(options.halt_max_steps or act_model(model).config.halt_max_steps)
+
+
+def _view_columns(views: Views, first: int, stop: int) -> Views:
+    """Views ``first..stop-1`` of every row of ``views`` (the fields shaped ``[B, N, ...]``)."""
+    rows, n = views.shape
+    fields = {}
+    for f in dataclasses.fields(views):
+        value = getattr(views, f.name)
+        sliced = isinstance(value, np.ndarray) and value.ndim >= 2 and value.shape[:2] == (rows, n)
+        fields[f.name] = value[:, first:stop] if sliced else value
+    return type(views)(**fields)
 
 
 def _repeat_views(views: Views, times: int) -> Views:
@@ -355,5 +306,5 @@ def _repeat_views(views: Views, times: int) -> Views:
     return type(views)(**fields)
 
 
-__all__ = ["DEFAULT_NOISE_STD", "SAMPLINGS", "SAMPLING_OUTPUTS", "evaluate_checkpoints_sampled", "SamplingConfig", "Samples", "check_views", "draw_views", "evaluate_samples",
+__all__ = ["DEFAULT_NOISE_STD", "MAX_NOISE_STD", "MAX_SAMPLES", "check_sampling_values", "ensemble_mismatch", "SAMPLINGS", "SamplingConfig", "Samples", "check_views", "draw_views",
            "expand", "latent_noise", "open_codec", "run_samples"]

@@ -45,11 +45,9 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import pydantic
 
-from dataset.common import DatasetError
 from inference import analysis as A
 from inference.segments import check_halt_max_steps
 from utils.checkpoint import atomic_write_text
-from utils.checkpoint import CheckpointError
 from utils.cli import run_config_cli
 from utils.config import ConfigError, normalize_data_paths
 from utils.hub import is_hub_uri
@@ -155,13 +153,9 @@ def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str,
                 continue
         start = time.time()
         entry = {"settings": settings}
+        metrics = ev.run(output_dir=folder, use_evaluators=False, **kwargs)  # ARC voting is done per task below
         if sampling is not None:
-            from inference.sampling import evaluate_checkpoints_sampled
-            metrics = evaluate_checkpoints_sampled([ev], kwargs["sampling"], max_examples=cfg.max_examples, output_dir=folder,
-                                                   save_outputs=SMALL_OUTPUTS)
             entry["metrics"] = next(iter(metrics.values()))
-        else:
-            ev.run(output_dir=folder, use_evaluators=False, **kwargs)  # ARC voting is done per task below
         entry["seconds"] = time.time() - start
         atomic_write_text(record, json.dumps(entry, indent=1))
         done[name] = dict(entry, folder=folder, reused=False)
@@ -628,7 +622,7 @@ def analyze_outputs(cfg: AnalyzeConfig) -> Dict[str, Any]:
 
 def main(argv=None) -> None:
     run_config_cli(AnalyzeConfig, lambda cfg: analyze(cfg) if cfg.checkpoint is not None else analyze_outputs(cfg), argv,
-                   user_errors=(ConfigError, DatasetError, CheckpointError), doc=__doc__)
+                   doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ class BenchmarkConfig(pydantic.BaseModel):
 
 def benchmark(cfg: BenchmarkConfig):
     """Run the benchmark; returns one result dict per value of ``samples``."""
-    from inference.evaluation import load_evaluation
-    from inference.sampling import SamplingConfig, check_views, evaluate_samples, open_codec
+    from inference.evaluation import evaluate, load_evaluation
+    from inference.sampling import SamplingConfig, check_views, open_codec
     from utils.distributed import cleanup, init_distributed
 
     info = init_distributed()
@@ -51,7 +51,7 @@ def benchmark(cfg: BenchmarkConfig):
                                       seed=cfg.sampling_seed)
             check_views(codec, sampling)
             start = time.perf_counter()
-            metrics, _ = evaluate_samples([ev.model], loader, metadata.sets, codec, sampling, show_progress=False)
+            metrics = evaluate(ev.model, loader, metadata, sampling=sampling, codec=codec, rank=info.rank, world_size=info.world_size)
             seconds = time.perf_counter() - start
             if i == 0:
                 continue
@@ -68,7 +68,7 @@ def benchmark(cfg: BenchmarkConfig):
 
 
 def main(argv=None) -> None:
-    run_config_cli(BenchmarkConfig, benchmark, argv, user_errors=(ConfigError, DatasetError, CheckpointError, ValueError))
+    run_config_cli(BenchmarkConfig, benchmark, argv, user_errors=(ValueError,))
 
 
 if __name__ == "__main__":

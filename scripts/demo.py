@@ -8,11 +8,12 @@
    the ACT segments, and draws its reasoning steps; then, labelled as such, one it gets wrong.
 
 Everything goes to ./demo_run. The commands it runs are printed so you can run them yourself.
+A rerun trains into a new checkpoint folder beside the last one (``hrm-sudoku-4x4-2``, ...): the
+demo deletes nothing. One demo at a time per folder (a second one is refused).
 """
 import argparse
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import numpy as np
 import torch
 
+from training.runs import RunFolderLock
 from utils.cli import ArgumentParser
 from utils.outputs import load_outputs
 
@@ -37,6 +39,15 @@ def run(cmd, env=None):
     result = subprocess.run(cmd, cwd=REPO, env=env)
     if result.returncode != 0:
         sys.exit(f"demo: command failed with exit code {result.returncode}")
+
+
+def next_run_folder(base: str) -> str:
+    """``base``, or when it exists ``base-2``, ``base-3``, ...: the first name not taken."""
+    folder, n = base, 1
+    while os.path.lexists(folder):
+        n += 1
+        folder = f"{base}-{n}"
+    return folder
 
 
 def show_grid_rows(grid: np.ndarray, n: int):
@@ -58,9 +69,27 @@ def main():
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out}: a file is in the way; give a folder")
 
+    # Held for the whole demo: a second demo into the same folder would build the same data and
+    # pick the same new checkpoint folder.
+    lock = RunFolderLock(args.out, option="--out")
+    try:
+        warning = lock.acquire()
+    except ValueError as e:
+        print(f"demo: {e}", file=sys.stderr)
+        sys.exit(2)
+    if warning:
+        print(warning)
+    try:
+        demo(args)
+    finally:
+        lock.release()
+
+
+def demo(args: argparse.Namespace) -> None:
     start = time.time()
     data = os.path.join(args.out, "data", "sudoku-4x4")
-    ckpt = os.path.join(args.out, "checkpoints", "hrm-sudoku-4x4")
+    # pretrain.py never writes into another run's folder: a rerun trains beside the previous one
+    ckpt = next_run_folder(os.path.join(args.out, "checkpoints", "hrm-sudoku-4x4"))
     env = dict(os.environ)
     env.setdefault("WANDB_MODE", "disabled")  # the demo needs no account; unset to log
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -70,9 +99,7 @@ def main():
         run([sys.executable, "dataset/build_sudoku_dataset.py", "--generate", str(args.train), "--generate-test", str(args.test),
              "--grid", "4", "--output-dir", data], env)
 
-    if os.path.isdir(ckpt):  # the demo's own previous run: pretrain.py never overwrites a run's folder by itself
-        print(f"removing the previous demo run {ckpt}")
-        shutil.rmtree(ckpt)
+    print(f"training into {ckpt}")
     run([sys.executable, "pretrain.py", f"data_path={data}", "evaluators=[]", f"epochs={args.epochs}", f"eval_interval={args.epochs // 2}",
          "global_batch_size=256", "lr=2e-3", "puzzle_emb_lr=1e-2", "lr_warmup_steps=30", "weight_decay=0.1",
          *DEMO_ARCH, "compile=false", f"checkpoint_path={ckpt}", "+run_name=demo"], env)

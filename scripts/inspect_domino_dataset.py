@@ -18,6 +18,7 @@ import numpy as np
 from dataset.common import DatasetError
 from dataset.domino import (split_arguments, VOCAB_SIZE, DominoError, check_example, describe_move, read_policy,
                             read_split, table_str, tile_str)
+from utils.errors import UserError
 from utils.progress import progress_bar
 
 
@@ -64,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                            "policy to check against (default: the one recorded in domino.json)").parse_args(argv)
     try:
         inspect(args.data_path, args.split, args.num, args.policy)
-    except (DatasetError, DominoError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

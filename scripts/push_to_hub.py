@@ -28,7 +28,6 @@ import json
 import os
 import shlex
 import shutil
-import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -37,10 +36,11 @@ import torch
 import yaml
 
 from utils import dataset_metadata
-from utils.checkpoint import CheckpointError, load_weights, step_of
-from utils.config import ConfigError, normalize_data_paths, user_error_message
-from utils.functions import COMPILE_PREFIX, strip_compile_prefix, validation_error_line
-from utils.hub import RELEASE_WEIGHTS, SAFETENSORS_WEIGHTS, HubError, parse_hub_uri
+from utils.checkpoint import load_weights, step_of
+from utils.cli import run_config_cli
+from utils.config import ConfigError, normalize_data_paths
+from utils.functions import COMPILE_PREFIX, strip_compile_prefix
+from utils.hub import RELEASE_WEIGHTS, SAFETENSORS_WEIGHTS, parse_hub_uri
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBRARY_NAME = "hrm-trm"  # this project's package name (pyproject.toml)
@@ -419,22 +419,7 @@ def push(cfg: PushConfig) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    from omegaconf import OmegaConf
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in args):
-        print(__doc__)
-        return
-    try:
-        try:
-            raw = OmegaConf.to_container(OmegaConf.from_cli(args), resolve=True)
-            cfg = PushConfig(**raw)  # type: ignore[arg-type]
-        except pydantic.ValidationError as e:
-            raise ConfigError(validation_error_line(e)) from None
-        push(cfg)
-    except (ConfigError, CheckpointError, HubError) as e:
-        print(f"error: {user_error_message(e)}", file=sys.stderr)
-        sys.exit(2)
+    run_config_cli(PushConfig, push, argv, doc=__doc__)
 
 
 if __name__ == "__main__":

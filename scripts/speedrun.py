@@ -24,6 +24,7 @@ data_root=DIR (where datasets go; default data). Any other key=value is a pretra
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -35,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from utils.errors import UserError
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EXPERIMENT = "speedrun_sudoku6x6"
@@ -45,7 +48,7 @@ OWN_KEYS = {"data_path": "data_seed=/data_root=", "data_paths": "data_seed=/data
             "max_train_seconds": "budget_s=/reserve_s=", "resume": "a fresh run"}
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
     """A mistake on the command line: one line, exit status 2."""
 
 
@@ -106,6 +109,18 @@ def parse_options(argv: Sequence[str]) -> Options:
     if os.path.exists(opts.data_root) and not os.path.isdir(opts.data_root):
         raise UsageError(f"data_root={opts.data_root}: a file is in the way; give a folder")
     return opts
+
+
+def claim_out(out: str) -> None:
+    """Create the run folder, which must not exist: of two speedruns started together with one
+    ``out=``, only the one that made it goes on, and everything inside it is that run's own."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        os.mkdir(out)
+    except FileExistsError:
+        raise UsageError(f"out={out} already exists; give a new folder (a speedrun starts from nothing)") from None
+    except OSError as e:
+        raise UsageError(f"out={out}: cannot create the folder ({e.strerror})") from None
 
 
 def run_command(cmd: List[str], env: Dict[str, str], what: str, capture: bool = False) -> Tuple[float, str]:
@@ -209,9 +224,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     try:
         opts = parse_options(argv)
         have_data = check_data(opts)
+        claim_out(opts.out)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    try:
+        speedrun(opts, have_data)
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(opts.out)  # only when empty: a step failed before anything was written
+
+
+def speedrun(opts: Options, have_data: bool) -> None:
+    """Build the data if missing, train, evaluate, and write the curve into ``opts.out`` (made by :func:`claim_out`)."""
     env = dict(os.environ)
     env.setdefault("WANDB_MODE", "disabled")  # no account needed; unset to log
 
@@ -229,7 +254,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             [sys.executable, "pretrain.py", f"+experiment={EXPERIMENT}", f"data_path={opts.data_dir}", f"checkpoint_path={opts.out}",
              f"max_train_seconds={max_train_seconds:g}", "+run_name=speedrun", *opts.overrides],
             dict(env, TORCHINDUCTOR_CACHE_DIR=compile_cache), "pretrain.py")
-    finally:  # also when training fails: the cache can hold hundreds of MB
+    finally:  # also when training fails: the cache can hold hundreds of MB (in our own folder: claim_out)
         shutil.rmtree(compile_cache, ignore_errors=True)
     step = last_step(opts.out)
     checkpoint = os.path.join(opts.out, f"step_{step}")

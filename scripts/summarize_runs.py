@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from utils.cli import ArgumentParser
+from utils.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "config")
@@ -41,7 +42,7 @@ MAIN_METRICS = ("exact_accuracy", "accuracy", "lm_loss", "pass@1", "pass@2")
 LOWER_IS_BETTER = ("loss", "seconds", "time")
 
 
-class SummaryError(ValueError):
+class SummaryError(UserError):
     """A problem with the folder given, reported as one line."""
 
 
@@ -309,7 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = p.parse_args(argv)
     try:
         text = summarize(args.folder, args.metrics, args.out)
-    except (SummaryError, OSError) as e:
+    except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(text)

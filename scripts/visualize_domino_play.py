@@ -17,6 +17,7 @@ import numpy as np
 from dataset.common import DatasetError
 from dataset.domino import (split_arguments, FIRST, LEFT, WHERE_NAMES, DominoError, Move, Scenario, check_example,
                             legal_moves, move_scores, read_policy, read_split, tile_str)
+from utils.errors import UserError
 
 TILES_PER_ROW = 12
 
@@ -75,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                            np.asarray(data.labels[args.index]), policy)
         except DominoError as e:
             raise DominoError(f"{data.locate(args.index)}: {e}") from None
-    except (DatasetError, DominoError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"{data.locate(args.index)} of {args.data_path}\n")

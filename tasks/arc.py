@@ -29,6 +29,7 @@ from dataset.common import DatasetError
 from evaluators.arc import ARC
 from tasks.base import Cells, Puzzle, PuzzleError, Row, RowOutput, TaskCodec, halt_fields, register, trace_entries
 from tasks.views import DIHEDRAL_COMPOSE, DIHEDRAL_INVERSE, CanvasViews, distinct_choices, row_keys
+from utils import json_text
 
 # The usual ARC colours (black, blue, red, green, yellow, grey, magenta, orange, azure, maroon).
 ARC_PALETTE = np.array([(0, 0, 0), (0, 116, 217), (255, 65, 54), (46, 204, 64), (255, 220, 0), (170, 170, 170),
@@ -82,7 +83,7 @@ class ARCCodec(TaskCodec):
     def read(self, text: str, source: Optional[str] = None) -> List[Puzzle]:
         where = "puzzle=" if source is None else source
         try:
-            raw = json.loads(text)
+            raw = json_text.loads(text)
         except json.JSONDecodeError as e:
             raise PuzzleError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
         if isinstance(raw, dict) and ("train" in raw or "test" in raw):
@@ -104,7 +105,7 @@ class ARCCodec(TaskCodec):
 
     def parse(self, text: str, name: str = "puzzle") -> Puzzle:
         try:
-            return self.parse_task(json.loads(text), name)
+            return self.parse_task(json_text.loads(text), name)
         except json.JSONDecodeError as e:
             raise PuzzleError(f"not valid JSON ({e.msg} at line {e.lineno})") from None
 

@@ -12,9 +12,10 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 import numpy as np
 
 from tasks.views import Views
+from utils.errors import UserError
 
 
-class PuzzleError(ValueError):
+class PuzzleError(UserError):
     """A puzzle that breaks its notation or its rules; the message says what, the caller says where."""
 
 
@@ -220,6 +221,13 @@ class TaskCodec:
         return list(zip(rows, outputs))
 
     # ---- test-time views
+    @property
+    def views_missing(self) -> Optional[str]:
+        """Why :meth:`views` gives no views for this task, or None when it does."""
+        if type(self).views is TaskCodec.views:
+            return f"the {self.name} task declares no symmetries to draw views from"
+        return None
+
     def views(self, inputs: np.ndarray, num_views: int, seed: int = 0,
               identifiers: Optional[np.ndarray] = None) -> Optional[Views]:
         """``num_views`` views of every input row ``[B, seq_len]`` from the task's symmetries

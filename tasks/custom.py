@@ -20,6 +20,7 @@ from dataset.custom import FIRST_TOKEN_ID, lay_out, parse_value, permute_tokens,
 from tasks.base import Cells, Puzzle, PuzzleError, Row, TaskCodec, register
 from tasks.views import (CanvasViews, CellViews, Views, distinct_choices, identity_cells, random_permutations, random_words,
                          row_keys, splitmix64)
+from utils import json_text
 
 TOKEN_FILL, MARKER_FILL = (236, 239, 244), (255, 255, 255)
 TEXT_COLOUR = (20, 24, 33)
@@ -88,10 +89,10 @@ class CustomCodec(TaskCodec):
             raise PuzzleError("a custom task needs its dataset folder (its dataset.json holds the vocabulary)")
         raw: Any = text
         try:
-            raw = json.loads(text)
-        except json.JSONDecodeError:
+            raw = json_text.loads(text)
+        except json.JSONDecodeError as e:
             if self.layout["input"] != "string":
-                raise PuzzleError(f"not valid JSON; this task's inputs are {self.layout['input']}s "
+                raise PuzzleError(f"not valid JSON ({e.msg}); this task's inputs are {self.layout['input']}s "
                                   "written as JSON (or a line {\"input\": ..., \"output\": ...})") from None
         if self.layout["input"] == "string" and not isinstance(raw, (str, dict)):
             raw = text.strip()  # e.g. 0123 parses as a JSON number: the string is meant
@@ -135,6 +136,12 @@ class CustomCodec(TaskCodec):
         return None
 
     # ---- test-time views
+    @property
+    def views_missing(self) -> Optional[str]:
+        if not self.augment:
+            return "this custom task's dataset was built without --augment: it records no symmetries to draw views from"
+        return None
+
     def views(self, inputs: np.ndarray, num_views: int, seed: int = 0,
               identifiers: Optional[np.ndarray] = None) -> Optional[Views]:
         """The ``--augment`` the dataset was built with: the 8 symmetries of the grid canvas

@@ -38,12 +38,16 @@ class SudokuCodec(TaskCodec):
         if self.seq_len is None and (n * n != len(cells) or n not in SUDOKU_BOXES):
             raise PuzzleError(f"{what} has {len(cells)} cells: not a square Sudoku grid "
                               f"(n*n cells for n in {', '.join(map(str, sorted(SUDOKU_BOXES)))})")
-        # Characters before the length: a puzzle of another task (a maze, a domino line) is named as such.
+        wrong_size = self.seq_len is not None and len(cells) != self.seq_len
+        size_error = f"{what} has {len(cells)} cells; this checkpoint's {n}x{n} Sudoku needs {self.seq_len}"
+        if wrong_size and all(ch == "." or "0" <= ch <= "9" for ch in cells):
+            raise PuzzleError(size_error)  # a Sudoku of another size: its 9s are no fault of their own
+        # Otherwise characters before the length: a puzzle of another task (a maze, a domino line) is named as such.
         for i, ch in enumerate(cells):
             if ch != "." and (not "0" <= ch <= "9" or int(ch) > n):
                 raise PuzzleError(f"{what}: character {ch!r} at cell {i + 1} is not a digit 1..{n} or a blank ('.' or '0')")
-        if self.seq_len is not None and len(cells) != self.seq_len:
-            raise PuzzleError(f"{what} has {len(cells)} cells; this checkpoint's {n}x{n} Sudoku needs {self.seq_len}")
+        if wrong_size:
+            raise PuzzleError(size_error)
         return np.array([0 if ch == "." else int(ch) for ch in cells], dtype=np.int64)
 
     def parse(self, text: str, name: str = "") -> Puzzle:

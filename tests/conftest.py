@@ -122,6 +122,33 @@ def assert_same_training(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor],
         assert not off.any() or d[off].max() <= step_bound, f"{k}: {d[off].max():.3g} apart, more than {step_bound:g}"
 
 
+def untrained_checkpoint(run_config: dict, data, folder):
+    """A checkpoint folder for ``data`` with the model of ``run_config``'s arch at its initial
+    weights: what predict.py reads, without the training (the answers are not judged here)."""
+    import yaml
+
+    from inference.checkpoint import dataset_metadata
+    from inference.model import build_model
+    from utils.checkpoint import atomic_torch_save, model_weights
+    folder.mkdir(parents=True)
+    (folder / "all_config.yaml").write_text(yaml.safe_dump({**run_config, "data_path": str(data), "data_paths": [str(data)]}))
+    torch.manual_seed(0)
+    model = build_model(run_config["arch"], dataset_metadata([str(data)])[0], 4, "cpu")
+    atomic_torch_save(model_weights(model), str(folder / "step_1"))
+    return folder / "step_1"
+
+
+def build_custom(output_dir: Path, examples: List[Dict[str, Any]]) -> Path:
+    """A custom task's dataset built from ``examples`` (train and test the same lines)."""
+    import json
+    from dataset.build_custom_dataset import CustomBuildConfig, build_custom_dataset
+    output_dir.mkdir(parents=True, exist_ok=True)
+    src = output_dir / "examples.jsonl"
+    src.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    build_custom_dataset(CustomBuildConfig(train=str(src), test=str(src), output_dir=str(output_dir / "data")))
+    return output_dir / "data"
+
+
 def build_sudoku(output_dir: Path, grid: int, n_train: int, n_test: int, num_aug: int = 0, seed: int = 0) -> Path:
     from dataset.build_sudoku_dataset import SudokuBuildConfig, build_sudoku_dataset
     build_sudoku_dataset(SudokuBuildConfig(generate=n_train, generate_test=n_test, grid=grid, num_aug=num_aug,

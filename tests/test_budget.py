@@ -84,3 +84,13 @@ def test_bad_budget_is_one_line(value):
         parse_config({"arch": {"name": "x", "loss": {"name": "y"}}, "global_batch_size": 8, "epochs": 1, "lr": 1e-3, "lr_min_ratio": 1.0,
                       "lr_warmup_steps": 0, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "puzzle_emb_lr": 1e-2,
                       "puzzle_emb_weight_decay": 0.1, "max_train_seconds": float(value)})
+
+
+def test_a_switch_is_not_a_budget():
+    """``max_train_seconds=true`` is refused (pydantic would read it as 1 second)."""
+    from training.config import parse_config
+    from utils.config import ConfigError
+    with pytest.raises(ConfigError, match="max_train_seconds=true: expected a number of seconds"):
+        parse_config({"arch": {"name": "x", "loss": {"name": "y"}}, "global_batch_size": 8, "epochs": 1, "lr": 1e-3, "lr_min_ratio": 1.0,
+                      "lr_warmup_steps": 0, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "puzzle_emb_lr": 1e-2,
+                      "puzzle_emb_weight_decay": 0.1, "max_train_seconds": True})

@@ -33,7 +33,7 @@ def test_sort_digits_beats_copying_the_input(tmp_path):
     assert final["exact_accuracy"] > copy_exact + 0.2, (final, copy_exact)
 
     # predict.py reads the held-out lines of the examples file and answers in its notation, as evaluated
-    from predict import load_predictor
+    from inference.predictor import load_predictor
     predictor = load_predictor(str(ck / "step_93"), device="cpu")
     lines = (src / "test.jsonl").read_text().splitlines()
     results = predictor.predict(lines, progress=False)

@@ -233,15 +233,15 @@ def test_a_copied_run_folder_carries_its_dataset_metadata(trained_hrm, sudoku4, 
 
 
 def test_standalone_checkpoint_says_what_is_missing(release_folder, puzzle_file):
-    import predict
+    from utils.errors import UserError
 
-    with pytest.raises(predict.PredictError) as e:
+    with pytest.raises(UserError) as e:
         answers(release_folder / "checkpoint", puzzle_file)
     assert "data/moved-away/train/dataset.json: missing, and the checkpoint carries no copy of its dataset's metadata: " \
            "say which task it solves with task=" in str(e.value)
-    with pytest.raises(predict.PredictError, match="task=arc: does not fit this checkpoint"):
+    with pytest.raises(UserError, match="task=arc: does not fit this checkpoint"):
         answers(release_folder / "checkpoint", puzzle_file, "task=arc")
-    with pytest.raises(predict.PredictError, match="this one 25 and 6"):  # seq_len= overrides the task's length
+    with pytest.raises(UserError, match="this one 25 and 6"):  # seq_len= overrides the task's length
         answers(release_folder / "checkpoint", puzzle_file, "task=sudoku", "seq_len=25")
 
 

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import predict
-from conftest import REPO, TINY_HRM, load_split
-from predict import load_predictor
+from conftest import REPO, TINY_HRM, build_custom, load_split, untrained_checkpoint
+from inference.predictor import describe, load_predictor
 from tasks.sudoku import first_problem
 
 
@@ -77,7 +77,7 @@ def test_printed_answer_keeps_clues_and_shows_the_raw_output():
     (puzzle,) = codec.read("..2..1..32......")
     raw = codec.encode(np.array([int(c) for c in "4311212232411412"]))  # overwrites the clue 2 at cell 3
     out = RowOutput(preds=raw[None], q_halt_logits=np.zeros(1, np.float32), q_halt=np.full(1, 0.5), halt_step=None)
-    text = predict.describe(dict(codec.result(puzzle, codec.rows(puzzle), [out], trace=False), puzzle="puzzle 1"))
+    text = describe(dict(codec.result(puzzle, codec.rows(puzzle), [out], trace=False), puzzle="puzzle 1"))
     assert text.splitlines()[1] == "  4321212232411412"
     assert text.splitlines()[2].endswith("overwrote given cells (raw_answer, what evaluate.py scores): 4311212232411412")
 
@@ -327,3 +327,37 @@ def test_arc_bad_grids_name_the_task(arc_ck, tmp_path, capsys, grid, message):
                          f"output={tmp_path / 'o.json'}")
     assert status == 2 and err.count("\n") == 1 and message in err, err
     assert sorted(os.listdir(tmp_path)) == ["tasks.json"]
+
+
+CUSTOM_EXAMPLES = {
+    "string": ([{"input": "cab", "output": "abc"}, {"input": "ba", "output": "ab"}], "bca"),
+    "list": ([{"input": [3, 10, 2], "output": [2, 3, 10]}, {"input": [7], "output": [7]}], "[10, 3]"),
+    "grid": ([{"input": [[1, 2, 3], [4, 5, 6]], "output": [[6, 5], [4, 3], [2, 1]]}, {"input": [[0]], "output": [[9, 9]]}],
+             "[[1,2,3],[1,2,3],[1,2,0]]"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CUSTOM_EXAMPLES))
+def test_custom_tasks_of_every_shape_from_the_command_line_and_python(sudoku_ck, tmp_path, capsys, kind):
+    """A custom task's strings, token lists and grids: typed, from the builder's own JSONL, and
+    through the Python API; answers in the file's notation, printed and written."""
+    import yaml
+    examples, typed = CUSTOM_EXAMPLES[kind]
+    data = build_custom(tmp_path, examples)
+    src = tmp_path / "examples.jsonl"  # the builder's input: a puzzle file too
+    run_config = yaml.safe_load(open(os.path.join(os.path.dirname(sudoku_ck), "all_config.yaml")))
+    ck = untrained_checkpoint(run_config, data, tmp_path / "ck")
+    status, out, err = cli(capsys, f"checkpoint={ck}", f"puzzle={typed}", "trace=true", f"output={tmp_path / 'typed.json'}")
+    assert status == 0, err
+    (result,) = json.loads((tmp_path / "typed.json").read_text())["results"]
+    shape = {"string": str, "list": list, "grid": list}[kind]
+    assert isinstance(result["answer"], shape) and (kind != "grid" or all(isinstance(r, list) for r in result["answer"]))
+    assert (result["answer"] if kind == "string" else json.dumps(result["answer"])) in out
+    status, out, err = cli(capsys, f"checkpoint={ck}", f"puzzle_file={src}", f"output={tmp_path / 'file.json'}",
+                           f"picture={tmp_path / 'p.png'}")
+    assert status == 0, err
+    results = json.loads((tmp_path / "file.json").read_text())["results"]
+    assert [r["puzzle"] for r in results] == [f"{src} line 1", f"{src} line 2"] and all("correct" in r for r in results)
+    assert (tmp_path / "p.png").stat().st_size > 0
+    predictor = load_predictor(str(ck))
+    assert [r["answer"] for r in predictor.predict([json.dumps(e) for e in examples], progress=False)] == [r["answer"] for r in results]

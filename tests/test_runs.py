@@ -118,6 +118,31 @@ def test_run_folder_lock(tmp_path):
         RunFolderLock(str(tmp_path / "file")).acquire()
 
 
+def test_a_lock_path_that_is_not_a_plain_file_is_refused_untouched(tmp_path):
+    """A link, a FIFO or a folder named run.lock is never followed, truncated or replaced: the
+    lock is refused with one line naming the file, and nothing is created outside the folder."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's\n")
+    made = {"symlink": lambda p: os.symlink(victim, p), "dangling": lambda p: os.symlink(tmp_path / "nowhere.txt", p),
+            "hardlink": lambda p: os.link(victim, p), "fifo": os.mkfifo, "folder": os.mkdir}
+    expected = {"symlink": "a symbolic link", "dangling": "a symbolic link", "hardlink": "a file with 2 names",
+                "fifo": "a FIFO", "folder": "a folder"}
+    for kind, make in made.items():
+        folder = tmp_path / kind
+        folder.mkdir()
+        make(str(folder / "run.lock"))
+        with pytest.raises(ValueError, match=f"^{folder / 'run.lock'}: the run's lock file is {expected[kind]}") as e:
+            RunFolderLock(str(folder)).acquire()
+        assert "\n" not in str(e.value)
+        assert os.listdir(folder) == ["run.lock"]
+    assert victim.read_text() == "the user's\n" and os.stat(victim).st_nlink == 2
+    assert not (tmp_path / "nowhere.txt").exists()
+    # A refused lock leaves no folder it made (here a lock path below a symlinked folder name).
+    with pytest.raises(ValueError):
+        RunFolderLock(str(tmp_path / "symlink" / "run.lock" / "deeper")).acquire()
+    assert sorted(os.listdir(tmp_path / "symlink")) == ["run.lock"]
+
+
 def _stderr_lines(proc):
     return [line for line in proc.stderr.splitlines() if line.strip() and "\r" not in line and "it/s]" not in line]
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from inference.sampling import SamplingConfig, check_views, evaluate_samples, expand, latent_noise, open_codec, run_samples
+from inference.evaluation import evaluate
+from inference.sampling import SamplingConfig, check_views, expand, latent_noise, open_codec, run_samples
 from inference.segments import RunOptions, run_segments
 from tasks import get_codec
 from test_compile import ARCHS, build, make_batch
@@ -29,17 +30,19 @@ def test_one_sample_is_the_plain_evaluation_bit_for_bit(evaluation, tmp_path):
     saved = load_outputs(str(tmp_path), ev.opened.step)
     loader, metadata = ev.loader("test", None)
     codec = open_codec(ev.opened)
-    metrics, outputs = evaluate_samples([ev.model], loader, metadata.sets, codec, SamplingConfig(samples=1),
-                                        save_outputs=["preds", "q_halt_logits"], show_progress=False)
-    np.testing.assert_array_equal(torch.cat(outputs["preds"]).numpy(), saved["preds"])
-    np.testing.assert_array_equal(torch.cat(outputs["q_halt_logits"]).numpy(), saved["q_halt_logits"])
+    (tmp_path / "sampled").mkdir()
+    metrics = evaluate(ev.model, loader, metadata, save_outputs=["labels", "preds", "q_halt_logits"], output_dir=str(tmp_path / "sampled"),
+                       step=ev.opened.step, sampling=SamplingConfig(samples=1), codec=codec)
+    outputs = load_outputs(str(tmp_path / "sampled"), ev.opened.step)
+    np.testing.assert_array_equal(outputs["preds"], saved["preds"])
+    np.testing.assert_array_equal(outputs["q_halt_logits"], saved["q_halt_logits"])
     assert metrics["all"]["exact_accuracy"] == plain["all"]["exact_accuracy"]
     assert metrics["all"]["accuracy"] == pytest.approx(plain["all"]["accuracy"], abs=1e-6)  # float32 sums there
     assert metrics["all"]["samples"] == 1 and metrics["all"]["forward_segments"] == ev.default_halt_max_steps
     # An ensemble of one checkpoint is that checkpoint, at any number of samples.
     config = SamplingConfig(samples=4, sampling="both", noise_std=0.2, seed=3)
-    one, _ = evaluate_samples([ev.model], loader, metadata.sets, codec, config, show_progress=False)
-    again, _ = evaluate_samples([ev.model], loader, metadata.sets, codec, config, show_progress=False)
+    one = evaluate(ev.model, loader, metadata, sampling=config, codec=codec)
+    again = evaluate(ev.model, loader, metadata, sampling=config, codec=codec)
     assert one == again  # reproducible from its seed
 
 
@@ -67,6 +70,11 @@ def test_views_run_as_rows_and_map_back(evaluation):
     # relative bound per element would not hold for a logit near 0, so the bound is 1e-4 of the scale.
     scale = np.abs(samples.q_halt_logits).max()
     np.testing.assert_allclose(chunked.q_halt_logits, samples.q_halt_logits, rtol=0, atol=1e-4 * scale)
+    # More samples than rows per pass: one example at a time, its samples over several passes.
+    split = run_samples([ev.model, ev.model], batch, codec, config, max_rows=2)
+    np.testing.assert_array_equal(split.answers, np.concatenate([samples.answers] * 2, axis=1))
+    np.testing.assert_array_equal(split.view_inputs[:, :5], samples.view_inputs)
+    np.testing.assert_allclose(split.q_halt_logits[:, 5:], samples.q_halt_logits, rtol=0, atol=1e-4 * scale)
     # Traces come back per sample, mapped back, ending in the answer.
     traced = run_samples([ev.model], batch, codec, config, RunOptions(trace=True, steps=True))
     np.testing.assert_array_equal(traced.trace[:, :, -1], samples.answers)
@@ -162,11 +170,11 @@ def test_evaluate_sampling_errors_are_one_line(trained_hrm, capsys):
 
 def test_predict_samples(trained_hrm, sudoku4, tmp_path):
     from conftest import load_split
-    from predict import PredictError, describe, load_predictor
+    from inference.predictor import PredictError, describe, load_predictor
     p = load_predictor(last_step(trained_hrm[0]), device="cpu")
     puzzles = [p.codec.format_tokens(x) for x in load_split(sudoku4, "test")["inputs"][:2]]
     plain = p.predict(puzzles, progress=False)
-    one = p.run_sampled([r for q in p._as_puzzles(puzzles) for r in p.codec.rows(q)], None, SamplingConfig(samples=1),
+    one = p.run_rows([r for q in p._as_puzzles(puzzles) for r in p.codec.rows(q)], None, SamplingConfig(samples=1),
                         progress=False)[0]
     for result, out in zip(plain, one):
         # the sampled path with one sample is the plain one
@@ -211,3 +219,34 @@ def test_benchmark_sampling_reports_views_per_second(trained_hrm, capsys):
     assert [r["samples"] for r in results] == [1, 4] and all(r["views_per_second"] > 0 for r in results)
     assert results[1]["forward_segments"] == 4 * results[0]["forward_segments"]
     assert '"views_per_second"' in capsys.readouterr().out
+
+
+def test_an_ensemble_of_two_tasks_is_refused_and_options_are_bounded(trained_hrm, tmp_path, capsys):
+    """A Sudoku model and a custom-task model of the same sizes are not pooled (evaluate.py and
+    predict.py alike); samples and noise_std have bounds; each is one line, exit status 2."""
+    import yaml
+
+    import evaluate
+    import predict
+    from conftest import build_custom, untrained_checkpoint
+    ck = last_step(trained_hrm[0])
+    run_config = yaml.safe_load((trained_hrm[0] / "all_config.yaml").read_text())
+    data = build_custom(tmp_path, [{"input": "abcd" * 4, "output": "dcba" * 4}])  # seq_len 16, vocabulary 6: as 4x4 Sudoku
+    other = untrained_checkpoint(run_config, data, tmp_path / "custom")
+    cases = [(evaluate.main, [f"checkpoint=[{ck},{other}]", f"output_dir={tmp_path / 'out'}"],
+              f"checkpoint={other}: trained on custom puzzles, but {ck} on sudoku; an ensemble needs runs on the same data"),
+             (predict.main, [f"checkpoint=[{ck},{other}]", "puzzle=1..4..1..3..4..."], "this checkpoint was trained on custom puzzles"),
+             (evaluate.main, [f"checkpoint={ck}", "samples=1000000"], "samples=1000000: expected 1 to 4096"),
+             (evaluate.main, [f"checkpoint={ck}", "samples=2", "sampling=noise", "noise_std=inf"], "noise_std=inf: expected a finite"),
+             (predict.main, [f"checkpoint={ck}", "puzzle=1..4..1..3..4...", "noise_std=1e308"], "noise_std=1e+308: expected a finite"),
+             # a custom task built without --augment has no views: N identical samples otherwise
+             (evaluate.main, [f"checkpoint={other}", "samples=4", f"output_dir={tmp_path / 'out'}"], "built without --augment"),
+             (predict.main, [f"checkpoint={other}", "puzzle=abcd", "samples=4"], "sampling=augment: this custom task's dataset "
+              "was built without --augment: it records no symmetries to draw views from; use sampling=noise")]
+    for main, argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        # predict.py says what it runs before it runs it: the error is its last line
+        assert e.value.code == 2 and len(err) <= 2 and err[-1].startswith("error:") and message in err[-1], (argv, err)
+    assert not (tmp_path / "out").exists()

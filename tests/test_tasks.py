@@ -167,6 +167,7 @@ def test_arc_roundtrip_on_built_dataset(tmp_path):
     ("sudoku", None, "123456789012", "puzzle has 12 cells: not a square Sudoku grid"),
     ("sudoku", 16, "12x4............", "character 'x' at cell 3 is not a digit 1..4 or a blank"),
     ("sudoku", 16, "12.5............", "character '5' at cell 4 is not a digit 1..4"),
+    ("sudoku", 16, "6" + "." * 80, "puzzle has 81 cells; this checkpoint's 4x4 Sudoku needs 16"),  # a 9x9 Sudoku
     ("sudoku", 16, "1..1............", "the clues conflict: digit 1 twice in row 1"),
     ("maze", 25, "#####\n#S S#\n# # #\n#  G#\n#####", "a maze needs exactly one start 'S', found 2"),
     ("maze", 25, "#####\n#S  #\n# # \n#  G#\n#####", "ragged rows: row 1 has 5 characters, row 3 has 4"),

@@ -104,6 +104,13 @@ class PretrainConfig(pydantic.BaseModel):
     def _none_is_empty(cls, v):
         return [] if v is None else v
 
+    @pydantic.field_validator("max_train_seconds", mode="before")
+    @classmethod
+    def _seconds_not_a_switch(cls, v):
+        if isinstance(v, bool):  # pydantic would take true as 1 second
+            raise ValueError(f"max_train_seconds={str(v).lower()}: expected a number of seconds (or null), not a switch")
+        return v
+
     @pydantic.model_validator(mode="after")
     def _check(self):
         self.data_paths = normalize_data_paths(self.data_path, self.data_paths) or [DEFAULT_DATA_PATH]

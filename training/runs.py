@@ -17,10 +17,13 @@ import fcntl
 import os
 import re
 import socket
+import stat
 import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from utils.errors import UserError
 
 # Overrides that name the run or its folder: leaving them out of a job's folder name keeps the
 # name about what the sweep varies.
@@ -164,7 +167,7 @@ def start_over(checkpoint_path: str) -> Optional[str]:
             f"(removed its {', '.join(left[:4])}{' ...' if len(left) > 4 else ''})")
 
 
-class RunFolderBusy(ValueError):
+class RunFolderBusy(UserError):
     """Another process holds the lock of the run folder."""
 
 
@@ -179,47 +182,29 @@ class RunFolderLock:
     the holder's PID and host for the message another run gets. A clean release deletes the file,
     and the folders :meth:`acquire` created when they are still empty (the run failed early)."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, option: str = "checkpoint_path"):
         self.folder = folder
+        self.option = option  # how the user named the folder, for the messages
         self.path = os.path.join(folder, LOCK_FILE)
         self._fd: Optional[int] = None
         self._created: Optional[str] = None  # the topmost folder acquire() created
 
     def acquire(self) -> Optional[str]:
         """Take the lock, creating the folder if needed. Raises :class:`RunFolderBusy` naming the
-        holder when another process has it, ``ValueError`` when the folder cannot be made. Returns
-        a warning when the filesystem cannot lock (the run then goes on unlocked)."""
-        while True:
-            self._make_folder()
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except FileNotFoundError:
-                continue  # a finishing run removed the folder it had created: make it again
-            except OSError as e:
-                raise ValueError(f"checkpoint_path={self.folder}: cannot write there ({e.strerror})") from None
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno not in (errno.EACCES, errno.EAGAIN):
-                    os.close(fd)
-                    if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                        return (f"warning: checkpoint_path={self.folder}: this filesystem cannot lock files ({e.strerror}); "
-                                "nothing stops a second run from writing to the same folder")
-                    raise ValueError(f"checkpoint_path={self.folder}: cannot lock {LOCK_FILE} ({e.strerror})") from None
-                holder = _read_holder(fd)
-                os.close(fd)
-                raise RunFolderBusy(f"checkpoint_path={self.folder} is in use by another run ({holder}); "
-                                    "wait for it to end or choose another checkpoint_path") from None
-            # A run that just finished deletes its lock file: we must hold the file that is there now.
-            try:
-                now, ours = os.stat(self.path), os.fstat(fd)
-                if (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino):
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
+        holder when another process has it, ``ValueError`` when the folder cannot be made or its
+        ``run.lock`` is not a plain file of this user's (a link, a FIFO, a folder: refused, never
+        followed or truncated). Returns a warning when the filesystem cannot lock (the run then
+        goes on unlocked)."""
+        try:
+            fd = self._lock()
+        except BaseException:
+            self._remove_created()  # refused: no folder of ours stays behind
+            raise
+        if fd is None:
+            return (f"warning: {self.option}={self.folder}: this filesystem cannot lock files; "
+                    "nothing stops a second run from writing to the same folder")
         self._fd = fd
-        os.ftruncate(fd, 0)
+        os.ftruncate(fd, 0)  # a plain file of ours, checked in _open: a killed run's stale lock
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         # A forked child (a DataLoader worker) would keep the file open after the run releases it
         # (a busy mount, a deleted file held): children close their copy. Their lock is not ours,
@@ -228,6 +213,69 @@ class RunFolderLock:
         os.register_at_fork(after_in_child=lambda: _close_in_child(ref))
         return None
 
+    def _lock(self) -> Optional[int]:
+        """The locked descriptor of the lock file (None: the filesystem cannot lock)."""
+        while True:
+            self._make_folder()
+            fd = self._open()
+            if fd is None:
+                continue  # a finishing run removed the folder or the file: start again
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EACCES, errno.EAGAIN):
+                    os.close(fd)
+                    if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                        return None
+                    raise ValueError(f"{self.path}: cannot lock the run's lock file ({e.strerror})") from None
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise RunFolderBusy(f"{self.option}={self.folder} is in use by another run ({holder}); "
+                                    f"wait for it to end or choose another {self.option}") from None
+            # A run that just finished deletes its lock file: we must hold the file that is there now.
+            if _same_file(self.path, fd):
+                return fd
+            os.close(fd)
+
+    def _open(self) -> Optional[int]:
+        """A descriptor of the lock file: a new one (``O_EXCL``), or the one a killed run left when
+        it is a plain file of this user's with one name. Never follows a link (``O_NOFOLLOW``), so
+        nothing outside the folder is created or written. None when the file or folder vanished
+        meanwhile."""
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # O_NONBLOCK: a FIFO must not hang the open
+        try:
+            return os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pass  # there already: a stale lock, a live run's, or something to refuse
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise ValueError(f"{self.option}={self.folder}: cannot write there ({e.strerror})") from None
+        try:
+            fd = os.open(self.path, flags)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ValueError(_not_a_lock_file(self.option, self.path, "a symbolic link")) from None
+            if e.errno == errno.EISDIR:
+                raise ValueError(_not_a_lock_file(self.option, self.path, "a folder")) from None
+            if e.errno in (errno.ENXIO, errno.ENODEV, errno.ETXTBSY):
+                raise ValueError(_not_a_lock_file(self.option, self.path, "a device or socket")) from None
+            raise ValueError(f"{self.path}: cannot open the run's lock file ({e.strerror})") from None
+        st = os.fstat(fd)
+        what = None
+        if not stat.S_ISREG(st.st_mode):
+            what = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+        elif st.st_nlink != 1:
+            what = f"a file with {st.st_nlink} names (a hard link)"
+        elif st.st_uid != os.geteuid():
+            what = f"a file of another user (uid {st.st_uid})"
+        if what is not None:
+            os.close(fd)
+            raise ValueError(_not_a_lock_file(self.option, self.path, what))
+        return fd
+
     def _make_folder(self) -> None:
         top, parent = None, os.path.abspath(self.folder)
         while not os.path.exists(parent):
@@ -235,9 +283,9 @@ class RunFolderLock:
         try:
             os.makedirs(self.folder, exist_ok=True)
         except FileExistsError:
-            raise ValueError(f"checkpoint_path={self.folder}: a file is in the way; give a folder") from None
+            raise ValueError(f"{self.option}={self.folder}: a file is in the way; give a folder") from None
         except OSError as e:
-            raise ValueError(f"checkpoint_path={self.folder}: cannot create the folder ({e.strerror})") from None
+            raise ValueError(f"{self.option}={self.folder}: cannot create the folder ({e.strerror})") from None
         if top is not None and self._created is None:
             self._created = top
 
@@ -246,19 +294,25 @@ class RunFolderLock:
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
-            os.remove(self.path)  # while still locked, so that no one locks the file being deleted
+            if _same_file(self.path, self._fd):  # only our own file, never what replaced it
+                os.remove(self.path)  # while still locked, so that no one locks the file being deleted
         os.close(self._fd)
         self._fd = None
-        if self._created is not None:
-            folder = os.path.abspath(self.folder)
-            while True:
-                try:
-                    os.rmdir(folder)
-                except OSError:
-                    break
-                if folder == self._created:
-                    break
-                folder = os.path.dirname(folder)
+        self._remove_created()
+
+    def _remove_created(self) -> None:
+        """Remove the folders :meth:`_make_folder` created, while they are empty."""
+        if self._created is None:
+            return
+        folder = os.path.abspath(self.folder)
+        while True:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+            if folder == self._created:
+                break
+            folder = os.path.dirname(folder)
 
     def __enter__(self) -> "RunFolderLock":
         return self
@@ -273,6 +327,20 @@ def _close_in_child(ref: "weakref.ref[RunFolderLock]") -> None:
         with contextlib.suppress(OSError):
             os.close(lock._fd)
         lock._fd = None
+
+
+def _same_file(path: str, fd: int) -> bool:
+    """Whether ``path`` (not followed, if a link) names the open file ``fd``."""
+    try:
+        now, ours = os.lstat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def _not_a_lock_file(option: str, path: str, what: str) -> str:
+    return (f"{path}: the run's lock file is {what}, which no run makes; left untouched: "
+            f"remove it or choose another {option}")
 
 
 def _read_holder(fd: int) -> str:

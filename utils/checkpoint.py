@@ -31,6 +31,7 @@ import torch.distributed as dist
 import yaml
 
 from utils.dataset_metadata import metadata_files
+from utils.errors import UserError
 from utils.functions import get_model_source_path, load_model_class, load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
 
 TRAIN_STATE_FORMAT = "hrm-train-state-v1"
@@ -41,7 +42,7 @@ _RANK_STATE_RE = re.compile(r"^step_(\d+)\.train_state\.rank\d+\.pt$")
 _TMP_RE = re.compile(r"^\.(step_\d+.*|all_config\.yaml|eval_metrics\.jsonl|[\w.]+\.py)\.[a-z0-9_]{8}\.tmp$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint file that cannot be written or read; the message is one line for the user."""
 
 
@@ -182,10 +183,16 @@ def load_weights(path: str, what: str, map_location="cpu") -> Dict[str, torch.Te
     """A weights file (``step_N``, a release's ``checkpoint``, or ``model.safetensors``): a dict of
     tensors, or one :class:`CheckpointError` line."""
     if os.path.isfile(path) and is_safetensors(path):
-        return _load_safetensors(path, what, map_location)
-    state_dict = safe_load(path, what, map_location=map_location)
+        state_dict = _load_safetensors(path, what, map_location)
+    else:
+        state_dict = safe_load(path, what, map_location=map_location)
     if not isinstance(state_dict, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state_dict.items()):
         raise CheckpointError(f"{what}={path}: not a model checkpoint (expected a dict of named tensors, got {type(state_dict).__name__})")
+    # NaN or infinite weights answer garbage without any error further on.
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{what}={path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({', '.join(sorted(bad)[:3])}"
+                              f"{', ...' if len(bad) > 3 else ''}); the run diverged or the file is damaged")
     return state_dict
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+from utils.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A user mistake in the configuration or command line; printed as one line."""
 
 

@@ -58,20 +58,10 @@ def unwrap_compiled(module: nn.Module) -> nn.Module:
     return getattr(module, "_orig_mod", module)
 
 
-def _key_list(keys, limit: int = 8) -> str:
-    keys = sorted(keys)
-    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
-def load_state_dict_flexible(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
-    """Load ``state_dict`` into ``module`` (or its compiled wrapper), keys with or without ``_orig_mod.``.
-
-    Missing or unexpected keys and shape mismatches raise one ``ValueError`` naming the keys.
-    """
-    target = unwrap_compiled(module)
-    state_dict = strip_compile_prefix(state_dict)
-    expected = target.state_dict()
+def check_state_dict_fits(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """``ValueError`` (one line naming the keys) unless ``state_dict`` has the keys and shapes of
+    ``expected`` (a model's state dict, possibly on the meta device), and floating-point values
+    where the model has them (an int8 file would load as whole numbers, silently)."""
     missing = set(expected) - set(state_dict)
     unexpected = set(state_dict) - set(expected)
     problems = []
@@ -83,6 +73,27 @@ def load_state_dict_flexible(module: nn.Module, state_dict: Mapping[str, torch.T
                   for k, v in expected.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
     if mismatched:
         problems.append(f"shape mismatch: {'; '.join(mismatched[:8])}")
+    kinds = [f"{k} {state_dict[k].dtype} vs model {v.dtype}" for k, v in expected.items()
+             if k in state_dict and v.is_floating_point() and not state_dict[k].is_floating_point()]
+    if kinds:
+        problems.append(f"not floating-point: {'; '.join(kinds[:4])}")
     if problems:
         raise ValueError(f"{source} does not fit the model: " + " | ".join(problems))
+
+
+def _key_list(keys, limit: int = 8) -> str:
+    keys = sorted(keys)
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_state_dict_flexible(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
+    """Load ``state_dict`` into ``module`` (or its compiled wrapper), keys with or without ``_orig_mod.``.
+
+    Missing or unexpected keys, shape mismatches and integer tensors for floating-point weights
+    raise one ``ValueError`` naming the keys (:func:`check_state_dict_fits`).
+    """
+    target = unwrap_compiled(module)
+    state_dict = strip_compile_prefix(state_dict)
+    check_state_dict_fits(target.state_dict(), state_dict, source)
     target.load_state_dict(state_dict, strict=True)
