@@ -6,12 +6,14 @@ answer is valid (by the rules, not by the model), and describes a grid for pictu
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
 from tasks.views import Views
+from utils.progress import progress_bar
 
 
 class PuzzleError(ValueError):
@@ -128,6 +130,8 @@ class TaskCodec:
             if not chunks:
                 raise PuzzleError(f"{source}: holds no puzzle")
         puzzles = []
+        if source is not None:  # a large file takes minutes (every puzzle is checked): show how far it got
+            chunks = progress_bar(chunks, desc=f"read {os.path.basename(source)}", unit="puzzle", delay=3, leave=False)
         for line, chunk in chunks:
             where = "puzzle=" if source is None else f"{source} line {line}"
             try:
