@@ -458,6 +458,8 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
                 raise PredictError(str(e)) from None
     if cfg.output is not None and cfg.picture is not None and os.path.realpath(cfg.output) == os.path.realpath(cfg.picture):
         raise PredictError(f"output={cfg.output} and picture={cfg.picture} name the same file")
+    for note in cfg.unused_options(len(cfg.checkpoint) if isinstance(cfg.checkpoint, list) else 1):
+        print(note, file=sys.stderr)
     text = read_puzzle_file(cfg.puzzle_file) if cfg.puzzle_file is not None else None
     if cfg.adapt_steps:
         check_adaptable(cfg)
