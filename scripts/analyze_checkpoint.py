@@ -48,6 +48,7 @@ import pydantic
 
 from dataset.common import DatasetError
 from inference import analysis as A
+from inference.sampling import check_sampling_values
 from inference.segments import check_halt_max_steps
 from utils.checkpoint import atomic_write, atomic_write_text
 from utils.checkpoint import CheckpointError
@@ -94,8 +95,7 @@ class AnalyzeConfig(pydantic.BaseModel):
             raise ValueError("halt_max_steps: empty list; give at least one value")
         for v in self.halt_max_steps or []:
             check_halt_max_steps(v)
-        if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        check_sampling_values(self.samples, self.noise_std)  # before any work, as evaluate.py checks them
         if self.bins < 1:
             raise ValueError(f"bins must be >= 1, got {self.bins}")
         return self
