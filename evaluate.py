@@ -162,6 +162,9 @@ def run(eval_cfg: EvalConfig):
         raise ConfigError(f"checkpoint={eval_cfg.checkpoints[0]}: the outputs go to {folder} by default, but {reason}; "
                           "give output_dir=<a folder you can write>") from None
     info = init_distributed()
+    if info.rank == 0:
+        for note in eval_cfg.unused_options(len(eval_cfg.checkpoints)):
+            print(note)
     try:
         data_paths = normalize_data_paths(eval_cfg.data_path, eval_cfg.data_paths) or None
         first, *ensemble = [load_evaluation(c, info, data_paths=data_paths, act_inference=eval_cfg.act_inference)

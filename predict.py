@@ -94,6 +94,8 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
     Every input and output location and option is checked before the model loads (the output
     files by :class:`PredictConfig`), and the output files are written together at the end: a
     command that fails writes nothing."""
+    for note in cfg.unused_options(len(cfg.checkpoint) if isinstance(cfg.checkpoint, list) else 1):
+        print(note, file=sys.stderr)
     text = read_puzzle_file(cfg.puzzle_file) if cfg.puzzle_file is not None else None
     if cfg.adapt_steps:
         check_adaptable(cfg.checkpoint, cfg.task, cfg.adapt_steps)

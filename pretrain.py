@@ -89,6 +89,15 @@ def _run(raw_config: Dict[str, Any], info: DistInfo, held: contextlib.ExitStack,
             run.train_log.flush()  # the steps since the last line, also when stopped early
     if info.rank == 0:
         run.logger.finish()
+    # A stop signal during the evaluation and save that follow max_train_seconds: they completed,
+    # and the exit status still says the run was stopped (a scheduler requeues on 128 + signal).
+    signum = run.stop.agreed(info.world_size, info.cpu_group) if run.out_of_time else None
+    if signum is not None:
+        step = run.state.step
+        raise Preempted(f"stopped by {signal_name(signum)} during the evaluation and save after max_train_seconds; both completed "
+                        f"(step {step}). To continue, run the same command with "
+                        f"resume={os.path.join(config.checkpoint_path or '.', f'step_{step}')}", exit_status=128 + signum)
+    if info.rank == 0:
         print(finished_line(config, run.state.step))
     return config
 

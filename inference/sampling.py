@@ -97,6 +97,18 @@ class SamplingOptions(pydantic.BaseModel):
         check_sampling_values(self.samples, self.noise_std)
         return self
 
+    def unused_options(self, checkpoints: int = 1) -> List[str]:
+        """Notes naming the sampling keys given on the command line that change nothing here
+        (``noise_std=`` without noise, any of them for a single plain pass)."""
+        given = self.model_fields_set & {"sampling", "noise_std", "select", "sampling_seed"}
+        if self.samples == 1 and checkpoints == 1:
+            return [f"note: {', '.join(k + '=' for k in sorted(given))} {'has' if len(given) == 1 else 'have'} no effect "
+                    "with samples=1 (one plain pass)"] if given else []
+        if "noise_std" in given and (self.samples == 1 or self.sampling == "augment"):
+            return [f"note: noise_std= has no effect with {'samples=1' if self.samples == 1 else 'sampling=augment'} "
+                    "(noise is added with sampling=noise or both)"]
+        return []
+
     @property
     def sampling_config(self) -> SamplingConfig:
         return SamplingConfig(samples=self.samples, sampling=self.sampling, noise_std=self.noise_std, select=self.select,

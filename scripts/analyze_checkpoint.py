@@ -37,6 +37,7 @@ cell right) over the evaluated examples; ``results.json`` holds all of them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -46,8 +47,9 @@ import numpy as np
 import pydantic
 
 from inference import analysis as A
+from inference.sampling import check_sampling_values
 from inference.segments import check_halt_max_steps
-from utils.checkpoint import atomic_write_text
+from utils.checkpoint import atomic_write, atomic_write_text
 from utils.cli import run_config_cli
 from utils.config import ConfigError, normalize_data_paths
 from utils.hub import is_hub_uri
@@ -91,8 +93,7 @@ class AnalyzeConfig(pydantic.BaseModel):
             raise ValueError("halt_max_steps: empty list; give at least one value")
         for v in self.halt_max_steps or []:
             check_halt_max_steps(v)
-        if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        check_sampling_values(self.samples, self.noise_std)  # before any work, as evaluate.py checks them
         if self.bins < 1:
             raise ValueError(f"bins must be >= 1, got {self.bins}")
         return self
@@ -282,17 +283,21 @@ def arc_task_scores(data_path: str, metadata, test: Dict[str, np.ndarray]) -> Di
 # Figures and report
 
 
-def figures(res: Dict[str, Any], out: str) -> List[str]:
+def figures(res: Dict[str, Any], out: str, made: Optional[List[str]] = None) -> List[str]:
+    """The analysis's pictures into ``out``; returns their names (also appended to ``made`` as
+    each is written, for a caller to remove after a failure)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    made = []
+    made = [] if made is None else made
 
     def save(fig, name):
         fig.tight_layout()
-        fig.savefig(os.path.join(out, name), dpi=90)
-        plt.close(fig)
+        try:  # under a temporary name, renamed when complete: a full disk leaves no truncated picture
+            atomic_write(os.path.join(out, name), lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+        finally:
+            plt.close(fig)
         made.append(name)
 
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 3))
@@ -504,18 +509,21 @@ def analyze(cfg: AnalyzeConfig) -> Dict[str, Any]:
     info = init_distributed()
     if info.world_size > 1:
         raise ConfigError("analyze_checkpoint.py runs in one process; start it with python, not torchrun")
-    made_top = ""
+    made_top, pictures = "", []
     try:
         ev = load_evaluation(cfg.checkpoint, info, data_paths=normalize_data_paths(cfg.data_path, cfg.data_paths) or None)
         made_top = make_folder(cfg.out)  # only once the checkpoint opened
         trained = ev.default_halt_max_steps
         evals = run_evaluations(cfg, ev, trained)
         res = compute_results(cfg, ev, evals, trained)
-        made = figures(res, cfg.out)
+        made = figures(res, cfg.out, pictures)
         res["seconds"] = time.time() - start
         atomic_write_text(os.path.join(cfg.out, "results.json"), json.dumps(res, indent=1))
         atomic_write_text(os.path.join(cfg.out, "report.md"), report_markdown(res, made, evals))
     except BaseException:
+        for name in pictures:  # a failed analysis leaves no report's pictures without the report
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(cfg.out, name))
         remove_if_empty(cfg.out, made_top)  # evaluations already written stay: a rerun reuses them
         raise
     finally:

@@ -36,11 +36,12 @@ import torch
 import yaml
 
 from utils import dataset_metadata
-from utils.checkpoint import load_weights, step_of
+from utils.checkpoint import is_disk_full, load_weights, step_of
 from utils.cli import run_config_cli
 from utils.config import ConfigError, normalize_data_paths
 from utils.functions import COMPILE_PREFIX, strip_compile_prefix
 from utils.hub import RELEASE_WEIGHTS, SAFETENSORS_WEIGHTS, parse_hub_uri
+from utils.paths import check_output_folder, make_folder, remove_if_empty
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBRARY_NAME = "hrm-trm"  # this project's package name (pyproject.toml)
@@ -332,22 +333,52 @@ def _save_safetensors(weights: Dict[str, torch.Tensor], path: str) -> None:
     save_file(own, path, metadata={"format": "pt"})
 
 
-def write_local_dir(local_dir: str, info: Dict[str, Any], card: str) -> List[str]:
-    """The repository as a folder, made under a temporary name and renamed into place."""
+def check_local_dir(local_dir: str) -> None:
+    """``local_dir`` can become the repository folder: a new path, or an empty folder (not a
+    link, not the current folder), in a folder that can be written. Checked before any work."""
+    real = os.path.abspath(local_dir)
+    if os.path.islink(local_dir):
+        raise ConfigError(f"local_dir={local_dir}: a symbolic link; give the path of a new folder")
     if os.path.exists(local_dir) and (not os.path.isdir(local_dir) or os.listdir(local_dir)):
         raise ConfigError(f"local_dir={local_dir}: exists and is not an empty folder; choose a new one")
-    parent = os.path.dirname(os.path.abspath(local_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(local_dir))}.", dir=parent)
+    cwd, target = os.path.realpath(os.getcwd()), os.path.realpath(real)
+    if cwd == target or cwd.startswith(target.rstrip(os.sep) + os.sep):
+        raise ConfigError(f"local_dir={local_dir}: the current folder or one above it; give the path of a new folder")
+    if os.path.ismount(real):
+        raise ConfigError(f"local_dir={local_dir}: a mount point, which cannot be replaced; give a new folder inside it")
     try:
+        check_output_folder(os.path.dirname(real), "local_dir")
+    except ValueError as e:
+        raise ConfigError(str(e).replace(f"local_dir={os.path.dirname(real)}", f"local_dir={local_dir}", 1)) from None
+
+
+def write_local_dir(local_dir: str, info: Dict[str, Any], card: str) -> List[str]:
+    """The repository as a folder, made under a temporary name and renamed into place; a failure
+    (a full disk) is one line and leaves nothing behind."""
+    check_local_dir(local_dir)
+    parent = os.path.dirname(os.path.abspath(local_dir))
+    made, tmp = "", None
+    try:
+        made = make_folder(parent)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(local_dir))}.", dir=parent)
         written = write_repo_folder(tmp, info, card)
         os.chmod(tmp, 0o777 & ~_umask())
         if os.path.isdir(local_dir):
             os.rmdir(local_dir)
         os.replace(tmp, local_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+        if not isinstance(e, OSError) and not is_disk_full(e, parent, 0):
+            raise
+        reason = "No space left on device" if is_disk_full(e, parent, 0) else (e.strerror or str(e))
+        cause: Optional[BaseException] = e
+        while cause is not None:  # the tracebacks hold the failed writer's open file: dropped, the space is freed now
+            cause.__traceback__, cause = None, cause.__context__
+        raise ConfigError(f"local_dir={local_dir}: cannot write the folder ({reason}); nothing was written") from None
+    finally:
+        if tmp is not None and os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isdir(local_dir):
+            remove_if_empty(parent, made)
     return written
 
 
@@ -407,6 +438,8 @@ def push(cfg: PushConfig) -> str:
         raise ConfigError(f"repo_id={cfg.repo_id}: expected <owner>/<name>")
     if cfg.local_dir is None:
         check_can_upload(cfg.repo_id)
+    else:
+        check_local_dir(cfg.local_dir)  # before reading the checkpoint
     info = read_checkpoint(cfg)
     card = model_card(cfg.repo_id, info, dataset=cfg.dataset, license=cfg.license)
     if cfg.local_dir is not None:

@@ -6,6 +6,7 @@ answer is valid (by the rules, not by the model), and describes a grid for pictu
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from tasks.views import Views
 from utils.errors import UserError
+from utils.progress import progress_bar
 
 
 class PuzzleError(UserError):
@@ -129,6 +131,8 @@ class TaskCodec:
             if not chunks:
                 raise PuzzleError(f"{source}: holds no puzzle")
         puzzles = []
+        if source is not None:  # a large file takes minutes (every puzzle is checked): show how far it got
+            chunks = progress_bar(chunks, desc=f"read {os.path.basename(source)}", unit="puzzle", delay=3, leave=False)
         for line, chunk in chunks:
             where = "puzzle=" if source is None else f"{source} line {line}"
             try:

@@ -101,6 +101,25 @@ def test_analyze_checkpoint_report(trained_hrm, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         analyze_checkpoint.main([f"checkpoint={ck}/step_12", f"out={out}", "max_examples=0"])
     assert e.value.code == 2 and "max_examples must be a positive number" in capsys.readouterr().err
+    if os.geteuid() == 0:  # a full disk (a tmpfs only root can mount) with room for the evaluations, not the pictures
+        full_disk_leaves_no_truncated_picture(analyze_checkpoint, argv, out, tmp_path / "full", capsys)
+
+
+def full_disk_leaves_no_truncated_picture(analyze_checkpoint, argv, out, mnt, capsys):
+    import shutil
+    import subprocess
+    evals = sum(f.stat().st_size for f in (out / "evals").rglob("*") if f.is_file())
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={evals + (96 << 10)}", "tmpfs", str(mnt)], check=True)
+    try:
+        shutil.copytree(out / "evals", mnt / "evals")
+        with pytest.raises(SystemExit) as e:
+            analyze_checkpoint.main([*argv[:1], f"out={mnt}", *argv[2:]])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and err[-1].startswith("error: no space left on device") and "Traceback" not in "".join(err)
+        assert not [p.name for p in mnt.iterdir() if p.name != "evals"]  # no picture cut short or left without its report
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
 
 
 @pytest.mark.slow

@@ -127,6 +127,8 @@ def cases(w: Path, run: Path, data: Path) -> List[Tuple[str, List[str]]]:
         ("evaluate.py", [f"checkpoint={w}/cfg_invalid/step_12"]),
         ("evaluate.py", [f"checkpoint={w}/cfg_empty/step_12"]),
         ("evaluate.py", [f"checkpoint={ck}", "halt_max_steps=0"]),
+        ("evaluate.py", [f"checkpoint={ck}", "samples=1000000"]),
+        ("evaluate.py", [f"checkpoint={ck}", "samples=2", "sampling=noise", "noise_std=1e308"]),
         ("evaluate.py", ["nonsense"]),
         # predict.py
         ("predict.py", [f"checkpoint={run}/step_1", f"puzzle={sudoku}"]),
@@ -155,6 +157,8 @@ def cases(w: Path, run: Path, data: Path) -> List[Tuple[str, List[str]]]:
         ("scripts/analyze_checkpoint.py", [f"checkpoint={w}/cfg_list/step_12", f"out={w}/analysis"]),
         ("scripts/analyze_checkpoint.py", [f"checkpoint={w}/cfg_invalid/step_12", f"out={w}/analysis"]),
         ("scripts/analyze_checkpoint.py", [f"checkpoint={ck}", f"out={w}/analysis", "max_examples=-3"]),
+        ("scripts/analyze_checkpoint.py", [f"checkpoint={ck}", f"out={w}/analysis", "samples=5000"]),
+        ("scripts/analyze_checkpoint.py", [f"checkpoint={ck}", f"out={w}/analysis", "noise_std=inf"]),
         ("scripts/analyze_checkpoint.py", [f"outputs={w}/nosuch", f"out={w}/analysis"]),
         ("scripts/analyze_checkpoint.py", [f"outputs={w}/preds/step_12_all_preds.0", f"out={w}/analysis"]),
         ("scripts/push_to_hub.py", ["checkpoint=nosuch/step_1", "repo_id=me/x", f"local_dir={w}/release"]),
@@ -196,7 +200,8 @@ def test_every_entry_point_answers_bad_input_with_one_line(hostile):
         code, stderr = run_in_process(script, args, cwd=w)
         check(failures, f"{script} {' '.join(args)}", code, stderr, before, snapshot(*roots))
     for args in (["nosuch_key=1"], [f"data_path={w}/nosuch"], [f"data_path={data}", f"checkpoint_path={w}/file.txt"],
-                 [f"data_path={data}", "lr=abc"], [f"data_path={data}", f"resume={w}/resume_cfg"]):
+                 [f"data_path={data}", "lr=abc"], [f"data_path={data}", f"resume={w}/resume_cfg"],
+                 [f"data_path={data}", "max_train_seconds=true"]):
         before = snapshot(*roots)
         proc = pretrain(*args, "epochs=1", "eval_interval=1", "global_batch_size=8", *TINY_HRM, cwd=w, check=False)
         check(failures, f"pretrain.py {' '.join(args)}", proc.returncode, proc.stderr, before, snapshot(*roots))

@@ -94,3 +94,28 @@ def test_a_switch_is_not_a_budget():
         parse_config({"arch": {"name": "x", "loss": {"name": "y"}}, "global_batch_size": 8, "epochs": 1, "lr": 1e-3, "lr_min_ratio": 1.0,
                       "lr_warmup_steps": 0, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "puzzle_emb_lr": 1e-2,
                       "puzzle_emb_weight_decay": 0.1, "max_train_seconds": True})
+
+
+def test_a_stop_signal_during_the_final_evaluation_after_the_budget_exits_143(sudoku4, tmp_path, capsys, monkeypatch):
+    """SIGTERM arriving while the run evaluates and saves after max_train_seconds: both complete,
+    and the run ends as a stopped run (exit status 128 + 15), not as a finished one."""
+    import os
+    import signal
+
+    import tqdm
+
+    from training.preemption import Preempted
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    write = tqdm.tqdm.write
+
+    def write_then_signal(text, *args, **kwargs):  # the signal comes right after the budget stop is announced
+        write(text, *args, **kwargs)
+        if "max_train_seconds=" in text and "reached" in text:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(tqdm.tqdm, "write", write_then_signal)
+    ck = tmp_path / "ck"
+    with pytest.raises(Preempted) as e:
+        run_in_process(sudoku4, ck, "max_train_seconds=0.001")
+    assert e.value.exit_status == 128 + signal.SIGTERM and f"resume={ck}/step_1" in str(e.value)
+    assert sorted(evals(ck)) == [1] and (ck / "step_1").is_file() and (ck / "step_1.train_state.pt").is_file()

@@ -39,6 +39,8 @@ def test_parse(uri, ref):
     ("hf://datasets/me/data", "model repositories"),
     ("hf://me/run/../x", "not a path inside"),
     ("hf://me/run@refs/heads", "refs/pr/N"),
+    ("hf://me/good@%2e%2e%2f%2e%2e/checkpoint", "revision '../..' is not a branch, tag or commit name"),  # out of the cache
+    ("hf://me/good@.hidden", "is not a branch, tag or commit name"),
 ])
 def test_parse_errors_are_one_line(uri, says):
     with pytest.raises(HubError) as e:

@@ -4,6 +4,7 @@ import base64
 import http.server
 import io
 import json
+import os
 import shlex
 import threading
 
@@ -226,3 +227,32 @@ def test_refused_upload_is_one_line_and_commits_nothing(trained_hrm, fake_hub, c
     fake_hub.fail = {"/api/validate-yaml": 400}
     err = error_line(capsys, [f"checkpoint={ck}/step_12", "repo_id=me/hrm-tiny"])
     assert "the Hub refused the model card's metadata (stand-in refuses this); nothing was uploaded" in err and not fake_hub.commits
+
+
+def test_local_dir_edge_cases_are_one_line_and_leave_nothing(trained_hrm, tmp_path, capsys, monkeypatch):
+    """A link (to a folder, or dangling), the current folder, an unwritable parent, a mount point
+    and a full disk: one line each, nothing written, no temporary folder left."""
+    import subprocess
+    ck, _ = trained_hrm
+    args = [f"checkpoint={ck}/step_12", "repo_id=me/x"]
+    (tmp_path / "empty").mkdir()
+    os.symlink(tmp_path / "empty", tmp_path / "link")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    monkeypatch.chdir(tmp_path / "empty")
+    for local_dir, message in ((tmp_path / "link", "a symbolic link"), (tmp_path / "dangling", "a symbolic link"),
+                               (".", "the current folder"), (tmp_path, "exists and is not an empty folder"),
+                               ("/proc/release", "local_dir=/proc/release: cannot write in /proc")):
+        assert message in error_line(capsys, [*args, f"local_dir={local_dir}"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "empty", "link"] and not os.listdir(tmp_path / "empty")
+    if os.geteuid() != 0:
+        return  # the mount point and the full disk need a tmpfs, which only root can mount
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
+    try:
+        assert "a mount point, which cannot be replaced" in error_line(capsys, [*args, f"local_dir={mnt}"])
+        err = error_line(capsys, [*args, f"local_dir={mnt / 'release'}"])
+        assert f"local_dir={mnt / 'release'}: cannot write the folder (No space left on device); nothing was written" in err
+        assert os.listdir(mnt) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)  # busy if the failed write had left a file open

@@ -250,3 +250,14 @@ def test_an_ensemble_of_two_tasks_is_refused_and_options_are_bounded(trained_hrm
         # predict.py says what it runs before it runs it: the error is its last line
         assert e.value.code == 2 and len(err) <= 2 and err[-1].startswith("error:") and message in err[-1], (argv, err)
     assert not (tmp_path / "out").exists()
+
+
+def test_sampling_options_without_effect_are_named():
+    from inference.sampling import SamplingOptions
+    assert SamplingOptions().unused_options() == []
+    assert SamplingOptions(noise_std=0.3, select="q_halt").unused_options() == [
+        "note: noise_std=, select= have no effect with samples=1 (one plain pass)"]
+    assert SamplingOptions(samples=4, noise_std=0.3).unused_options() == [
+        "note: noise_std= has no effect with sampling=augment (noise is added with sampling=noise or both)"]
+    assert SamplingOptions(samples=4, sampling="both", noise_std=0.3).unused_options() == []
+    assert SamplingOptions(select="q_halt").unused_options(checkpoints=2) == []  # an ensemble chooses among checkpoints

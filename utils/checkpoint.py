@@ -52,7 +52,8 @@ def step_of(path: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
-def _is_disk_full(e: BaseException, folder: str, needed: int) -> bool:
+def is_disk_full(e: BaseException, folder: str, needed: int) -> bool:
+    """Whether the failed write ``e`` into ``folder`` ran out of space (``needed`` bytes: about what it wrote)."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     # torch.save reports a failed write as a RuntimeError from its C++ writer (no errno).
@@ -95,7 +96,7 @@ def atomic_write(path: str, write_fn, size_hint: int = 0) -> None:
     except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        if _is_disk_full(e, folder, size_hint):
+        if is_disk_full(e, folder, size_hint):
             # The traceback holds the failed writer's open file: drop it so the space is freed now.
             e.__traceback__ = None
             del e

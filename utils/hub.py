@@ -57,6 +57,16 @@ def is_hub_uri(path: object) -> bool:
     return isinstance(path, str) and path.startswith(HF_SCHEME)
 
 
+def _valid_revision(revision: str) -> bool:
+    """A git reference name (``git check-ref-format``'s rules): no ``..``, no empty or dot-led
+    component, no control characters or ``~^:?*[\\``; it never names a path outside the cache."""
+    if ".." in revision or "@{" in revision or revision.endswith((".", "/", ".lock")) or revision.startswith("/"):
+        return False
+    if any(ord(c) < 0x20 or c in " ~^:?*[\\\x7f" for c in revision):
+        return False
+    return all(part and not part.startswith(".") for part in revision.split("/"))
+
+
 def parse_hub_uri(uri: str, what: str = "checkpoint") -> HubRef:
     """``hf://owner/name[@revision][/file]`` -> :class:`HubRef`; a malformed URI is one :class:`HubError` line."""
     expected = "expected hf://owner/name[@revision][/file]"
@@ -80,6 +90,8 @@ def parse_hub_uri(uri: str, what: str = "checkpoint") -> HubRef:
             raise HubError(f"{what}={uri}: {label} {part!r} is not a valid Hub name ({expected})")
     if at and not revision:
         raise HubError(f"{what}={uri}: empty revision after '@' ({expected})")
+    if at and not _valid_revision(revision):
+        raise HubError(f"{what}={uri}: revision {revision!r} is not a branch, tag or commit name ({expected})")
     filename = tail.strip("/")
     if any(p in ("", ".", "..") for p in filename.split("/")) and filename:
         raise HubError(f"{what}={uri}: file {filename!r} is not a path inside the repository")
