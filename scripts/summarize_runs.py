@@ -6,7 +6,8 @@
 
 A run is a folder holding ``all_config.yaml`` (what ``pretrain.py`` writes). For each run the table
 gives its settings that differ from the defaults (``config/cfg_pretrain.yaml`` with the run's
-arch), the steps done, the best and the last value of each evaluation metric with their steps
+arch), the steps done (with the planned steps when ``max_train_seconds`` or early stopping ended the
+run before them), the best and the last value of each evaluation metric with their steps
 (from ``eval_metrics.jsonl``; best is the minimum for losses and times, the maximum otherwise), and the wall
 time from its first to its last file. By default the table shows the main metrics (exact accuracy,
 token accuracy and loss of each set, pass@1 / pass@2 of an evaluator); ``--metrics all`` shows every
@@ -29,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from training.runs import RUN_END_FILE
 from utils.cli import ArgumentParser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,6 +55,8 @@ class Run:
     steps_done: int = 0
     wall_seconds: float = 0.0
     curves: Dict[str, List[Tuple[int, float]]] = field(default_factory=dict)  # metric -> [(step, value)]
+    planned_steps: Optional[int] = None  # from run_end.json: the run finished (or was stopped) ...
+    stopped_by: Optional[str] = None  # ... by "max_train_seconds" or "early_stop"; None: all its steps done
 
 
 def flatten(d: Dict[str, Any], prefix: str = "", sep: str = ".") -> Dict[str, Any]:
@@ -151,7 +155,32 @@ def load_run(path: str, defaults_cache: Dict[Optional[str], Dict[str, Any]]) -> 
     run.steps_done = max(steps + logged_steps, default=0)
     times = [os.path.getmtime(p) for p in files if os.path.isfile(p)]
     run.wall_seconds = max(times) - min(times) if times else 0.0
+    read_run_end(run)
     return run
+
+
+def read_run_end(run: Run) -> None:
+    """How the run ended (``run_end.json``, written when training ends; absent while it runs or
+    after a crash): planned steps and what stopped it early."""
+    path = os.path.join(run.path, RUN_END_FILE)
+    try:
+        with open(path) as f:
+            end = json.load(f)
+        run.planned_steps, run.stopped_by = int(end["planned_steps"]), end.get("stopped_by")
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SummaryError(f"{path}: not a run-end record (expected JSON with 'planned_steps')") from None
+
+
+def steps_cell(run: Run) -> str:
+    """``steps`` of the table: marked when the run stopped before its planned steps, so that a run cut
+    short by its time budget is not read as a finished one."""
+    if run.stopped_by == "max_train_seconds":
+        return f"{run.steps_done} of {run.planned_steps}, stopped by max_train_seconds"
+    if run.stopped_by == "early_stop":
+        return f"{run.steps_done} of {run.planned_steps}, early stop"
+    return str(run.steps_done)
 
 
 def best_and_last(points: Sequence[Tuple[int, float]], metric: str) -> Tuple[Tuple[int, float], Tuple[int, float]]:
@@ -195,9 +224,10 @@ def table_rows(runs: Sequence[Run], root: str, metrics: Sequence[str]) -> Tuple[
     for run in runs:
         name = os.path.relpath(run.path, root)
         own = format_overrides({k: v for k, v in run.overrides.items() if k not in shared}) or "(defaults)"
-        row = [name, own, str(run.steps_done), format_duration(run.wall_seconds)]
+        row = [name, own, steps_cell(run), format_duration(run.wall_seconds)]
         record: Dict[str, Any] = {"run": name, "overrides": format_overrides(run.overrides), "steps": run.steps_done,
-                                  "wall_seconds": round(run.wall_seconds, 1)}
+                                  "planned_steps": run.planned_steps if run.planned_steps is not None else "",
+                                  "stopped_by": run.stopped_by or "", "wall_seconds": round(run.wall_seconds, 1)}
         for m in metrics:
             points = run.curves.get(m)
             if not points:

@@ -3,9 +3,12 @@ beside the checkpoints, the progress bar, the training metrics as they are read 
 last line naming the last checkpoint."""
 from __future__ import annotations
 
+import json
 import os
+from typing import Optional
 
 from training.config import PretrainConfig
+from training.runs import RUN_END_FILE
 from training.state import Run
 from training.train_log import TrainMetricsLog, default_interval
 from utils import checkpoint as ckpt
@@ -34,6 +37,8 @@ def start_logging(run: Run, resumed: bool) -> None:
         print(f"Removed {len(removed)} file(s) left by an interrupted run from {config.checkpoint_path}: {', '.join(removed[:6])}"
               + (" ..." if len(removed) > 6 else ""))
     ckpt.save_code_and_config(config)
+    if config.checkpoint_path and os.path.isfile(os.path.join(config.checkpoint_path, RUN_END_FILE)):
+        os.remove(os.path.join(config.checkpoint_path, RUN_END_FILE))  # a resumed run's end is not known yet
     interval = config.train_metrics_interval or default_interval(state.total_steps, run.readback.interval)
     run.train_log = TrainMetricsLog(config.checkpoint_path, interval, resumed_step=state.step if resumed else None)
     run.progress_bar = progress_bar(total=run.expected_steps or state.total_steps, initial=state.step, desc="train", dynamic_ncols=True)
@@ -45,6 +50,18 @@ def log_train_metrics(run: Run) -> None:
         run.logger.log(metrics, step=step)
         run.train_log.add(step, metrics)
         run.progress_bar.set_postfix(loss=f"{metrics.get('train/lm_loss', float('nan')):.4f}", refresh=False)
+
+
+def write_run_end(run: Run, stopped_by: Optional[str]) -> None:
+    """``<checkpoint_path>/run_end.json``: how the run ended, for the run table. ``stopped_by`` is
+    ``"max_train_seconds"``, ``"early_stop"`` or None (every planned step done); ``seconds`` counts
+    from ``clock`` (the process start, or the job's start in a later job of a multirun)."""
+    config = run.config
+    if not config.checkpoint_path:
+        return
+    record = {"step": run.state.step, "planned_steps": run.expected_steps or run.state.total_steps, "stopped_by": stopped_by,
+              "max_train_seconds": config.max_train_seconds, "seconds": round(run.budget.elapsed(), 3), "clock": run.budget.clock.origin}
+    ckpt.atomic_write_text(os.path.join(config.checkpoint_path, RUN_END_FILE), json.dumps(record) + "\n")
 
 
 def finished_line(config: PretrainConfig, step: int) -> str:
