@@ -9,7 +9,8 @@ gives its settings that differ from the defaults (``config/cfg_pretrain.yaml`` w
 arch), the steps done (with the planned steps when ``max_train_seconds`` or early stopping ended the
 run before them), the best and the last value of each evaluation metric with their steps
 (from ``eval_metrics.jsonl``; best is the minimum for losses and times, the maximum otherwise), and the wall
-time from its first to its last file. By default the table shows the main metrics (exact accuracy,
+time from the first to the last file the training wrote (files added later do not count). Run
+folders reached through symbolic links count. Training curves: ``scripts/plot_runs.py``. By default the table shows the main metrics (exact accuracy,
 token accuracy and loss of each set, pass@1 / pass@2 of an evaluator); ``--metrics all`` shows every
 one. It writes ``runs_summary.md``, ``runs_summary.csv`` and
 ``runs_curves.png`` (matplotlib) to ``--out`` (default: the folder) and prints the markdown.
@@ -38,6 +39,9 @@ CONFIG_DIR = os.path.join(REPO, "config")
 # Names that say where a run writes, not how it trains: never "overrides".
 NAMING_KEYS = {"checkpoint_path", "run_name", "project_name", "resume", "data_path"}
 STEP_FILE = re.compile(r"^step_(\d+)$")
+# The files pretrain.py writes into a run folder (the wall time spans them).
+OWN_FILE = re.compile(r"^(all_config\.yaml|(eval|train)_metrics\.jsonl|run_end\.json|best(\.json)?"
+                      r"|step_\d+(\.train_state(\.rank\d+)?\.pt)?)$")
 # Shown by default: what a results table reports (other metrics with --metrics all or by name).
 MAIN_METRICS = ("exact_accuracy", "accuracy", "lm_loss", "pass@1", "pass@2")
 LOWER_IS_BETTER = ("loss", "seconds", "time")
@@ -84,11 +88,28 @@ def main_metrics(available: Sequence[str]) -> List[str]:
 
 
 def find_runs(folder: str) -> List[str]:
-    """Every folder under ``folder`` (itself included) holding ``all_config.yaml``, sorted."""
+    """Every folder under ``folder`` (itself included) holding ``all_config.yaml``, sorted. Symbolic
+    links to folders are followed (a folder of links to runs kept elsewhere), each real folder once."""
     if not os.path.isdir(folder):
         raise SummaryError(f"{folder}: no such folder")
-    found = [root for root, _, files in os.walk(folder) if "all_config.yaml" in files]
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree, or two links to one run
+            dirs[:] = []
+            continue
+        seen.add(real)
+        if "all_config.yaml" in files:
+            found.append(root)
     return sorted(found)
+
+
+def run_duration(path: str) -> float:
+    """Seconds from the first to the last file the training run itself wrote in ``path``; files
+    written there later (predictions of evaluate.py, tables of this script) do not count."""
+    times = [os.path.getmtime(os.path.join(path, n)) for n in os.listdir(path)
+             if OWN_FILE.match(n) and os.path.isfile(os.path.join(path, n))]
+    return max(times) - min(times) if times else 0.0
 
 
 def default_config(arch_name: Optional[str], cache: Dict[Optional[str], Dict[str, Any]]) -> Dict[str, Any]:
@@ -153,8 +174,7 @@ def load_run(path: str, defaults_cache: Dict[Optional[str], Dict[str, Any]]) -> 
     run.curves = read_eval_curves(os.path.join(path, "eval_metrics.jsonl"))
     logged_steps = [s for points in run.curves.values() for s, _ in points]
     run.steps_done = max(steps + logged_steps, default=0)
-    times = [os.path.getmtime(p) for p in files if os.path.isfile(p)]
-    run.wall_seconds = max(times) - min(times) if times else 0.0
+    run.wall_seconds = run_duration(path)
     read_run_end(run)
     return run
 
