@@ -24,11 +24,14 @@ def start_logging(run: Run, resumed: bool) -> None:
     n_params = sum(x.numel() for x in state.model.parameters())
     compiled = "compiled" if unwrap_compiled(state.model) is not state.model else "not compiled"
     steps = f"{run.expected_steps} steps" if run.expected_steps is not None else f"up to {state.total_steps} steps"
-    print(f"{config.arch.name.split('@')[-1]}: {n_params / 1e6:.2f}M parameters, {steps}, "
+    print(f"{arch_label(config)}: {n_params / 1e6:.2f}M parameters, {steps}, "
           f"device {info.device} ({compiled}, compile={config.compile}), {info.world_size} process(es); checkpoints in {config.checkpoint_path}")
     if info.device.type == "cpu" and config.arch.__pydantic_extra__.get("forward_dtype", "bfloat16") == "bfloat16":
         print("note: bfloat16 matmuls are slow on most CPUs (7x slower than float32 on this project's test machine); "
               "for speed add arch.forward_dtype=float32")
+    horizon = ema_horizon_note(config, run.expected_steps or state.total_steps)
+    if horizon:
+        print(horizon)
     run.logger = init_wandb(config.project_name, config.run_name, config.model_dump(), group=config.wandb_group)  # type: ignore[arg-type]
     if not resumed:
         run.logger.log({"num_params": n_params}, step=0)
@@ -42,6 +45,28 @@ def start_logging(run: Run, resumed: bool) -> None:
     interval = config.train_metrics_interval or default_interval(state.total_steps, run.readback.interval)
     run.train_log = TrainMetricsLog(config.checkpoint_path, interval, resumed_step=state.step if resumed else None)
     run.progress_bar = progress_bar(total=run.expected_steps or state.total_steps, initial=state.step, desc="train", dynamic_ncols=True)
+
+
+def arch_label(config: PretrainConfig) -> str:
+    """The model of the start line: its file and class (``trm_singlez (TinyRecursiveReasoningModel_ACTV1)``),
+    and the MLP mixer when ``mlp_t`` replaces attention, so that variants sharing a class differ."""
+    module, _, cls = config.arch.name.rpartition("@")
+    extra = config.arch.__pydantic_extra__ or {}
+    mixer = ", MLP mixer (mlp_t)" if getattr(config.arch, "mlp_t", extra.get("mlp_t", False)) else ""
+    return f"{module.rsplit('.', 1)[-1]} ({cls}{mixer})" if module else cls
+
+
+def ema_horizon_note(config: PretrainConfig, steps: int) -> Optional[str]:
+    """With ``ema``, the evaluated weights average about the last 1/(1-ema_rate) steps, starting from
+    the initial weights: a shorter run evaluates weights still close to its start. Says so, or None."""
+    if not config.ema:
+        return None
+    horizon = 1 / (1 - config.ema_rate)
+    if steps >= horizon:
+        return None
+    start_weight = config.ema_rate ** steps  # what is left of the initial weights after the run
+    return (f"note: ema=True with ema_rate={config.ema_rate:g} averages over about {horizon:.0f} steps, but this run makes {steps}: "
+            f"the evaluated (EMA) weights are still {start_weight:.0%} the initial ones. Lower ema_rate or use ema=False for short runs")
 
 
 def log_train_metrics(run: Run) -> None:
