@@ -62,7 +62,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(DEMO_FLAGS)
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark_optim.py

@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 import tqdm
@@ -38,7 +38,7 @@ from training.evaluation import create_eval_loader, ema_applied, evaluate_train_
 from training.preemption import Preempted, StopRequest, signal_name
 from training.runs import apply_sweep_job, current_sweep_job
 from training.metrics_readback import MetricsReadback, resolve_log_interval
-from training.reporting import finished_line, log_train_metrics, start_logging
+from training.reporting import finished_line, log_train_metrics, start_logging, write_run_end
 from training.state import Run, check_finite, init_train_state, train_batch
 from training.train_log import eval_line_train, summary_line
 from utils import checkpoint as ckpt
@@ -50,9 +50,10 @@ from utils.errors import UserError
 from utils.metrics import flatten_metrics
 
 
-def launch(raw_config: Dict[str, Any]) -> PretrainConfig:
-    """Run a whole training job from a composed config dict; returns the final config."""
-    clock = ProcessClock()  # seconds since process start (max_train_seconds, eval/since_start_s)
+def launch(raw_config: Dict[str, Any], clock: Optional[ProcessClock] = None) -> PretrainConfig:
+    """Run a whole training job from a composed config dict; returns the final config. ``clock``
+    (max_train_seconds, eval/since_start_s) counts from the process start unless given."""
+    clock = clock or ProcessClock()
     info = init_distributed(timeout_s=dist_timeout_from(raw_config))
     held = contextlib.ExitStack()  # the run folder's lock, held until the run ends
     try:
@@ -73,11 +74,16 @@ def _run(raw_config: Dict[str, Any], info: DistInfo, held: contextlib.ExitStack,
     run = set_up(config, info, resume)
     run.budget = TimeBudget(config.max_train_seconds, clock)
     run.stop = StopRequest(info.rank).install()
+    stopped_by = None
     try:
         for iter_id in range(run.state.iters_done, run.total_iters):
             train_iteration(run, iter_id)
-            if evaluate_and_save(run, iter_id) or run.out_of_time:
-                break  # early stop, or max_train_seconds spent
+            if evaluate_and_save(run, iter_id):
+                stopped_by = "early_stop"
+                break
+            if run.out_of_time:
+                stopped_by = "max_train_seconds"
+                break
     finally:
         run.stop.uninstall()
         if run.progress_bar is not None:
@@ -89,6 +95,7 @@ def _run(raw_config: Dict[str, Any], info: DistInfo, held: contextlib.ExitStack,
             run.train_log.flush()  # the steps since the last line, also when stopped early
     if info.rank == 0:
         run.logger.finish()
+        write_run_end(run, stopped_by)
     # A stop signal during the evaluation and save that follow max_train_seconds: they completed,
     # and the exit status still says the run was stopped (a scheduler requeues on 128 + signal).
     signum = run.stop.agreed(info.world_size, info.cpu_group) if run.out_of_time else None
@@ -179,7 +186,7 @@ def out_of_time(run: Run) -> bool:
         return run.out_of_time
     run.out_of_time = True
     if run.info.rank == 0:
-        tqdm.tqdm.write(f"max_train_seconds={run.config.max_train_seconds:g} reached {run.budget.elapsed():.1f} s after process start: "
+        tqdm.tqdm.write(f"max_train_seconds={run.config.max_train_seconds:g} reached {run.budget.elapsed():.1f} s after {run.budget.clock.origin}: "
                         f"stopped after step {run.state.step} of {planned}; evaluating and saving as at the end of a run")
     return True
 
@@ -252,8 +259,10 @@ def main() -> None:
         if job is not None:  # each job of a multirun writes to its own folder
             raw = apply_sweep_job(raw, job)  # type: ignore[arg-type]
             print(f"sweep job {job.num}: checkpoints in {raw.get('checkpoint_path') or 'the folder of run ' + repr(raw.get('run_name'))}")
+        # Hydra runs a multirun's jobs one after another in this process: a later job's clock starts with it.
+        clock = ProcessClock(from_now=job is not None and job.num > 0)
         try:
-            launch(raw)  # type: ignore[arg-type]
+            launch(raw, clock)  # type: ignore[arg-type]
         except (UserError, FloatingPointError) as e:
             if int(os.environ.get("RANK", "0")) == 0:
                 print(f"error: {user_error_message(e)}", file=sys.stderr)

@@ -139,6 +139,9 @@ def build_sudoku_dataset(config: SudokuBuildConfig) -> None:
         q, a, rating = generate_sudoku(config.generate + num_test, n, rng, desc=f"generate {n}x{n}")
         print(f"generated {q.shape[0]} {n}x{n} puzzles; rating (solver guesses) "
               f"min {rating.min()}, median {int(np.median(rating))}, max {rating.max()}")
+        if n == 9:  # Sudoku-Extreme was selected for hardness; random minimal puzzles mostly need no guess
+            print(f"note: {np.mean(rating == 0):.0%} of these need no guess: generated 9x9 Sudoku is easy and no stand-in for "
+                  "Sudoku-Extreme; --min-difficulty K keeps the puzzles needing at least K guesses")
         sources = {"train": (q[:config.generate], a[:config.generate], rating[:config.generate]),
                    "test": (q[config.generate:], a[config.generate:], rating[config.generate:])}
         splits = {}
@@ -146,6 +149,11 @@ def build_sudoku_dataset(config: SudokuBuildConfig) -> None:
             keep = np.arange(sq.shape[0]) if config.min_difficulty is None else np.flatnonzero(sr >= config.min_difficulty)
             if split == "train":
                 keep = keep[subsample_rows(keep.size, config.subsample_size, rng)]
+            if config.min_difficulty is not None:
+                print(f"{split}: {keep.size} of {sq.shape[0]} puzzles kept with rating >= --min-difficulty {config.min_difficulty}")
+                if not keep.size:
+                    raise DatasetError(f"--min-difficulty {config.min_difficulty}: no generated {split} puzzle needs that many "
+                                       f"guesses (max {sr.max() if sr.size else 0}); generate more or lower it")
             splits[split] = (sq[keep], sa[keep])
     else:
         splits, n = {}, None

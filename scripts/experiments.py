@@ -71,6 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f"  note:     {h['note']}")
     print(f"\n# 1. build the dataset\n{h.get('dataset', '?')}\n\n# 2. train\n{h.get('launch', f'python pretrain.py +experiment={args.name}')}")
     print(f"\n# the source's own command line (same config)\n{h.get('command', '?')}")
+    print(f"\n# estimated steps, memory and GPU hours\npython scripts/plan.py {args.name}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,15 @@ LIBRARY_NAME = "hrm-trm"  # this project's package name (pyproject.toml)
 PAPERS = {
     "HRM": ("Hierarchical Reasoning Model", "https://arxiv.org/abs/2506.21734"),
     "TRM": ("Less is More: Recursive Reasoning with Tiny Networks", "https://arxiv.org/abs/2510.04871"),
+    "URM": ("Universal Reasoning Model", "https://arxiv.org/abs/2512.14693"),
+}
+# Model family of an arch (its ``name``'s module): (family, what the card calls it, tag, papers cited).
+FAMILIES = {
+    "hrm.": ("HRM", "Hierarchical Reasoning Model", "hierarchical-reasoning-model", ("HRM",)),
+    "recursive_reasoning.hrm@": ("HRM", "Hierarchical Reasoning Model", "hierarchical-reasoning-model", ("HRM",)),
+    "recursive_reasoning.transformers_baseline@": ("TRM", "Transformer baseline of the TRM paper", "tiny-recursive-model", ("TRM",)),
+    "recursive_reasoning.": ("TRM", "Tiny Recursive Model", "tiny-recursive-model", ("TRM", "HRM")),
+    "urm.": ("URM", "Universal Reasoning Model", "universal-reasoning-model", ("URM",)),
 }
 # Hub datasets the builders read by default (dataset/build_*_dataset.py --source-repo).
 KNOWN_SOURCES = {"sudoku-extreme": "sapientinc/sudoku-extreme", "maze-30x30-hard": "sapientinc/maze-30x30-hard-1k"}
@@ -230,19 +239,25 @@ def _override_value(value: Any) -> str:
     return str(value)
 
 
+def model_family(arch_name: str):
+    """(family, name, tag, papers) of an arch name such as ``urm.urm@URM``; an unknown module counts as HRM."""
+    return next((v for prefix, v in FAMILIES.items() if arch_name.startswith(prefix)), FAMILIES["hrm."])
+
+
 def model_card(repo_id: str, info: Dict[str, Any], dataset: Optional[str] = None, license: Optional[str] = None) -> str:
     """``README.md`` of the repository: YAML front matter (huggingface_hub's ``ModelCardData`` fields) + Markdown."""
     from huggingface_hub import EvalResult, ModelCardData
 
     config, task, metrics, step = info["config"], info["task"], info["metrics"], info["step"]
     arch_name = str(config["arch"]["name"])
-    family = "TRM" if "recursive_reasoning" in arch_name else "HRM"
-    long_name = "tiny-recursive-model" if family == "TRM" else "hierarchical-reasoning-model"
+    family, description, long_name, papers = model_family(arch_name)
     data_name = os.path.basename(os.path.normpath(info["data_paths"][0])) if info["data_paths"] else "dataset"
     dataset = dataset or next((hub for key, hub in KNOWN_SOURCES.items() if key in data_name), None)
     uri = f"hf://{repo_id}"
     params = sum(t.numel() for t in info["weights"].values())
-    scores = {name: value for name, value in metrics.items() if name.endswith("accuracy") or "pass@" in name}
+    # model-index holds evaluation results only: the training averages logged beside them stay out.
+    scores = {name: value for name, value in metrics.items()
+              if not name.startswith("train/") and (name.endswith("accuracy") or "pass@" in name)}
     eval_results = [EvalResult(task_type=task or "puzzle-solving", task_name=f"{task or 'puzzle'} solving",
                                dataset_type=dataset or data_name, dataset_name=data_name, dataset_split="test",
                                metric_type=name.split("/")[-1], metric_name=name, metric_value=round(value, 6))
@@ -259,13 +274,13 @@ def model_card(repo_id: str, info: Dict[str, Any], dataset: Optional[str] = None
     lines = [
         "---", card_data.to_yaml(), "---", "",
         f"# {repo_id.split('/')[-1]}", "",
-        f"A {PAPERS[family][0] if family == 'HRM' else 'Tiny Recursive Model'} ({family}, `{arch_name}`, {params / 1e6:.1f}M parameters) "
+        f"A {description} ({family}, `{arch_name}`, {params / 1e6:.1f}M parameters) "
         f"trained on `{data_name}`{f' ({task} puzzles)' if task else ''}" + (f", step {step}." if step is not None else "."),
         "",
     ]
     if metrics:
         lines += [f"## Evaluation (test split, step {step})", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {name} | {value:.4f} |" for name, value in metrics.items() if not name.startswith("eval/")]
+        lines += [f"| {name} | {value:.4f} |" for name, value in metrics.items() if not name.startswith(("eval/", "train/"))]
         lines += [""]
     lines += [
         "## Use", "",
@@ -285,7 +300,7 @@ def model_card(repo_id: str, info: Dict[str, Any], dataset: Optional[str] = None
         "```bash", training_command(config), "```", "",
         "## Papers", "",
     ]
-    for key in (("HRM", "TRM") if family == "TRM" else ("HRM",)):
+    for key in papers:
         lines.append(f"- {PAPERS[key][0]}: {PAPERS[key][1]}")
     return "\n".join(lines) + "\n"
 
@@ -296,10 +311,13 @@ def model_card(repo_id: str, info: Dict[str, Any], dataset: Optional[str] = None
 
 def write_repo_folder(folder: str, info: Dict[str, Any], card: str) -> List[str]:
     """Every file of the repository into ``folder`` (which exists and is empty); returns their paths."""
+    mode = 0o666 & ~_umask()
+
     def put(rel: str, write) -> None:
         dst = os.path.join(folder, *rel.split("/"))
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         write(dst)
+        os.chmod(dst, mode)  # one mode for every file (safetensors writes its file owner-only)
         written.append(rel)
 
     written: List[str] = []

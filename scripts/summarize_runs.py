@@ -6,9 +6,11 @@
 
 A run is a folder holding ``all_config.yaml`` (what ``pretrain.py`` writes). For each run the table
 gives its settings that differ from the defaults (``config/cfg_pretrain.yaml`` with the run's
-arch), the steps done, the best and the last value of each evaluation metric with their steps
+arch), the steps done (with the planned steps when ``max_train_seconds`` or early stopping ended the
+run before them), the best and the last value of each evaluation metric with their steps
 (from ``eval_metrics.jsonl``; best is the minimum for losses and times, the maximum otherwise), and the wall
-time from its first to its last file. By default the table shows the main metrics (exact accuracy,
+time from the first to the last file the training wrote (files added later do not count). Run
+folders reached through symbolic links count. Training curves: ``scripts/plot_runs.py``. By default the table shows the main metrics (exact accuracy,
 token accuracy and loss of each set, pass@1 / pass@2 of an evaluator); ``--metrics all`` shows every
 one. It writes ``runs_summary.md``, ``runs_summary.csv`` and
 ``runs_curves.png`` (matplotlib) to ``--out`` (default: the folder) and prints the markdown.
@@ -29,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from training.runs import RUN_END_FILE
 from utils.cli import ArgumentParser
 from utils.errors import UserError
 
@@ -37,6 +40,9 @@ CONFIG_DIR = os.path.join(REPO, "config")
 # Names that say where a run writes, not how it trains: never "overrides".
 NAMING_KEYS = {"checkpoint_path", "run_name", "project_name", "resume", "data_path"}
 STEP_FILE = re.compile(r"^step_(\d+)$")
+# The files pretrain.py writes into a run folder (the wall time spans them).
+OWN_FILE = re.compile(r"^(all_config\.yaml|(eval|train)_metrics\.jsonl|run_end\.json|best(\.json)?"
+                      r"|step_\d+(\.train_state(\.rank\d+)?\.pt)?)$")
 # Shown by default: what a results table reports (other metrics with --metrics all or by name).
 MAIN_METRICS = ("exact_accuracy", "accuracy", "lm_loss", "pass@1", "pass@2")
 LOWER_IS_BETTER = ("loss", "seconds", "time")
@@ -54,6 +60,8 @@ class Run:
     steps_done: int = 0
     wall_seconds: float = 0.0
     curves: Dict[str, List[Tuple[int, float]]] = field(default_factory=dict)  # metric -> [(step, value)]
+    planned_steps: Optional[int] = None  # from run_end.json: the run finished (or was stopped) ...
+    stopped_by: Optional[str] = None  # ... by "max_train_seconds" or "early_stop"; None: all its steps done
 
 
 def flatten(d: Dict[str, Any], prefix: str = "", sep: str = ".") -> Dict[str, Any]:
@@ -81,11 +89,28 @@ def main_metrics(available: Sequence[str]) -> List[str]:
 
 
 def find_runs(folder: str) -> List[str]:
-    """Every folder under ``folder`` (itself included) holding ``all_config.yaml``, sorted."""
+    """Every folder under ``folder`` (itself included) holding ``all_config.yaml``, sorted. Symbolic
+    links to folders are followed (a folder of links to runs kept elsewhere), each real folder once."""
     if not os.path.isdir(folder):
         raise SummaryError(f"{folder}: no such folder")
-    found = [root for root, _, files in os.walk(folder) if "all_config.yaml" in files]
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree, or two links to one run
+            dirs[:] = []
+            continue
+        seen.add(real)
+        if "all_config.yaml" in files:
+            found.append(root)
     return sorted(found)
+
+
+def run_duration(path: str) -> float:
+    """Seconds from the first to the last file the training run itself wrote in ``path``; files
+    written there later (predictions of evaluate.py, tables of this script) do not count."""
+    times = [os.path.getmtime(os.path.join(path, n)) for n in os.listdir(path)
+             if OWN_FILE.match(n) and os.path.isfile(os.path.join(path, n))]
+    return max(times) - min(times) if times else 0.0
 
 
 def default_config(arch_name: Optional[str], cache: Dict[Optional[str], Dict[str, Any]]) -> Dict[str, Any]:
@@ -150,9 +175,33 @@ def load_run(path: str, defaults_cache: Dict[Optional[str], Dict[str, Any]]) -> 
     run.curves = read_eval_curves(os.path.join(path, "eval_metrics.jsonl"))
     logged_steps = [s for points in run.curves.values() for s, _ in points]
     run.steps_done = max(steps + logged_steps, default=0)
-    times = [os.path.getmtime(p) for p in files if os.path.isfile(p)]
-    run.wall_seconds = max(times) - min(times) if times else 0.0
+    run.wall_seconds = run_duration(path)
+    read_run_end(run)
     return run
+
+
+def read_run_end(run: Run) -> None:
+    """How the run ended (``run_end.json``, written when training ends; absent while it runs or
+    after a crash): planned steps and what stopped it early."""
+    path = os.path.join(run.path, RUN_END_FILE)
+    try:
+        with open(path) as f:
+            end = json.load(f)
+        run.planned_steps, run.stopped_by = int(end["planned_steps"]), end.get("stopped_by")
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SummaryError(f"{path}: not a run-end record (expected JSON with 'planned_steps')") from None
+
+
+def steps_cell(run: Run) -> str:
+    """``steps`` of the table: marked when the run stopped before its planned steps, so that a run cut
+    short by its time budget is not read as a finished one."""
+    if run.stopped_by == "max_train_seconds":
+        return f"{run.steps_done} of {run.planned_steps}, stopped by max_train_seconds"
+    if run.stopped_by == "early_stop":
+        return f"{run.steps_done} of {run.planned_steps}, early stop"
+    return str(run.steps_done)
 
 
 def best_and_last(points: Sequence[Tuple[int, float]], metric: str) -> Tuple[Tuple[int, float], Tuple[int, float]]:
@@ -196,9 +245,10 @@ def table_rows(runs: Sequence[Run], root: str, metrics: Sequence[str]) -> Tuple[
     for run in runs:
         name = os.path.relpath(run.path, root)
         own = format_overrides({k: v for k, v in run.overrides.items() if k not in shared}) or "(defaults)"
-        row = [name, own, str(run.steps_done), format_duration(run.wall_seconds)]
+        row = [name, own, steps_cell(run), format_duration(run.wall_seconds)]
         record: Dict[str, Any] = {"run": name, "overrides": format_overrides(run.overrides), "steps": run.steps_done,
-                                  "wall_seconds": round(run.wall_seconds, 1)}
+                                  "planned_steps": run.planned_steps if run.planned_steps is not None else "",
+                                  "stopped_by": run.stopped_by or "", "wall_seconds": round(run.wall_seconds, 1)}
         for m in metrics:
             points = run.curves.get(m)
             if not points:

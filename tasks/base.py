@@ -6,6 +6,7 @@ answer is valid (by the rules, not by the model), and describes a grid for pictu
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
@@ -66,6 +67,11 @@ class Cells:
     text_colours: Optional[np.ndarray] = None  # [H, W, 3] uint8
     boxes: Optional[Tuple[int, int]] = None  # (rows, cols) of a box: thicker lines between boxes
     caption: List[str] = field(default_factory=list)  # lines of text instead of / under the grid
+
+
+def typed(text: str, limit: int = 40) -> str:
+    """A typed ``puzzle=`` value as an error names it: quoted, escapes visible, long ones cut."""
+    return json.dumps(text if len(text) <= limit else text[:limit - 3] + "...", ensure_ascii=False)
 
 
 class TaskCodec:
@@ -134,7 +140,7 @@ class TaskCodec:
         if source is not None:  # a large file takes minutes (every puzzle is checked): show how far it got
             chunks = progress_bar(chunks, desc=f"read {os.path.basename(source)}", unit="puzzle", delay=3, leave=False)
         for line, chunk in chunks:
-            where = "puzzle=" if source is None else f"{source} line {line}"
+            where = f"puzzle={typed(chunk)}" if source is None else f"{source} line {line}"
             try:
                 puzzle = self.parse(chunk)
             except PuzzleError as e:

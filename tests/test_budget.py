@@ -55,10 +55,13 @@ def test_run_stops_at_the_budget_evaluates_saves_and_resumes(sudoku4, tmp_path, 
     assert logged[1]["eval/since_start_s"] > 0 and logged[1]["eval/seconds"] > 0
     assert (ck / "step_1").is_file() and (ck / "step_1.train_state.pt").is_file()
     assert not any(p.name.startswith("step_") and p.name != "step_1" and not p.name.startswith("step_1.") for p in ck.iterdir())
+    end = json.loads((ck / "run_end.json").read_text())
+    assert (end["step"], end["planned_steps"], end["stopped_by"], end["clock"]) == (1, 12, "max_train_seconds", "process start")
 
     # Resumed without a budget (the key may change on resume), it finishes the run from there.
     run_in_process(sudoku4, ck, f"resume={ck}")
     assert sorted(evals(ck)) == [1, 6, 12]
+    assert json.loads((ck / "run_end.json").read_text())["stopped_by"] is None  # the resumed run did all its steps
     assert (ck / "step_12").is_file() and load_weights(ck / "step_12").keys() == load_weights(ck / "step_1").keys()
 
 
@@ -119,3 +122,25 @@ def test_a_stop_signal_during_the_final_evaluation_after_the_budget_exits_143(su
         run_in_process(sudoku4, ck, "max_train_seconds=0.001")
     assert e.value.exit_status == 128 + signal.SIGTERM and f"resume={ck}/step_1" in str(e.value)
     assert sorted(evals(ck)) == [1] and (ck / "step_1").is_file() and (ck / "step_1.train_state.pt").is_file()
+
+
+@pytest.mark.slow
+def test_every_job_of_a_multirun_gets_its_own_budget(sudoku4, tmp_path):
+    """A real 2-job Hydra multirun in one process: job 0 (many epochs) is stopped by the budget,
+    counted from the process start; job 1 (2 epochs, 12 steps) starts its own clock and finishes,
+    where a process clock would have stopped it after one step. The run table marks job 0."""
+    from conftest import pretrain, run
+    budget = 12
+    proc = pretrain("-m", f"data_path={sudoku4}", "epochs=400,2", "eval_interval=null", "global_batch_size=8", "evaluators=[]",
+                    "lr_warmup_steps=1", *TINY_HRM, "compile=false", f"max_train_seconds={budget}", "checkpoint_path=ck", cwd=tmp_path)
+    job0, job1 = tmp_path / "ck" / "job0_epochs-400", tmp_path / "ck" / "job1_epochs-2"
+    end0, end1 = (json.loads((job / "run_end.json").read_text()) for job in (job0, job1))
+    assert end0["stopped_by"] == "max_train_seconds" and end0["step"] < end0["planned_steps"] == 2400
+    assert end0["clock"] == "process start" and end0["seconds"] >= budget
+    assert f"max_train_seconds={budget} reached" in proc.stdout and "after process start" in proc.stdout
+    assert (end1["stopped_by"], end1["step"], end1["planned_steps"], end1["clock"]) == (None, 12, 12, "job start")
+    assert end1["seconds"] < end0["seconds"]  # counted from the job's start
+    assert evals(job1)[12]["eval/since_start_s"] < evals(job0)[end0["step"]]["eval/since_start_s"]
+
+    table = run([sys.executable, str(REPO / "scripts" / "summarize_runs.py"), str(tmp_path / "ck")]).stdout
+    assert f"| {end0['step']} of 2400, stopped by max_train_seconds |" in table and "| 12 |" in table

@@ -219,3 +219,19 @@ def test_output_folder_of_other_files_or_holding_the_source_is_refused(tmp_path,
     run_cli(main, ["--source-repo", str(src), "--output-dir", str(tmp_path / "ds")])
     run_cli(main, ["--generate", "3", "--grid", "4", "--output-dir", str(tmp_path / "ds")])
     assert load_split(tmp_path / "ds", "train")["inputs"].shape == (3, 16)
+
+
+def test_generated_9x9_says_it_is_easy_and_min_difficulty_keeps_hard_ones(tmp_path, capsys):
+    """Random minimal 9x9 puzzles mostly need no guess: the builder says so; --min-difficulty keeps
+    those the solver needs at least that many guesses for (re-solved here)."""
+    from dataset.build_sudoku_dataset import SudokuBuildConfig, SudokuSolver, build_sudoku_dataset
+    out = tmp_path / "hard"
+    build_sudoku_dataset(SudokuBuildConfig(generate=40, generate_test=10, grid=9, min_difficulty=1, output_dir=str(out)))
+    printed = capsys.readouterr().out
+    assert "generated 9x9 Sudoku is easy and no stand-in for Sudoku-Extreme" in printed
+    assert "puzzles kept with rating >= --min-difficulty 1" in printed
+    puzzles = np.load(out / "train" / "all__inputs.npy").astype(np.int64) - 1
+    assert len(puzzles) >= 1
+    solver = SudokuSolver(9)
+    for p in puzzles:
+        assert len(solver.solve(p.tolist())) == 1 and solver.guesses >= 1

@@ -126,3 +126,66 @@ def test_demo_experiment_trains(sudoku4, tmp_path):
              "arch.hidden_size=32", f"checkpoint_path={ck}", "+run_name=d")
     saved = (ck / "all_config.yaml").read_text()
     assert "halt_max_steps: 4" in saved and "lr: 0.002" in saved and sorted(os.listdir(ck)).count("step_6") == 1
+
+
+# Keys a documented line may add to a recipe's: how the run is named or split, not how it trains.
+DOC_ADDITIONS = {"run_name", "checkpoint_path", "project_name", "gradient_accumulation_steps", "best_metric",
+                 "eval_max_examples", "eval_full_at_end"}
+
+
+def doc_command_lines():
+    """``(file, line)`` of every ``pretrain.py`` command in a code block of the README and docs/*.md
+    (backslash continuations joined, comments dropped)."""
+    out = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        in_block, pending = False, ""
+        for raw in path.read_text().splitlines():
+            if raw.lstrip().startswith("```"):
+                in_block, pending = not in_block, ""
+                continue
+            if not in_block:
+                continue
+            text = pending + raw.split(" #", 1)[0].strip()
+            if text.endswith("\\"):
+                pending = text[:-1] + " "
+                continue
+            pending = ""
+            if "pretrain.py" in text and "=" in text:
+                out.append((path.name, text))
+    return out
+
+
+def overrides_of(line: str):
+    """A command line's overrides as {key: value}; ``data_path=X`` and ``data_paths=[X]`` both become
+    ``data`` (the originals' default when neither is given)."""
+    words = shlex.split(line)
+    words = words[next(i for i, w in enumerate(words) if w.endswith("pretrain.py")) + 1:]
+    kv = dict(w.lstrip("+").split("=", 1) for w in words if "=" in w)
+    if "data_paths" in kv:
+        kv["data"] = kv.pop("data_paths").strip("[]")
+    kv["data"] = kv.pop("data_path", kv.get("data", "data/arc-aug-1000"))
+    kv.setdefault("arch", "hrm_v1")
+    return kv
+
+
+def test_documented_recipe_lines_are_the_originals():
+    """A documented training line on a recipe's data set, not through ``+experiment=``, is presented
+    as the original's: it must hold every override of a recipe of the same data and arch, with the same
+    values, adding only naming, accumulation or evaluation-subset keys."""
+    recipes = {name: overrides_of(h["command"]) for name, h in experiments().items() if "pretrain.py" in h["command"]}
+    recipe_data = {kv["data"] for kv in recipes.values()}
+    checked = 0
+    for file, line in doc_command_lines():
+        if "+experiment=" in line or "<" in line:
+            continue
+        kv = overrides_of(line)
+        if kv["data"] not in recipe_data:
+            continue
+        candidates = {n: r for n, r in recipes.items() if r["data"] == kv["data"] and r["arch"] == kv["arch"]}
+        assert candidates, f"{file}: {line}\nno recipe trains {kv['arch']} on {kv['data']}"
+        matches = [n for n, r in candidates.items()
+                   if all(kv.get(k) == v for k, v in r.items()) and set(kv) - set(r) <= DOC_ADDITIONS]
+        diffs = {n: sorted({k for k in set(r) | set(kv) if kv.get(k) != r.get(k)} - DOC_ADDITIONS) for n, r in candidates.items()}
+        assert matches, f"{file}: {line}\nis not a recipe's line; keys that differ: {diffs}"
+        checked += 1
+    assert checked >= 8  # the README's "Training" and "Training on one GPU" lines

@@ -160,10 +160,10 @@ def test_builder_recorded_task_needs_no_option(sudoku_ck, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["puzzle=1234"], "puzzle=: puzzle has 4 cells; this checkpoint's 4x4 Sudoku needs 16"),
-    (["puzzle=12x4............"], "puzzle=: puzzle: character 'x' at cell 3 is not a digit 1..4"),
+    (["puzzle=1234"], "puzzle=\"1234\": puzzle has 4 cells; this checkpoint's 4x4 Sudoku needs 16"),
+    (["puzzle=12x4............"], "puzzle=\"12x4............\": puzzle: character 'x' at cell 3 is not a digit 1..4"),
     (["puzzle=123412341"], "puzzle has 9 cells; this checkpoint's 4x4 Sudoku needs 16"),
-    (["puzzle=11.............."], "puzzle=: the clues conflict: digit 1 twice in row 1"),
+    (["puzzle=11.............."], 'puzzle="11..............": the clues conflict: digit 1 twice in row 1'),
     (["puzzle=#####\n#S  #\n# # #\n#  G#\n#####"], "puzzle: character '#' at cell 1 is not a digit 1..4"),  # a maze for a Sudoku model
     (["puzzle=1...............", "task=domino"], "task=domino: "),  # the recorded task or the sizes contradict it
     (["puzzle=1...............", "task=chess"], "task=chess: unknown task"),

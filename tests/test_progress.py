@@ -26,3 +26,19 @@ def test_disable_none_hides_the_bar_outside_a_terminal():
     for _ in progress.progress_bar(range(3), desc="predict", disable=None, file=log):
         pass
     assert log.getvalue() == ""
+
+
+def test_a_finished_bar_leaves_its_last_line_once(monkeypatch):
+    """The redraw at close differs from the last update's only in timing and postfix: not printed again."""
+    import time
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL_S", 0.0)
+    log = io.StringIO()
+    bar = progress.progress_bar(total=3, desc="train", file=log)
+    for _ in range(3):
+        time.sleep(0.2)  # each update redraws
+        bar.update(1)
+    bar.set_postfix(loss="1.0", refresh=False)
+    time.sleep(1.1)  # the closing redraw's elapsed time differs
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert sum("3/3" in line for line in lines) == 1 and lines[-1].startswith("train: 100%")

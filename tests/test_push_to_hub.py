@@ -55,6 +55,42 @@ def test_safetensors_and_checkpoint_hold_the_same_tensors(published):
         assert torch.equal(hub[k], v) and torch.equal(release["_orig_mod." + k], v) and hub[k].dtype == v.dtype
 
 
+def test_every_file_has_the_same_mode(published):
+    """0666 less the umask, as any file the user writes: safetensors alone would make its file owner-only."""
+    import os
+    out, _, _ = published
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {0o666 & ~mask}, modes
+
+
+@pytest.mark.parametrize("arch_name, family, paper, absent", [
+    ("hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1", "hierarchical-reasoning-model", "2506.21734", ("2510.04871", "2512.14693")),
+    ("recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", "tiny-recursive-model", "2510.04871", ("2512.14693",)),
+    ("urm.urm@URM", "universal-reasoning-model", "2512.14693", ("2506.21734", "2510.04871", "Hierarchical")),
+])
+def test_card_names_the_model_family_and_its_paper(published, arch_name, family, paper, absent):
+    """The card of a URM (or TRM) run describes, tags and cites that model; model-index holds only
+    evaluation metrics, never the train/* averages logged beside them."""
+    out, ck, _ = published
+    config = yaml.safe_load((ck / "all_config.yaml").read_text())
+    config["arch"]["name"] = arch_name
+    metrics = {"all/exact_accuracy": 0.5, "all/accuracy": 0.75, "train/accuracy": 0.9, "train/exact_accuracy": 0.4}
+    info = dict(config=config, task="sudoku", metrics=metrics, step=12, data_paths=["data/sudoku-4x4"], seq_len=16,
+                weights={"w": torch.zeros(3)})
+    meta, body = front_matter(push_to_hub.model_card("me/m", info))
+    tag = family.split("-")[0][0] + "rm"  # hrm / trm / urm
+    assert family in meta["tags"] and tag in meta["tags"]
+    assert f"https://arxiv.org/abs/{paper}" in body and not any(a in body for a in absent)
+    title = " ".join(w.capitalize() for w in family.split("-"))  # Universal Reasoning Model, ...
+    assert f"A {title} ({tag.upper()}, `{arch_name}`" in body
+    results = meta["model-index"][0]["results"]
+    names = {m["name"] for r in results for m in r["metrics"]}
+    assert names == {"all/exact_accuracy", "all/accuracy"}
+    assert "train/accuracy" not in body
+
+
 def test_model_card_is_yaml_front_matter_plus_markdown(published):
     from huggingface_hub import ModelCard
 

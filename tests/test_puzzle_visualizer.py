@@ -2,7 +2,8 @@
 
 ChromeDriver accepts a folder path for an ``<input webkitdirectory>``, so the page reads the
 files through its own File API code, exactly as when a person picks the folder.
-Set UPDATE_SCREENSHOT=1 to rewrite docs/visualizer.png from the ARC view.
+Set UPDATE_SCREENSHOT=1 to rewrite docs/visualizer.png from the ARC view and
+docs/visualizer_predictions.png from predictions joined with a test split.
 """
 import os
 import shutil
@@ -434,6 +435,10 @@ def test_predictions_alone_are_joined_with_the_test_split(driver, tmp_path):
     assert driver.find_element(By.ID, "pred-identifier").text == "second"
     assert "halt confidence 0.250" in driver.find_element(By.ID, "pred-info").text  # the rule's, not sigmoid(q_halt) = 0.5
     assert [c[0] for c in panel_cells(driver, 0)] == puzzles[1].tolist()   # the test split's input
+    if os.environ.get("UPDATE_SCREENSHOT"):  # docs/visualizer_predictions.png: this view, as the README describes it
+        driver.set_window_size(1100, 640)
+        driver.save_screenshot(os.path.join(ROOT, "docs", "visualizer_predictions.png"))
+        driver.set_window_size(1100, 760)
 
     # Two ranks in global batches of 2: rank 0 evaluated examples 0 and 2, rank 1 example 1.
     two = tmp_path / "two"
@@ -474,3 +479,36 @@ def test_arc_zooms_to_a_small_grid_anywhere_on_the_canvas(driver, tmp_path):
     size = driver.execute_script("return getComputedStyle(document.querySelector('#view .grid.arc .cell')).width")
     assert float(size.rstrip("px")) >= 36
     assert "4×4 area at row 5, column 7" in driver.find_element(By.CSS_SELECTOR, "#view .legend").text
+
+
+@pytest.mark.slow
+def test_task_recorded_in_dataset_json_picks_the_view_and_custom_tokens_are_decoded(driver, tmp_path):
+    """A custom task of 5x5 grids in 4 colours (seq_len 25, vocab 6: the shape of a maze) is drawn as
+    the custom task dataset.json records, in the file's own symbols (digit 5 for token 4)."""
+    import json
+    from dataset.build_custom_dataset import CustomBuildConfig, build_custom_dataset
+    rng = np.random.default_rng(0)
+    examples = [{"input": rng.choice(list("2589"), (5, 5)).tolist(), "output": rng.choice(list("2589"), (5, 5)).tolist()}
+                for _ in range(3)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    folder = tmp_path / "colours"
+    build_custom_dataset(CustomBuildConfig(train=str(data), test=str(data), output_dir=str(folder)))
+    meta = json.loads((folder / "train" / "dataset.json").read_text())
+    assert (meta["task"], meta["seq_len"], meta["vocab_size"], meta["vocab"][2:]) == ("custom", 25, 6, ["2", "5", "8", "9"])
+
+    assert open_folder(driver, folder) == "ready"
+    assert driver.find_element(By.ID, "view").get_attribute("data-kind") == "custom"
+    for panel_index, key in ((0, "input"), (1, "output")):
+        shown = panel_cells(driver, panel_index)
+        assert [[shown[r * 5 + c][1] for c in range(5)] for r in range(5)] == examples[0][key]
+        assert [c[0] for c in shown] == [meta["vocab"].index(t) for row in examples[0][key] for t in row]
+    assert "Tokens decoded with dataset.json's vocab (4 task tokens)" in driver.find_element(By.ID, "view").text
+
+    # Without a recorded task (the original builders write none) the shape decides: here, wrongly, a maze.
+    for split in ("train", "test"):
+        m = json.loads((folder / split / "dataset.json").read_text())
+        m.pop("task")
+        (folder / split / "dataset.json").write_text(json.dumps(m))
+    assert open_folder(driver, folder) == "ready"
+    assert driver.find_element(By.ID, "view").get_attribute("data-kind") == "maze"

@@ -91,3 +91,22 @@ def test_a_broken_run_folder_is_skipped_with_a_warning(tmp_path, capsys):
     warnings = capsys.readouterr().err.strip().splitlines()
     assert len(warnings) == 3 and all(w.startswith("warning: skipped a run: ") for w in warnings)
     assert any("bad-metrics/eval_metrics.jsonl:1" in w for w in warnings) and any("list/all_config.yaml" in w for w in warnings)
+
+
+def test_runs_behind_links_count_and_wall_time_is_the_trainings_own(tmp_path):
+    """A folder of symbolic links to runs is summarised; files added to a run folder after training
+    (evaluate.py predictions, this script's own tables) do not lengthen its wall time."""
+    run = tmp_path / "store" / "r"
+    run.mkdir(parents=True)
+    for name, t in (("all_config.yaml", 1000), ("eval_metrics.jsonl", 1090), ("step_6", 1100), ("run_end.json", 1120),
+                    ("step_6_all_preds.0", 1300), ("runs_summary.md", 1400)):
+        (run / name).write_text('{"step": 6, "all": {"exact_accuracy": 0.5}}\n' if name == "eval_metrics.jsonl" else
+                                '{"step": 6, "planned_steps": 6, "stopped_by": null}\n' if name == "run_end.json" else "lr: 0.1\n")
+        os.utime(run / name, (t, t))
+    (tmp_path / "links").mkdir()
+    os.symlink(run, tmp_path / "links" / "r")
+    os.symlink(tmp_path / "links", tmp_path / "links" / "loop")  # a link back up: visited once
+    summarize(str(tmp_path / "links"), out=str(tmp_path / "out"))
+    records = list(csv.DictReader(open(tmp_path / "out" / "runs_summary.csv")))
+    assert [r["run"] for r in records] == ["r"]
+    assert float(records[0]["wall_seconds"]) == 120.0 and records[0]["steps"] == "6" and records[0]["stopped_by"] == ""

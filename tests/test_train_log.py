@@ -30,6 +30,14 @@ def test_intervals_average_the_readings_and_a_resume_drops_later_lines(tmp_path)
     mean = average([{"train/count": 1.0, "train/accuracy": 0.5, "train/lm_loss": 1.0},
                     {"train/count": 0.0, "train/accuracy": 0.0, "train/lm_loss": 3.0}])
     assert mean == {"train/count": 0.5, "train/accuracy": 0.5, "train/lm_loss": 2.0}
+    # No row halted in any reading: no value, never 0 (a file line reads null).
+    none = average([{"train/count": 0.0, "train/accuracy": 0.0, "train/steps": 0.0, "train/lm_loss": 3.0}])
+    assert none == {"train/count": 0.0, "train/accuracy": None, "train/steps": None, "train/lm_loss": 3.0}
+    log = TrainMetricsLog(str(tmp_path / "n"), interval=1)
+    log.add(1, {"train/count": 0.0, "train/accuracy": 0.0, "train/lm_loss": 3.0})
+    assert lines(tmp_path / "n" / "train_metrics.jsonl") == [{"step": 1, "averaged_over": 1, "train/count": 0.0,
+                                                               "train/accuracy": None, "train/lm_loss": 3.0}]
+    assert summary_line(1, {"averaged_over": 1, **none}, {}) == "step 1: train lm_loss 3 (mean of the 1 step(s) since the last evaluation)"
 
 
 def test_summary_line():
@@ -75,7 +83,8 @@ def test_run_without_wandb_writes_what_wandb_would_get(sudoku4, tmp_path, monkey
         for key in train[8]:
             # Losses, lr, count: plain means; accuracies and steps: over the steps where rows halted (count > 0).
             readings = [train[s] for s in steps if key.endswith("loss") or key in ("train/lr", "train/count") or train[s]["train/count"] > 0]
-            assert line[key] == pytest.approx(sum(r[key] for r in readings) / len(readings), rel=1e-12), key
+            expected = sum(r[key] for r in readings) / len(readings) if readings else None  # no row halted: null
+            assert line[key] == pytest.approx(expected, rel=1e-12), key
     assert got[-1]["train/exact_accuracy"] == pytest.approx(train[8]["train/exact_accuracy"], rel=1e-12)  # rows halt at step 8 (halt_max_steps 2)
     # eval_metrics.jsonl sets train (mean of the steps since the last evaluation) beside test.
     evaluated = {line["step"]: line for line in lines(ck / "eval_metrics.jsonl")}

@@ -1,5 +1,7 @@
 """The wall-clock budget of a run (``max_train_seconds``): seconds since the process started,
 interpreter start-up, imports, data loading and compilation included, as a speedrun counts them.
+Under a Hydra multirun, whose jobs run one after another in one process, a later job counts from
+its own start (the first job from the process start), so every job gets the whole budget.
 
 A resumed run counts its own process's time only: the budget bounds one process, not the sum of
 the runs that led to its resume state.

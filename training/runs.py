@@ -31,10 +31,11 @@ _NAMING_KEYS = {"checkpoint_path", "run_name", "project_name", "resume"}
 _MAX_JOB_NAME = 120  # keep folder names well under filesystem limits (255 bytes)
 
 # Files that show a folder belongs to a run (the names pretrain.py writes).
-_RUN_FILE = re.compile(r"^(all_config\.yaml|(eval|train)_metrics\.jsonl|step_\d+([._].*)?)$")
+_RUN_FILE = re.compile(r"^(all_config\.yaml|(eval|train)_metrics\.jsonl|run_end\.json|step_\d+([._].*)?)$")
 # Of those, the ones that hold a run's work: weights (``step_N``, ``best``) or a resume state.
 _SAVED_FILE = re.compile(r"^(step_\d+|step_\d+\.train_state(\.rank\d+)?\.pt|best|best\.json)$")
 LOCK_FILE = "run.lock"
+RUN_END_FILE = "run_end.json"  # how a finished run ended (training/reporting.py), read by the run table
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ has a line at each evaluated step.
 
 A step's accuracies and ``steps`` are means over the rows that halted at that step (``count``;
 the original logs 0 when none did, as ACT halts rows every few steps): the average takes them from
-the readings where rows halted, while losses, ``lr`` and ``count`` are plain means.
+the readings where rows halted, while losses, ``lr`` and ``count`` are plain means. A line with no
+halted row holds ``null`` for them.
 :func:`summary_line` sets the average of the readings since the last evaluation beside the test
 metrics.
 """
@@ -26,16 +27,17 @@ from typing import Any, Dict, List, Optional
 LINES_PER_RUN = 200  # default: about this many lines per run, whatever its length
 
 
-def average(readings: List[Dict[str, float]]) -> Dict[str, float]:
-    """The mean of W&B-style readings (see the module docstring for per-halted-row metrics)."""
+def average(readings: List[Dict[str, float]]) -> Dict[str, Optional[float]]:
+    """The mean of W&B-style readings (see the module docstring for per-halted-row metrics).
+
+    A per-halted-row metric of readings where no row halted has no value: None (``null`` in the
+    file), not the 0 W&B gets, which would draw every curve as a sawtooth."""
     halted = [m for m in readings if m.get("train/count", 1.0) > 0]
-    out: Dict[str, float] = {}
+    out: Dict[str, Optional[float]] = {}
     for k in sorted({k for m in readings for k in m}):
         plain = k.endswith("loss") or k in ("train/lr", "train/count")
-        # A line of steps where no row halted keeps what W&B got (0), so no key is ever missing.
-        values = [m[k] for m in (readings if plain else halted) if k in m] or [m[k] for m in readings if k in m]
-        if values:
-            out[k] = sum(values) / len(values)
+        values = [m[k] for m in (readings if plain else halted) if k in m]
+        out[k] = sum(values) / len(values) if values else None
     return out
 
 

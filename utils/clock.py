@@ -29,13 +29,18 @@ def _linux_seconds_since_start() -> Optional[float]:
 
 
 class ProcessClock:
-    """Seconds since the process started, read without a system call after construction."""
+    """Seconds since the process started, read without a system call after construction.
 
-    def __init__(self) -> None:
-        since_start = _linux_seconds_since_start()
+    ``from_now=True`` counts from construction instead: the second and later jobs of a Hydra
+    multirun, which run one after another in one process, each count from their own start.
+    ``origin`` names where the clock counts from, for messages."""
+
+    def __init__(self, from_now: bool = False) -> None:
+        since_start = 0.0 if from_now else _linux_seconds_since_start()
         if since_start is None:
             since_start = time.monotonic() - _IMPORTED_AT
         self._origin = time.monotonic() - since_start
+        self.origin = "job start" if from_now else "process start"
 
     def elapsed(self) -> float:
         return time.monotonic() - self._origin

@@ -19,6 +19,7 @@ import tqdm
 PLAIN_INTERVAL_S = 30.0  # seconds between two lines of a bar in a log
 PLAIN_WIDTH = 100        # a log has no width: a fixed one keeps lines comparable
 _ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_BAR = re.compile(r"\|[^|]*\|")
 
 
 def is_terminal(stream: Any) -> bool:
@@ -29,9 +30,17 @@ def is_terminal(stream: Any) -> bool:
         return False
 
 
+def _counter(line: str) -> str:
+    """A bar's line without its timing and drawing: ``train: 100%| 3/3`` of
+    ``train: 100%|####| 3/3 [00:02<00:00, 1.49it/s, loss=1.0]``."""
+    return _BAR.sub("|", line.split(" [", 1)[0])
+
+
 class PlainLines:
     """A text stream for tqdm that turns each redraw into a line of its own: carriage returns and
-    escape sequences removed, blank redraws (a bar clearing itself) and repeats dropped."""
+    escape sequences removed, blank redraws (a bar clearing itself) and repeats dropped. A repeat
+    is a line with the same count as the previous one: the redraw when a finished bar closes
+    differs only in its timing, and would print the last line twice."""
 
     def __init__(self, stream: TextIO):
         self.stream = stream
@@ -42,7 +51,7 @@ class PlainLines:
         with self.lock:
             for piece in re.split(r"[\r\n]", _ESCAPE.sub("", text)):
                 line = piece.rstrip()
-                if line and line != self.last:
+                if line and _counter(line) != _counter(self.last):
                     self.stream.write(line + "\n")
                     self.last = line
         return len(text)
