@@ -172,7 +172,9 @@ def test_documented_recipe_lines_are_the_originals():
     """A documented training line on a recipe's data set, not through ``+experiment=``, is presented
     as the original's: it must hold every override of a recipe of the same data and arch, with the same
     values, adding only naming, accumulation or evaluation-subset keys."""
-    recipes = {name: overrides_of(h["command"]) for name, h in experiments().items() if "pretrain.py" in h["command"]}
+    # The originals' recipes (this project's own, such as the demo's, are varied on purpose in the docs).
+    recipes = {name: overrides_of(h["command"]) for name, h in experiments().items()
+               if "pretrain.py" in h["command"] and not h["source"].startswith("this project")}
     recipe_data = {kv["data"] for kv in recipes.values()}
     checked = 0
     for file, line in doc_command_lines():
