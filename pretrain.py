@@ -159,7 +159,8 @@ def train_iteration(run: Run, iter_id: int) -> None:
     state.model.train()
     for _set_name, batch, global_batch_size in run.train_loader:
         # Checked before the step, so a pass whose last step ends in time counts as complete.
-        if state.step > run.first_step and out_of_time(run):
+        if state.step > run.first_step and budget_spent(run):
+            stop_for_budget(run)
             break
         train_batch(config, state, batch, global_batch_size, rank=rank, world_size=run.info.world_size, log_to=run.readback)
         state.batches_in_iter += 1
@@ -174,21 +175,25 @@ def train_iteration(run: Run, iter_id: int) -> None:
         stop_if_signalled(run, saved_now)
     else:
         state.iters_done, state.batches_in_iter = iter_id + 1, 0
-        out_of_time(run)  # then this pass's evaluation is the last
+        if budget_spent(run):
+            stop_for_budget(run)  # then this pass's evaluation is the last
     stop_if_nonfinite(run)
 
 
-def out_of_time(run: Run) -> bool:
-    """Whether ``max_train_seconds`` is spent (agreed by every rank); the first time, says so and
-    marks the run so that its next evaluation and save are the last."""
+def budget_spent(run: Run) -> bool:
+    """Whether ``max_train_seconds`` is spent now (every rank agrees; a run that has done its
+    planned steps is never cut)."""
     planned = run.expected_steps or run.state.total_steps
-    if run.out_of_time or run.state.step >= planned or not run.budget.reached(run.info.world_size, run.info.cpu_group):
-        return run.out_of_time
+    return run.state.step < planned and run.budget.reached(run.info.world_size, run.info.cpu_group)
+
+
+def stop_for_budget(run: Run) -> None:
+    """Mark the run so that this pass's evaluation and save are its last, and say so."""
     run.out_of_time = True
     if run.info.rank == 0:
+        planned = run.expected_steps or run.state.total_steps
         tqdm.tqdm.write(f"max_train_seconds={run.config.max_train_seconds:g} reached {run.budget.elapsed():.1f} s after {run.budget.clock.origin}: "
                         f"stopped after step {run.state.step} of {planned}; evaluating and saving as at the end of a run")
-    return True
 
 
 def stop_if_signalled(run: Run, saved_now: bool) -> None:
@@ -211,32 +216,16 @@ def evaluate_and_save(run: Run, iter_id: int) -> bool:
     resume state. Returns True when training stops early (``early_stop_patience``)."""
     config, state, rank = run.config, run.state, run.info.rank
     is_last = iter_id == run.total_iters - 1 or run.out_of_time
-    evaluating = iter_id >= (config.min_eval_interval or 0)
     stop_early = False
-    if evaluating or (is_last and rank == 0):
-        if evaluating:
-            state.model.eval()
+    if iter_id >= (config.min_eval_interval or 0):
+        state.model.eval()
         with ema_applied(state):
-            if evaluating:
-                # The final evaluation covers the whole test split when asked; best/early stop then
-                # skip it, as it is not comparable with the subset evaluations before it.
-                full = is_last and config.eval_full_at_end and config.eval_max_examples is not None
-                loader = create_eval_loader(config, rank, run.info.world_size, full=True)[0] if full else run.eval_loader
-                since_start, started = run.budget.elapsed(), time.perf_counter()
-                metrics = evaluate_train_state(config, state, loader, run.eval_metadata, run.evaluators, run.info)
-                if rank == 0 and metrics is not None:
-                    metrics["eval/seconds"] = round(time.perf_counter() - started, 3)
-                    metrics["eval/since_start_s"] = round(since_start, 3)  # when training reached this step (time-to-accuracy)
-                    run.logger.log(flatten_metrics(metrics), step=state.step)
-                    # The file also holds the train side (mean since the last evaluation): train vs test in one line.
-                    train = run.train_log.at_evaluation()
-                    ckpt.write_metrics_line(config.checkpoint_path, state.step, {**metrics, **eval_line_train(train)})
-                    tqdm.tqdm.write(f"step {state.step}: " + json.dumps(metrics))
-                    tqdm.tqdm.write(summary_line(state.step, train, metrics))
-                if state.best is not None and not full:
-                    stop_early = update_best(config, state, metrics, run.info)
+            stop_early = evaluate_now(run, is_last)
             if rank == 0 and (config.checkpoint_every_eval or is_last or stop_early):
                 save_train_state(config, state)
+    elif is_last and rank == 0:  # no evaluation yet (min_eval_interval), but the run's weights are saved
+        with ema_applied(state):
+            save_train_state(config, state)
     if config.checkpoint_every_eval or is_last or config.checkpoint_interval_steps or stop_early:
         save_resume(run, interval=False)
     if stop_early and rank == 0:
@@ -246,6 +235,28 @@ def evaluate_and_save(run: Run, iter_id: int) -> bool:
                         f"best {best.value} at step {best.step}"
                         + (f", weights in {os.path.join(config.checkpoint_path, 'best')}" if config.checkpoint_path else ""))
     return stop_early
+
+
+def evaluate_now(run: Run, is_last: bool) -> bool:
+    """Evaluate the model as it is (in eval mode, EMA weights applied), log and print the metrics,
+    and track the best checkpoint. Returns True when training stops early."""
+    config, state, rank = run.config, run.state, run.info.rank
+    # The final evaluation covers the whole test split when asked; best/early stop then skip it,
+    # as it is not comparable with the subset evaluations before it.
+    full = is_last and config.eval_full_at_end and config.eval_max_examples is not None
+    loader = create_eval_loader(config, rank, run.info.world_size, full=True)[0] if full else run.eval_loader
+    since_start, started = run.budget.elapsed(), time.perf_counter()
+    metrics = evaluate_train_state(config, state, loader, run.eval_metadata, run.evaluators, run.info)
+    if rank == 0 and metrics is not None:
+        metrics["eval/seconds"] = round(time.perf_counter() - started, 3)
+        metrics["eval/since_start_s"] = round(since_start, 3)  # when training reached this step (time-to-accuracy)
+        run.logger.log(flatten_metrics(metrics), step=state.step)
+        # The file also holds the train side (mean since the last evaluation): train vs test in one line.
+        train = run.train_log.at_evaluation()
+        ckpt.write_metrics_line(config.checkpoint_path, state.step, {**metrics, **eval_line_train(train)})
+        tqdm.tqdm.write(f"step {state.step}: " + json.dumps(metrics))
+        tqdm.tqdm.write(summary_line(state.step, train, metrics))
+    return state.best is not None and not full and update_best(config, state, metrics, run.info)
 
 
 def main() -> None:
