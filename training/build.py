@@ -41,7 +41,10 @@ def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, 
     see utils/compile.py."""
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch_size = config.global_batch_size // (world_size * config.gradient_accumulation_steps)  # one micro-batch
-    model = build_model(config.arch.model_dump(), train_metadata, batch_size, device)
+    arch = config.arch.model_dump()
+    if config.segment_loss_decay is not None:  # a training option, given to the loss head
+        arch["loss"] = {**arch["loss"], "segment_loss_decay": config.segment_loss_decay}
+    model = build_model(arch, train_metadata, batch_size, device)
     with torch.device(device):
         load_checkpoint(model, config)
         if config.freeze_weights:

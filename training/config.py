@@ -98,6 +98,9 @@ class PretrainConfig(pydantic.BaseModel):
     # step that reaches it, then evaluates and saves as at the end of a run. A resumed run counts
     # its own process's time only. None: no budget.
     max_train_seconds: Optional[float] = None
+    # CGAR's training methods (docs/training.md, "Faster training"): the loss of ACT segment t
+    # weighted by lambda^(t-1), normalised to mean 1 (None: off, the unweighted loss).
+    segment_loss_decay: Optional[float] = None
 
     @pydantic.field_validator("data_paths", mode="before")
     @classmethod
@@ -129,6 +132,8 @@ class PretrainConfig(pydantic.BaseModel):
                 raise ValueError(f"{name} must be a positive number or null, got {getattr(self, name)}")
         if self.max_train_seconds is not None and not self.max_train_seconds > 0:
             raise ValueError(f"max_train_seconds must be a positive number of seconds or null, got {self.max_train_seconds}")
+        if self.segment_loss_decay is not None and not 0 < self.segment_loss_decay < float("inf"):
+            raise ValueError(f"segment_loss_decay must be a positive number (e.g. 0.7) or null, got {self.segment_loss_decay}")
         if self.early_stop_patience is not None and self.best_metric is None:
             raise ValueError("early_stop_patience needs best_metric (the metric whose improvement it waits for), e.g. best_metric=all/exact_accuracy")
         return self
