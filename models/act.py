@@ -11,6 +11,7 @@ naming them.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -349,6 +350,18 @@ class ACTModel(nn.Module):
         so that in evaluation every row of a batch runs the same number of segments.
         ``act_inference`` overrides the config's evaluation switch where a model has one."""
         return self.training
+
+    @contextlib.contextmanager
+    def at_depth(self, H_cycles: int, L_cycles: int):
+        """Run at ``H_cycles`` x ``L_cycles`` within the block (the training steps of a depth
+        curriculum), then at the configured depth again. ``reason`` reads these config fields as
+        plain ints, so a compiled model specialises on them: one graph per depth, none per step."""
+        configured = self.config.H_cycles, self.config.L_cycles  # type: ignore[attr-defined]
+        self.config.H_cycles, self.config.L_cycles = H_cycles, L_cycles  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            self.config.H_cycles, self.config.L_cycles = configured  # type: ignore[attr-defined]
 
     def forward(self, carry: ACTCarry, batch: Dict[str, torch.Tensor], halt_max_steps: Optional[int] = None,
                 act_inference: Optional[bool] = None) -> Tuple[ACTCarry, Dict[str, torch.Tensor]]:
