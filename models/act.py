@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Literal, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple
 
 import pydantic
 import torch
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.common import trunc_normal_init_
-from models.layers import CastedEmbedding, CastedLinear, CosSin, PostNormBlock, RotaryEmbedding, _find_multiple
+from models.layers import CastedEmbedding, CastedLinear, CosSin, PostNormBlock, ReasoningModule, RotaryEmbedding, _find_multiple
 from models.sparse_embedding import CastedSparseEmbedding
 from utils.functions import validation_error_line
 
@@ -179,6 +179,13 @@ class ACTInner(nn.Module):
         """Forward FLOPs of one block beyond the projections and attention that every block has
         (URM's depthwise convolution), for analytic FLOPs; ``seq_len`` includes the puzzle positions."""
         return 0
+
+    def repeated_modules(self) -> List[nn.Module]:
+        """The modules a segment applies over and over, which ``compile=regional`` compiles: the
+        reasoning modules (HRM's ``H_level`` and ``L_level``, TRM's ``L_level``) or, in a model that
+        loops over its blocks itself (URM), the blocks."""
+        levels = [m for m in self.modules() if isinstance(m, ReasoningModule)]
+        return levels or [m for m in self.modules() if isinstance(m, PostNormBlock)]
 
     @staticmethod
     def init_buffer_name(latent: str) -> str:
