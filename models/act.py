@@ -11,10 +11,11 @@ naming them.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Literal, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple
 
 import pydantic
 import torch
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.common import trunc_normal_init_
-from models.layers import CastedEmbedding, CastedLinear, CosSin, PostNormBlock, RotaryEmbedding, _find_multiple
+from models.layers import CastedEmbedding, CastedLinear, CosSin, PostNormBlock, ReasoningModule, RotaryEmbedding, _find_multiple
 from models.sparse_embedding import CastedSparseEmbedding
 from utils.functions import validation_error_line
 
@@ -178,6 +179,13 @@ class ACTInner(nn.Module):
         """Forward FLOPs of one block beyond the projections and attention that every block has
         (URM's depthwise convolution), for analytic FLOPs; ``seq_len`` includes the puzzle positions."""
         return 0
+
+    def repeated_modules(self) -> List[nn.Module]:
+        """The modules a segment applies over and over, which ``compile=regional`` compiles: the
+        reasoning modules (HRM's ``H_level`` and ``L_level``, TRM's ``L_level``) or, in a model that
+        loops over its blocks itself (URM), the blocks."""
+        levels = [m for m in self.modules() if isinstance(m, ReasoningModule)]
+        return levels or [m for m in self.modules() if isinstance(m, PostNormBlock)]
 
     @staticmethod
     def init_buffer_name(latent: str) -> str:
@@ -349,6 +357,18 @@ class ACTModel(nn.Module):
         so that in evaluation every row of a batch runs the same number of segments.
         ``act_inference`` overrides the config's evaluation switch where a model has one."""
         return self.training
+
+    @contextlib.contextmanager
+    def at_depth(self, H_cycles: int, L_cycles: int):
+        """Run at ``H_cycles`` x ``L_cycles`` within the block (the training steps of a depth
+        curriculum), then at the configured depth again. ``reason`` reads these config fields as
+        plain ints, so a compiled model specialises on them: one graph per depth, none per step."""
+        configured = self.config.H_cycles, self.config.L_cycles  # type: ignore[attr-defined]
+        self.config.H_cycles, self.config.L_cycles = H_cycles, L_cycles  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            self.config.H_cycles, self.config.L_cycles = configured  # type: ignore[attr-defined]
 
     def forward(self, carry: ACTCarry, batch: Dict[str, torch.Tensor], halt_max_steps: Optional[int] = None,
                 act_inference: Optional[bool] = None) -> Tuple[ACTCarry, Dict[str, torch.Tensor]]:

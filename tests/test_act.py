@@ -132,3 +132,36 @@ def test_act_inference_changes_evaluation_segment_counts(sudoku4):
         train_state.model.eval()
         steps[act_inference] = evaluate(train_state.model, eval_loader, eval_metadata)["all"]["steps"]
     assert steps == {False: 3.0, True: 1.0}
+
+
+RECURSIVE = {"hrm": "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1", "trm": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+             "trm_hier6": HIER6, "trm_singlez": "recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1",
+             "urm": "urm.urm@URM"}
+
+
+@pytest.mark.parametrize("arch", sorted(RECURSIVE))
+def test_at_depth_runs_every_recursive_model_at_that_depth_then_as_configured(arch):
+    """Inside ``at_depth(H, L)`` a segment applies the blocks the model's own count gives for that
+    depth; afterwards (also after an error) the configured depth again."""
+    from models.layers import PostNormBlock
+    model = load_model_class(RECURSIVE[arch], prefix="models.")(config(loops=4, num_layers=1)).eval()  # eval: no extra Q-target forward
+    calls = []
+    for module in model.modules():
+        if isinstance(module, PostNormBlock):
+            module.register_forward_hook(lambda *_: calls.append(1))
+    b = batch()
+
+    def segment_calls():
+        calls.clear()
+        model(carry=model.initial_carry(b), batch=b)
+        return len(calls)
+
+    with model.at_depth(1, 2):
+        assert (model.config.H_cycles, model.config.L_cycles) == (1, 2)
+        assert segment_calls() == model.inner.block_calls(model.config)[0]
+    configured = model.inner.block_calls(model.config)[0]
+    assert (model.config.H_cycles, model.config.L_cycles) == (2, 3) and segment_calls() == configured
+    with pytest.raises(RuntimeError):
+        with model.at_depth(1, 1):
+            raise RuntimeError("a failing step")
+    assert (model.inner.config.H_cycles, model.inner.config.L_cycles) == (2, 3)

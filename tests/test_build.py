@@ -34,3 +34,23 @@ def test_rank_0_first_batches_are_the_second_pass_of_the_plain_order(sudoku4):
     assert len(want) == 3 and all(torch.equal(g, w) for g, w in zip(got, want))
     first = next(iter(loader(sudoku4, False, 0).dataset))[1]["inputs"]
     assert not torch.equal(first, got[0])
+
+
+def tiny_trm_config(*overrides):
+    from conftest import TINY_TRM
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
+        cfg = compose("cfg_pretrain", overrides=["arch=trm", *TINY_TRM, "evaluators=[]", "global_batch_size=4", "epochs=10", "eval_interval=10",
+                                                 "compile=false", *overrides])
+    return parse_config(OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_segment_loss_decay_reaches_the_loss_head_and_bad_values_are_one_line():
+    from dataset.common import PuzzleDatasetMetadata
+    from training.build import create_model
+    from utils.config import ConfigError
+    meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=6, seq_len=16, num_puzzle_identifiers=3,
+                                 total_groups=8, mean_puzzle_examples=1, sets=["all"])
+    assert create_model(tiny_trm_config(), meta, world_size=1, device="cpu").segment_loss_decay is None
+    assert create_model(tiny_trm_config("segment_loss_decay=0.7"), meta, world_size=1, device="cpu").segment_loss_decay == 0.7
+    with pytest.raises(ConfigError, match=r"^config: segment_loss_decay must be a positive number .*got -0.5$"):
+        tiny_trm_config("segment_loss_decay=-0.5")

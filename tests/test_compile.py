@@ -1,6 +1,7 @@
 """The compile path without a GPU: every config/arch/*.yaml traces as one graph per mode, graphs
 are built once (no recompilation across train/eval switches and EMA swaps), a compiled run equals
-an eager one, and ``compile=auto|true|false`` decides as documented (utils/compile.py)."""
+an eager one, ``compile=regional`` compiles the repeated modules in place, and
+``compile=auto|true|false|regional`` decides as documented (utils/compile.py)."""
 import glob
 import os
 
@@ -13,8 +14,9 @@ from models.ema import EMAHelper
 from utils.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
 from training.config import ConfigError, parse_config
 from utils.adam_atan2 import AdamATan2
-from utils.compile import CPU_BREAK_EVEN_STEPS, should_compile, should_compile_optimizer
-from utils.functions import load_model_class
+from utils.compile import (CPU_BREAK_EVEN_STEPS, compile_regions, has_compiled_regions, should_compile, should_compile_optimizer,
+                           should_compile_regions)
+from utils.functions import load_model_class, unwrap_compiled
 
 ARCH_DIR = os.path.join(os.path.dirname(__file__), "..", "config", "arch")
 ARCHS = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ARCH_DIR, "*.yaml")))
@@ -100,10 +102,77 @@ def test_arch_is_one_graph_per_mode_built_once(arch):
         assert len(graphs) == 2, f"{arch}: {len(graphs)} graphs after switch {switch + 1} (expected one train and one eval graph)"
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_regional_compile_builds_each_region_once_and_keeps_the_keys(arch):
+    """compile=regional compiles the model's repeated modules in place: state-dict keys as eager,
+    every graph built in the first train and eval steps, none after (mode switches, EMA swaps,
+    the shallower steps of a depth curriculum: the regions do not read the depth)."""
+    torch.manual_seed(0)
+    model = build(arch)
+    keys = list(model.state_dict())
+    regions = model.model.inner.repeated_modules()
+    names = sorted(n for n, m in model.model.inner.named_modules() if any(m is r for r in regions))
+    expected = {"hrm": ["H_level", "L_level"], "hrm_v1": ["H_level", "L_level"], "transformers_baseline": ["H_level"],
+                "urm": ["layers.0"]}.get(arch, ["L_level"])
+    assert names == expected
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compile_regions(regions, backend=counting_backend, fullgraph=True)
+    assert has_compiled_regions(model) and list(model.state_dict()) == keys
+    optimizers = optimizers_for(model)
+    ema = EMAHelper(mu=0.9)
+    ema.register(model)
+    batch = make_batch(0)
+    carry = model.initial_carry(batch)
+    seen = []
+    for switch in range(3):
+        model.train()
+        for _ in range(2):
+            depth = (1, 1) if switch == 1 and hasattr(model.model.config, "L_cycles") else None
+            if depth:
+                with model.model.at_depth(*depth):
+                    carry, loss, _ = train_step(model, model, carry, batch, optimizers)
+            else:
+                carry, loss, _ = train_step(model, model, carry, batch, optimizers)
+            ema.update(model)
+        assert torch.isfinite(loss)
+        model.eval()
+        with ema.applied(model):
+            eval_pass(model, model, batch)
+        seen.append(len(graphs))
+    assert 0 < seen[0] == seen[1] == seen[2], f"{arch}: graphs after each switch {seen}"
+
+
+def test_regional_setting_compiles_in_place_unless_disabled(monkeypatch):
+    from dataset.common import PuzzleDatasetMetadata
+    from training.build import create_model
+    raw = dict(arch={"name": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", "loss": {"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"},
+                     **{k: v for k, v in TINY.items() if k not in ("loops", "num_layers", "H_layers")}, "puzzle_emb_ndim": 32, "pos_encodings": "rope",
+                     "halt_exploration_prob": 0.1},
+               global_batch_size=4, epochs=1, lr=1e-4, lr_min_ratio=1.0, lr_warmup_steps=1, weight_decay=0.1, beta1=0.9, beta2=0.95,
+               puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=0.1, compile="regional")
+    meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=VOCAB, seq_len=SEQ, num_puzzle_identifiers=PUZZLES,
+                                 total_groups=8, mean_puzzle_examples=1, sets=["all"])
+    monkeypatch.delenv("DISABLE_COMPILE", raising=False)
+    model = create_model(parse_config(raw), meta, world_size=1, device="cpu", total_steps=10)
+    assert unwrap_compiled(model) is model, "the whole model is not wrapped"
+    assert model.model.inner.L_level._compiled_call_impl is not None and has_compiled_regions(model)
+    assert model.model.inner.lm_head._compiled_call_impl is None
+    monkeypatch.setenv("DISABLE_COMPILE", "1")
+    assert not has_compiled_regions(create_model(parse_config(raw), meta, world_size=1, device="cpu", total_steps=10))
+
+
 @pytest.mark.slow
-def test_inductor_compiled_training_equals_eager():
+@pytest.mark.parametrize("mode", ["whole", "regional"])
+def test_inductor_compiled_training_equals_eager(mode):
     """A few HRM training steps (ACT halting with exploration, puzzle embeddings and both
-    optimizers) agree between eager and inductor-compiled within 1e-5."""
+    optimizers) agree between eager and inductor-compiled (the whole model, or its reasoning
+    modules) within 1e-5."""
     import torch._inductor.config as inductor_config
 
     def run(compiled):
@@ -113,7 +182,11 @@ def test_inductor_compiled_training_equals_eager():
             model.model.inner.q_head.weight.normal_(0, 0.3)
             model.model.inner.q_head.bias.zero_()
         torch._dynamo.reset()
-        runner = torch.compile(model, dynamic=False) if compiled else model
+        runner = model
+        if compiled and mode == "whole":
+            runner = torch.compile(model, dynamic=False)
+        elif compiled:
+            compile_regions(model.model.inner.repeated_modules())
         optimizers = optimizers_for(model)
         batch = make_batch(1)
         carry, losses, halts = model.initial_carry(batch), [], []
@@ -141,10 +214,13 @@ def test_compile_setting_decides(monkeypatch):
     assert not should_compile("auto", cpu, CPU_BREAK_EVEN_STEPS - 1) and should_compile("auto", cpu, CPU_BREAK_EVEN_STEPS)
     assert not should_compile("auto", cpu, None), "evaluation only: auto does not compile on a CPU"
     assert should_compile(True, cpu, 1) and not should_compile(False, cuda, 10 ** 6)
+    assert not should_compile("regional", cuda, 10 ** 6), "regional: not the whole model"
+    assert should_compile_regions("regional") and not should_compile_regions(True) and not should_compile_regions("auto")
     assert not should_compile_optimizer(True, cpu, 10 ** 5, 100) and should_compile_optimizer(True, cpu, 27 * 10 ** 6, 1000)
     assert not should_compile_optimizer(True, cuda, 27 * 10 ** 6, 1000) and not should_compile_optimizer(False, cpu, 27 * 10 ** 6, 1000)
     monkeypatch.setenv("DISABLE_COMPILE", "1")
     assert not should_compile(True, cuda, 10 ** 6), "DISABLE_COMPILE (the original's switch) wins"
+    assert not should_compile_regions("regional")
 
 
 def test_compile_config_key():
@@ -153,5 +229,6 @@ def test_compile_config_key():
     assert parse_config(raw).compile == "auto"
     assert parse_config({**raw, "compile": True}).compile is True
     assert parse_config({**raw, "compile": False}).compile is False
+    assert parse_config({**raw, "compile": "regional"}).compile == "regional"
     with pytest.raises(ConfigError, match="compile"):
         parse_config({**raw, "compile": "sometimes"})

@@ -18,7 +18,7 @@ from training.preemption import ignore_stop_signals
 from utils.adam_atan2 import AdamATan2
 from utils.muon import Muon, muon_param_groups
 from utils.checkpoint import load_weights
-from utils.compile import compile_model, should_compile, should_compile_optimizer
+from utils.compile import compile_model, compile_regions, should_compile, should_compile_optimizer, should_compile_regions
 from utils.config import ConfigError
 from utils.functions import load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
 from utils.hub import local_checkpoint
@@ -41,7 +41,10 @@ def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, 
     see utils/compile.py."""
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch_size = config.global_batch_size // (world_size * config.gradient_accumulation_steps)  # one micro-batch
-    model = build_model(config.arch.model_dump(), train_metadata, batch_size, device)
+    arch = config.arch.model_dump()
+    if config.segment_loss_decay is not None:  # a training option, given to the loss head
+        arch["loss"] = {**arch["loss"], "segment_loss_decay": config.segment_loss_decay}
+    model = build_model(arch, train_metadata, batch_size, device)
     with torch.device(device):
         load_checkpoint(model, config)
         if config.freeze_weights:
@@ -52,6 +55,8 @@ def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, 
                     dist.broadcast(tensor, src=0)
     if should_compile(config.compile, device, total_steps):
         model = compile_model(model)
+    elif should_compile_regions(config.compile):
+        compile_regions(model.model.inner.repeated_modules())  # type: ignore[union-attr, operator]
     return model
 
 

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Literal, Optional
 import pydantic
 
 from training import validation
+from training.depth import DepthStage, check_depth_schedule
 from training.runs import claim_run_folder, nothing_saved
 from utils import checkpoint as ckpt
 from utils.compile import CompileSetting
@@ -76,7 +77,7 @@ class PretrainConfig(pydantic.BaseModel):
     # Steps per line of train_metrics.jsonl; default: about 200 lines per run.
     train_metrics_interval: Optional[int] = None
     wandb_group: Optional[str] = None
-    compile: CompileSetting = "auto"  # torch.compile: auto (CUDA always, CPU for long runs), true, false
+    compile: CompileSetting = "auto"  # torch.compile: auto (CUDA always, CPU for long runs), true, false, regional
     dist_timeout_s: float = DEFAULT_DIST_TIMEOUT_S
     # One GPU (docs/training.md "Training on one GPU"): micro-batches per optimizer step, best checkpoint and
     # early stopping, cheaper evaluation during training.
@@ -98,6 +99,12 @@ class PretrainConfig(pydantic.BaseModel):
     # step that reaches it, then evaluates and saves as at the end of a run. A resumed run counts
     # its own process's time only. None: no budget.
     max_train_seconds: Optional[float] = None
+    # CGAR's training methods (docs/training.md, "Faster training"): the loss of ACT segment t
+    # weighted by lambda^(t-1), normalised to mean 1 (None: off, the unweighted loss).
+    segment_loss_decay: Optional[float] = None
+    # Progressive depth curriculum: stages {until, H_cycles, L_cycles} of training progress; after
+    # the last, and in every evaluation, the arch's configured depth. None: off.
+    depth_schedule: Optional[List[DepthStage]] = None
 
     @pydantic.field_validator("data_paths", mode="before")
     @classmethod
@@ -136,6 +143,10 @@ class PretrainConfig(pydantic.BaseModel):
                 raise ValueError(f"{name} must be a positive number or null, got {getattr(self, name)}")
         if self.max_train_seconds is not None and not self.max_train_seconds > 0:
             raise ValueError(f"max_train_seconds must be a positive number of seconds or null, got {self.max_train_seconds}")
+        if self.segment_loss_decay is not None and not 0 < self.segment_loss_decay < float("inf"):
+            raise ValueError(f"segment_loss_decay must be a positive number (e.g. 0.7) or null, got {self.segment_loss_decay}")
+        if self.depth_schedule:
+            check_depth_schedule(self.depth_schedule, {"name": self.arch.name, **(self.arch.__pydantic_extra__ or {})})
         if self.early_stop_patience is not None and self.best_metric is None:
             raise ValueError("early_stop_patience needs best_metric (the metric whose improvement it waits for), e.g. best_metric=all/exact_accuracy")
         return self

@@ -12,6 +12,7 @@ from training.runs import RUN_END_FILE
 from training.state import Run
 from training.train_log import TrainMetricsLog, default_interval
 from utils import checkpoint as ckpt
+from utils.compile import has_compiled_regions
 from utils.functions import unwrap_compiled
 from utils.progress import progress_bar
 
@@ -22,7 +23,8 @@ def start_logging(run: Run, resumed: bool) -> None:
 
     config, state, info = run.config, run.state, run.info
     n_params = sum(x.numel() for x in state.model.parameters())
-    compiled = "compiled" if unwrap_compiled(state.model) is not state.model else "not compiled"
+    compiled = "compiled" if unwrap_compiled(state.model) is not state.model else \
+        "reasoning modules compiled" if has_compiled_regions(state.model) else "not compiled"
     steps = f"{run.expected_steps} steps" if run.expected_steps is not None else f"up to {state.total_steps} steps"
     print(f"{arch_label(config)}: {n_params / 1e6:.2f}M parameters, {steps}, "
           f"device {info.device} ({compiled}, compile={config.compile}), {info.world_size} process(es); checkpoints in {config.checkpoint_path}")

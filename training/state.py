@@ -18,8 +18,10 @@ from training.metrics_readback import MetricsReadback
 from training.preemption import StopRequest
 from training.build import create_model, create_optimizers
 from training.config import PretrainConfig
+from training.depth import depth_at, training_depth
 from utils.config import ConfigError
 from utils.distributed import DistInfo, all_reduce_grads, min_nonzero_over_ranks
+from utils.functions import unwrap_compiled
 from utils.metrics import reduce_metrics, stack_metrics, to_device
 from utils.schedule import cosine_schedule_with_warmup_lr_lambda
 
@@ -103,8 +105,10 @@ def train_batch(config: PretrainConfig, train_state: TrainState, batch: Dict[str
     sparse_optimizers = [opt for opt in train_state.optimizers if isinstance(opt, CastedSparseEmbeddingSignSGD_Distributed)]
     total_loss: Optional[torch.Tensor] = None
     metrics: Dict[str, torch.Tensor] = {}
+    depth = depth_at(config.depth_schedule, train_state.step, train_state.total_steps)
     for k, micro_batch in enumerate(micro_batches):
-        train_state.carry[k], loss, mb_metrics, _, _ = train_state.model(carry=train_state.carry[k], batch=micro_batch, return_keys=[])
+        with training_depth(unwrap_compiled(train_state.model).model, depth):
+            train_state.carry[k], loss, mb_metrics, _, _ = train_state.model(carry=train_state.carry[k], batch=micro_batch, return_keys=[])
         # Divided by the global batch, so the accumulated gradient is the K=1 gradient.
         ((1 / global_batch_size) * loss).backward()
         if k < len(micro_batches) - 1:
