@@ -93,7 +93,7 @@ def parse_canvas(text: str) -> Canvas:
     """``HxW`` -> Canvas (``fit`` is resolved once the grids are read)."""
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"expected HxW (e.g. 30x30) or fit, got {text!r}")
+        raise ValueError("expected HxW (e.g. 30x30) or fit")
     return Canvas(int(parts[0]), int(parts[1]))
 
 
