@@ -336,8 +336,13 @@ def build_arc_dataset(config: ARCBuildConfig) -> None:
         return config.protocol is not None or subset in test_names
 
     # Validate every grid first (in file order), so a bad file is reported before any work starts.
-    converted = [(subset, [convert_task(name, raw, source, to_test(subset), max_shape) for name, raw, source in puzzles])
-                 for subset, puzzles in subsets]
+    try:
+        converted = [(subset, [convert_task(name, raw, source, to_test(subset), max_shape) for name, raw, source in puzzles])
+                     for subset, puzzles in subsets]
+    except DatasetError as e:
+        if "larger than" in str(e):
+            raise DatasetError(f"{e} (--canvas {config.canvas}; --canvas fit sizes the canvas to the grids)") from None
+        raise
     if fit:
         canvas = fitted_canvas([t for _, ts in converted for t in ts])
     extra: dict = {}

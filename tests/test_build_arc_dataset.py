@@ -594,7 +594,7 @@ def test_default_build_writes_the_original_dataset_json(two_d, tmp_path):
     ({"train": [{"input": [[1, 12]], "output": [[1]]}], "test": [{"input": [[1]], "output": [[1]]}]},
      r"train\[0\].input: colours must be integers 0..9"),
     ({"train": [{"input": [[1] * 17], "output": [[1]]}], "test": [{"input": [[1]], "output": [[1]]}]},
-     r"train\[0\].input: grid is 1x17, larger than 2x16"),
+     r"train\[0\].input: grid is 1x17, larger than 2x16 (--canvas 2x16; --canvas fit sizes the canvas to the grids)"),
 ])
 def test_bad_task_files_are_one_line_errors(content, problem, one_d, tmp_path, capsys):
     bad = one_d / "data" / "move" / "move_9.json"
