@@ -1,5 +1,5 @@
 """ARC task rules: tasks and their grids, the original builders' random stream, augmentation with
-duplicate rejection, and the encoder that draws a task's versions onto 30x30 canvases.
+duplicate rejection, and the encoder that draws a task's versions onto canvases (30x30 by default).
 
 The results are the original builders' byte for byte for the same seed: ``LegacyRandomStream``
 reproduces their ``np.random`` stream while the work is done with numpy in bulk, so puzzle
@@ -11,13 +11,14 @@ given at prediction time the way the builder would).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from tqdm import tqdm  # tqdm.write: a message that does not break the bars
 
-from dataset.arc_grid import (ARC_MAX_GRID_SIZE, COLOUR_OFFSET, EOS_TOKEN, NUM_COLOURS, PAD_TOKEN, SEQ_LEN,
-                              arc_grid_to_np, aug_names)
+from dataset.arc_grid import (ARC_MAX_GRID_SIZE, COLOUR_OFFSET, DEFAULT_CANVAS, EOS_TOKEN, NON_TRANSPOSING, NUM_COLOURS,
+                              PAD_TOKEN, SEQ_LEN, Canvas, arc_grid_to_np, aug_names)
 from dataset.common import DatasetError
 
 # The original tries up to this many augmentations per requested one before giving up on a task.
@@ -178,8 +179,12 @@ class ARCTask:
         return self.train_pairs + self.test_pairs
 
 
-def convert_task(name: str, raw: dict, source: str, test_examples_to_test: bool) -> ARCTask:
-    """Validate a task's grids; train examples go to train, test examples to test or train."""
+def convert_task(name: str, raw: dict, source: str, test_examples_to_test: bool,
+                 max_shape: Optional[Tuple[int, int]] = (ARC_MAX_GRID_SIZE, ARC_MAX_GRID_SIZE)) -> ARCTask:
+    """Validate a task's grids; train examples go to train, test examples to test or train.
+
+    ``max_shape``: the largest grid the canvas takes (None: any, for fitting a canvas afterwards).
+    """
     task = ARCTask(name=name, source=source, raw=raw)
     if not isinstance(raw, dict) or not isinstance(raw.get("train"), list) or not isinstance(raw.get("test"), list):
         raise DatasetError(f"{source}: task {name}: needs 'train' and 'test' lists of examples")
@@ -191,8 +196,8 @@ def convert_task(name: str, raw: dict, source: str, test_examples_to_test: bool)
             where = f"{source}: task {name}: {kind}[{i}]"
             if not isinstance(example, dict) or "input" not in example or "output" not in example:
                 raise DatasetError(f"{where}: needs 'input' and 'output' grids")
-            dest.append((arc_grid_to_np(example["input"], f"{where}.input"),
-                         arc_grid_to_np(example["output"], f"{where}.output")))
+            dest.append((arc_grid_to_np(example["input"], f"{where}.input", max_shape),
+                         arc_grid_to_np(example["output"], f"{where}.output", max_shape)))
     if not task.train_pairs or (test_examples_to_test and not task.test_pairs):
         raise DatasetError(f"{source}: task {name}: has no {'train' if not task.train_pairs else 'test'} examples")
     return task
@@ -247,7 +252,17 @@ _FP_PAIR = np.uint64(0x9E3779B97F4A7C15)
 _FP_FOLD = _FP_RNG.integers(0, 2 ** 64, size=4 * ARC_MAX_GRID_SIZE * ARC_MAX_GRID_SIZE, dtype=np.uint64) | np.uint64(1)
 
 
-def _fingerprint_tables(geo: TaskGeometry) -> Tuple[np.ndarray, np.ndarray]:
+@lru_cache(maxsize=8)
+def _fingerprint_weights(side: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Cell weights ``[side * side]`` and shape weights ``[(side + 1) ** 2]``; the tables above for 30."""
+    if side <= ARC_MAX_GRID_SIZE:
+        return _FP_CELL, _FP_SHAPE
+    rng = np.random.default_rng((0x5EED, side))
+    cell = rng.integers(0, 2 ** 64, size=side * side, dtype=np.uint64) | np.uint64(1)
+    return cell, rng.integers(0, 2 ** 64, size=(side + 1) ** 2, dtype=np.uint64)
+
+
+def _fingerprint_tables(geo: TaskGeometry, canvas: Canvas = DEFAULT_CANVAS) -> Tuple[np.ndarray, np.ndarray]:
     """Per grid and transform: colour sums ``[G, 8, 10]`` and shape terms ``[G, 8]``.
 
     The fingerprint of a grid recoloured by ``map`` is ``shape + sum_v (map[v] + 1) * C[v]``
@@ -255,12 +270,14 @@ def _fingerprint_tables(geo: TaskGeometry) -> Tuple[np.ndarray, np.ndarray]:
     (arithmetic mod 2^64). Two different grids collide with probability about 2^-64, so equal
     fingerprints stand for the original's equal SHA-256 hashes, at a tiny fraction of the cost.
     """
+    side = max(canvas.height, canvas.width, ARC_MAX_GRID_SIZE)
+    cell_weights, shape_weights = _fingerprint_weights(side)
     colour_sums = np.zeros((geo.num_grids, 8, NUM_COLOURS), dtype=np.uint64)
     shape_terms = np.zeros((geo.num_grids, 8), dtype=np.uint64)
-    for t in range(8):
-        weights = _FP_CELL[geo.rows[t] * ARC_MAX_GRID_SIZE + geo.cols[t]]
+    for t in canvas.transforms:  # the other maps are never drawn on this canvas
+        weights = cell_weights[geo.rows[t].astype(np.int64) * side + geo.cols[t]]
         np.add.at(colour_sums[:, t], (geo.grid_of, geo.values), weights)
-        shape_terms[:, t] = _FP_SHAPE[geo.shapes[t][:, 0] * (ARC_MAX_GRID_SIZE + 1) + geo.shapes[t][:, 1]]
+        shape_terms[:, t] = shape_weights[geo.shapes[t][:, 0] * (side + 1) + geo.shapes[t][:, 1]]
     return colour_sums, shape_terms
 
 
@@ -275,18 +292,20 @@ def _puzzle_keys(colour_sums: np.ndarray, shape_terms: np.ndarray, trans: np.nda
         return (pair * _FP_FOLD[: pair.shape[1]]).sum(axis=1, dtype=np.uint64)
 
 
-def plan_augmentations(task: ARCTask, num_aug: int, stream: LegacyRandomStream) -> None:
+def plan_augmentations(task: ARCTask, num_aug: int, stream: LegacyRandomStream, canvas: Canvas = DEFAULT_CANVAS) -> None:
     """Fill ``task.versions``: the original plus up to ``num_aug`` distinct augmentations.
 
     Same draws and the same rejections as the original loop (try up to 5*num_aug times, drop
     a version whose examples equal those of an earlier one, stop at num_aug), done in batches.
+    On a non-square canvas the drawn dihedral map ``t`` becomes ``NON_TRANSPOSING[t % 4]``
+    (uniform over the maps that keep every grid inside the canvas).
     """
     identity = np.arange(NUM_COLOURS, dtype=np.uint8)
     task.versions = [(0, identity)]
     if num_aug <= 0:
         return
     geo = task.geometry
-    colour_sums, shape_terms = _fingerprint_tables(geo)
+    colour_sums, shape_terms = _fingerprint_tables(geo, canvas)
     original_key = _puzzle_keys(colour_sums, shape_terms, np.array([0]), identity[None])[0]
 
     limit = ARC_AUGMENT_RETRIES_FACTOR * num_aug
@@ -296,6 +315,8 @@ def plan_augmentations(task: ARCTask, num_aug: int, stream: LegacyRandomStream) 
     while True:
         batch = min(limit - tried, max(num_aug, 64) if tried == 0 else max(64, (limit - tried) // 4))
         trans, maps, ends = stream.aug_plans(next_start, batch)
+        if not canvas.square:
+            trans = np.array(NON_TRANSPOSING)[trans % len(NON_TRANSPOSING)]
         trans_all.append(trans), maps_all.append(maps), ends_all.append(ends)
         keys_all.append(_puzzle_keys(colour_sums, shape_terms, trans, maps))
         tried += batch
@@ -333,13 +354,14 @@ def translations(stream: LegacyRandomStream, tasks_versions: List[Tuple[int, Lis
     is the only per-example Python in the builder: the draws are sequential by nature.
     """
     total = sum(v[0] for v in tasks_versions)
+    largest = max([n - 1 for n, _, _ in tasks_versions] + [max(r + c) for _, r, c in tasks_versions if r])
     need = 3 * (len(tasks_versions) + (2 * total if translate else 0)) + 1024
     while True:
         raw = stream.window(stream.pos, need).tolist()
         try:
             offsets_r, offsets_c = [0] * total, [0] * total
             p, row = 0, 0
-            masks = _MASKS
+            masks = _MASKS if largest < len(_MASKS) else [_mask_for(b) for b in range(largest + 1)]
             # numpy's legacy bounded draw (mask one raw output, draw again while too large) is written
             # out twice below, for the kept example and for the offsets: folding the two into one
             # loop made this function 50% slower (measured), and it runs once per example.
@@ -375,19 +397,21 @@ def translations(stream: LegacyRandomStream, tasks_versions: List[Tuple[int, Lis
 
 
 def encode_group(task: ARCTask, geo: TaskGeometry, pair_offset: int, num_pairs: int,
-                 offsets_r: np.ndarray, offsets_c: np.ndarray, buffer: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Encoded ``[versions * num_pairs, 900]`` inputs and labels of one group (views into ``buffer``).
+                 offsets_r: np.ndarray, offsets_c: np.ndarray, buffer: np.ndarray,
+                 canvas: Canvas = DEFAULT_CANVAS) -> Tuple[np.ndarray, np.ndarray]:
+    """Encoded ``[versions * num_pairs, canvas.seq_len]`` inputs and labels of one group (views into ``buffer``).
 
-    Pairs ``pair_offset .. pair_offset + num_pairs`` of ``geo`` are drawn into 30x30 canvases
+    Pairs ``pair_offset .. pair_offset + num_pairs`` of ``geo`` are drawn into canvases (30x30 by default)
     for every version (its transform and colour map) at the given offsets, with EOS markers:
     one scatter of colour tokens and one of EOS tokens per transform, over all versions using
     it. ``buffer`` is reused across groups (no fresh pages to fault in every time).
     """
     num_rows = len(task.versions) * num_pairs
-    plane = num_rows * SEQ_LEN  # inputs in [0, plane), labels in [plane, 2 * plane)
+    seq_len, stride = canvas.seq_len, canvas.width
+    plane = num_rows * seq_len  # inputs in [0, plane), labels in [plane, 2 * plane)
     out = buffer[: 2 * plane + 1]
     out.fill(PAD_TOKEN)
-    trash = 2 * plane  # invalid EOS cells (just outside the 30x30 canvas) are written here
+    trash = 2 * plane  # invalid EOS cells (just outside the canvas) are written here
     trans = np.array([t for t, _ in task.versions])
     tokens_of = np.stack([m for _, m in task.versions]) + COLOUR_OFFSET  # [versions, 10] colour -> token
     first, last = 2 * pair_offset, 2 * (pair_offset + num_pairs)
@@ -400,29 +424,31 @@ def encode_group(task: ARCTask, geo: TaskGeometry, pair_offset: int, num_pairs: 
         vs = np.flatnonzero(trans == t)
         rows = vs[:, None] * num_pairs + np.arange(num_pairs)[None, :]  # [V, pairs] output row per example
         r0, c0 = offsets_r[rows], offsets_c[rows]
-        base = (rows * SEQ_LEN + r0 * ARC_MAX_GRID_SIZE + c0).astype(idx_dtype)
+        base = (rows * seq_len + r0 * stride + c0).astype(idx_dtype)
 
-        where = (grid % 2) * plane + geo.rows[t][cells] * ARC_MAX_GRID_SIZE + geo.cols[t][cells]
+        where = (grid % 2) * plane + geo.rows[t][cells].astype(np.int64) * stride + geo.cols[t][cells]
         out[base[:, grid // 2] + where.astype(idx_dtype)[None, :]] = tokens_of[vs][:, values]
 
         eos = (geo.eos_grid[t] >= first) & (geo.eos_grid[t] < last)
         e_grid = geo.eos_grid[t][eos] - first
-        e_where = (e_grid % 2) * plane + geo.eos_rows[t][eos] * ARC_MAX_GRID_SIZE + geo.eos_cols[t][eos]
+        e_where = (e_grid % 2) * plane + geo.eos_rows[t][eos] * stride + geo.eos_cols[t][eos]
         height, width = geo.shapes[t][first:last, 0], geo.shapes[t][first:last, 1]
         below = geo.eos_below[t][eos]
-        inside = np.where(below[None, :], r0[:, e_grid // 2] + height[e_grid][None, :] < ARC_MAX_GRID_SIZE,
-                          c0[:, e_grid // 2] + width[e_grid][None, :] < ARC_MAX_GRID_SIZE)
+        inside = np.where(below[None, :], r0[:, e_grid // 2] + height[e_grid][None, :] < canvas.height,
+                          c0[:, e_grid // 2] + width[e_grid][None, :] < canvas.width)
         out[np.where(inside, base[:, e_grid // 2] + e_where.astype(idx_dtype)[None, :], trash)] = EOS_TOKEN
-    return out[:plane].reshape(num_rows, SEQ_LEN), out[plane: 2 * plane].reshape(num_rows, SEQ_LEN)
+    return out[:plane].reshape(num_rows, seq_len), out[plane: 2 * plane].reshape(num_rows, seq_len)
 
 
-def version_bounds(geo: TaskGeometry, pair_offset: int, num_pairs: int) -> Dict[int, Tuple[List[int], List[int]]]:
-    """Per transform: the translation bounds (30 - max extent of input and output) of each pair."""
+def version_bounds(geo: TaskGeometry, pair_offset: int, num_pairs: int,
+                   canvas: Canvas = DEFAULT_CANVAS) -> Dict[int, Tuple[List[int], List[int]]]:
+    """Per transform the canvas admits: the translation bounds (canvas height and width minus
+    the larger extent of input and output) of each pair."""
     bounds = {}
-    for t in range(8):
+    for t in canvas.transforms:
         shapes = geo.shapes[t][2 * pair_offset: 2 * (pair_offset + num_pairs)].reshape(num_pairs, 2, 2)
         extent = shapes.max(axis=1)
-        bounds[t] = ((ARC_MAX_GRID_SIZE - extent[:, 0]).tolist(), (ARC_MAX_GRID_SIZE - extent[:, 1]).tolist())
+        bounds[t] = ((canvas.height - extent[:, 0]).tolist(), (canvas.width - extent[:, 1]).tolist())
     return bounds
 
 

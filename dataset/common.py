@@ -94,6 +94,17 @@ class PuzzleDatasetMetadata(pydantic.BaseModel):
     sets: List[str]
     # Which task the builder made (sudoku, maze, arc, domino, ...); absent in datasets of the original code.
     task: Optional[str] = None
+    # ARC on a canvas other than 30x30: its height and width (the sequence is the canvas row by row).
+    canvas_height: Optional[int] = None
+    canvas_width: Optional[int] = None
+    # ARC evaluation protocol (hrm: every task's test inputs evaluated; unseen: held-out tasks only)
+    # and the held-out tasks, whose demonstrations are in no training split.
+    protocol: Optional[str] = None
+    held_out_tasks: Optional[List[str]] = None
+
+
+# Keys written only when set, so that datasets without them stay byte-equal to the original's.
+_OPTIONAL_METADATA = ("task", "canvas_height", "canvas_width", "protocol", "held_out_tasks")
 
 
 def dihedral_transform(arr: np.ndarray, tid: int) -> np.ndarray:
@@ -151,10 +162,11 @@ def save_set(split_dir: str, set_name: str, arrays: Dict[str, np.ndarray]) -> No
 
 
 def save_metadata(split_dir: str, metadata: PuzzleDatasetMetadata) -> None:
-    """Write ``<split_dir>/dataset.json`` (without ``task`` when it is unknown, as the original)."""
+    """Write ``<split_dir>/dataset.json`` (without ``task`` and the other optional keys when unset, as the original)."""
     os.makedirs(split_dir, exist_ok=True)
+    unset = {k for k in _OPTIONAL_METADATA if getattr(metadata, k) is None}
     with open(os.path.join(split_dir, "dataset.json"), "w") as f:
-        json.dump(metadata.model_dump(exclude={"task"} if metadata.task is None else None), f)
+        json.dump(metadata.model_dump(exclude=unset or None), f)
 
 
 def save_split(split_dir: str, inputs: np.ndarray, labels: np.ndarray, *, vocab_size: int, task: str,

@@ -2,7 +2,8 @@
 
 Every augmented copy of a test puzzle yields a prediction: the copies are the task's views
 (``tasks/views.py``, the test-time scaling of every task). Each prediction is cropped to its grid
-(``crop_arc_grid``, as the original reads a grid out of a 30x30 output), mapped back through the
+(``crop_arc_grid``, as the original reads a grid out of a 30x30 output; datasets built on another
+canvas record its size in ``dataset.json``), mapped back through the
 view's back map (the inverse of the copy's augmentation), and counted as a vote for that grid. Candidates are ranked
 by votes (ties: mean sigmoid(q_halt)); a test input counts as solved at K when the right grid is
 among the top K. ``submission.json`` holds the top 2 per test input.
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dataset.arc_grid import NUM_COLOURS, arc_grid_to_np, crop_arc_grid, grid_hash, parse_aug_name
+from dataset.arc_grid import DEFAULT_CANVAS, NUM_COLOURS, Canvas, arc_grid_to_np, crop_arc_grid, grid_hash, parse_aug_name
 from dataset.common import PuzzleDatasetMetadata
 
 
@@ -29,6 +30,7 @@ class ARC:
         self.pass_Ks = tuple(pass_Ks)
         self.submission_K = submission_K
         self.blank_identifier_id = eval_metadata.blank_identifier_id
+        self.canvas = Canvas.of(eval_metadata.seq_len, eval_metadata.canvas_height, eval_metadata.canvas_width)
         self.enabled = True
 
         identifiers = os.path.join(data_path, "identifiers.json")
@@ -46,10 +48,11 @@ class ARC:
 
     @classmethod
     def for_tasks(cls, test_puzzles: Dict[str, Any], identifier_map: List[str], blank_identifier_id: int = 0,
-                  submission_K: int = 2) -> "ARC":
+                  submission_K: int = 2, canvas: Canvas = DEFAULT_CANVAS) -> "ARC":
         """An evaluator over tasks held in memory (``predict.py``) instead of a dataset folder."""
         self = cls.__new__(cls)
         self.pass_Ks, self.submission_K, self.blank_identifier_id, self.enabled = (), submission_K, blank_identifier_id, True
+        self.canvas = canvas
         self.identifier_map, self.test_puzzles = list(identifier_map), dict(test_puzzles)
         self.begin_eval()
         return self
@@ -71,8 +74,8 @@ class ARC:
         inputs, predictions = (views.back(x[:, None])[:, 0] for x in (inputs, predictions))
 
         for orig_name, inp, pred, q_value in zip(names, inputs, predictions, q):
-            input_hash = grid_hash(crop_arc_grid(inp))
-            grid = crop_arc_grid(pred)
+            input_hash = grid_hash(crop_arc_grid(inp, self.canvas))
+            grid = crop_arc_grid(pred, self.canvas)
             pred_hash = grid_hash(grid)
             self._local_hmap[pred_hash] = grid
             self._local_preds.setdefault(orig_name, {}).setdefault(input_hash, []).append((pred_hash, float(q_value)))
@@ -86,7 +89,9 @@ class ARC:
         dihedral = np.array([[t] for _, t, _ in parsed], dtype=np.int64).reshape(-1, 1)
         colours = np.array([m for _, _, m in parsed], dtype=np.int64).reshape(-1, NUM_COLOURS)
         tokens = np.concatenate([np.broadcast_to(np.arange(2), (len(parsed), 2)), colours + 2], axis=1)[:, None]
-        return [name for name, _, _ in parsed], CanvasViews(dihedral=dihedral, tokens=tokens, side=30, eos_corner=False)
+        views = CanvasViews(dihedral=dihedral, tokens=tokens, side=self.canvas.width, eos_corner=False,
+                            height=self.canvas.height)
+        return [name for name, _, _ in parsed], views
 
     def result(self, save_path: Optional[str], rank: int, world_size: int, group=None) -> Optional[Dict[str, float]]:
         if not self.enabled:
@@ -104,7 +109,7 @@ class ARC:
             submission[name] = []
             solved = np.zeros(len(self.pass_Ks))
             for pair in puzzle["test"]:
-                label_hash = grid_hash(arc_grid_to_np(pair["output"]))
+                label_hash = grid_hash(arc_grid_to_np(pair["output"], max_shape=None))
                 ranked = self.ranked(name, pair["input"], gathered)
                 if not ranked:
                     print(f"Puzzle {name} has no predictions.")
@@ -127,7 +132,7 @@ class ARC:
         for name, puzzle in self.test_puzzles.items():
             solved = np.zeros(len(self.pass_Ks))
             for pair in puzzle["test"]:
-                label_hash = grid_hash(arc_grid_to_np(pair["output"]))
+                label_hash = grid_hash(arc_grid_to_np(pair["output"], max_shape=None))
                 ranked = self.ranked(name, pair["input"])
                 for i, k in enumerate(self.pass_Ks):
                     solved[i] += any(h == label_hash for h, _, _ in ranked[:k])
@@ -141,7 +146,7 @@ class ARC:
         (grids, votes) of every rank (default: this process's).
         """
         gathered = gathered if gathered is not None else [(self._local_hmap, self._local_preds)]
-        input_hash = grid_hash(arc_grid_to_np(test_input))
+        input_hash = grid_hash(arc_grid_to_np(test_input, max_shape=None))
         votes: Dict[str, List[float]] = {}  # hash -> [count, sum of q]
         for _hmap, preds in gathered:
             for h, q in preds.get(name, {}).get(input_hash, []):

@@ -10,6 +10,9 @@ are the truth.
 Versions of a task the checkpoint was trained on are read from the dataset's
 ``identifiers.json``; an unseen task gets versions planned as the builder plans them
 (``plan_augmentations``) and needs fresh puzzle-embedding rows (``predict.py adapt_steps=``).
+
+Grids are drawn on the dataset's canvas: 30x30 unless its ``dataset.json`` records another
+(``canvas_height`` x ``canvas_width``, e.g. 2x94 for 1D-ARC).
 """
 from __future__ import annotations
 
@@ -23,9 +26,9 @@ import torch
 
 from dataset.arc import (ARCTask, LegacyRandomStream, encode_group, plan_augmentations, translations, version_bounds,
                          version_names)
-from dataset.arc_grid import (ARC_MAX_GRID_SIZE, PUZZLE_ID_SEPARATOR, SEQ_LEN, VOCAB_SIZE, arc_grid_to_np, crop_arc_grid,
-                              parse_aug_name)
-from dataset.common import DatasetError
+from dataset.arc_grid import (ARC_MAX_GRID_SIZE, DEFAULT_CANVAS, PUZZLE_ID_SEPARATOR, SEQ_LEN, VOCAB_SIZE, Canvas,
+                              arc_grid_to_np, crop_arc_grid, parse_aug_name)
+from dataset.common import DatasetError, load_metadata
 from evaluators.arc import ARC
 from tasks.base import Cells, Puzzle, PuzzleError, Row, RowOutput, TaskCodec, halt_fields, register, trace_entries
 from tasks.views import DIHEDRAL_COMPOSE, DIHEDRAL_INVERSE, CanvasViews, distinct_choices, row_keys
@@ -74,6 +77,20 @@ class ARCCodec(TaskCodec):
         self.data_paths = list(data_paths) or ([data_path] if data_path else [])
         self._identifier_of: Optional[Dict[str, int]] = None
         self._versions_of: Optional[Dict[str, List[Tuple[str, int]]]] = None
+        self._canvas: Optional[Canvas] = None
+
+    @property
+    def canvas(self) -> Canvas:
+        """The canvas of the run's dataset (the first split ``dataset.json`` found), else 30x30."""
+        if self._canvas is None:
+            self._canvas = DEFAULT_CANVAS
+            splits = [os.path.join(p, s) for p in self.data_paths for s in ("test", "train")]
+            for split in splits:
+                if os.path.isfile(os.path.join(split, "dataset.json")):
+                    meta = load_metadata(split)
+                    self._canvas = Canvas.of(meta.seq_len, meta.canvas_height, meta.canvas_width)
+                    break
+        return self._canvas
 
     @classmethod
     def standalone_seq_len(cls, vocab_size: int) -> Optional[int]:
@@ -119,7 +136,7 @@ class ARCCodec(TaskCodec):
             if not isinstance(example, dict) or key not in example:
                 raise PuzzleError(f"{where}: needs an '{key}' grid")
             try:
-                return arc_grid_to_np(example[key], f"{where}.{key}")
+                return arc_grid_to_np(example[key], f"{where}.{key}", (self.canvas.height, self.canvas.width))
             except DatasetError as e:
                 raise PuzzleError(str(e)) from None
 
@@ -186,7 +203,7 @@ class ARCCodec(TaskCodec):
     def planned_versions(self, puzzle: Puzzle, num_aug: int, seed: int = 42) -> List[str]:
         """Names of the task's versions as the builder would plan them (``--num-aug``, ``--seed``)."""
         task = self._task(puzzle, [])
-        plan_augmentations(task, num_aug, LegacyRandomStream(seed))
+        plan_augmentations(task, num_aug, LegacyRandomStream(seed), self.canvas)
         return version_names(task)
 
     def _task(self, puzzle: Puzzle, names: Sequence[str]) -> ARCTask:
@@ -208,10 +225,10 @@ class ARCCodec(TaskCodec):
         if test:  # the test split is never translated
             offsets_r = offsets_c = np.zeros(rows, dtype=np.int64)
         else:  # demonstrations are translated as the builder translates the train split
-            bounds = version_bounds(task.geometry, offset, count)
+            bounds = version_bounds(task.geometry, offset, count, self.canvas)
             offsets_r, offsets_c = translations(LegacyRandomStream(seed), [(count, *bounds[t]) for t, _ in task.versions], True)
-        buffer = np.empty(2 * rows * SEQ_LEN + 1, dtype=np.uint8)
-        inputs, labels = encode_group(task, task.geometry, offset, count, offsets_r, offsets_c, buffer)
+        buffer = np.empty(2 * rows * self.canvas.seq_len + 1, dtype=np.uint8)
+        inputs, labels = encode_group(task, task.geometry, offset, count, offsets_r, offsets_c, buffer, self.canvas)
         versions = [(n, i) for n, i in d.versions for _ in range(count)]  # row order: version-major, as the builder
         return inputs.astype(np.int32), labels.astype(np.int32), versions
 
@@ -226,24 +243,27 @@ class ARCCodec(TaskCodec):
         return [Row(inputs=x, labels=y, identifier=i, name=n) for x, y, (n, i) in zip(inputs, labels, versions)]
 
     def check_shapes(self, seq_len: int, vocab_size: int) -> Optional[str]:
-        if seq_len != SEQ_LEN or vocab_size != VOCAB_SIZE:
-            return f"an ARC model has seq_len {SEQ_LEN} and vocab {VOCAB_SIZE}, this one {seq_len} and {vocab_size}"
+        expected = self.canvas.seq_len
+        if seq_len != expected or vocab_size != VOCAB_SIZE:
+            where = "" if self.canvas == DEFAULT_CANVAS else f" on its {self.canvas} canvas"
+            return f"an ARC model{where} has seq_len {expected} and vocab {VOCAB_SIZE}, this one {seq_len} and {vocab_size}"
         return None
 
     # ---- tokens <-> grids
     def encode(self, data: np.ndarray) -> np.ndarray:
-        """A single grid placed top-left on the 30x30 canvas with EOS markers (the test-split encoding)."""
+        """A single grid placed top-left on the canvas with EOS markers (the test-split encoding)."""
         task = ARCTask(name="grid", source="", raw={}, train_pairs=[(data, data)])
         task.versions = [version_of("grid")]
-        buffer = np.empty(2 * SEQ_LEN + 1, dtype=np.uint8)
-        inputs, _ = encode_group(task, task.geometry, 0, 1, np.zeros(1, np.int64), np.zeros(1, np.int64), buffer)
+        buffer = np.empty(2 * self.canvas.seq_len + 1, dtype=np.uint8)
+        inputs, _ = encode_group(task, task.geometry, 0, 1, np.zeros(1, np.int64), np.zeros(1, np.int64), buffer,
+                                 self.canvas)
         return inputs[0].astype(np.int32)
 
     def format_tokens(self, tokens: np.ndarray) -> str:
-        return json.dumps(crop_arc_grid(tokens).tolist())
+        return json.dumps(crop_arc_grid(tokens, self.canvas).tolist())
 
     def answer(self, puzzle: Puzzle, tokens: np.ndarray) -> List[List[int]]:
-        return crop_arc_grid(tokens).tolist()
+        return crop_arc_grid(tokens, self.canvas).tolist()
 
     # ---- voting
     def result(self, puzzle: Puzzle, rows: Sequence[Row], outputs: Sequence[RowOutput], trace: bool) -> Dict[str, Any]:
@@ -251,7 +271,7 @@ class ARCCodec(TaskCodec):
         names = sorted({r.name for r in rows})
         local_id = {n: i + 1 for i, n in enumerate(names)}  # 0 stays the blank id the evaluator skips
         test_puzzles = {puzzle.name: {"test": [{"input": g.tolist()} for g in d.test_inputs]}}
-        voter = ARC.for_tasks(test_puzzles, ["<blank>"] + names, blank_identifier_id=0, submission_K=2)
+        voter = ARC.for_tasks(test_puzzles, ["<blank>"] + names, blank_identifier_id=0, submission_K=2, canvas=self.canvas)
         voter.update_batch({"inputs": torch.from_numpy(np.stack([r.inputs for r in rows])),
                             "puzzle_identifiers": torch.tensor([local_id[r.name] for r in rows])},
                            {"preds": torch.from_numpy(np.stack([o.preds[-1] for o in outputs])),
@@ -308,7 +328,8 @@ class ARCCodec(TaskCodec):
                 dihedral[b, v] = DIHEDRAL_COMPOSE[t, DIHEDRAL_INVERSE[own_t]]
                 colours[b, v] = mapping[to_original]
         tokens = np.concatenate([np.broadcast_to(np.arange(2), (batch, num_views, 2)), colours + 2], axis=2)
-        return CanvasViews(dihedral=dihedral, tokens=tokens, side=ARC_MAX_GRID_SIZE, eos_corner=False, identifiers=ids)
+        return CanvasViews(dihedral=dihedral, tokens=tokens, side=self.canvas.width, eos_corner=False, identifiers=ids,
+                           height=self.canvas.height)
 
     def identifier_names(self) -> Dict[int, str]:
         """Name of every trained puzzle identifier."""
@@ -319,7 +340,7 @@ class ARCCodec(TaskCodec):
         return plain or list(zip(rows, outputs))[:1]
 
     def cells(self, puzzle: Puzzle, tokens: np.ndarray, is_input: bool) -> Cells:
-        grid = crop_arc_grid(tokens)
+        grid = crop_arc_grid(tokens, self.canvas)
         if grid.size == 0:
             return Cells(colours=np.zeros((0, 0, 3), dtype=np.uint8), caption=["(no grid)"])
         return Cells(colours=ARC_PALETTE[grid])

@@ -159,47 +159,51 @@ def dihedral_positions(n: int) -> np.ndarray:
     return np.stack([np.ascontiguousarray(dihedral_transform(cells, t)).ravel() for t in range(8)])
 
 
-def crop_shapes(rows: np.ndarray, side: int, first_real: int = 2) -> np.ndarray:
+def crop_shapes(rows: np.ndarray, side: int, first_real: int = 2, height: Optional[int] = None) -> np.ndarray:
     """``[M, 2]`` height and width of the grid on each row's canvas, as ``crop_arc_grid`` reads it.
 
-    The grid is the largest top-left rectangle of task tokens (``>= first_real``); the first on ties.
+    The canvas is ``height`` (default ``side``) rows of ``side`` cells. The grid is the largest
+    top-left rectangle of task tokens (``>= first_real``); the first on ties.
     """
-    canvas = np.asarray(rows)[:, :side * side].reshape(-1, side, side)
+    height = side if height is None else height
+    canvas = np.asarray(rows)[:, :height * side].reshape(-1, height, side)
     real = canvas >= first_real
     run = np.where(real.all(axis=2), side, np.argmax(~real, axis=2))  # first non-task token of each line
     width = np.minimum.accumulate(run, axis=1)
-    area = width * np.arange(1, side + 1)
+    area = width * np.arange(1, height + 1)
     best = np.argmax(area, axis=1)
     found = area[np.arange(len(best)), best] > 0
     return np.stack([np.where(found, best + 1, 0), np.where(found, width[np.arange(len(best)), best], 0)], axis=1)
 
 
 def canvas_map(rows: np.ndarray, shapes: np.ndarray, dihedral: np.ndarray, tokens: np.ndarray, side: int,
-               eos_corner: bool, pad: int = 0, eos: int = 1) -> np.ndarray:
+               eos_corner: bool, pad: int = 0, eos: int = 1, height: Optional[int] = None) -> np.ndarray:
     """Rows ``[M, L]`` holding an ``h x w`` grid top-left on a ``side``-wide canvas -> the grid under
     ``dihedral[m]`` and ``tokens[m]`` laid out top-left again, with end markers after the last
     column and below the last row (and in the corner between them when ``eos_corner``).
 
-    Cells past the canvas (``L > side*side``) are kept as they are.
+    The canvas has ``height`` rows (default ``side``; a non-square canvas takes only the maps that
+    keep a grid's orientation). Cells past the canvas (``L > height*side``) are kept as they are.
     """
     rows = np.asarray(rows)
+    height = side if height is None else height
     m = rows.shape[0]
     h, w = shapes[:, 0:1, None], shapes[:, 1:2, None]
     swap, flip_r, flip_c = (table[dihedral][:, None, None] for table in (DIHEDRAL_SWAP, DIHEDRAL_FLIP_R, DIHEDRAL_FLIP_C))
     out_h, out_w = np.where(swap, w, h), np.where(swap, h, w)
-    big_r, big_c = np.arange(side)[None, :, None], np.arange(side)[None, None, :]
+    big_r, big_c = np.arange(height)[None, :, None], np.arange(side)[None, None, :]
     r = np.where(swap, big_c, big_r)
     c = np.where(swap, big_r, big_c)
     r = np.where(flip_r, h - 1 - r, r)
     c = np.where(flip_c, w - 1 - c, c)
     inside = (big_r < out_h) & (big_c < out_w)
-    source = np.where(inside, r * side + c, 0).reshape(m, side * side)
-    values = np.take_along_axis(rows[:, :side * side].astype(np.int64), source, axis=1)
-    values = np.take_along_axis(tokens, values, axis=1).reshape(m, side, side)
+    source = np.where(inside, r * side + c, 0).reshape(m, height * side)
+    values = np.take_along_axis(rows[:, :height * side].astype(np.int64), source, axis=1)
+    values = np.take_along_axis(tokens, values, axis=1).reshape(m, height, side)
     marker = ((big_r < out_h) & (big_c == out_w)) | ((big_r == out_h) & (big_c < out_w + int(eos_corner)))
     canvas = np.where(inside, values, np.where(marker, eos, pad))
     out = rows.copy()
-    out[:, :side * side] = canvas.reshape(m, side * side)
+    out[:, :height * side] = canvas.reshape(m, height * side)
     return out
 
 
@@ -213,6 +217,7 @@ class CanvasViews(Views):
     eos_corner: bool  # an end marker in the corner below-right of the grid (custom grids) or not (ARC)
     first_real: int = 2  # tokens below this are PAD / end markers
     identifiers: Optional[np.ndarray] = None
+    height: Optional[int] = None  # canvas rows when not square (ARC datasets on a fitted canvas)
 
     @property
     def shape(self):
@@ -220,9 +225,9 @@ class CanvasViews(Views):
 
     def _map(self, rows: np.ndarray, dihedral: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         flat = rows.reshape(-1, rows.shape[-1])
-        shapes = crop_shapes(flat, self.side, self.first_real)
+        shapes = crop_shapes(flat, self.side, self.first_real, self.height)
         mapped = canvas_map(flat, shapes, dihedral.reshape(-1), tokens.reshape(-1, tokens.shape[-1]), self.side,
-                            self.eos_corner)
+                            self.eos_corner, height=self.height)
         return mapped.reshape(rows.shape)
 
     def forward(self, inputs: np.ndarray) -> np.ndarray:

@@ -162,3 +162,33 @@ def test_views_count_the_votes_of_the_original_loop(arc_data, tmp_path):
     assert ours._local_preds == reference._local_preds
     assert reference.result(str(tmp_path / "reference"), rank=0, world_size=1) == scores
     assert (tmp_path / "ours" / "submission.json").read_text() == (tmp_path / "reference" / "submission.json").read_text()
+
+
+def test_a_fitted_canvas_is_read_from_dataset_json(tmp_path):
+    """1-D tasks on their fitted 2 x (N+1) canvas: each augmented copy's answer is cropped on that
+    canvas and mapped back through its flip and colour map; right answers score 1, a wrong one 0."""
+    from dataset.build_arc_dataset import ARCBuildConfig, build_arc_dataset
+    raw = tmp_path / "raw" / "shift"
+    raw.mkdir(parents=True)
+    for k in range(3):
+        def pair(start, width=8 + 3 * k):
+            x = np.zeros((1, width), dtype=int)
+            x[0, start:start + 2] = k + 1
+            return {"input": x.tolist(), "output": np.roll(x, 1, axis=1).tolist()}
+        (raw / f"shift_{k}.json").write_text(json.dumps({"train": [pair(0), pair(2)], "test": [pair(4)]}))
+    out = tmp_path / "data"
+    build_arc_dataset(ARCBuildConfig(dataset_dirs=[str(raw.parent)], output_dir=str(out), num_aug=6, canvas="fit",
+                                     protocol="hrm"))
+    ev = evaluator(out)
+    assert (ev.canvas.height, ev.canvas.width) == (2, 15)
+    test = {k: np.load(out / "test" / f"all__{k}.npy") for k in ("inputs", "labels", "puzzle_identifiers", "puzzle_indices")}
+    batch = {"inputs": torch.from_numpy(test["inputs"].astype(np.int32)),
+             "puzzle_identifiers": torch.from_numpy(test["puzzle_identifiers"].astype(np.int32))}
+    assert (np.diff(test["puzzle_indices"]) == 1).all()  # one test pair per version: row i is puzzle i
+    names = json.loads((out / "identifiers.json").read_text())
+    assert any("|||t4|||" in names[i] or "|||t2|||" in names[i] for i in test["puzzle_identifiers"])  # flipped copies
+    labels = torch.from_numpy(test["labels"].astype(np.int64))
+    assert score(ev, batch, labels)["ARC/pass@1"] == 1.0
+    wrong = labels.clone()
+    wrong[:, 0] = torch.where(wrong[:, 0] == 2, 3, 2)  # every copy's answer wrong in its first cell
+    assert score(ev, batch, wrong)["ARC/pass@2"] == 0.0

@@ -442,3 +442,178 @@ def test_output_folder_of_other_files_or_holding_an_input_is_refused(tmp_path, c
     with pytest.raises(SystemExit):
         run_cli(main, ["--dataset-dirs", str(raw), "--output-dir", str(tmp_path / "ds")])
     assert capsys.readouterr().err == f"error: {raw / 'training' / 't.json'}: not UTF-8 text\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Any folder of task files: fitted canvases, augmentations inside them, protocols
+
+def _one_d_task(width, colour, rule):
+    """Three demonstrations and one test pair of 1 x width grids: a block of two cells moved right
+    one cell, or recoloured."""
+    pairs = []
+    for start in range(4):
+        grid = [0] * width
+        grid[start:start + 2] = [colour, colour]
+        out = [0] + grid[:-1] if rule == "move" else [(colour % 9) + 1 if v else 0 for v in grid]
+        pairs.append({"input": [grid], "output": [out]})
+    return {"train": pairs[:3], "test": pairs[3:]}
+
+
+def _two_d_task(seed):
+    """5x5 grids (some outputs 3x5, so that transposing maps change shapes) of random colours."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for k in range(4):
+        grid = rng.integers(0, 4, size=(5, 5))
+        out = grid[:3] if k % 2 else grid.T
+        pairs.append({"input": grid.tolist(), "output": out.tolist()})
+    return {"train": pairs[:3], "test": pairs[3:]}
+
+
+def _write_tasks(folder, tasks):
+    for rel, task in tasks.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(task))
+    return folder
+
+
+@pytest.fixture
+def one_d(tmp_path):
+    """Two categories of four 1-D tasks each; every task has its own width (6..13), so no two tasks share a pair."""
+    tasks = {f"data/{rule}/{rule}_{k}.json": _one_d_task(6 + 4 * (rule == "recolor") + k, 1 + k, rule)
+             for rule in ("move", "recolor") for k in range(4)}
+    return _write_tasks(tmp_path / "1d", tasks)
+
+
+@pytest.fixture
+def two_d(tmp_path):
+    """Four 5x5 tasks directly in the folder (no categories, no training/evaluation split)."""
+    return _write_tasks(tmp_path / "2d", {f"grid_{k}.json": _two_d_task(k) for k in range(4)})
+
+
+def _build(folder, out, *options):
+    from dataset.build_arc_dataset import main
+    from dataset.common import run_cli
+    run_cli(main, ["--dataset-dirs", str(folder), "--output-dir", str(out), *[str(o) for o in options]])
+    meta = {s: json.load(open(out / s / "dataset.json")) for s in ("train", "test") if (out / s).is_dir()}
+    return meta, {s: load_split(out, s) for s in meta}, json.load(open(out / "identifiers.json"))
+
+
+def _decoded_pairs(split, names, meta):
+    """Every example of a split as ``(task, input grid, output grid)`` in the task's own frame: the
+    rectangle of colour tokens cut out wherever the translation put it, mapped back by its version."""
+    height, width = meta["canvas_height"], meta["canvas_width"]
+    task_of_row = np.repeat(split["puzzle_identifiers"], np.diff(split["puzzle_indices"]))
+    result = []
+    for x, y, identifier in zip(split["inputs"], split["labels"], task_of_row):
+        task, back = inverse_aug(names[identifier])
+        grids = []
+        for row in (x, y):
+            canvas = row.reshape(height, width)
+            r, c = np.flatnonzero((canvas >= 2).any(axis=1)), np.flatnonzero((canvas >= 2).any(axis=0))
+            grid = canvas[r[0]:r[-1] + 1, c[0]:c[-1] + 1]
+            assert (grid >= 2).all()  # one whole rectangle of colours: no cell was lost off the canvas
+            grids.append(back(grid - 2).tolist())
+        result.append((task, *grids))
+    return result
+
+
+def _pairs_of(folder):
+    """``{task: (demonstration pairs, test pairs)}`` of a task folder, pairs as (input, output) lists."""
+    result = {}
+    for path in sorted(folder.rglob("*.json")):
+        task = json.loads(path.read_text())
+        result[path.stem] = tuple([(e["input"], e["output"]) for e in task[k]] for k in ("train", "test"))
+    return result
+
+
+@pytest.mark.parametrize("folder, canvas, transforms", [("one_d", (2, 14), {0, 2, 4, 5}), ("two_d", (6, 6), set(range(8)))])
+def test_fitted_canvas_holds_every_augmented_grid_and_inverts(folder, canvas, transforms, tmp_path, request):
+    folder = request.getfixturevalue(folder)
+    meta, splits, names = _build(folder, tmp_path / "out", "--canvas", "fit", "--protocol", "hrm", "--num-aug", 30)
+    height, width = canvas
+    for split in ("train", "test"):
+        assert (meta[split]["canvas_height"], meta[split]["canvas_width"], meta[split]["seq_len"]) == (height, width, height * width)
+        assert splits[split]["inputs"].shape[1] == height * width
+    used = {int(n.split("|||")[1][1:]) for n in names if "|||" in n}
+    assert used == transforms  # a 1-row canvas: flips and colours only; a square one: all 8 maps
+    assert all(n.split("|||")[2][0] == "0" for n in names if "|||" in n)  # colour 0 stays
+    pairs = _pairs_of(folder)
+    for split, index in (("train", 0), ("test", 1)):  # demonstrations train, test pairs are evaluated
+        decoded = _decoded_pairs(splits[split], names, meta[split])
+        assert all((i, o) in pairs[t][index] for t, i, o in decoded)
+        assert {(t, str(p)) for t, *p in decoded} == {(t, str(list(p))) for t in pairs for p in pairs[t][index]}
+
+
+def test_a_grid_is_drawn_on_an_explicit_canvas_with_its_end_markers(one_d, tmp_path):
+    meta, splits, names = _build(one_d, tmp_path / "out", "--canvas", "3x16", "--protocol", "hrm", "--num-aug", 0)
+    row = splits["test"]["inputs"][0].reshape(3, 16)
+    task = json.loads(next(one_d.rglob(names[splits["test"]["puzzle_identifiers"][0]] + ".json")).read_text())
+    grid = np.array(task["test"][0]["input"]) + 2
+    w = grid.shape[1]
+    assert (row[0, :w] == grid[0]).all() and row[0, w] == 1 and (row[1, :w] == 1).all() and (row[1:, w:] == 0).all()
+
+
+def test_unseen_protocol_holds_out_a_quarter_of_each_category(one_d, tmp_path):
+    meta, splits, names = _build(one_d, tmp_path / "out", "--canvas", "fit", "--protocol", "unseen", "--num-aug", 8)
+    held_out = meta["train"]["held_out_tasks"]
+    assert meta["test"]["held_out_tasks"] == held_out and meta["train"]["protocol"] == "unseen"
+    assert sorted(t.split("_")[0] for t in held_out) == ["move", "recolor"]  # one of the four of each
+    pairs = _pairs_of(one_d)
+    train = _decoded_pairs(splits["train"], names, meta["train"])
+    test = _decoded_pairs(splits["test"], names, meta["test"])
+    # The built arrays: no example of a held-out task is trained on, not even under another name.
+    held_pairs = {(str(i), str(o)) for t in held_out for kind in pairs[t] for i, o in kind}
+    assert not {(str(i), str(o)) for _, i, o in train} & held_pairs
+    assert not {t for t, _, _ in train} & set(held_out)
+    seen = set(pairs) - set(held_out)
+    assert {t for t, _, _ in train} == seen  # seen tasks train on all their pairs, their test pairs too
+    assert {t for t, _, _ in test} == set(held_out) and all((i, o) in pairs[t][1] for t, i, o in test)
+    puzzles = json.load(open(tmp_path / "out" / "test_puzzles.json"))
+    assert set(puzzles) == set(held_out) and all(len(p["train"]) == 3 for p in puzzles.values())  # demonstrations for test-time training
+    again, _, _ = _build(one_d, tmp_path / "again", "--canvas", "fit", "--protocol", "unseen", "--num-aug", 8)
+    assert again["train"]["held_out_tasks"] == held_out  # seeded
+
+
+def test_default_build_writes_the_original_dataset_json(two_d, tmp_path):
+    (tmp_path / "split").mkdir()
+    os.rename(two_d, tmp_path / "split" / "evaluation")
+    meta, splits, _ = _build(tmp_path / "split", tmp_path / "out", "--num-aug", 2)
+    assert set(meta["test"]) == {"pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "seq_len", "sets", "task",
+                                 "num_puzzle_identifiers", "total_groups", "mean_puzzle_examples", "total_puzzles"}
+    assert splits["test"]["inputs"].shape[1] == 900
+
+
+@pytest.mark.parametrize("content, problem", [
+    ([1, 2], "not an ARC task: expected a JSON object with 'train' and 'test'"),
+    ({"train": []}, "needs 'train' and 'test' lists of examples"),
+    ("{not json", "not valid JSON"),
+    ({"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": [{"input": [[1]], "output": [[1]]}]},
+     r"train\[0\].input: rows of different lengths"),
+    ({"train": [{"input": [[1, 12]], "output": [[1]]}], "test": [{"input": [[1]], "output": [[1]]}]},
+     r"train\[0\].input: colours must be integers 0..9"),
+    ({"train": [{"input": [[1] * 17], "output": [[1]]}], "test": [{"input": [[1]], "output": [[1]]}]},
+     r"train\[0\].input: grid is 1x17, larger than 2x16 (--canvas 2x16; --canvas fit sizes the canvas to the grids)"),
+])
+def test_bad_task_files_are_one_line_errors(content, problem, one_d, tmp_path, capsys):
+    bad = one_d / "data" / "move" / "move_9.json"
+    bad.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(SystemExit) as e:
+        _build(one_d, tmp_path / "out", "--canvas", "2x16", "--protocol", "unseen")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"error: {bad}: ") and problem.replace("\\", "") in err.replace("\\", "")
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_empty_folder_and_bad_options_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    for folder, options, message in [
+            (tmp_path / "empty", [], f"--dataset-dirs {tmp_path / 'empty'}: no ARC task files (*.json) under it"),
+            (tmp_path, ["--canvas", "30by30"], "--canvas expected HxW (e.g. 30x30) or fit (got '30by30')\n"),
+            (tmp_path, ["--holdout-fraction", "1.5"], "--holdout-fraction")]:
+        with pytest.raises(SystemExit) as e:
+            _build(folder, tmp_path / "out", *options)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1
+        assert not (tmp_path / "out").exists()

@@ -195,3 +195,41 @@ def test_errors_in_a_file_name_its_line():
     codec = get_codec("sudoku")(seq_len=16)
     with pytest.raises(PuzzleError, match=r"^p\.txt line 3: puzzle has 15 cells"):
         codec.read("1...............\n\n1..............\n", "p.txt")
+
+
+def test_arc_codec_on_a_fitted_canvas(tmp_path):
+    """A 1-D dataset on its 2 x 11 canvas: the codec reads the canvas from dataset.json, encodes a task
+    as the builder's test rows, and its views (flips and colour maps) map answers back."""
+    from dataset.build_arc_dataset import ARCBuildConfig, build_arc_dataset
+    raw = tmp_path / "raw" / "cat"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def pair():
+        x = rng.integers(0, 4, size=(1, int(rng.integers(3, 11))))
+        return {"input": x.tolist(), "output": x[:, ::-1].tolist()}
+
+    for k in range(2):
+        (raw / f"t{k}.json").write_text(json.dumps({"train": [pair(), pair()], "test": [pair()]}))
+    build_arc_dataset(ARCBuildConfig(dataset_dirs=[str(raw.parent)], output_dir=str(tmp_path / "a"), num_aug=5,
+                                     canvas="fit", protocol="hrm"))
+    test = load_split(tmp_path / "a", "test")
+    codec = get_codec("arc")(seq_len=test["inputs"].shape[1], data_path=str(tmp_path / "a"))
+    assert (codec.canvas.height, codec.canvas.width) == (2, 11) and codec.check_shapes(22, 12) is None
+    assert "2x11 canvas has seq_len 22" in codec.check_shapes(900, 12)
+    (puzzle,) = codec.read((raw / "t1.json").read_text(), str(raw / "t1.json"))
+    puzzle.data.versions = codec.known_versions("t1")
+    rows = codec.rows(puzzle)
+    ids = test["puzzle_identifiers"][np.searchsorted(test["puzzle_indices"], np.arange(len(test["inputs"])), side="right") - 1]
+    theirs = {(int(i), x.astype(np.int32).tobytes()) for i, x in zip(ids, test["inputs"])}
+    assert {(r.identifier, r.inputs.tobytes()) for r in rows} <= theirs
+    grid = np.array(json.loads((raw / "t1.json").read_text())["test"][0]["input"])
+    assert codec.format_tokens(codec.encode(grid)) == json.dumps(grid.tolist())
+    inputs = np.stack([r.inputs for r in rows])
+    views = codec.views(inputs, 4, identifiers=np.array([r.identifier for r in rows]))
+    forward = views.forward(inputs)
+    row_of = {r.identifier: r.inputs for r in rows}
+    for b, v in np.ndindex(*views.shape):  # a view of a row is the builder's row of that version
+        np.testing.assert_array_equal(forward[b, v], row_of[int(views.identifiers[b, v])])
+    assert len({x.tobytes() for x in forward.reshape(-1, 22)}) > 1
+    np.testing.assert_array_equal(views.back(forward), np.broadcast_to(inputs[:, None], forward.shape))
