@@ -4,7 +4,7 @@ the same weights as one."""
 import pytest
 import torch
 
-from conftest import REPO, TINY_HRM, load_weights, max_rel_diff, pretrain, subprocess_env, torchrun
+from conftest import REPO, TINY_HRM, assert_same_training, load_weights, pretrain, subprocess_env, torchrun
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (torch.cuda.is_available() is False)")]
@@ -106,7 +106,8 @@ def test_two_nccl_processes_match_one(sudoku4, tmp_path):
     pretrain(*args, f"checkpoint_path={tmp_path / 'one'}", env=subprocess_env(cuda=True))
     torchrun("--nproc-per-node", "2", str(REPO / "pretrain.py"), *args, f"checkpoint_path={tmp_path / 'two'}",
              env=subprocess_env(cuda=True, OMP_NUM_THREADS="1"))
-    assert max_rel_diff(load_weights(tmp_path / "one" / "step_12"), load_weights(tmp_path / "two" / "step_12")) < 1e-4
+    # lr 3e-3 (puzzle embedding 1e-2), 12 steps: a sign flipped by a near-zero gradient is at most 2 x 12 x 1e-2 apart.
+    assert_same_training(load_weights(tmp_path / "one" / "step_12"), load_weights(tmp_path / "two" / "step_12"), rtol=1e-4, step_bound=0.25)
 
 
 def test_sparse_embedding_row_sums_are_deterministic_on_cuda():
