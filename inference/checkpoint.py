@@ -162,24 +162,36 @@ def model_metadata(path: str, run_config: Dict[str, Any], state_dict: Dict[str, 
     return recorded, metadata_from_weights(state_dict, task, seq_len), None, "weights"
 
 
+# The recurrence counts of a segment (HRM's and TRM's cycles, URM's inner loops) that a checkpoint's
+# config may set: far above any published setting (at most 16), far below a segment that never ends.
+RECURRENCE_KEYS = ("H_cycles", "L_cycles")
+MAX_RECURRENCE = 256
+
+
 def check_config_against_weights(path: str, run_config: Dict[str, Any], metadata: PuzzleDatasetMetadata, batch_size: int,
                                   state_dict: Dict[str, torch.Tensor]) -> None:
     """Before anything is allocated: the ``all_config.yaml`` beside ``path`` asks for a test-time
-    budget within bounds and for a model whose weights have the shapes the file holds. The model
+    budget within bounds (``halt_max_steps``, the cycles of a segment) and for a model whose weights have the shapes the file holds. The model
     is first built on the meta device (shapes only, no memory), so a config saying
     ``hidden_size: 1e9`` is one line instead of gigabytes allocated."""
     config_path = os.path.join(os.path.dirname(os.path.abspath(path)), "all_config.yaml")
     arch = run_config["arch"]
     if not isinstance(arch, dict):
         raise ConfigError(f"{config_path}: arch is not a mapping of settings")
-    halt = arch.get("halt_max_steps")
-    if halt is not None:
+    for key in ("halt_max_steps", "loops"):  # URM calls its ACT segments loops
+        halt = arch.get(key)
+        if halt is None:
+            continue
         if not isinstance(halt, int) or isinstance(halt, bool):
-            raise ConfigError(f"{config_path}: arch.halt_max_steps={halt!r}: expected a whole number of ACT segments")
+            raise ConfigError(f"{config_path}: arch.{key}={halt!r}: expected a whole number of ACT segments")
         try:
-            check_halt_max_steps(halt, "arch.halt_max_steps")
+            check_halt_max_steps(halt, f"arch.{key}")
         except ValueError as e:
             raise ConfigError(f"{config_path}: {e}") from None
+    for key in RECURRENCE_KEYS:  # not in the weights: a huge value would run a segment for ever
+        value = arch.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_RECURRENCE):
+            raise ConfigError(f"{config_path}: arch.{key}={value!r}: expected a whole number from 1 to {MAX_RECURRENCE}")
     try:
         with torch.random.fork_rng(devices=[]):  # building draws initial weights: the global RNG stays as it was
             shapes = build_model(arch, metadata, batch_size, "meta").state_dict()

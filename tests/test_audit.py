@@ -301,6 +301,7 @@ def test_a_checkpoint_whose_config_or_weights_lie_is_one_line(trained_hrm, tmp_p
     nan = lambda s: {k: (v.fill_(float("nan")) if k.endswith("lm_head.weight") else v) for k, v in s.items()}  # noqa: E731
     int8 = lambda s: {k: (v.to(torch.int8) if k.endswith("lm_head.weight") else v) for k, v in s.items()}  # noqa: E731
     cases = [(edited_checkpoint(trained_hrm, tmp_path / "halt", {"halt_max_steps": 10 ** 9}), "arch.halt_max_steps=1000000000: expected 1 to 1024"),
+             (edited_checkpoint(trained_hrm, tmp_path / "cycles", {"L_cycles": 10 ** 9}), "arch.L_cycles=1000000000: expected a whole number from 1 to 256"),
              (edited_checkpoint(trained_hrm, tmp_path / "huge", {"hidden_size": 10 ** 9}), "the model it describes cannot be built"),
              (edited_checkpoint(trained_hrm, tmp_path / "wide", {"hidden_size": 4096}), "(32,) vs model (4096,)"),
              (edited_checkpoint(trained_hrm, tmp_path / "nan", weights=nan), "hold NaN or infinite values (model.inner.lm_head.weight)"),
