@@ -224,7 +224,8 @@ def test_output_folder_of_other_files_or_holding_the_source_is_refused(tmp_path,
 def test_generated_9x9_says_it_is_easy_and_min_difficulty_keeps_hard_ones(tmp_path, capsys):
     """Random minimal 9x9 puzzles mostly need no guess: the builder says so; --min-difficulty keeps
     those the solver needs at least that many guesses for (re-solved here)."""
-    from dataset.build_sudoku_dataset import SudokuBuildConfig, SudokuSolver, build_sudoku_dataset
+    from dataset.build_sudoku_dataset import SudokuBuildConfig, build_sudoku_dataset
+    from dataset.sudoku import SudokuSolver
     out = tmp_path / "hard"
     build_sudoku_dataset(SudokuBuildConfig(generate=40, generate_test=10, grid=9, min_difficulty=1, output_dir=str(out)))
     printed = capsys.readouterr().out
