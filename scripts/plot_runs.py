@@ -18,12 +18,11 @@ followed).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from scripts.summarize_runs import SummaryError, find_runs, read_eval_curves, write_atomic
+from scripts.summarize_runs import SummaryError, choose_metrics, find_runs, is_number, metric_lines, read_eval_curves, write_atomic
 from utils.cli import ArgumentParser
 
 DEFAULT_METRICS = ("exact_accuracy", "accuracy", "lm_loss")
@@ -33,20 +32,10 @@ Curve = List[Tuple[int, float]]
 def read_train_curves(path: str) -> Dict[str, Curve]:
     """``train_metrics.jsonl`` as metric -> [(step, value)], names without ``train/``; null values skipped."""
     curves: Dict[str, Curve] = {}
-    if not os.path.isfile(path):
-        return curves
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                step = int(entry["step"])
-            except (ValueError, KeyError, TypeError):
-                raise SummaryError(f"{path}:{n}: not a training-metrics line (expected JSON with a 'step')") from None
-            for name, value in entry.items():
-                if name.startswith("train/") and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    curves.setdefault(name[len("train/"):], []).append((step, float(value)))
+    for step, entry in metric_lines(path, "a training-metrics line"):
+        for name, value in entry.items():
+            if name.startswith("train/") and is_number(value):
+                curves.setdefault(name[len("train/"):], []).append((step, float(value)))
     return curves
 
 
@@ -134,13 +123,7 @@ def plot_runs(folders: Sequence[str], metrics: Optional[Sequence[str]] = None, o
     runs = collect(folders)
     available = sorted({m for train, _ in runs.values() for m in train}
                        | {n.split("/", 1)[1] for _, evals in runs.values() for n in evals if n.count("/") == 1 and not n.startswith(("train/", "eval/"))})
-    if metrics:
-        unknown = [m for m in metrics if m not in available]
-        if unknown:
-            raise SummaryError(f"--metrics: {', '.join(unknown)} logged by no run; available: {', '.join(available) or 'none'}")
-        chosen = list(metrics)
-    else:
-        chosen = [m for m in DEFAULT_METRICS if m in available]
+    chosen = choose_metrics(metrics, available, [m for m in DEFAULT_METRICS if m in available])
     if not chosen:
         raise SummaryError(f"{', '.join(folders)}: no training or evaluation metrics logged yet")
     out = out or os.path.join(folders[0], "runs_curves_train_test.png")

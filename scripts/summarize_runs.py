@@ -27,7 +27,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -135,11 +135,11 @@ def default_config(arch_name: Optional[str], cache: Dict[Optional[str], Dict[str
     return result
 
 
-def read_eval_curves(path: str) -> Dict[str, List[Tuple[int, float]]]:
-    """``eval_metrics.jsonl`` as metric -> [(step, value)] (metric names as logged: ``all/exact_accuracy``)."""
-    curves: Dict[str, List[Tuple[int, float]]] = {}
+def metric_lines(path: str, what: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
+    """The lines of a run's metrics file (``eval_metrics.jsonl``, ``train_metrics.jsonl``) as
+    ``(step, the line's other fields)``; none when the file is missing. ``what`` names a line in errors."""
     if not os.path.isfile(path):
-        return curves
+        return
     with open(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -147,11 +147,35 @@ def read_eval_curves(path: str) -> Dict[str, List[Tuple[int, float]]]:
             try:
                 entry = json.loads(line)
                 step = int(entry.pop("step"))
-            except (ValueError, KeyError, TypeError):
-                raise SummaryError(f"{path}:{n}: not an evaluation line (expected JSON with a 'step')") from None
-            for name, value in flatten(entry, sep="/").items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    curves.setdefault(name, []).append((step, float(value)))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise SummaryError(f"{path}:{n}: not {what} (expected JSON with a 'step')") from None
+            yield step, entry
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def choose_metrics(requested: Optional[Sequence[str]], available: List[str], default: List[str]) -> List[str]:
+    """``--metrics``: the metrics asked for (``all``: every one logged), each logged by some run;
+    ``default`` when none are asked for."""
+    if requested is not None and list(requested) == ["all"]:
+        return available
+    if not requested:
+        return default
+    unknown = [m for m in requested if m not in available]
+    if unknown:
+        raise SummaryError(f"--metrics: {', '.join(unknown)} not logged by any run; available: {', '.join(available) or 'none'}")
+    return list(requested)
+
+
+def read_eval_curves(path: str) -> Dict[str, List[Tuple[int, float]]]:
+    """``eval_metrics.jsonl`` as metric -> [(step, value)] (metric names as logged: ``all/exact_accuracy``)."""
+    curves: Dict[str, List[Tuple[int, float]]] = {}
+    for step, entry in metric_lines(path, "an evaluation line"):
+        for name, value in flatten(entry, sep="/").items():
+            if is_number(value):
+                curves.setdefault(name, []).append((step, float(value)))
     return curves
 
 
@@ -323,15 +347,7 @@ def summarize(folder: str, metrics: Optional[Sequence[str]] = None, out: Optiona
     if not runs:
         raise SummaryError(f"{folder}: none of the {len(paths)} run folder(s) under it could be read (see the warnings above)")
     available = sorted({m for r in runs for m in r.curves})
-    if metrics is not None and list(metrics) == ["all"]:
-        chosen = available
-    elif metrics:
-        unknown = [m for m in metrics if m not in available]
-        if unknown:
-            raise SummaryError(f"--metrics: {', '.join(unknown)} not logged by any run; available: {', '.join(available) or 'none'}")
-        chosen = list(metrics)
-    else:
-        chosen = main_metrics(available)
+    chosen = choose_metrics(metrics, available, main_metrics(available))
     header, rows, records = table_rows(runs, folder, chosen)
     text = markdown(header, rows)
     shared = shared_overrides(runs)

@@ -46,7 +46,7 @@ def test_several_runs_train_and_test_on_one_figure(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["{root}/none"], "{root}/none: no such folder"),
     (["{root}/empty"], "{root}/empty: no runs found"),
-    (["{root}/r", "--metrics", "pass@9"], "--metrics: pass@9 logged by no run; available: exact_accuracy, lm_loss"),
+    (["{root}/r", "--metrics", "pass@9"], "--metrics: pass@9 not logged by any run; available: exact_accuracy, lm_loss"),
     (["{root}/r", "--smooth", "1"], "--smooth 1.0: expected a weight in [0, 1)"),
 ])
 def test_errors_are_one_line(tmp_path, capsys, args, message):
