@@ -12,9 +12,11 @@ from scripts.benchmark import arch_config, model_flops
 from scripts.plan import ACTIVATION_PEAK_FACTOR, GPUS, main, plan
 
 # Measured in a fresh process: resident memory after a warm-up (kernels loaded, a small model's step
-# done), then the peak through one training forward and backward of a model at the given batch.
+# done), then the peak through one training forward and backward of a model at the given batch (the
+# kernel's high-water mark, reset just before the step, so pages the system reclaimed meanwhile do
+# not count).
 MEASURE = """
-import json, os, resource, sys, torch
+import json, sys, torch
 from types import SimpleNamespace
 from inference.model import build_model
 from scripts.benchmark import arch_config
@@ -32,9 +34,13 @@ def step(model, b):
 step(build_model(dict(arch), SimpleNamespace(**sizes), 2, "cpu", check_keys=False), batch(2))
 model = build_model(dict(arch), SimpleNamespace(**sizes), batch_size, "cpu", check_keys=False)
 b = batch(batch_size)
-resident = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def status_kib(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":")) * 1024
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the high-water mark starts again from here: the step's own peak, not the warm-up's
+resident = status_kib("VmRSS")
 step(model, b)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = status_kib("VmHWM")
 estimate = memory_model(arch, sizes, batch_size, "adam_atan2", False)
 print(json.dumps({"measured": peak - resident, "activations": estimate.activations + estimate.carry}))
 """
