@@ -453,16 +453,18 @@ def step_losses(ck: str) -> dict:
 
 def raw_weights(ck: str, step: int) -> dict:
     """The weights the optimizer trains (not the EMA that ``step_N`` holds when ``ema``)."""
-    import torch
-    return torch.load(os.path.join(ck, f"step_{step}.train_state.pt"), map_location="cpu", weights_only=False)["model"]
+    from utils.checkpoint import safe_load
+    return safe_load(os.path.join(ck, f"step_{step}.train_state.pt"), "resume")["model"]
 
 
 def break_restore(ck: str, step: int) -> None:
     """A deliberately broken resume state: the ACT carry's halting flags flipped, as a restore that
     mixed up the carry would leave them (rows mid-reasoning start over, halted rows keep stale data)."""
     import torch
+
+    from utils.checkpoint import safe_load
     path = os.path.join(ck, f"step_{step}.train_state.rank0.pt")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = safe_load(path, "resume")
     for carry in state["carry"] if isinstance(state["carry"], list) else [state["carry"]]:
         carry["halted"] = ~carry["halted"]
     torch.save(state, path)
