@@ -149,6 +149,41 @@ def build_custom(output_dir: Path, examples: List[Dict[str, Any]]) -> Path:
     return output_dir / "data"
 
 
+def counting_backend():
+    """A ``torch.compile`` backend that runs each graph as captured and records it: ``(backend,
+    graphs)``. Dynamo's caches are reset first, so the count starts from nothing."""
+    graphs: List[Any] = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    return backend, graphs
+
+
+def in_process_run(data, overrides: List[str], global_batch_size: int = 8, epochs_per_iter: int = 2):
+    """A run as ``pretrain.py`` sets it up, in this process on the CPU: the config composed from
+    ``cfg_pretrain`` and ``overrides``, the train split's loader and a fresh train state (seed 0),
+    in training mode. Returns ``(config, dataset, state)``."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
+    from training.config import parse_config
+    from training.state import init_train_state
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
+        cfg = compose("cfg_pretrain", overrides=[f"data_path={data}", *overrides])
+    config = parse_config(OmegaConf.to_container(cfg, resolve=True))
+    dataset = PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_paths=config.data_paths, global_batch_size=global_batch_size,
+                                                test_set_mode=False, epochs_per_iter=epochs_per_iter, rank=0, num_replicas=1),
+                            split="train")
+    torch.manual_seed(0)
+    state = init_train_state(config, dataset.metadata, world_size=1, device="cpu")
+    state.model.train()
+    return config, dataset, state
+
+
 def build_sudoku(output_dir: Path, grid: int, n_train: int, n_test: int, num_aug: int = 0, seed: int = 0) -> Path:
     from dataset.build_sudoku_dataset import SudokuBuildConfig, build_sudoku_dataset
     build_sudoku_dataset(SudokuBuildConfig(generate=n_train, generate_test=n_test, grid=grid, num_aug=num_aug,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import assert_same_training
+from conftest import assert_same_training, counting_backend
 from models.ema import EMAHelper
 from utils.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
 from training.config import ConfigError, parse_config
@@ -77,14 +77,8 @@ def test_arch_is_one_graph_per_mode_built_once(arch):
     inductor itself is exercised by the numeric test below."""
     torch.manual_seed(0)
     model = build(arch)
-    graphs = []
-
-    def counting_backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
-    runner = torch.compile(model, backend=counting_backend, fullgraph=True, dynamic=False)
+    counting, graphs = counting_backend()
+    runner = torch.compile(model, backend=counting, fullgraph=True, dynamic=False)
     optimizers = optimizers_for(model)
     ema = EMAHelper(mu=0.9)
     ema.register(model)
@@ -115,14 +109,8 @@ def test_regional_compile_builds_each_region_once_and_keeps_the_keys(arch):
     expected = {"hrm": ["H_level", "L_level"], "hrm_v1": ["H_level", "L_level"], "transformers_baseline": ["H_level"],
                 "urm": ["layers.0"]}.get(arch, ["L_level"])
     assert names == expected
-    graphs = []
-
-    def counting_backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
-    compile_regions(regions, backend=counting_backend, fullgraph=True)
+    counting, graphs = counting_backend()
+    compile_regions(regions, backend=counting, fullgraph=True)
     assert has_compiled_regions(model) and list(model.state_dict()) == keys
     optimizers = optimizers_for(model)
     ema = EMAHelper(mu=0.9)

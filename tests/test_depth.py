@@ -5,7 +5,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import REPO, TINY_TRM
+from conftest import REPO, TINY_TRM, counting_backend
 from dataset.common import PuzzleDatasetMetadata
 from training.config import parse_config
 from training.depth import DepthStage, depth_at
@@ -138,14 +138,8 @@ def test_compiled_model_builds_one_graph_per_stage():
     one training graph each, evaluation one more, and going through the steps recompiles nothing else."""
     config = tiny_config(SCHEDULE)
     state = new_state(config)
-    graphs = []
-
-    def counting_backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
-    state.model = torch.compile(state.model, backend=counting_backend, fullgraph=True, dynamic=False)
+    counting, graphs = counting_backend()
+    state.model = torch.compile(state.model, backend=counting, fullgraph=True, dynamic=False)
     seen = []
     for step, batch in enumerate(batches(), start=1):
         train_batch(config, state, batch, 4, rank=0, world_size=1, log=False)

@@ -1,13 +1,8 @@
 """Training metrics read back in batches (training/metrics_readback.py): every step is logged with the
 same values as a read-back per step; the default batch is one step on a CPU, 20 on CUDA."""
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
-from conftest import REPO, TINY_HRM
-from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
-from training.config import parse_config
-from training.state import init_train_state, train_batch
+from conftest import TINY_HRM, in_process_run
+from training.state import train_batch
 from training.metrics_readback import CUDA_LOG_INTERVAL, MetricsReadback, resolve_log_interval
 
 
@@ -18,15 +13,8 @@ def test_default_interval_per_device():
 
 
 def _steps(data, log_to=None, flush_every=None):
-    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
-        cfg = compose("cfg_pretrain", overrides=[f"data_path={data}", "epochs=2", "eval_interval=2", "global_batch_size=8", "evaluators=[]", "lr=3e-3",
-                                                 "lr_warmup_steps=2", *TINY_HRM])
-    config = parse_config(OmegaConf.to_container(cfg, resolve=True))
-    dataset = PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_paths=config.data_paths, global_batch_size=8, test_set_mode=False,
-                                                epochs_per_iter=2, rank=0, num_replicas=1), split="train")
-    torch.manual_seed(0)
-    state = init_train_state(config, dataset.metadata, world_size=1, device="cpu")
-    state.model.train()
+    config, dataset, state = in_process_run(data, ["epochs=2", "eval_interval=2", "global_batch_size=8", "evaluators=[]", "lr=3e-3",
+                                                   "lr_warmup_steps=2", *TINY_HRM])
     logged = []
     for _, batch, gbs in dataset:
         metrics = train_batch(config, state, batch, gbs, rank=0, world_size=1, log_to=log_to)

@@ -1,13 +1,8 @@
 """training/state.py: the learning rate of each update, HRM's timing and, with urm_train_loop, URM's."""
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
-from conftest import REPO
-from puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
-from training.config import parse_config
-from training.state import init_train_state, train_batch
+from conftest import in_process_run
+from training.state import train_batch
 from utils.functions import unwrap_compiled
 from utils.schedule import cosine_schedule_with_warmup_lr_lambda
 
@@ -18,16 +13,9 @@ TINY_URM = ["arch=urm", "arch.hidden_size=32", "arch.num_heads=2", "arch.num_lay
 def first_updates(data, urm_train_loop, steps=3):
     """``steps`` updates of a tiny URM (warm-up 2 steps to lr 3e-3): the logged LRs, the weights
     before and after the first update, and the AdamATan2 step count after it."""
-    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
-        cfg = compose("cfg_pretrain", overrides=[f"data_path={data}", "epochs=2", "eval_interval=2", "global_batch_size=8", "evaluators=[]",
-                                                 "lr=3e-3", "puzzle_emb_lr=1e-2", "lr_warmup_steps=2", "compile=false", *TINY_URM,
-                                                 f"urm_train_loop={urm_train_loop}"])
-    config = parse_config(OmegaConf.to_container(cfg, resolve=True))
-    dataset = PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_paths=config.data_paths, global_batch_size=8, test_set_mode=False,
-                                                epochs_per_iter=2, rank=0, num_replicas=1), split="train")
-    torch.manual_seed(0)
-    state = init_train_state(config, dataset.metadata, world_size=1, device="cpu")
-    state.model.train()
+    config, dataset, state = in_process_run(data, ["epochs=2", "eval_interval=2", "global_batch_size=8", "evaluators=[]", "lr=3e-3",
+                                                   "puzzle_emb_lr=1e-2", "lr_warmup_steps=2", "compile=false", *TINY_URM,
+                                                   f"urm_train_loop={urm_train_loop}"])
     inner = unwrap_compiled(state.model).model.inner
 
     def weights():
