@@ -302,7 +302,9 @@ def load_predictor(checkpoint: Union[str, Sequence[str]], task: Optional[str] = 
                            f"task={'|'.join(sorted(CODECS))}")
     if task not in CODECS:
         raise PredictError(f"dataset.json records task {task!r}, which predict.py has no notation for (known: {', '.join(sorted(CODECS))})")
-    problem = get_codec(task)().check_shapes(opened.metadata.seq_len, opened.metadata.vocab_size)
+    # The codec of the run's data: an ARC dataset's canvas (hence its sequence length) is in its dataset.json.
+    problem = get_codec(task).for_run(opened.metadata.seq_len, opened.data_paths).check_shapes(opened.metadata.seq_len,
+                                                                                                opened.metadata.vocab_size)
     if problem:
         raise PredictError(f"task={task}: does not fit this checkpoint: {problem}")
     return Predictor(opened, task)
