@@ -52,7 +52,8 @@ Test-time scaling (``inference/sampling.py``; docs/evaluation.md "Test-time scal
   ``agreement`` (share of samples that gave the chosen answer), ``first_sample_exact_accuracy``,
   the curve ``exact_accuracy_vote@n`` / ``exact_accuracy_q_halt@n`` over the first n samples, and
   the compute spent per example (``samples``, ``segments``, ``forward_segments`` = their product);
-  also written to ``step_N_sampling.json`` in ``output_dir``. Saved by default: the batch fields,
+  the evaluators score the chosen answers (ARC: ``ARC/pass@K`` and ``submission.json`` by its vote
+  over the dataset's versions of each test input); also written to ``step_N_sampling.json`` in ``output_dir``. Saved by default: the batch fields,
   ``preds`` (the chosen answers), ``q_halt_logits`` of the chosen sample, ``agreement`` and
   ``chosen_sample``; ``sample_preds`` (every sample's answer, mapped back) on request.
 """

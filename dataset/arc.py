@@ -342,6 +342,36 @@ def plan_augmentations(task: ARCTask, num_aug: int, stream: LegacyRandomStream, 
 
 
 # ----------------------------------------------------------------------------------------------
+# Augmentations at test time (views of a grid that has no trained version of its own)
+
+def view_transforms(canvas: Canvas) -> Tuple[int, ...]:
+    """The dihedral maps that show the grids of ``canvas`` differently and keep them on it: all 8
+    on a square canvas; on a canvas of one-row grids (height 2, the row and the end markers below
+    it: 1D-ARC's 2x94) the identity and the horizontal flip (a vertical flip leaves a row as it is,
+    a half turn is the horizontal flip); likewise the vertical flip for one-column grids; on any
+    other canvas the builder's (:attr:`Canvas.transforms`)."""
+    if canvas.square:
+        return canvas.transforms
+    if canvas.height <= 2:
+        return (0, 4)
+    if canvas.width <= 2:
+        return (0, 5)
+    return canvas.transforms
+
+
+def draw_augmentations(words: np.ndarray, canvas: Canvas) -> Tuple[np.ndarray, np.ndarray]:
+    """Augmentations from uniform 64-bit words ``[..., NUM_COLOURS]``: dihedral map ids ``[...]``
+    among :func:`view_transforms` and colour maps ``[..., NUM_COLOURS]`` of the builder's kind
+    (colour 0 stays, colours 1..9 permuted)."""
+    words = np.asarray(words, dtype=np.uint64)
+    transforms = np.array(view_transforms(canvas), dtype=np.int64)
+    trans = transforms[(words[..., 0] % np.uint64(len(transforms))).astype(np.int64)]
+    perm = np.argsort(words[..., 1:NUM_COLOURS], axis=-1, kind="stable") + 1
+    maps = np.concatenate([np.zeros(perm.shape[:-1] + (1,), dtype=np.int64), perm], axis=-1)
+    return trans, maps
+
+
+# ----------------------------------------------------------------------------------------------
 # Encoding
 
 def translations(stream: LegacyRandomStream, tasks_versions: List[Tuple[int, List[int], List[int]]],

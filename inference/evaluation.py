@@ -50,12 +50,11 @@ def evaluate(model: nn.Module, eval_loader, eval_metadata: PuzzleDatasetMetadata
     every example is answered many times and one answer chosen (``inference/sampling.py``); the metrics
     are then those of :func:`inference.selection.scaling_sums` with the compute spent
     (``samples``, ``segments``, ``forward_segments``), the outputs those of
-    :func:`sampled_outputs`, and ``max_rows`` bounds the rows of one forward pass.
+    :func:`sampled_outputs`, and ``max_rows`` bounds the rows of one forward pass. The evaluators
+    then score the chosen answers (ARC: its vote over the dataset's versions of each test input).
     """
     reduced_metrics: Optional[Dict[str, Any]] = None
     models = [model, *ensemble]
-    if sampling is not None and evaluators:
-        raise ValueError("evaluators score one answer per example: evaluate with samples=1 and one checkpoint")
     with torch.inference_mode():
         return_keys = set(save_outputs)
         if options is None:
@@ -227,9 +226,9 @@ class Evaluation:
 
         Test-time scaling (``evaluate.py samples=N`` and ``checkpoint=[...]``): with ``sampling``
         of more than one sample, or an ``ensemble`` of further evaluations, every example is
-        answered by every sample of every checkpoint and one answer chosen (see :func:`evaluate`);
-        the metrics are also written to ``step_N_sampling.json`` beside the outputs (``preds``:
-        the chosen answers).
+        answered by every sample of every checkpoint and one answer chosen (see :func:`evaluate`),
+        which the evaluators score; the metrics are also written to ``step_N_sampling.json``
+        beside the outputs (``preds``: the chosen answers).
         """
         scaled = sampling is not None and (sampling.samples > 1 or bool(ensemble))
         codec = self.scaling_codec(sampling, ensemble) if scaled else None
@@ -245,7 +244,7 @@ class Evaluation:
                                               identifier_map=identifier_map)
         for ev in (self, *ensemble):
             ev.model.eval()
-        evaluators = self.evaluators() if split == "test" and use_evaluators and not scaled else []
+        evaluators = self.evaluators() if split == "test" and use_evaluators else []
         metrics = evaluate(self.model, loader, metadata, evaluators, save_outputs=list(save_outputs), output_dir=output_dir,
                            step=self.opened.step, rank=self.info.rank, world_size=self.info.world_size, cpu_group=self.info.cpu_group,
                            options=options, sampling=sampling if scaled else None, ensemble=[ev.model for ev in ensemble],
@@ -263,15 +262,12 @@ class Evaluation:
 
     def scaling_codec(self, sampling: SamplingConfig, ensemble: Sequence["Evaluation"] = ()) -> Optional[TaskCodec]:
         """The task codec whose views the samples use; ``ConfigError`` (one line) for an ensemble
-        of runs on other data, for ARC, or for views of a task that declares none."""
+        of runs on other data, or for views of a task that declares none."""
         codec = open_codec(self.opened)
         for ev in ensemble:
             problem = ensemble_mismatch(self.opened, codec, ev.opened, open_codec(ev.opened))
             if problem:
                 raise ConfigError(problem)
-        if codec is not None and codec.name == "arc":
-            raise ConfigError("samples / an ensemble: ARC already votes over its dataset's augmented versions (evaluators/arc.py); "
-                              "evaluate ARC with samples=1 and one checkpoint")
         try:
             check_views(codec, sampling)
         except ValueError as e:

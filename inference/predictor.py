@@ -208,15 +208,15 @@ class Predictor:
         symmetries, latent noise of ``noise_std`` or both; sample 0 the puzzle itself) and one answer
         is chosen (``select``: ``vote`` or ``q_halt``); results gain ``agreement`` (share of samples
         that gave it), ``samples`` and ``chosen_sample``, whose steps the trace and pictures show
-        (mapped back to the puzzle's frame).
+        (mapped back to the puzzle's frame). ARC: every version of a test input is answered so and
+        the chosen answers are voted on as without samples; ``agreement`` is then the mean over
+        the versions and ``chosen_sample`` a list, one per version.
         """
         try:
             config = SamplingConfig(samples=samples, sampling=sampling, noise_std=noise_std, select=select, seed=sampling_seed)
         except pydantic.ValidationError as e:
             raise PredictError(validation_error_line(e)) from None
         scaled = config.samples > 1 or bool(self.ensemble)
-        if scaled and self.codec.name == "arc":
-            raise PredictError("samples / an ensemble: ARC already votes over each task's augmented versions; use samples=1")
         if scaled:
             try:
                 check_views(self.codec, config)
@@ -233,12 +233,13 @@ class Predictor:
         self.last_run = []
         for p, rows in zip(parsed, rows_of):
             outs = outputs[k: k + len(rows)]
+            row_facts = facts[k: k + len(rows)]
             k += len(rows)
             result = {"puzzle": p.where, **self.codec.result(p, rows, outs, trace)}
-            if facts:
-                result.update(facts[k - 1])  # one row per puzzle outside ARC
+            if row_facts:
+                result.update(puzzle_facts(row_facts))
             results.append(result)
-            self.last_run.append((p, rows, outs, facts[k - 1] if facts else None))
+            self.last_run.append((p, rows, outs, row_facts or None))
         return results
 
     def picture_panels(self, trace: bool = True):
@@ -246,9 +247,10 @@ class Predictor:
         from tasks.pictures import Panel
 
         lines = []
-        for p, rows, outs, sampled in self.last_run:
+        for p, rows, outs, row_facts in self.last_run:
             for row, out in self.codec.picture_rows(p, rows, outs):
                 title = "input"
+                sampled = None if row_facts is None else row_facts[next(i for i, r in enumerate(rows) if r is row)]
                 if sampled is not None:  # the steps shown are the chosen sample's, mapped back to the puzzle
                     title = f"input; steps of sample {sampled['chosen_sample'] + 1}/{sampled['samples']}\n({sampled['agreement']:.0%} agree)"
                 panels = [Panel(title, self.codec.cells(p, row.inputs, is_input=True))]
@@ -260,6 +262,15 @@ class Predictor:
                     panels.append(Panel("truth", self.codec.cells(p, row.labels, is_input=False)))
                 lines.append(panels)
         return lines
+
+
+def puzzle_facts(row_facts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """The sampling facts of a puzzle's result: its row's; for a puzzle of several rows (ARC: one per
+    version of each test input) the mean ``agreement`` and the ``chosen_sample`` of every row."""
+    if len(row_facts) == 1:
+        return dict(row_facts[0])
+    return {"agreement": round(float(np.mean([f["agreement"] for f in row_facts])), 6), "samples": row_facts[0]["samples"],
+            "chosen_sample": [f["chosen_sample"] for f in row_facts]}
 
 
 def load_predictor(checkpoint: Union[str, Sequence[str]], task: Optional[str] = None, device: Optional[str] = None,

@@ -16,13 +16,17 @@ differ by
 Sample 0 is always the example itself without noise (one plain pass), so ``samples=1`` is the
 plain evaluation. ``select=vote|q_halt`` picks the answer (``inference/selection.py``).
 Several checkpoints (an ensemble) each run every sample and the answers are pooled. A whole split
-runs through :func:`inference.evaluation.evaluate`, the one loop of plain and sampled evaluation.
+runs through :func:`inference.evaluation.evaluate`, the one loop of plain and sampled evaluation,
+whose evaluators then score the chosen answers (ARC: its vote over the dataset's versions of each
+test input, as after a plain pass).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
+import os
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Literal, Optional, Sequence
 
@@ -125,20 +129,46 @@ def open_codec(opened, task: Optional[str] = None) -> Optional[TaskCodec]:
 
 def ensemble_mismatch(first, first_codec: Optional[TaskCodec], other, other_codec: Optional[TaskCodec]) -> Optional[str]:
     """Why the opened checkpoint ``other`` cannot be pooled with ``first`` (another task, sequence
-    length or vocabulary: its tokens would mean other things), or None."""
+    length, canvas or vocabulary: its tokens would mean other things; other puzzle identifiers: an
+    ARC version's identifier would pick another version's embedding), or None."""
     def vocab(codec):
         return getattr(codec, "vocab", None)
 
+    def canvas(opened):
+        return getattr(opened.metadata, "canvas_height", None), getattr(opened.metadata, "canvas_width", None)
+
     shape = (first.metadata.seq_len, first.metadata.vocab_size)
+    names = _identifier_names(first.data_paths), _identifier_names(other.data_paths)
     if (other.metadata.seq_len, other.metadata.vocab_size) != shape:
         found = f"seq_len {other.metadata.seq_len} and vocab {other.metadata.vocab_size}, but {first.path} has {shape[0]} and {shape[1]}"
+    elif canvas(other) != canvas(first):
+        found = f"its grids lie on a {_canvas_text(canvas(other))} canvas, but those of {first.path} on {_canvas_text(canvas(first))}"
     elif other.task != first.task:
         found = f"trained on {other.task or 'an unrecorded task'} puzzles, but {first.path} on {first.task or 'an unrecorded task'}"
     elif vocab(other_codec) != vocab(first_codec):
         found = f"its dataset's tokens differ from those of {first.path}"
+    elif None not in names and names[0] != names[1]:
+        found = f"its dataset's puzzle identifiers (identifiers.json) name other puzzles than those of {first.path}"
     else:
         return None
     return f"checkpoint={other.path}: {found}; an ensemble needs runs on the same data"
+
+
+def _canvas_text(canvas) -> str:
+    return "30x30" if None in canvas else f"{canvas[0]}x{canvas[1]}"
+
+
+def _identifier_names(data_paths: Sequence[str]) -> Optional[List[List[str]]]:
+    """The puzzle name of every identifier, per dataset (``identifiers.json``); None when a dataset
+    has no such file at hand (a checkpoint that stands alone)."""
+    names = []
+    for path in data_paths:
+        file = os.path.join(path, "identifiers.json")
+        if not os.path.isfile(file):
+            return None
+        with open(file) as f:
+            names.append(json.load(f))
+    return names
 
 
 def check_views(codec: Optional[TaskCodec], config: SamplingConfig) -> None:

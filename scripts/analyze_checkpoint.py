@@ -165,14 +165,12 @@ def run_evaluations(cfg: AnalyzeConfig, ev, trained: int) -> Dict[str, Dict[str,
 
 def scaling_config(cfg: AnalyzeConfig, ev):
     """The sampling of the test-time scaling curve, or None where it does not apply (samples=1,
-    ARC, which votes over its own versions, or a task without symmetries under sampling=augment)."""
+    or a task without symmetries under sampling=augment)."""
     from inference.sampling import SamplingConfig, check_views, open_codec
     if cfg.samples <= 1:
         return None
     config = SamplingConfig(samples=cfg.samples, sampling=cfg.sampling, noise_std=cfg.noise_std, seed=cfg.sampling_seed)
     codec = open_codec(ev.opened)
-    if codec is not None and codec.name == "arc":
-        return None
     try:
         check_views(codec, config)
     except ValueError as e:

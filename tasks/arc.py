@@ -24,20 +24,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from dataset.arc import (ARCTask, LegacyRandomStream, encode_group, plan_augmentations, translations, version_bounds,
-                         version_names)
-from dataset.arc_grid import (ARC_MAX_GRID_SIZE, DEFAULT_CANVAS, PUZZLE_ID_SEPARATOR, SEQ_LEN, VOCAB_SIZE, Canvas,
-                              arc_grid_to_np, crop_arc_grid, parse_aug_name)
+from dataset.arc import (ARCTask, LegacyRandomStream, draw_augmentations, encode_group, plan_augmentations, translations,
+                         version_bounds, version_names)
+from dataset.arc_grid import (ARC_MAX_GRID_SIZE, COLOUR_OFFSET, DEFAULT_CANVAS, NUM_COLOURS, PUZZLE_ID_SEPARATOR, SEQ_LEN,
+                              VOCAB_SIZE, Canvas, arc_grid_to_np, crop_arc_grid, parse_aug_name)
 from dataset.common import DatasetError, load_metadata
 from evaluators.arc import ARC
 from tasks.base import Cells, Puzzle, PuzzleError, Row, RowOutput, TaskCodec, halt_fields, register, trace_entries
-from tasks.views import DIHEDRAL_COMPOSE, DIHEDRAL_INVERSE, CanvasViews, distinct_choices, row_keys
+from tasks.views import DIHEDRAL_COMPOSE, DIHEDRAL_INVERSE, CanvasViews, distinct_choices, random_words, row_keys
 from utils import json_text
 
 # The usual ARC colours (black, blue, red, green, yellow, grey, magenta, orange, azure, maroon).
 ARC_PALETTE = np.array([(0, 0, 0), (0, 116, 217), (255, 65, 54), (46, 204, 64), (255, 220, 0), (170, 170, 170),
                         (240, 18, 190), (255, 133, 27), (127, 219, 255), (135, 12, 37)], dtype=np.uint8)
 PLACEHOLDER = np.zeros((1, 1), dtype=np.uint8)  # output of a test input whose answer is unknown
+BLANK_IDENTIFIER = 0  # the ARC builder's blank puzzle identifier ("<blank>" in identifiers.json)
 
 
 @dataclass
@@ -78,6 +79,8 @@ class ARCCodec(TaskCodec):
         self._identifier_of: Optional[Dict[str, int]] = None
         self._versions_of: Optional[Dict[str, List[Tuple[str, int]]]] = None
         self._canvas: Optional[Canvas] = None
+        self._given: Dict[int, str] = {}  # identifier -> version name, for rows adapted at prediction time
+        self._names: Optional[Dict[int, str]] = None
 
     @property
     def canvas(self) -> Canvas:
@@ -159,19 +162,23 @@ class ARCCodec(TaskCodec):
         """Each task's trained versions and identifiers; an unseen task runs with the blank
         identifier (``unseen=blank``) or is an error saying how to adapt it."""
         for p in puzzles:
-            if p.data.versions:
-                continue
-            known = self.known_versions(p.name)
-            if known:
-                p.data.versions = known
-            elif unseen == "blank":
-                names = self.planned_versions(p, self.default_num_aug() if num_aug is None else num_aug)
-                p.data.versions = [(n, blank_id) for n in names]
-            else:
-                raise PuzzleError(
-                    f"{p.where}: task {p.name!r} is not among the {len(self.identifier_of)} puzzle names this "
-                    "checkpoint was trained on, so it has no puzzle embedding; add adapt_steps=N (e.g. 200) to fit fresh "
-                    "embedding rows on its demonstration pairs first, or unseen=blank to run it with the blank identifier")
+            if not p.data.versions:
+                known = self.known_versions(p.name)
+                if known:
+                    p.data.versions = known
+                elif unseen == "blank":
+                    names = self.planned_versions(p, self.default_num_aug() if num_aug is None else num_aug)
+                    p.data.versions = [(n, blank_id) for n in names]
+                else:
+                    raise PuzzleError(
+                        f"{p.where}: task {p.name!r} is not among the {len(self.identifier_of)} puzzle names this "
+                        "checkpoint was trained on, so it has no puzzle embedding; add adapt_steps=N (e.g. 200) to fit fresh "
+                        "embedding rows on its demonstration pairs first, or unseen=blank to run it with the blank identifier")
+            # Identifiers given at prediction time (adapted embedding rows) name their versions for the views.
+            given = {i: n for n, i in p.data.versions if i != blank_id and i not in self.identifier_names()}
+            if given:
+                self._given.update(given)
+                self._names = None
 
     def default_num_aug(self) -> int:
         """Augmented versions per task in the checkpoint's training data, rounded."""
@@ -300,10 +307,14 @@ class ARCCodec(TaskCodec):
               identifiers: Optional[np.ndarray] = None) -> CanvasViews:
         """The builder's versions of each row's task (a dihedral map and a colour map each, with the
         version's own trained identifier): view 0 the row's own version, views 1.. the task's other
-        trained versions in a random order, cycling when more views are asked than it has.
+        versions in a random order, cycling when more views are asked than it has.
 
         A row may itself be any version: its views are relative to it (undo its maps, apply the
-        view's), so answers map back to the row's frame.
+        view's), so answers map back to the row's frame. A row with the blank identifier (shared by
+        all versions, so it names none: ``predict.py unseen=blank``, the padding of a last batch)
+        gets fresh augmentations that keep its grid on the canvas (``dataset.arc.view_transforms``:
+        on a square canvas the 8 dihedral maps, on a canvas of one-row grids the horizontal flip;
+        colours 1..9 permuted, 0 kept), all run with the blank identifier.
         """
         if identifiers is None:
             raise ValueError("ARC views need the rows' puzzle identifiers (each version has its own)")
@@ -312,14 +323,21 @@ class ARCCodec(TaskCodec):
         batch = inputs.shape[0]
         keys = row_keys(inputs, seed)
         dihedral = np.zeros((batch, num_views), dtype=np.int64)
-        colours = np.empty((batch, num_views, 10), dtype=np.int64)
+        colours = np.empty((batch, num_views, NUM_COLOURS), dtype=np.int64)
         ids = np.empty((batch, num_views), dtype=np.int64)
-        for b, identifier in enumerate(np.asarray(identifiers).tolist()):
+        identifiers = np.asarray(identifiers).astype(np.int64)
+        blank = np.flatnonzero(identifiers == BLANK_IDENTIFIER)
+        if blank.size:
+            trans, maps = draw_augmentations(random_words(keys[blank], num_views, NUM_COLOURS), self.canvas)
+            trans[:, 0], maps[:, 0] = 0, np.arange(NUM_COLOURS)  # view 0: the row itself
+            dihedral[blank], colours[blank], ids[blank] = trans, maps, BLANK_IDENTIFIER
+        for b in np.flatnonzero(identifiers != BLANK_IDENTIFIER).tolist():
+            identifier = int(identifiers[b])
             own = names.get(identifier)
             if own is None:
                 raise ValueError(f"puzzle identifier {identifier} is not a version of a trained ARC task")
             base, own_t, own_map = parse_aug_name(own)
-            others = sorted((i, n) for n, i in self.known_versions(base) if i != identifier)
+            others = sorted((i, n) for n, i in self.versions_with_given(base) if i != identifier)
             versions = [(identifier, own)] + others
             to_original = np.argsort(own_map)
             for v, k in enumerate(distinct_choices(keys[b:b + 1], num_views, len(versions))[0].tolist()):
@@ -327,13 +345,21 @@ class ARCCodec(TaskCodec):
                 _, t, mapping = parse_aug_name(name)
                 dihedral[b, v] = DIHEDRAL_COMPOSE[t, DIHEDRAL_INVERSE[own_t]]
                 colours[b, v] = mapping[to_original]
-        tokens = np.concatenate([np.broadcast_to(np.arange(2), (batch, num_views, 2)), colours + 2], axis=2)
+        tokens = np.concatenate([np.broadcast_to(np.arange(COLOUR_OFFSET), (batch, num_views, COLOUR_OFFSET)),
+                                 colours + COLOUR_OFFSET], axis=2)
         return CanvasViews(dihedral=dihedral, tokens=tokens, side=self.canvas.width, eos_corner=False, identifiers=ids,
                            height=self.canvas.height)
 
     def identifier_names(self) -> Dict[int, str]:
-        """Name of every trained puzzle identifier."""
-        return {i: n for n, i in self.identifier_of.items()}
+        """Name of every trained puzzle identifier (and of those given at prediction time)."""
+        if self._names is None:
+            self._names = {**{i: n for n, i in self.identifier_of.items()}, **self._given}
+        return self._names
+
+    def versions_with_given(self, name: str) -> List[Tuple[str, int]]:
+        """:meth:`known_versions` of task ``name`` and its versions given identifiers at prediction time."""
+        given = [(n, i) for i, n in self._given.items() if n.split(PUZZLE_ID_SEPARATOR)[0] == name]
+        return self.known_versions(name) + given
 
     def picture_rows(self, puzzle: Puzzle, rows: Sequence[Row], outputs: Sequence[RowOutput]):
         plain = [(r, o) for r, o in zip(rows, outputs) if PUZZLE_ID_SEPARATOR not in r.name]
