@@ -122,9 +122,10 @@ def assert_same_training(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor],
         assert not off.any() or d[off].max() <= step_bound, f"{k}: {d[off].max():.3g} apart, more than {step_bound:g}"
 
 
-def untrained_checkpoint(run_config: dict, data, folder):
+def untrained_checkpoint(run_config: dict, data, folder, seed: int = 0):
     """A checkpoint folder for ``data`` with the model of ``run_config``'s arch at its initial
-    weights: what predict.py reads, without the training (the answers are not judged here)."""
+    weights (drawn with ``seed``): what predict.py reads, without the training (the answers are
+    not judged here)."""
     import yaml
 
     from inference.checkpoint import dataset_metadata
@@ -132,7 +133,7 @@ def untrained_checkpoint(run_config: dict, data, folder):
     from utils.checkpoint import atomic_torch_save, model_weights
     folder.mkdir(parents=True)
     (folder / "all_config.yaml").write_text(yaml.safe_dump({**run_config, "data_path": str(data), "data_paths": [str(data)]}))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build_model(run_config["arch"], dataset_metadata([str(data)])[0], 4, "cpu")
     atomic_torch_save(model_weights(model), str(folder / "step_1"))
     return folder / "step_1"
@@ -245,6 +246,58 @@ def trained_hrm(sudoku4, tmp_path_factory):
              "lr_warmup_steps=1", *TINY_HRM, "arch.halt_max_steps=3", "ema=True", f"checkpoint_path={ck}", "+run_name=e")
     logged = {line["step"]: line["all"] for line in map(json.loads, (ck / "eval_metrics.jsonl").read_text().splitlines())}
     return ck, logged
+
+
+# ---- tiny ARC task folders of our own, on fitted canvases -------------------------------------
+
+def arc_task_folder(folder: Path, kind: str, seed: int = 0) -> Path:
+    """ARC task files written here: ``2d``: three tasks of 5x5 grids (one makes 3x5 outputs, so that
+    transposing maps change shapes), canvas 6x6 when fitted; ``1d``: three tasks of 1xN grids
+    (N = 8, 10, 12), canvas 2x13. Each task has three demonstrations and one or two test pairs."""
+    import json
+
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    rules = {"2d": {"flip": np.fliplr, "recolour": lambda g: np.where(g > 0, g % 9 + 1, 0), "top": lambda g: g[:3]},
+             "1d": {"flip": np.fliplr, "recolour": lambda g: np.where(g > 0, g % 9 + 1, 0), "shift": lambda g: np.roll(g, 1, axis=1)}}[kind]
+    for k, (name, rule) in enumerate(rules.items()):
+        shape = (5, 5) if kind == "2d" else (1, 8 + 2 * k)
+        pairs = []
+        for _ in range(4 + (k == 0)):
+            grid = rng.integers(0, 10, size=shape) * (rng.random(shape) < 0.6)
+            pairs.append({"input": grid.tolist(), "output": rule(grid).tolist()})
+        (folder / f"{kind}_{name}.json").parent.mkdir(parents=True, exist_ok=True)
+        (folder / f"{kind}_{name}.json").write_text(json.dumps({"train": pairs[:3], "test": pairs[3:]}))
+    return folder
+
+
+def arc_run_config(data: Path) -> Dict[str, Any]:
+    """A tiny HRM's run config for an ARC dataset (the ARC evaluator on), composed as pretrain.py composes it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
+        cfg = compose("cfg_pretrain", overrides=[f"data_path={data}", "global_batch_size=8", *TINY_HRM])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def build_arc(folder: Path, out: Path, num_aug: int = 3) -> Path:
+    """``folder``'s tasks built on a fitted canvas, HRM's protocol (every task's test pairs evaluated)."""
+    from dataset.build_arc_dataset import ARCBuildConfig, build_arc_dataset
+    build_arc_dataset(ARCBuildConfig(dataset_dirs=[str(folder)], output_dir=str(out), num_aug=num_aug, canvas="fit",
+                                     protocol="hrm"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def arc_tiny(tmp_path_factory):
+    """``{"2d": (data, checkpoint), "1d": (data, checkpoint)}``: the tasks of :func:`arc_task_folder`
+    built with 3 augmentations each and an untrained tiny HRM checkpoint per dataset."""
+    root = tmp_path_factory.mktemp("arc_tiny")
+    result = {}
+    for kind in ("2d", "1d"):
+        data = build_arc(arc_task_folder(root / "raw" / kind, kind), root / "data" / kind)
+        result[kind] = (data, untrained_checkpoint(arc_run_config(data), data, root / "ck" / kind))
+    return result
 
 
 @pytest.fixture

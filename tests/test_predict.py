@@ -313,6 +313,44 @@ def test_arc_adapt_fits_only_new_embedding_rows(arc_ck):
     assert result["task"] == "new_task" and len(result["answer"]) == 1
 
 
+def test_arc_samples_and_ensembles_answer_as_evaluate(arc_tiny, tmp_path, capsys):
+    """samples=N on ARC tasks (5x5 grids, canvas 6x6): the submission evaluate.py samples=N writes;
+    an unseen task runs on fresh augmentations with the blank identifier, an adapted one on the
+    versions of its new identifiers; two checkpoints of the dataset answer as an ensemble."""
+    import evaluate
+    from conftest import arc_run_config, untrained_checkpoint
+    data, ck = arc_tiny["2d"]
+    evaluate.run(evaluate.EvalConfig(checkpoint=str(ck), samples=4, output_dir=str(tmp_path / "eval")))
+    submission = json.loads((tmp_path / "eval" / "evaluator_ARC_step_1" / "submission.json").read_text())
+    tasks = data / "test_puzzles.json"
+    status, out, err = cli(capsys, f"checkpoint={ck}", f"puzzle_file={tasks}", "samples=4", "batch_size=4",
+                           f"output={tmp_path / 'a.json'}")
+    assert status == 0, err
+    document = json.loads((tmp_path / "a.json").read_text())
+    assert document["submission"] == submission
+    tests = {name: len(task["test"]) for name, task in json.loads(tasks.read_text()).items()}
+    for r in document["results"]:  # every version of every test input chose among its 4 samples
+        assert r["samples"] == 4 and len(r["chosen_sample"]) == 4 * tests[r["task"]] and 0 < r["agreement"] <= 1
+    assert "of 4 samples agree" in out
+
+    new_task = json.dumps(synthetic_task(np.random.default_rng(7), "flip", pairs=2))
+    status, out, err = cli(capsys, f"checkpoint={ck}", f"puzzle={new_task}", "task=arc", "unseen=blank", "num_aug=2", "samples=5")
+    assert status == 0 and "of 5 samples agree" in out, err
+    predictor = load_predictor(str(ck), batch_size=4)
+    (puzzle,) = predictor.read(new_task, "new_task.json")
+    predictor.adapt([puzzle], steps=2, lr=0.01, num_aug=1, progress=False)
+    new_ids = [i for _, i in puzzle.data.versions]
+    (result,) = predictor.predict([puzzle], samples=3, progress=False)
+    assert result["samples"] == 3 and result["versions"] == 2
+    rows = predictor.codec.rows(puzzle)
+    views = predictor.codec.views(np.stack([r.inputs for r in rows]), 3, identifiers=np.array([r.identifier for r in rows]))
+    assert sorted(set(views.identifiers.ravel().tolist())) == new_ids  # the adapted rows' own versions
+
+    second = untrained_checkpoint(arc_run_config(data), data, tmp_path / "second", seed=1)
+    pooled = load_predictor([str(ck), str(second)], batch_size=4).predict([tasks.read_text()], samples=2, progress=False)
+    assert all(r["samples"] == 4 for r in pooled)
+
+
 @pytest.mark.parametrize("grid, message", [
     ([[0] * 31] * 31, "tasks.json: task bad: train[1].input: grid is 31x31, larger than 30x30"),
     ([[0, 1], [2]], "tasks.json: task bad: train[1].input: rows of different lengths"),

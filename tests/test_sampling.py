@@ -261,3 +261,109 @@ def test_sampling_options_without_effect_are_named():
         "note: noise_std= has no effect with sampling=augment (noise is added with sampling=noise or both)"]
     assert SamplingOptions(samples=4, sampling="both", noise_std=0.3).unused_options() == []
     assert SamplingOptions(select="q_halt").unused_options(checkpoints=2) == []  # an ensemble chooses among checkpoints
+
+
+# ---- ARC through the same engine: the dataset's versions as views, the ARC vote on the chosen answers
+
+def arc_evaluation(ck):
+    from inference.evaluation import load_evaluation
+    from utils.distributed import init_distributed
+    return load_evaluation(str(ck), init_distributed())
+
+
+def arc_vote(data, metadata, outputs, save_path):
+    """A fresh ARC evaluator's metrics and submission for saved ``outputs`` (inputs, identifiers, preds, q_halt_logits)."""
+    import json
+
+    from evaluators.arc import ARC
+    voter = ARC(data_path=str(data), eval_metadata=metadata)
+    voter.update_batch({k: torch.as_tensor(outputs[k]) for k in ("inputs", "puzzle_identifiers")},
+                       {k: torch.as_tensor(outputs[k]) for k in ("preds", "q_halt_logits")})
+    metrics = voter.result(str(save_path), rank=0, world_size=1)
+    return metrics, json.loads((save_path / "submission.json").read_text())
+
+
+def test_arc_samples_are_voted_on_by_the_arc_evaluator(arc_tiny, tmp_path):
+    """samples=N on ARC (5x5 grids, canvas 6x6): the chosen answer of every version of a test input
+    goes to the ARC evaluator, whose pass@K and submission.json are those of the saved chosen
+    answers; one sample through the sampled path gives the plain pass's answers, pass@K and submission."""
+    import json
+
+    from utils.outputs import load_outputs
+    data, ck = arc_tiny["2d"]
+    ev = arc_evaluation(ck)
+    loader, metadata = ev.loader("test", None)
+    keys = ["inputs", "puzzle_identifiers", "preds", "q_halt_logits"]
+    plain = ev.run(save_outputs=keys, output_dir=str(tmp_path / "plain"))
+    sampled = ev.run(sampling=SamplingConfig(samples=4), save_outputs=keys + ["sample_preds"], output_dir=str(tmp_path / "sampled"))
+    assert sampled["all"]["samples"] == 4 and sampled["all"]["forward_segments"] == 8
+    arc_keys = {k for k in plain if k.startswith("ARC/pass@")}
+    assert {"ARC/pass@1", "ARC/pass@2"} <= arc_keys == {k for k in sampled if k.startswith("ARC/")}
+    assert json.loads((tmp_path / "sampled" / "step_1_sampling.json").read_text())["metrics"] == sampled
+    chosen = load_outputs(str(tmp_path / "sampled"), 1)
+    assert chosen["sample_preds"].shape == (len(chosen["preds"]), 4, 36)
+    metrics, submission = arc_vote(data, metadata, chosen, tmp_path / "again")
+    assert metrics == {k: sampled[k] for k in arc_keys}
+    assert submission == json.loads((tmp_path / "sampled" / "evaluator_ARC_step_1" / "submission.json").read_text())
+
+    # samples=1 through the sampled path: the plain pass's answers, votes and submission.
+    from evaluators.arc import ARC
+    (tmp_path / "one").mkdir()
+    one = evaluate(ev.model, loader, metadata, [ARC(data_path=str(data), eval_metadata=metadata)], save_outputs=keys,
+                   output_dir=str(tmp_path / "one"), step=1, sampling=SamplingConfig(samples=1), codec=open_codec(ev.opened))
+    saved_plain, saved_one = load_outputs(str(tmp_path / "plain"), 1), load_outputs(str(tmp_path / "one"), 1)
+    for k in keys:
+        np.testing.assert_array_equal(saved_one[k], saved_plain[k])
+    assert {k: one[k] for k in arc_keys} == {k: plain[k] for k in arc_keys}
+    assert (json.loads((tmp_path / "one" / "evaluator_ARC_step_1" / "submission.json").read_text())
+            == json.loads((tmp_path / "plain" / "evaluator_ARC_step_1" / "submission.json").read_text()))
+
+
+def test_arc_samples_from_the_command_line_on_a_one_row_canvas(arc_tiny, tmp_path, capsys):
+    import json
+
+    import evaluate
+    _, ck = arc_tiny["1d"]
+    evaluate.main([f"checkpoint={ck}", "samples=3", "select=q_halt", f"output_dir={tmp_path}"])
+    out = capsys.readouterr().out
+    metrics = json.loads(out[out.index("{"):])
+    assert metrics["all"]["samples"] == 3 and 0 <= metrics["ARC/pass@2"] <= 1
+    submission = json.loads((tmp_path / "evaluator_ARC_step_1" / "submission.json").read_text())
+    assert sorted(submission) == ["1d_flip", "1d_recolour", "1d_shift"]
+    assert all(len(grid) <= 2 and len(grid[0]) <= 13 for attempts in submission.values() for test in attempts
+               for grid in test.values())  # read off the 2x13 canvas
+
+
+def test_arc_ensembles_pool_runs_on_the_same_dataset_only(arc_tiny, tmp_path, capsys):
+    """Two ARC checkpoints of one dataset: each runs every sample (its own answers, as alone) and the
+    ARC vote scores the pooled choice; a checkpoint of another dataset with the same canvas (other
+    versions, so other puzzle identifiers) is refused in one line, in evaluate.py and predict.py."""
+    import evaluate
+    import predict
+    from conftest import arc_run_config, arc_task_folder, build_arc, untrained_checkpoint
+    from utils.outputs import load_outputs
+    data, ck = arc_tiny["2d"]
+    second = untrained_checkpoint(arc_run_config(data), data, tmp_path / "second", seed=1)
+
+    def run(checkpoint, folder):
+        metrics = evaluate.run(evaluate.EvalConfig(checkpoint=checkpoint, samples=2, output_dir=str(tmp_path / folder),
+                                                   save_outputs=["sample_preds"]))
+        return metrics, load_outputs(str(tmp_path / folder), 1)["sample_preds"]
+
+    pooled, pooled_preds = run([str(ck), str(second)], "pooled")
+    assert pooled["all"]["samples"] == 4 and "ARC/pass@2" in pooled
+    for i, alone in enumerate((ck, second)):
+        np.testing.assert_array_equal(pooled_preds[:, 2 * i: 2 * i + 2], run(str(alone), f"alone{i}")[1])
+    assert not np.array_equal(pooled_preds[:, :2], pooled_preds[:, 2:])  # two models, two sets of answers
+
+    other_data = build_arc(arc_task_folder(tmp_path / "raw", "2d"), tmp_path / "other", num_aug=1)
+    other = untrained_checkpoint(arc_run_config(other_data), other_data, tmp_path / "other_ck")
+    message = f"checkpoint={other}: its dataset's puzzle identifiers (identifiers.json) name other puzzles than those of {ck}"
+    capsys.readouterr()
+    for main, argv in ((evaluate.main, [f"checkpoint=[{ck},{other}]", "samples=2", f"output_dir={tmp_path / 'refused'}"]),
+                       (predict.main, [f"checkpoint=[{ck},{other}]", f"puzzle_file={data / 'test_puzzles.json'}", "samples=2"])):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "refused").exists()

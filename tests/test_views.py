@@ -172,6 +172,67 @@ def test_arc_views_are_the_builders_versions(tmp_path):
         codec.views(x[:1], 2)
 
 
+@pytest.mark.parametrize("kind", ["2d", "1d"])
+def test_arc_views_on_a_fitted_canvas_map_back_exactly(arc_tiny, kind):
+    """Every view of every test row of a 5x5-grid (canvas 6x6) and a 1xN-grid (canvas 2x13) dataset:
+    a trained version's view is the builder's own row of that version, and every view, the fresh
+    augmentations of blank-identifier rows among them, maps inputs and answers back exactly; a
+    prediction's back map is the evaluator's (crop, then undo the version)."""
+    from dataset.arc import view_transforms
+    from dataset.arc_grid import Canvas, crop_arc_grid, inverse_aug, parse_aug_name
+    data, _ = arc_tiny[kind]
+    meta = json.loads((data / "test" / "dataset.json").read_text())
+    canvas = Canvas(meta["canvas_height"], meta["canvas_width"])
+    assert str(canvas) == {"2d": "6x6", "1d": "2x13"}[kind]
+    codec = get_codec("arc").for_run(canvas.seq_len, [str(data)])
+    test = load_split(data, "test")
+    ids = np.repeat(test["puzzle_identifiers"], np.diff(test["puzzle_indices"])).astype(np.int64)
+    x, y = test["inputs"].astype(np.int32), test["labels"].astype(np.int32)
+    names = codec.identifier_names()
+    nth = [int((ids[:r] == ids[r]).sum()) for r in range(len(ids))]  # which test input of its task a row holds
+    row_of = {(int(ids[r]), nth[r]): r for r in range(len(ids))}
+    versions = 4  # the original and 3 augmentations per task
+    views = codec.views(x, 2 * versions, seed=5, identifiers=ids)
+    vx, vy = views.forward(x), views.forward(y)
+    for r in range(len(x)):
+        shown = views.identifiers[r]
+        assert shown[0] == ids[r] and len(set(shown[:versions].tolist())) == versions  # every version once, then again
+        assert {parse_aug_name(names[int(i)])[0] for i in shown} == {parse_aug_name(names[int(ids[r])])[0]}
+        for v in range(2 * versions):
+            twin = row_of[(int(shown[v]), nth[r])]
+            np.testing.assert_array_equal(vx[r, v], x[twin])
+            np.testing.assert_array_equal(vy[r, v], y[twin])
+    np.testing.assert_array_equal(views.back(vx), np.repeat(x[:, None], 2 * versions, axis=1))
+    np.testing.assert_array_equal(views.back(vy), np.repeat(y[:, None], 2 * versions, axis=1))
+
+    # Blank-identifier rows: fresh augmentations on the canvas, colour 0 kept, mapped back exactly.
+    blank = codec.views(x, 64, seed=1, identifiers=np.zeros(len(x), dtype=np.int64))
+    assert (blank.identifiers == 0).all() and (blank.dihedral[:, 0] == 0).all()
+    assert set(blank.dihedral.ravel().tolist()) == set(view_transforms(canvas)) == ({0, 4} if kind == "1d" else set(range(8)))
+    assert (blank.tokens[..., :3] == np.arange(3)).all()  # PAD, EOS and colour 0 stay
+    bx, by = blank.forward(x), blank.forward(y)
+    np.testing.assert_array_equal(blank.back(bx), np.repeat(x[:, None], 64, axis=1))
+    np.testing.assert_array_equal(blank.back(by), np.repeat(y[:, None], 64, axis=1))
+    for r in range(len(x)):
+        grid = crop_arc_grid(x[r], canvas)
+        for v in range(64):
+            shown = crop_arc_grid(bx[r, v], canvas)
+            colours = blank.tokens[r, v, 2:] - 2
+            assert np.array_equal(shown, colours[dihedral_transform(grid, blank.dihedral[r, v])])
+            assert shown.shape[0] <= canvas.height - 1 and shown.shape[1] <= canvas.width - 1  # inside the canvas
+
+    # A prediction maps back as the evaluator reads it.
+    rng = np.random.default_rng(0)
+    preds = rng.choice(12, size=(len(x), 2 * versions, canvas.seq_len), p=[0.02, 0.02] + [0.096] * 10)
+    back = views.back(preds)
+    for r in range(len(x)):
+        _, own_t, own_map = parse_aug_name(names[int(ids[r])])
+        for v in range(2 * versions):
+            _, undo_view = inverse_aug(names[int(views.identifiers[r, v])])
+            expected = own_map[dihedral_transform(undo_view(crop_arc_grid(preds[r, v], canvas)), own_t)]  # to the row's version
+            np.testing.assert_array_equal(crop_arc_grid(back[r, v], canvas), expected)
+
+
 def build_custom(tmp_path, examples, **options):
     from dataset.build_custom_dataset import CustomBuildConfig, build_custom_dataset
     tmp_path.mkdir(exist_ok=True)
