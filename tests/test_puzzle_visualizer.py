@@ -57,13 +57,13 @@ def open_folder(driver, folder, split=None):
     state = wait_settled(driver)
     if split is not None:
         Select(driver.find_element(By.ID, "split")).select_by_value(split)
-        WebDriverWait(driver, 10).until(lambda d: f"/ {split} /" in d.find_element(By.ID, "summary").text)
+        WebDriverWait(driver, 10, poll_frequency=0.05).until(lambda d: f"/ {split} /" in d.find_element(By.ID, "summary").text)
         state = wait_settled(driver)
     return state
 
 
 def wait_settled(driver):
-    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+    WebDriverWait(driver, 10, poll_frequency=0.05).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state")
                                     in ("ready", "error"))
     return driver.find_element(By.TAG_NAME, "body").get_attribute("data-state")
 
@@ -230,6 +230,9 @@ def test_arc_colours_and_identifier_is_text(driver, arc_folder, tmp_path):
     assert all("eos" in cells[h * cols + c][3] for c in range(w + 1))
     label = np.array([c[2] if c[2] is not None else -1 for c in panel_cells(driver, 1)]).reshape(rows, cols)
     assert (label[:w, :h] == np.rot90(g)).all()
+    # under each grid its size, as the evaluator's crop reads it
+    sizes = driver.execute_script("return Array.from(document.querySelectorAll('#view .grid-size'), e => e.textContent)")
+    assert sizes == [f"{h}×{w} grid", f"{w}×{h} grid"]
     assert driver.find_element(By.CSS_SELECTOR, "#view .cell[data-colour]").value_of_css_property("background-color")
     if os.environ.get("UPDATE_SCREENSHOT"):
         press(driver, Keys.ARROW_UP)
@@ -512,3 +515,164 @@ def test_task_recorded_in_dataset_json_picks_the_view_and_custom_tokens_are_deco
         (folder / split / "dataset.json").write_text(json.dumps(m))
     assert open_folder(driver, folder) == "ready"
     assert driver.find_element(By.ID, "view").get_attribute("data-kind") == "maze"
+
+
+# ----------------------------------------------------------------------------------------------
+# ARC on a canvas fitted to the grids (build_arc_dataset.py --canvas fit): 1-row grids on 2x94,
+# 5x5 grids on 6x6, built from task files of our own
+
+
+def _one_row_tasks():
+    """1 x N grids up to N = 93 (so the fitted canvas is 2x94); one task's outputs are shorter."""
+    rng = np.random.default_rng(1)
+    tasks = {}
+    for name, width, cut in (("short", 7, 0), ("middle", 33, 2), ("long", 93, 0)):
+        pairs = []
+        for _ in range(4):
+            row = rng.integers(0, 10, size=width) * (rng.random(width) < 0.6)
+            pairs.append({"input": [row.tolist()], "output": [row[::-1][:width - cut].tolist()]})
+        tasks[f"rows/{name}.json"] = {"train": pairs[:3], "test": pairs[3:]}
+    return tasks
+
+
+def _small_2d_tasks():
+    """5x5 inputs; one task's outputs are 3x5, so that transposing augmentations change the shape."""
+    rng = np.random.default_rng(2)
+    tasks = {}
+    for k in range(2):
+        pairs = []
+        for _ in range(4):
+            grid = rng.integers(0, 10, size=(5, 5))
+            pairs.append({"input": grid.tolist(), "output": (grid[:3] if k else grid.T).tolist()})
+        tasks[f"grid_{k}.json"] = {"train": pairs[:3], "test": pairs[3:]}
+    return tasks
+
+
+@pytest.fixture(scope="module")
+def fitted_arc(tmp_path_factory):
+    """{kind: (dataset folder, task files as {name: task})} built by build_arc_dataset.py --canvas fit."""
+    import json
+    from dataset.build_arc_dataset import ARCBuildConfig, build_arc_dataset
+    root = tmp_path_factory.mktemp("arc-fit")
+    built = {}
+    for kind, tasks, num_aug in (("rows", _one_row_tasks(), 1), ("grids", _small_2d_tasks(), 2)):
+        for rel, task in tasks.items():
+            path = root / f"{kind}-tasks" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(task))
+        folder = root / f"{kind}-data"
+        build_arc_dataset(ARCBuildConfig(dataset_dirs=[str(root / f"{kind}-tasks")], output_dir=str(folder),
+                                         canvas="fit", protocol="hrm", num_aug=num_aug))
+        built[kind] = folder, {os.path.splitext(os.path.basename(rel))[0]: task for rel, task in tasks.items()}
+    return built
+
+
+# One round trip per example (every example of a split is visited): go to example ``index``, wait
+# until it is drawn, and read its identifier, its index in the puzzle and its ARC panels.
+SHOW_EXAMPLE = """
+const [index, done] = arguments, view = document.getElementById('view'), text = id => document.getElementById(id).textContent;
+const here = () => index === null || view.dataset.example === String(index);
+if (!here()) { const g = document.getElementById('global'); g.value = index; g.dispatchEvent(new Event('change')); }
+const colour = c => (c.dataset.colour === undefined ? -1 : Number(c.dataset.colour));
+const panel = p => {
+  const grid = p.querySelector('.grid.arc');
+  return {shape: grid.dataset.gridShape, caption: p.querySelector('.grid-size').textContent,
+          box: grid.getBoundingClientRect().toJSON(),
+          cells: Array.from(grid.querySelectorAll('.cell'), c => [Number(c.dataset.row), Number(c.dataset.col), colour(c)])};
+};
+const read = () => {
+  if (!here() || document.body.dataset.state !== 'ready') return setTimeout(read, 5);
+  done({identifier: text('identifier'), example: Number(document.getElementById('example').value),
+        legend: document.querySelector('#view .legend').textContent,
+        panels: Array.from(document.querySelectorAll('#view .panel'), panel)});
+};
+read();
+"""
+
+
+def show_example(driver, index=None):
+    """Example ``index`` (None: what is on screen) as drawn; per panel the colours of the area shown
+    (-1 for padding and EOS), the grid size the page read, its caption and the grid's box on the page."""
+    shown = driver.execute_async_script(SHOW_EXAMPLE, index)
+    for p in shown["panels"]:
+        cells = np.array(p["cells"])
+        p["area"] = np.full((cells[:, 0].max() + 1, cells[:, 1].max() + 1), -2)
+        p["area"][cells[:, 0], cells[:, 1]] = cells[:, 2]
+        p["shape"] = tuple(int(v) for v in p["shape"].split("x"))
+    return shown
+
+
+def check_every_example_shows_its_task_grids(driver, folder, tasks, canvas):
+    """Every example of both splits, as drawn, is its task file's pair once mapped back by its version."""
+    from dataset.arc_grid import inverse_aug
+    for split in ("train", "test"):
+        assert open_folder(driver, folder, split=split) == "ready"
+        total = np.load(folder / split / "all__inputs.npy").shape[0]
+        assert driver.find_element(By.ID, "global-of").text == f"of {total}"
+        for index in range(total):
+            shown = show_example(driver, index)
+            name, undo = inverse_aug(shown["identifier"])
+            pair = tasks[name][split][shown["example"]]
+            for p, side in zip(shown["panels"], ("input", "output")):
+                h, w = p["shape"]
+                assert undo(p["area"][:h, :w]).tolist() == pair[side], (split, index, side)
+                assert p["caption"] == f"{h}×{w} grid"
+            assert f"of the {canvas} canvas" in shown["legend"]
+
+
+@pytest.mark.slow
+def test_arc_on_a_fitted_canvas_of_one_row_grids(driver, fitted_arc, tmp_path):
+    import json
+    from dataset.arc_grid import Canvas, crop_arc_grid
+    folder, tasks = fitted_arc["rows"]
+    meta = json.loads((folder / "test" / "dataset.json").read_text())
+    assert (meta["canvas_height"], meta["canvas_width"]) == (2, 94)
+    check_every_example_shows_its_task_grids(driver, folder, tasks, "2×94")
+
+    # The 1x93 grid: input above output, columns aligned, the whole row readable without scrolling.
+    labels = np.load(folder / "test" / "all__labels.npy")
+    row = next(i for i, y in enumerate(labels) if crop_arc_grid(y, Canvas(2, 94)).shape == (1, 93))
+    top, bottom = show_example(driver, row)["panels"]
+    view = driver.execute_script("return document.getElementById('view').getBoundingClientRect().toJSON()")
+    assert top["area"].shape == (2, 94)
+    assert top["box"]["left"] == bottom["box"]["left"] and bottom["box"]["top"] > top["box"]["bottom"]
+    assert top["box"]["right"] <= view["right"] and top["box"]["width"] / 94 >= 8
+
+    # Predictions saved alone, joined with the test split: one grid ends a cell early (an EOS where
+    # the label has its last colour), and the page reads it as the evaluator does.
+    preds = labels.astype(np.int64)
+    width = crop_arc_grid(labels[row], Canvas(2, 94)).shape[1]
+    preds[row, width - 1] = 1
+    out = tmp_path / "preds"
+    out.mkdir()
+    assert pick_predictions(driver, write_predictions(out, 4, [{"preds": preds}])) == "ready"
+    assert f"{len(labels)} examples, {len(labels) - 1} right, 1 wrong" in driver.find_element(By.ID, "summary").text
+    Select(driver.find_element(By.ID, "pred-filter")).select_by_value("wrong")
+    wait_settled(driver)
+    assert driver.find_element(By.ID, "view").get_attribute("data-position") == str(row)
+    assert wrong_cells(driver) == [width - 1]
+    given, label, guess = show_example(driver)["panels"]
+    assert guess["shape"] == crop_arc_grid(preds[row], Canvas(2, 94)).shape == (1, width - 1)
+    assert guess["caption"] == f"1×{width - 1} grid" and label["shape"] == (1, width)
+    assert guess["box"]["left"] == label["box"]["left"] and guess["box"]["top"] > label["box"]["bottom"]
+
+    # A canvas that does not match seq_len is said so, and the tokens are shown as numbers.
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    for split in ("train", "test"):
+        path = broken / split / "dataset.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "canvas_width": 93}))
+    assert open_folder(driver, broken) == "ready"
+    assert not driver.find_elements(By.CSS_SELECTOR, "#view .grid.arc")
+    assert "canvas 2×93 does not match its seq_len 188" in driver.find_element(By.CSS_SELECTOR, "#view .legend").text
+
+
+@pytest.mark.slow
+def test_arc_on_a_fitted_canvas_of_small_grids(driver, fitted_arc):
+    import json
+    folder, tasks = fitted_arc["grids"]
+    meta = json.loads((folder / "train" / "dataset.json").read_text())
+    assert (meta["canvas_height"], meta["canvas_width"]) == (6, 6)
+    check_every_example_shows_its_task_grids(driver, folder, tasks, "6×6")
+    a, b = show_example(driver)["panels"]
+    assert b["box"]["left"] > a["box"]["right"]  # a square canvas keeps input and output side by side
