@@ -32,7 +32,7 @@ import yaml
 from inference.segments import trained_halt_max_steps
 from training.budget import TimeBudget
 from training.build import create_dataloader, create_evaluators
-from training.checkpointing import load_resume, save_resume, save_train_state
+from training.checkpointing import load_resume, restore_resume_state, save_resume, save_train_state
 from training.config import PretrainConfig, dist_timeout_from, load_synced_config
 from training.evaluation import create_eval_loader, ema_applied, evaluate_train_state, loop_deltas, update_best, validate_splits
 from training.preemption import Preempted, StopRequest, signal_name
@@ -40,8 +40,7 @@ from training.runs import apply_sweep_job, current_sweep_job
 from training.metrics_readback import MetricsReadback, resolve_log_interval
 from training.reporting import finished_line, log_train_metrics, start_logging, write_run_end
 from training.state import Run, check_finite, init_train_state, train_batch
-from training.train_log import eval_line_train, summary_line
-from utils import checkpoint as ckpt
+from training.train_log import eval_line_train, summary_line, write_metrics_line
 from utils.arch_config import normalise_arch_overrides, plus_unknown_keys
 from utils.clock import ProcessClock
 from utils.config import user_error_message
@@ -124,7 +123,7 @@ def set_up(config: PretrainConfig, info: DistInfo, resume) -> Run:
     state = init_train_state(config, train_metadata, world_size=info.world_size, device=info.device)
     loop_deltas(config, trained_halt_max_steps(state.model))  # a delta that leaves no segment fails now, not at the first evaluation
     if resume:
-        ckpt.restore_resume_state(state, resume[0], resume[1], info.device)
+        restore_resume_state(state, resume[0], resume[1], info.device)
         if info.rank == 0:
             print(f"Resumed from {config.resume} at step {state.step} (pass {iters_done + 1}, batch {batches_done})")
     run = Run(config=config, info=info, state=state, train_loader=train_loader, eval_loader=eval_loader, eval_metadata=eval_metadata,
@@ -253,7 +252,7 @@ def evaluate_now(run: Run, is_last: bool) -> bool:
         run.logger.log(flatten_metrics(metrics), step=state.step)
         # The file also holds the train side (mean since the last evaluation): train vs test in one line.
         train = run.train_log.at_evaluation()
-        ckpt.write_metrics_line(config.checkpoint_path, state.step, {**metrics, **eval_line_train(train)})
+        write_metrics_line(config.checkpoint_path, state.step, {**metrics, **eval_line_train(train)})
         tqdm.tqdm.write(f"step {state.step}: " + json.dumps(metrics))
         tqdm.tqdm.write(summary_line(state.step, train, metrics))
     return state.best is not None and not full and update_best(config, state, metrics, run.info)

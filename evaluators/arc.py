@@ -120,7 +120,7 @@ class ARC:
             correct += solved / len(puzzle["test"])
 
         if save_path is not None:
-            from utils.checkpoint import atomic_write_text
+            from utils.safe_io import atomic_write_text
             os.makedirs(save_path, exist_ok=True)
             atomic_write_text(os.path.join(save_path, "submission.json"), json.dumps(submission))
         return {f"ARC/pass@{k}": float(correct[i] / max(len(self.test_puzzles), 1)) for i, k in enumerate(self.pass_Ks)}

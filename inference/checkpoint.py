@@ -2,7 +2,7 @@
 
 :func:`open_checkpoint` reads ``all_config.yaml`` beside a ``step_N`` (or ``best``) weights file,
 the run's dataset metadata (sizes, recorded task), builds the model (:func:`inference.model.build_model`)
-and loads the weights through the safe loader (``utils/checkpoint.load_weights``: nothing in the
+and loads the weights through the safe loader (``utils/safe_io.load_weights``: nothing in the
 file runs). A checkpoint may be ``hf://owner/name[@revision][/file]`` (``utils/hub.py``: fetched
 into huggingface_hub's cache), and it stands alone: without its dataset, the copy of the metadata
 its folder carries (``utils/dataset_metadata.py``) or, for ``predict.py``, the weights themselves
@@ -12,6 +12,7 @@ size the model (:func:`metadata_from_weights`). The returned :class:`OpenedCheck
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -22,12 +23,20 @@ from dataset.common import DatasetError, PuzzleDatasetMetadata, load_metadata
 from inference.model import build_model
 from inference.segments import act_model, check_halt_max_steps, trained_halt_max_steps
 from tasks import CODECS, get_codec
-from utils.checkpoint import load_weights, step_of
 from utils.compile import compile_model, should_compile
 from utils.config import ConfigError, normalize_data_paths, read_run_yaml
 from utils.dataset_metadata import carried_data_paths
 from utils.functions import check_state_dict_fits, load_state_dict_flexible, strip_compile_prefix
 from utils.hub import local_checkpoint
+from utils.safe_io import load_weights
+
+STEP_RE = re.compile(r"^step_(\d+)$")  # the original's weights file name
+
+
+def step_of(path: str) -> Optional[int]:
+    """N for a ``.../step_N`` weights file, else None."""
+    m = STEP_RE.match(os.path.basename(path))
+    return int(m.group(1)) if m else None
 
 
 @dataclass

@@ -22,7 +22,7 @@ from inference.segments import RunOptions, puzzle_id_ablation_map, run_segments
 from inference.selection import curve_sizes, scaling_sums
 from puzzle_dataset import PuzzleDatasetConfig, create_loader
 from tasks.base import TaskCodec
-from utils.checkpoint import atomic_torch_save, atomic_write_text
+from utils.safe_io import atomic_torch_save, atomic_write_text
 from utils.config import ConfigError, check_batch_divisible
 from utils.distributed import DistInfo
 from utils.hub import local_checkpoint

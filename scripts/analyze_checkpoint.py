@@ -49,13 +49,13 @@ import pydantic
 from inference import analysis as A
 from inference.sampling import check_sampling_values
 from inference.segments import check_halt_max_steps
-from utils.checkpoint import atomic_write, atomic_write_text
 from utils.cli import run_config_cli
 from utils.config import ConfigError, normalize_data_paths
 from utils.hub import is_hub_uri
 from utils.outputs import load_outputs, output_files
 from utils.paths import check_output_folder, make_folder, remove_if_empty
 from utils.progress import progress_bar
+from utils.safe_io import atomic_write, atomic_write_text
 
 TEST_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "preds", "q_halt_logits", "halt_confidence", "steps", "trace",
                 "trace_q_halt_logits", "trace_halt_confidence"]

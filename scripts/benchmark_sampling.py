@@ -17,9 +17,9 @@ from typing import List, Optional
 import pydantic
 
 from dataset.common import DatasetError
-from utils.checkpoint import CheckpointError
 from utils.cli import run_config_cli
 from utils.config import ConfigError
+from utils.safe_io import CheckpointError
 
 
 class BenchmarkConfig(pydantic.BaseModel):

@@ -453,7 +453,7 @@ def step_losses(ck: str) -> dict:
 
 def raw_weights(ck: str, step: int) -> dict:
     """The weights the optimizer trains (not the EMA that ``step_N`` holds when ``ema``)."""
-    from utils.checkpoint import safe_load
+    from utils.safe_io import safe_load
     return safe_load(os.path.join(ck, f"step_{step}.train_state.pt"), "resume")["model"]
 
 
@@ -462,7 +462,7 @@ def break_restore(ck: str, step: int) -> None:
     mixed up the carry would leave them (rows mid-reasoning start over, halted rows keep stale data)."""
     import torch
 
-    from utils.checkpoint import safe_load
+    from utils.safe_io import safe_load
     path = os.path.join(ck, f"step_{step}.train_state.rank0.pt")
     state = safe_load(path, "resume")
     for carry in state["carry"] if isinstance(state["carry"], list) else [state["carry"]]:

@@ -35,13 +35,14 @@ import pydantic
 import torch
 import yaml
 
+from inference.checkpoint import step_of
 from utils import dataset_metadata
-from utils.checkpoint import is_disk_full, load_weights, step_of
 from utils.cli import run_config_cli
 from utils.config import ConfigError, normalize_data_paths
 from utils.functions import COMPILE_PREFIX, strip_compile_prefix
 from utils.hub import RELEASE_WEIGHTS, SAFETENSORS_WEIGHTS, parse_hub_uri
 from utils.paths import check_output_folder, make_folder, remove_if_empty
+from utils.safe_io import is_disk_full, load_weights
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBRARY_NAME = "hrm-trm"  # this project's package name (pyproject.toml)

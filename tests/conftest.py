@@ -130,7 +130,8 @@ def untrained_checkpoint(run_config: dict, data, folder, seed: int = 0):
 
     from inference.checkpoint import dataset_metadata
     from inference.model import build_model
-    from utils.checkpoint import atomic_torch_save, model_weights
+    from training.checkpointing import model_weights
+    from utils.safe_io import atomic_torch_save
     folder.mkdir(parents=True)
     (folder / "all_config.yaml").write_text(yaml.safe_dump({**run_config, "data_path": str(data), "data_paths": [str(data)]}))
     torch.manual_seed(seed)

@@ -7,10 +7,11 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, TINY_TRM, counting_backend
 from dataset.common import PuzzleDatasetMetadata
+from training.checkpointing import restore_resume_state, save_resume_state
 from training.config import parse_config
 from training.depth import DepthStage, depth_at
+from training.resume_state import load_train_state
 from training.state import init_train_state, train_batch
-from utils import checkpoint as ckpt
 from utils.config import ConfigError
 from utils.distributed import DistInfo
 from utils.functions import unwrap_compiled
@@ -123,10 +124,10 @@ def test_resume_mid_stage_trains_as_the_uninterrupted_run(tmp_path):
     first = new_state(config)
     train_steps(config, first, data[:4], count_calls(first))
     info = DistInfo(rank=0, world_size=1, device=torch.device("cpu"))
-    ckpt.save_resume_state(str(tmp_path), first, config.model_dump(), info)
+    save_resume_state(str(tmp_path), first, config.model_dump(), info)
     resumed = new_state(config)
-    shared, own = ckpt.load_train_state(str(tmp_path), 4, 0, "cpu")
-    ckpt.restore_resume_state(resumed, shared, own, "cpu")
+    shared, own = load_train_state(str(tmp_path), 4, 0, "cpu")
+    restore_resume_state(resumed, shared, own, "cpu")
     assert resumed.step == 4 and depth_at(config.depth_schedule, 5, resumed.total_steps) == (2, 2)
     assert train_steps(config, resumed, data, count_calls(resumed)) == whole_calls[4:]
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_HRM, assert_same_training, free_port, load_weights, pretrain, subprocess_env, torchrun
-from utils.checkpoint import complete_train_states, load_train_state
+from training.resume_state import complete_train_states, load_train_state
 
 
 def args(data, ck):

@@ -138,7 +138,7 @@ def test_puzzle_id_ablation_changes_what_the_model_sees(trained, sudoku4, tmp_pa
     from inference.evaluation import load_evaluation
     from training.config import parse_config
     from training.state import init_train_state
-    from utils.checkpoint import model_weights
+    from training.checkpointing import model_weights
     from utils.functions import unwrap_compiled
     from utils.distributed import init_distributed
     from utils.outputs import load_outputs

@@ -271,7 +271,7 @@ def test_malicious_train_state_on_resume_runs_nothing(trained_hrm, tmp_path):
 
 def test_malicious_load_checkpoint_and_one_of_another_size(trained_hrm, tmp_path):
     from pretrain import launch
-    from utils.checkpoint import CheckpointError
+    from utils.safe_io import CheckpointError
     ck, _ = trained_hrm
     marker = tmp_path / "pwned"
     with pytest.raises(CheckpointError, match=f"^load_checkpoint={tmp_path}/bad: refused to load"):
@@ -289,7 +289,7 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tr
     import shutil
 
     from pretrain import launch
-    from utils.checkpoint import CheckpointError
+    from utils.safe_io import CheckpointError
     ck, _ = trained_hrm
     kept = ["all_config.yaml", "step_6", "step_6.train_state.pt", "step_6.train_state.rank0.pt"]
     for name in kept:

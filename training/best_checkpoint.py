@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from utils.checkpoint import atomic_torch_save, atomic_write_text
+from utils.safe_io import atomic_torch_save, atomic_write_text
 
 BEST_WEIGHTS = "best"
 BEST_INFO = "best.json"

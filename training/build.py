@@ -17,11 +17,11 @@ from training.config import PretrainConfig
 from training.preemption import ignore_stop_signals
 from utils.adam_atan2 import AdamATan2
 from utils.muon import Muon, muon_param_groups
-from utils.checkpoint import load_weights
 from utils.compile import compile_model, compile_regions, should_compile, should_compile_optimizer, should_compile_regions
 from utils.config import ConfigError
 from utils.functions import load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
 from utils.hub import local_checkpoint
+from utils.safe_io import load_weights
 
 def create_dataloader(config: PretrainConfig, split: str, rank: int, world_size: int, **kwargs):
     """A DataLoader over ``PuzzleDataset`` (one persistent worker, which leaves stop signals to

@@ -11,8 +11,8 @@ import pydantic
 
 from training import validation
 from training.depth import DepthStage, check_depth_schedule
+from training.resume_state import resolve_resume
 from training.runs import claim_run_folder, nothing_saved
-from utils import checkpoint as ckpt
 from utils.compile import CompileSetting
 from utils.config import ConfigError, check_batch_divisible, normalize_data_paths, read_run_yaml
 from utils.distributed import DEFAULT_DIST_TIMEOUT_S, DistInfo, broadcast_object
@@ -196,6 +196,24 @@ def eval_batch_size(config: PretrainConfig) -> int:
     return config.eval_global_batch_size or config.global_batch_size
 
 
+# Keys that may differ between a run and its resumption.
+RESUME_MAY_CHANGE = {"resume", "checkpoint_interval_steps", "log_interval", "eval_save_outputs", "load_checkpoint",
+                     "checkpoint_path", "project_name", "run_name", "wandb_group", "compile", "dist_timeout_s",
+                     "early_stop_patience", "eval_full_at_end", "eval_global_batch_size", "max_train_seconds"}
+
+
+def check_resume_config(now: Dict[str, Any], saved: Dict[str, Any], defaults: Optional[Dict[str, Any]] = None) -> None:
+    """Refuse to resume with settings that change the run (``now``/``saved``: config dicts).
+
+    ``defaults``: values of keys added to the config after the saved run started (absent from ``saved``).
+    """
+    saved = {**{k: v for k, v in (defaults or {}).items() if k not in saved}, **saved}
+    changed = sorted(k for k in set(now) | set(saved) if k not in RESUME_MAY_CHANGE and now.get(k) != saved.get(k))
+    if changed:
+        details = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+        raise ValueError(f"resume: config differs from the run being resumed ({details}); resume with the original settings")
+
+
 def load_synced_config(raw: Dict[str, Any], info: DistInfo, held: contextlib.ExitStack) -> PretrainConfig:
     """Build the config on rank 0 (names are random) and give every rank the same one. Rank 0
     locks the run folder for the run's lifetime (``held`` releases it)."""
@@ -208,7 +226,7 @@ def load_synced_config(raw: Dict[str, Any], info: DistInfo, held: contextlib.Exi
                 print(f"resume={config.resume}: that run stopped before saving any weights or resume state; starting from step 0")
                 config.checkpoint_path, config.resume = config.checkpoint_path or config.resume, None
             if config.resume is not None:
-                folder, _step = ckpt.resolve_resume(config.resume)
+                folder, _step = resolve_resume(config.resume)
                 saved = read_run_yaml(os.path.join(folder, "all_config.yaml"))
                 # Same names and folder as the run being resumed unless given explicitly.
                 for key in ("project_name", "run_name", "checkpoint_path"):
@@ -216,7 +234,7 @@ def load_synced_config(raw: Dict[str, Any], info: DistInfo, held: contextlib.Exi
                         setattr(config, key, saved.get(key))
                 # Keys added to the config after the saved run started count as their defaults there.
                 defaults = {k: f.default for k, f in PretrainConfig.model_fields.items() if not f.is_required()}
-                ckpt.check_resume_config(config.model_dump(), saved, defaults)
+                check_resume_config(config.model_dump(), saved, defaults)
             payload = fill_names(config)
             lock, notices = claim_run_folder(config.checkpoint_path, config.resume)  # type: ignore[arg-type]
             held.callback(lock.release)

@@ -13,9 +13,9 @@ from inference.segments import RunOptions, trained_halt_max_steps
 from training import validation
 from training.best_checkpoint import save_best
 from training.build import create_dataloader
+from training.checkpointing import model_weights
 from training.config import PretrainConfig, eval_batch_size
 from training.state import TrainState
-from utils import checkpoint as ckpt
 from utils.config import ConfigError
 from utils.distributed import DistInfo, broadcast_object
 from utils.metrics import flatten_metrics
@@ -93,7 +93,7 @@ def update_best(config: PretrainConfig, train_state: TrainState, metrics: Option
     if info.rank == 0:
         try:
             if tracker.update(train_state.step, flatten_metrics(metrics or {})) and config.checkpoint_path is not None:
-                save_best(config.checkpoint_path, ckpt.model_weights(train_state.model), tracker)
+                save_best(config.checkpoint_path, model_weights(train_state.model), tracker)
             payload = tracker.state_dict()
         except ValueError as e:
             payload = ConfigError(str(e))

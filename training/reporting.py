@@ -7,14 +7,16 @@ import json
 import os
 from typing import Optional
 
+from training.checkpointing import save_code_and_config
 from training.config import PretrainConfig
+from training.resume_state import clean_checkpoint_folder
 from training.runs import RUN_END_FILE
 from training.state import Run
 from training.train_log import TrainMetricsLog, default_interval
-from utils import checkpoint as ckpt
 from utils.compile import has_compiled_regions
 from utils.functions import unwrap_compiled
 from utils.progress import progress_bar
+from utils.safe_io import atomic_write_text
 
 
 def start_logging(run: Run, resumed: bool) -> None:
@@ -37,11 +39,11 @@ def start_logging(run: Run, resumed: bool) -> None:
     run.logger = init_wandb(config.project_name, config.run_name, config.model_dump(), group=config.wandb_group)  # type: ignore[arg-type]
     if not resumed:
         run.logger.log({"num_params": n_params}, step=0)
-    removed = ckpt.clean_checkpoint_folder(config.checkpoint_path) if config.checkpoint_path else []
+    removed = clean_checkpoint_folder(config.checkpoint_path) if config.checkpoint_path else []
     if removed:
         print(f"Removed {len(removed)} file(s) left by an interrupted run from {config.checkpoint_path}: {', '.join(removed[:6])}"
               + (" ..." if len(removed) > 6 else ""))
-    ckpt.save_code_and_config(config)
+    save_code_and_config(config)
     if config.checkpoint_path and os.path.isfile(os.path.join(config.checkpoint_path, RUN_END_FILE)):
         os.remove(os.path.join(config.checkpoint_path, RUN_END_FILE))  # a resumed run's end is not known yet
     interval = config.train_metrics_interval or default_interval(state.total_steps, run.readback.interval)
@@ -88,7 +90,7 @@ def write_run_end(run: Run, stopped_by: Optional[str]) -> None:
         return
     record = {"step": run.state.step, "planned_steps": run.expected_steps or run.state.total_steps, "stopped_by": stopped_by,
               "max_train_seconds": config.max_train_seconds, "seconds": round(run.budget.elapsed(), 3), "clock": run.budget.clock.origin}
-    ckpt.atomic_write_text(os.path.join(config.checkpoint_path, RUN_END_FILE), json.dumps(record) + "\n")
+    atomic_write_text(os.path.join(config.checkpoint_path, RUN_END_FILE), json.dumps(record) + "\n")
 
 
 def finished_line(config: PretrainConfig, step: int) -> str:

@@ -1,4 +1,5 @@
-"""``train_metrics.jsonl``: the training metrics W&B gets, readable from the run folder without W&B.
+"""The run's metrics files, readable from the run folder without W&B: ``train_metrics.jsonl``
+(the training metrics W&B gets) and ``eval_metrics.jsonl`` (one line per evaluation).
 
 Rank 0 gets every step's metrics (as W&B does; read back ``log_interval`` steps at a time, see
 ``training/metrics_readback.py``); :class:`TrainMetricsLog` averages those readings over ``train_metrics_interval`` steps and appends one JSON line per
@@ -15,7 +16,8 @@ the original logs 0 when none did, as ACT halts rows every few steps): the avera
 the readings where rows halted, while losses, ``lr`` and ``count`` are plain means. A line with no
 halted row holds ``null`` for them.
 :func:`summary_line` sets the average of the readings since the last evaluation beside the test
-metrics.
+metrics; :func:`write_metrics_line` appends an evaluation's line to ``eval_metrics.jsonl``, the
+train side of it from :func:`eval_line_train`.
 """
 from __future__ import annotations
 
@@ -95,7 +97,7 @@ class TrainMetricsLog:
         return summary
 
     def _drop_after(self, step: int) -> None:
-        from utils.checkpoint import atomic_write_text
+        from utils.safe_io import atomic_write_text
         with open(self.path) as f:  # type: ignore[arg-type]
             lines = f.readlines()
         kept = []
@@ -135,3 +137,12 @@ def summary_line(step: int, train: Optional[Dict[str, Any]], test: Dict[str, Any
         if isinstance(values, dict) and any(k in values for k in ("exact_accuracy", "accuracy", "lm_loss")):
             text += f" | test {set_name} {part(values, '')}"
     return text
+
+
+def write_metrics_line(checkpoint_path: Optional[str], step: int, metrics: Dict[str, Any]) -> None:
+    """Append evaluation metrics to ``<checkpoint_path>/eval_metrics.jsonl`` (readable without W&B)."""
+    if checkpoint_path is None:
+        return
+    os.makedirs(checkpoint_path, exist_ok=True)
+    with open(os.path.join(checkpoint_path, "eval_metrics.jsonl"), "a") as f:
+        f.write(json.dumps({"step": step, **metrics}) + "\n")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 from urllib.parse import quote, unquote
 
-from utils.checkpoint import CheckpointError
+from utils.safe_io import CheckpointError
 
 HF_SCHEME = "hf://"
 SAFETENSORS_WEIGHTS = "model.safetensors"  # huggingface_hub's SAFETENSORS_SINGLE_FILE

@@ -46,7 +46,7 @@ def output_files(folder: str, step: Optional[int] = None) -> List[str]:
 def _load_output_file(path: str) -> Dict[str, Any]:
     """One ``step_N_all_preds.<rank>`` file through the safe loader: a file that is not one is a
     ``CheckpointError`` line, and a crafted pickle runs nothing."""
-    from utils.checkpoint import CheckpointError, safe_load
+    from utils.safe_io import CheckpointError, safe_load
 
     data = safe_load(path, "outputs")
     if not isinstance(data, dict):
@@ -110,7 +110,7 @@ def join_ranks(parts: List[Dict[str, np.ndarray]], positions: List[np.ndarray], 
 
 def export_npy(path: str) -> List[str]:
     """Write ``<path>.<key>.npy`` for every saved key but ``logits`` (see module docstring)."""
-    from utils.checkpoint import atomic_write
+    from utils.safe_io import atomic_write
 
     data = _load_output_file(path)
     if "preds" not in data and "logits" in data:
