@@ -43,6 +43,16 @@ RECIPES = {
     "urm_sudoku_extreme": ("arch=urm data_path=data/sudoku-extreme-1k-aug-1000 arch.loops=16 arch.H_cycles=2 arch.L_cycles=6 "
                            "arch.num_layers=4 epochs=50000 eval_interval=2000 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 "
                            "puzzle_emb_weight_decay=1.0 global_batch_size=128 ema=True"),
+    # This project's 1D-ARC recipes (scripts/arc_benchmark.py), the same training under both protocols.
+    **{f"arc1d_{arch}{proto}": (f"{pre}data_path=data/arc-dataset-{p}-1x94-aug8-seed42 epochs=120 eval_interval=120 global_batch_size=64 "
+                                "lr=2e-3 puzzle_emb_lr=1e-1 lr_warmup_steps=50 lr_min_ratio=0.1 weight_decay=0.1 optimizer=muon ema=True "
+                                "ema_rate=0.995 eval_max_examples=512 eval_global_batch_size=512 checkpoint_every_eval=False log_interval=50 "
+                                f"compile=True max_train_seconds=1770 arch.hidden_size=64 arch.num_heads=2 {depth} +arch.forward_dtype=float32")
+       for proto, p in (("", "hrm"), ("_unseen", "unseen"))
+       for arch, pre, depth in (
+           ("hrm", "", "arch.H_layers=2 arch.L_layers=2 arch.H_cycles=1 arch.L_cycles=2 arch.halt_max_steps=1 arch.no_ACT_continue=true"),
+           ("trm", "arch=trm ", "arch.L_layers=2 arch.H_cycles=1 arch.L_cycles=2 arch.halt_max_steps=1 arch.no_ACT_continue=true"),
+           ("urm", "arch=urm ", "arch.num_layers=2 arch.H_cycles=1 arch.L_cycles=2 arch.loops=1"))},
     "demo": ('data_path=demo_run/data/sudoku-4x4 evaluators="[]" epochs=8 eval_interval=4 global_batch_size=256 lr=2e-3 '
              'puzzle_emb_lr=1e-2 lr_warmup_steps=30 weight_decay=0.1 arch.hidden_size=64 arch.num_heads=2 arch.H_layers=2 '
              'arch.L_layers=2 arch.H_cycles=2 arch.L_cycles=2 arch.halt_max_steps=4 +arch.forward_dtype=float32'),
