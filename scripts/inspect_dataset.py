@@ -89,19 +89,24 @@ def inspect_maze(data_path: str, split: str, num: int) -> int:
 
 
 def inspect_arc(data_path: str, split: str, num: int) -> int:
-    from dataset.arc_grid import crop_arc_grid
+    from dataset.arc_grid import Canvas, crop_arc_grid
     meta, sets = load_split(data_path, split)
-    if meta.seq_len != 900:
-        raise DatasetError(f"{os.path.join(data_path, split, 'dataset.json')}: seq_len {meta.seq_len}; ARC rows are 30x30 = 900")
+    where = os.path.join(data_path, split, "dataset.json")
+    try:  # the canvas the dataset records (30x30 when it records none)
+        canvas = Canvas.of(meta.seq_len, getattr(meta, "canvas_height", None), getattr(meta, "canvas_width", None))
+    except DatasetError as e:
+        raise DatasetError(f"{where}: {e}") from None
+    if meta.seq_len != canvas.seq_len:
+        raise DatasetError(f"{where}: seq_len {meta.seq_len}; ARC rows are {canvas} = {canvas.seq_len} (no canvas_height/canvas_width recorded)")
 
     def show(x, y):
-        for title, grid in (("input", crop_arc_grid(x)), ("output", crop_arc_grid(y))):
+        for title, grid in (("input", crop_arc_grid(x, canvas)), ("output", crop_arc_grid(y, canvas))):
             print(f"  {title} {grid.shape[0]}x{grid.shape[1] if grid.ndim == 2 else 0}:")
             for row in grid:
                 print("    " + "".join(str(v) for v in row))
 
     def problem(x, y):
-        return None if crop_arc_grid(y).size else "the label holds no grid (no colour token at the canvas' top left)"
+        return None if crop_arc_grid(y, canvas).size else "the label holds no grid (no colour token at the canvas' top left)"
 
     checked = check_all(split, sets, num, show, problem)
     print(f"checked {checked} examples of {split}: tokens within the vocabulary, every label a grid")

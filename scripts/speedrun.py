@@ -28,17 +28,13 @@ import contextlib
 import datetime
 import json
 import os
-import shlex
 import shutil
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
+from utils.commands import REPO, claim_folder, final_metrics, last_step, run_command
 from utils.errors import UserError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EXPERIMENT = "speedrun_sudoku6x6"
 DEFAULT_TRAIN, DEFAULT_TEST, GRID = 20000, 1000, 6
@@ -112,33 +108,11 @@ def parse_options(argv: Sequence[str]) -> Options:
 
 
 def claim_out(out: str) -> None:
-    """Create the run folder, which must not exist: of two speedruns started together with one
-    ``out=``, only the one that made it goes on, and everything inside it is that run's own."""
+    """Create the run folder, which must not exist (see :func:`utils.commands.claim_folder`)."""
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        os.mkdir(out)
-    except FileExistsError:
-        raise UsageError(f"out={out} already exists; give a new folder (a speedrun starts from nothing)") from None
-    except OSError as e:
-        raise UsageError(f"out={out}: cannot create the folder ({e.strerror})") from None
-
-
-def run_command(cmd: List[str], env: Dict[str, str], what: str, capture: bool = False) -> Tuple[float, str]:
-    """Run ``cmd`` (output shown as it comes, and kept when ``capture``); its wall time in seconds."""
-    print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE if capture else None, text=True)
-    lines = []
-    if capture:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            lines.append(line)
-    status = proc.wait()
-    seconds = time.monotonic() - started
-    if status != 0:
-        sys.exit(f"speedrun: {what} failed with exit status {status}")
-    return seconds, "".join(lines)
+        claim_folder(out, "out", "a speedrun starts from nothing")
+    except UserError as e:
+        raise UsageError(str(e)) from None
 
 
 def check_data(opts: Options) -> bool:
@@ -153,22 +127,6 @@ def check_data(opts: Options) -> bool:
         raise UsageError(f"{opts.data_dir} holds {sizes[0]} train / {sizes[1]} test puzzles, not {opts.train_puzzles} / {opts.test_puzzles}; "
                          "remove it to rebuild")
     return True
-
-
-def last_step(folder: str) -> int:
-    steps = [int(f[5:]) for f in os.listdir(folder) if f.startswith("step_") and f[5:].isdigit()]
-    if not steps:
-        sys.exit(f"speedrun: no step_N checkpoint in {folder}")
-    return max(steps)
-
-
-def final_metrics(evaluate_output: str) -> Dict:
-    """The metrics JSON evaluate.py prints last."""
-    start = evaluate_output.rfind("\n{\n")
-    try:
-        return json.loads(evaluate_output[start + 1:] if start >= 0 else evaluate_output)
-    except ValueError:
-        sys.exit("speedrun: could not read evaluate.py's metrics from its output")
 
 
 def curve_points(folder: str) -> List[Tuple[float, int, float]]:
@@ -243,7 +201,7 @@ def speedrun(opts: Options, have_data: bool) -> None:
     if not have_data:
         run_command([sys.executable, "dataset/build_sudoku_dataset.py", "--generate", str(opts.train_puzzles), "--generate-test",
                      str(opts.test_puzzles), "--grid", str(GRID), "--seed", str(opts.data_seed), "--output-dir", opts.data_dir],
-                    env, "building the dataset")
+                    env, "building the dataset", prefix="speedrun")
 
     max_train_seconds = opts.budget_s - opts.reserve_s
     # A cold compile cache, as on a fresh machine: torch keeps compiled graphs in one cache per
@@ -253,13 +211,13 @@ def speedrun(opts: Options, have_data: bool) -> None:
         seconds, _ = run_command(
             [sys.executable, "pretrain.py", f"+experiment={EXPERIMENT}", f"data_path={opts.data_dir}", f"checkpoint_path={opts.out}",
              f"max_train_seconds={max_train_seconds:g}", "+run_name=speedrun", *opts.overrides],
-            dict(env, TORCHINDUCTOR_CACHE_DIR=compile_cache), "pretrain.py")
+            dict(env, TORCHINDUCTOR_CACHE_DIR=compile_cache), "pretrain.py", prefix="speedrun")
     finally:  # also when training fails: the cache can hold hundreds of MB (in our own folder: claim_out)
         shutil.rmtree(compile_cache, ignore_errors=True)
     step = last_step(opts.out)
     checkpoint = os.path.join(opts.out, f"step_{step}")
     _, eval_output = run_command([sys.executable, "evaluate.py", f"checkpoint={checkpoint}", "save_outputs=[]"], env, "evaluate.py",
-                                 capture=True)
+                                 capture=True, prefix="speedrun")
     exact = float(final_metrics(eval_output)["all"]["exact_accuracy"])
 
     within = "within" if seconds <= opts.budget_s else f"OVER the {opts.budget_s:g} s"

@@ -69,6 +69,20 @@ def test_arc_grids_printed_and_an_empty_label_named(tmp_path, capsys):
     assert status == 2 and "example 1: the label holds no grid" in err
 
 
+def test_arc_on_a_fitted_canvas_printed_from_the_builder(tmp_path, capsys):
+    """1xN grids on the 2x13 canvas the builder fits to them: each printed grid is a task file's."""
+    from conftest import arc_task_folder, build_arc
+    tasks = arc_task_folder(tmp_path / "tasks", "1d")
+    data = build_arc(tasks, tmp_path / "data", num_aug=0)
+    status, out, err = inspect(capsys, "--data-path", str(data), "--split", "test", "--num", "4")
+    assert status == 0, err
+    pairs = [p for f in sorted(tasks.glob("*.json")) for p in json.loads(f.read_text())["test"]]
+    for pair in pairs:
+        row = "".join(str(v) for v in pair["output"][0])
+        assert f"output 1x{len(row)}:\n    {row}\n" in out
+    assert "checked 4 examples of test" in out
+
+
 def test_custom_task_in_its_own_notation(tmp_path, capsys):
     from dataset.build_custom_dataset import CustomBuildConfig, build_custom_dataset
     data = tmp_path / "train.jsonl"
