@@ -21,8 +21,8 @@
 
 Options (key=value): data=FOLDER (required: ARC task files, searched recursively), protocol=hrm|unseen
 (default hrm), arch=hrm|trm|urm (default hrm) or recipe=NAME, budget_s=S, reserve_s=S (default 30:
-the evaluation and save after the stop), adapt=none,embedding,full (default none), adapt_steps=,
-adapt_lr=, adapt_batch= (evaluate.py's defaults otherwise), samples=N (default 1), select=vote|q_halt,
+the evaluation and save after the stop), adapt=none,embedding,full (default none), adapt_steps=N
+(default 100), adapt_lr=, adapt_batch= (the run's own otherwise), samples=N (default 1), select=vote|q_halt,
 seed=N (training seed, default 0), data_seed=N (the builder's seed: augmentations and, under the
 unseen protocol, the held-out tasks; default 42), num_aug=N (default 8), canvas=fit|HxW|30x30 (default
 fit), out=DIR (default checkpoints/arc_benchmark/<date>-<protocol>), data_root=DIR (default data).
@@ -65,7 +65,7 @@ class BenchmarkOptions(pydantic.BaseModel):
     budget_s: Optional[float] = None
     reserve_s: float = 30.0
     adapt: List[Literal["none", "embedding", "full"]] = ["none"]
-    adapt_steps: Optional[int] = None
+    adapt_steps: int = 100
     adapt_lr: Optional[float] = None
     adapt_batch: Optional[int] = None
     samples: int = 1
@@ -92,6 +92,8 @@ class BenchmarkOptions(pydantic.BaseModel):
             raise ValueError(f"budget_s ({self.budget_s:g}) must be larger than reserve_s ({self.reserve_s:g}), which must be >= 0")
         if self.num_aug < 0:
             raise ValueError(f"num_aug must be >= 0, got {self.num_aug}")
+        if self.adapt_steps < 1:
+            raise ValueError(f"adapt_steps must be at least 1, got {self.adapt_steps}")
         if self.samples < 1:
             raise ValueError(f"samples must be at least 1, got {self.samples}")
         if len(set(self.adapt)) != len(self.adapt):
@@ -217,7 +219,7 @@ def benchmark(opts: BenchmarkOptions, overrides: List[str], have_data: bool) -> 
         cmd = [sys.executable, "evaluate.py", f"checkpoint={checkpoint}", f"output_dir={folder}", "save_outputs=[]"]
         if method != "none":
             cmd.append(f"adapt={method}")
-            cmd += [f"{k}={getattr(opts, k)}" for k in EVALUATE_KEYS if getattr(opts, k) is not None]
+            cmd += [f"{k}={getattr(opts, k)}" for k in EVALUATE_KEYS if getattr(opts, k) is not None]  # adapt_steps always
         if opts.samples > 1:
             cmd += [f"samples={opts.samples}", f"select={opts.select}"]
         eval_s, output = run_command(cmd, env, f"evaluate.py ({method})", capture=True, prefix="arc_benchmark")

@@ -61,6 +61,11 @@ RECIPES = {
                            'eval_max_examples=200 eval_global_batch_size=200 checkpoint_every_eval=False log_interval=50 compile=True '
                            'max_train_seconds=585 arch.hidden_size=64 arch.num_heads=2 arch.H_layers=2 arch.L_layers=2 arch.H_cycles=2 '
                            'arch.L_cycles=2 arch.halt_max_steps=8 arch.no_ACT_continue=true +arch.forward_dtype=float32'),
+    "speedrun_sudoku6x6_5min": ('data_path=data/sudoku-6x6-speedrun evaluators="[]" epochs=10 eval_interval=2 global_batch_size=64 lr=1.5e-3 '
+                                'puzzle_emb_lr=1e-2 lr_warmup_steps=50 lr_min_ratio=0.1 weight_decay=0.1 optimizer=muon ema=True ema_rate=0.995 '
+                                'eval_max_examples=200 eval_global_batch_size=200 checkpoint_every_eval=False log_interval=50 compile=True '
+                                'max_train_seconds=285 arch.hidden_size=64 arch.num_heads=2 arch.H_layers=2 arch.L_layers=2 arch.H_cycles=2 '
+                                'arch.L_cycles=2 arch.halt_max_steps=8 arch.no_ACT_continue=true +arch.forward_dtype=float32'),
 }
 
 # What a recipe sets beyond its source command line: the URM recipes follow URM's training loop

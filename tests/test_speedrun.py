@@ -53,6 +53,12 @@ def test_bad_options_are_one_line_before_any_work(args, message, tmp_path, capsy
     assert not (tmp_path / "data").exists() and not (tmp_path / "o").exists()
 
 
+def test_the_budget_picks_the_track_recipe(tmp_path):
+    """Up to 300 s the 5-minute recipe (its schedule fits the budget), above it the 10-minute one."""
+    pick = {b: speedrun.parse_options([f"out={tmp_path / 'o'}", f"budget_s={b}"]).experiment for b in (600, 301, 300, 120)}
+    assert pick == {600: "speedrun_sudoku6x6", 301: "speedrun_sudoku6x6", 300: "speedrun_sudoku6x6_5min", 120: "speedrun_sudoku6x6_5min"}
+
+
 def test_existing_out_and_data_of_other_sizes_are_refused(tmp_path, capsys):
     (tmp_path / "o").mkdir()
     with pytest.raises(SystemExit):
