@@ -56,6 +56,17 @@ Test-time scaling (``inference/sampling.py``; docs/evaluation.md "Test-time scal
   over the dataset's versions of each test input); also written to ``step_N_sampling.json`` in ``output_dir``. Saved by default: the batch fields,
   ``preds`` (the chosen answers), ``q_halt_logits`` of the chosen sample, ``agreement`` and
   ``chosen_sample``; ``sample_preds`` (every sample's answer, mapped back) on request.
+
+Test-time adaptation, ARC (``inference/adaptation.py``; docs/evaluation.md "Test-time adaptation"):
+
+- ``adapt=embedding|full adapt_steps=N``: before evaluating, N training steps on the
+  demonstrations of the evaluated tasks (a dataset built with ``--protocol unseen``: the held-out
+  tasks' from ``test_puzzles.json``; otherwise the train split's rows of the test puzzles);
+  ``embedding`` trains only those tasks' puzzle-embedding rows, ``full`` every weight too, with
+  the run's optimizers; ``adapt_lr``, ``adapt_batch``, ``adapt_seed``. One line reports the
+  demonstration loss and exact accuracy before and after; the metrics gain ``adaptation``.
+- The checkpoint is never written: ``adapt_save=<new folder>`` writes the adapted model as a
+  checkpoint folder (outputs then go there; otherwise to ``adapt_<mode>/`` beside the checkpoint).
 """
 from __future__ import annotations
 
@@ -65,6 +76,7 @@ from typing import List, Literal, Optional, Union
 
 import pydantic
 
+from inference.adaptation import AdaptOptions, adapt_evaluation, save_adapted
 from inference.evaluation import SAMPLING_OUTPUTS, load_evaluation
 from inference.sampling import SamplingOptions
 from inference.segments import check_halt_max_steps
@@ -81,7 +93,7 @@ TRACE_OUTPUTS = ["steps", "trace", "trace_q_halt_logits", "trace_halt_confidence
 SAMPLED_SAVE_OUTPUTS = ["inputs", "labels", "puzzle_identifiers", "preds", "q_halt_logits", "agreement", "chosen_sample"]
 
 
-class EvalConfig(SamplingOptions):
+class EvalConfig(SamplingOptions, AdaptOptions):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     checkpoint: Union[str, List[str]]
@@ -109,6 +121,8 @@ class EvalConfig(SamplingOptions):
             check_halt_max_steps(v)
         if self.max_examples is not None and self.max_examples < 1:
             raise ValueError(f"max_examples must be a positive number of examples, got {self.max_examples}")
+        if self.adapt_mode != "none" and self.split != "test":
+            raise ValueError(f"adapt={self.adapt_mode}: adapts to the test split's tasks and evaluates them; use split=test")
         return self
 
     @pydantic.field_validator("save_outputs")
@@ -153,6 +167,8 @@ def run(eval_cfg: EvalConfig):
     """Evaluate as ``eval_cfg`` says; returns the metrics (a dict per value for a list of ``halt_max_steps``)."""
     # Before loading anything: also the default folder (a colleague's read-only run is a common case).
     folder = eval_cfg.output_dir or default_output_dir(eval_cfg.checkpoints[0])
+    if eval_cfg.adapt_mode != "none" and eval_cfg.output_dir is None:  # an adapted model's outputs never replace the checkpoint's own
+        folder = eval_cfg.adapt_save or os.path.join(folder, f"adapt_{eval_cfg.adapt_mode}")
     try:
         if eval_cfg.output_dir is not None or is_hub_uri(eval_cfg.checkpoints[0]) or os.path.isdir(folder):
             check_output_folder(folder, "output_dir")  # (a checkpoint in no folder is named by the loading)
@@ -171,6 +187,7 @@ def run(eval_cfg: EvalConfig):
         first, *ensemble = [load_evaluation(c, info, data_paths=data_paths, act_inference=eval_cfg.act_inference)
                             for c in eval_cfg.checkpoints]
         adaptive = first.act_inference if first.act_inference is not None else first.opened.run_config["arch"].get("act_inference")
+        adaptation = adapt(eval_cfg, first, data_paths, info.rank) if eval_cfg.adapt_settings else None
         values = eval_cfg.halt_max_steps if isinstance(eval_cfg.halt_max_steps, list) else [eval_cfg.halt_max_steps]
         save_outputs = eval_cfg.outputs
         if eval_cfg.sampled and "save_outputs" not in eval_cfg.model_fields_set:
@@ -188,9 +205,22 @@ def run(eval_cfg: EvalConfig):
                                        halt_max_steps=value or first.default_halt_max_steps,
                                        save_outputs=save_outputs, output_dir=eval_cfg.output_dir_for(folder, value),
                                        save_npy=eval_cfg.save_npy, sampling=eval_cfg.sampling_config, ensemble=ensemble)
+            if adaptation is not None and results[value] is not None:
+                results[value]["adaptation"] = adaptation
         return eval_cfg.report(results, info.rank)
     finally:
         cleanup()
+
+
+def adapt(eval_cfg: EvalConfig, evaluation, data_paths, rank: int) -> dict:
+    """Test-time adaptation of the loaded model to the evaluated tasks (``inference/adaptation.py``),
+    its line printed; with ``adapt_save`` the adapted model is written as a new checkpoint folder.
+    Returns the report for the metrics."""
+    report = adapt_evaluation(evaluation, eval_cfg.adapt_settings, max_examples=eval_cfg.max_examples, progress=rank == 0)
+    saved = save_adapted(eval_cfg.adapt_save, evaluation.opened, report, data_paths) if eval_cfg.adapt_save else None
+    if rank == 0:
+        print(report.line() + (f"; saved as {saved}" if saved else ""))
+    return {**report.as_dict(), **({"saved": saved} if saved else {})}
 
 
 def main(argv=None) -> None:

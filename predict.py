@@ -3,7 +3,7 @@
     python predict.py checkpoint=checkpoints/<project>/<run>/step_N puzzle=".2.4..1..3..4.1."
     python predict.py checkpoint=.../step_N puzzle_file=puzzles.txt output=answers.json
     python predict.py checkpoint=.../step_N puzzle=... trace=true picture=steps.gif
-    python predict.py checkpoint=.../step_N puzzle_file=my_arc_task.json adapt_steps=200
+    python predict.py checkpoint=.../step_N puzzle_file=my_arc_task.json adapt=full adapt_steps=100
     python predict.py checkpoint=hf://sapientinc/HRM-checkpoint-sudoku-extreme task=sudoku puzzle=<81 cells>
 
 The model is rebuilt from the checkpoint and its dataset's metadata (or the weights and ``task=``
@@ -19,7 +19,8 @@ Puzzles in the task's notation (``tasks/``) run for ``halt_max_steps`` ACT segme
     picture=x.png|x.gif          the input, each segment's answer (changes outlined), the truth
     batch_size=N                 puzzles per forward pass (default: the checkpoint's)
     device=cpu|cuda              (default: cuda when available)
-    adapt_steps=N                ARC: fit fresh puzzle-embedding rows for an unseen task first
+    adapt=embedding|full         ARC: first train on the tasks' demonstrations for adapt_steps=N (alone: adapt=embedding);
+                                 adapt_lr=, adapt_batch=, adapt_seed=, adapt_save=<new folder> (docs/using-a-model.md)
     unseen=blank                 ARC: run an unseen task with the blank identifier instead
     num_aug=N                    ARC, unseen tasks: augmented versions (default: as in training)
     samples=N                    test-time scaling (docs/evaluation.md): N samples per puzzle, one answer
@@ -37,17 +38,18 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
 import pydantic
 
-from inference.predictor import PredictError, Predictor, adaptation_line, check_adaptable, describe, load_predictor, read_puzzle_file  # noqa: F401
+from inference.adaptation import AdaptOptions
+from inference.predictor import PredictError, Predictor, check_adaptable, describe, load_predictor, read_puzzle_file  # noqa: F401
 from inference.sampling import SamplingOptions
 from inference.segments import check_halt_max_steps
 from utils.cli import parse_config, run_config_cli
 from utils.paths import check_output_file, write_together
 
 # Options kept as typed: a Sudoku of digits, a custom task's list or grid, ARC JSON, file names.
-LITERAL_OPTIONS = ("puzzle", "puzzle_file", "output", "picture", "data_path")
+LITERAL_OPTIONS = ("puzzle", "puzzle_file", "output", "picture", "data_path", "adapt_save")
 
 
-class PredictConfig(SamplingOptions):
+class PredictConfig(SamplingOptions, AdaptOptions):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     checkpoint: Union[str, List[str]]
@@ -62,11 +64,9 @@ class PredictConfig(SamplingOptions):
     trace: bool = False
     device: Optional[str] = None
     batch_size: Optional[int] = pydantic.Field(None, ge=1)
-    adapt_steps: int = pydantic.Field(0, ge=0)
-    adapt_lr: Optional[float] = pydantic.Field(None, gt=0)
     unseen: Literal["error", "blank"] = "error"
     num_aug: Optional[int] = pydantic.Field(None, ge=0)
-    seed: int = 0
+    seed: Optional[int] = None  # the earlier name of adapt_seed
 
     @pydantic.model_validator(mode="after")
     def _check(self):
@@ -80,6 +80,7 @@ class PredictConfig(SamplingOptions):
                 check_output_file(getattr(self, option), option)
         if self.output is not None and self.picture is not None and os.path.realpath(self.output) == os.path.realpath(self.picture):
             raise ValueError(f"output={self.output} and picture={self.picture} name the same file")
+        self.adapt_seed = self.seed if self.seed is not None and "adapt_seed" not in self.model_fields_set else self.adapt_seed
         return self
 
 
@@ -97,8 +98,9 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
     for note in cfg.unused_options(len(cfg.checkpoint) if isinstance(cfg.checkpoint, list) else 1):
         print(note, file=sys.stderr)
     text = read_puzzle_file(cfg.puzzle_file) if cfg.puzzle_file is not None else None
-    if cfg.adapt_steps:
-        check_adaptable(cfg.checkpoint, cfg.task, cfg.adapt_steps)
+    adapting, option = cfg.adapt_settings, f"adapt={cfg.adapt}" if cfg.adapt else f"adapt_steps={cfg.adapt_steps}"
+    if adapting:
+        check_adaptable(cfg.checkpoint, cfg.task, option)
     predictor = load_predictor(cfg.checkpoint, task=cfg.task, device=cfg.device, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
                                data_path=cfg.data_path)
     puzzles = predictor.read(text, cfg.puzzle_file) if text is not None else predictor.read(cfg.puzzle)  # type: ignore[arg-type]
@@ -108,15 +110,15 @@ def run(cfg: PredictConfig) -> Dict[str, Any]:
     scaling = f", {cfg.samples} sample(s) x {1 + len(predictor.ensemble)} checkpoint(s)" if cfg.samples > 1 or predictor.ensemble else ""
     print(f"{len(puzzles)} {predictor.task} puzzle(s), {cfg.halt_max_steps or predictor.halt_max_steps} ACT segments{scaling}, "
           f"checkpoint {cfg.checkpoint}, device {predictor.device}", file=sys.stderr)
-    adapted = predictor.adapt(puzzles, cfg.adapt_steps, lr=cfg.adapt_lr, num_aug=cfg.num_aug, seed=cfg.seed) if cfg.adapt_steps else {}
-    if cfg.adapt_steps:
-        print(adaptation_line(adapted), file=sys.stderr)
+    adapted = predictor.adapt(puzzles, adapting.steps, lr=adapting.lr, num_aug=cfg.num_aug, seed=adapting.seed, mode=adapting.mode,
+                              batch=adapting.batch, option=option, save=cfg.adapt_save) if adapting else {}
+    if adapted:
+        print(predictor.last_adaptation.line() + (f"; saved as {adapted['saved']}" if cfg.adapt_save else ""), file=sys.stderr)  # type: ignore[union-attr]
     results = predictor.predict(puzzles, cfg.halt_max_steps, trace=cfg.trace, unseen=cfg.unseen, num_aug=cfg.num_aug,
                                 samples=cfg.samples, sampling=cfg.sampling, noise_std=cfg.noise_std, select=cfg.select,
                                 sampling_seed=cfg.sampling_seed)
-    document: Dict[str, Any] = {"checkpoint": cfg.checkpoint, "task": predictor.task, "results": results}
-    if adapted:
-        document["adapted"] = adapted
+    document: Dict[str, Any] = {"checkpoint": cfg.checkpoint, "task": predictor.task, "results": results,
+                                **({"adapted": adapted} if adapted else {})}
     submission = predictor.codec.submission(results)
     if submission is not None:
         document["submission"] = submission

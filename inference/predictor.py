@@ -8,8 +8,9 @@
 :func:`load_predictor` rebuilds the model from a checkpoint (its dataset's metadata, or the weights
 and ``task=`` alone); :class:`Predictor` reads puzzles in the task's notation (``tasks/``), runs
 each for ``halt_max_steps`` ACT segments as ``evaluate.py`` does (so answers equal its
-predictions), with samples and ensembles through ``inference/sampling.py``, adapts ARC puzzle
-embeddings to unseen tasks, and draws the reasoning steps.
+predictions), with samples and ensembles through ``inference/sampling.py``, adapts the model to
+ARC tasks by training on their demonstrations (``inference/adaptation.py``), and draws the
+reasoning steps.
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ import pydantic
 import torch
 
 from dataset.common import DatasetError
+from inference.adaptation import AdaptReport, AdaptSettings, Demonstrations, adapt_model, collate, save_adapted
 from inference.checkpoint import OpenedCheckpoint, dataset_metadata, open_checkpoint, read_run_config, run_data_paths
 from inference.sampling import SamplingConfig, check_views, ensemble_mismatch, run_samples
-from inference.segments import RunOptions, run_segments
+from inference.segments import RunOptions
 from models.losses import IGNORE_LABEL_ID
 from tasks import CODECS, get_codec
 from tasks.base import Puzzle, Row, RowOutput, TaskCodec
@@ -50,6 +52,7 @@ class Predictor:
         self.codec: TaskCodec = get_codec(task).for_run(opened.metadata.seq_len, opened.data_paths)
         self.halt_max_steps: int = opened.halt_max_steps
         self.last_run: List[tuple] = []  # (puzzle, rows, outputs, sampling facts) of the last predict call, for pictures
+        self.last_adaptation: Optional[AdaptReport] = None  # of the last adapt call (adapt_save writes it)
 
     @property
     def act_model(self):
@@ -73,14 +76,9 @@ class Predictor:
 
     # ---- running the model
     def _batch(self, rows: Sequence[Row]) -> Dict[str, torch.Tensor]:
-        inputs = np.stack([r.inputs for r in rows]).astype(np.int32)
         labels = np.stack([r.labels if r.labels is not None else np.full(len(r.inputs), IGNORE_LABEL_ID) for r in rows])
-        labels = labels.astype(np.int64)
-        if self.metadata.ignore_label_id is not None:
-            labels[labels == self.metadata.ignore_label_id] = IGNORE_LABEL_ID  # as PuzzleDataset collates them
-        ids = np.array([r.identifier for r in rows], dtype=np.int32)
-        return {k: torch.from_numpy(v).to(self.device) for k, v in
-                (("inputs", inputs), ("labels", labels.astype(np.int32)), ("puzzle_identifiers", ids))}
+        return collate(np.stack([r.inputs for r in rows]), labels, np.array([r.identifier for r in rows]),
+                       self.metadata.ignore_label_id, self.device)
 
     def run_rows(self, rows: Sequence[Row], halt_max_steps: Optional[int] = None, sampling: Optional[SamplingConfig] = None,
                  progress: bool = True):
@@ -116,79 +114,61 @@ class Predictor:
         return outputs, facts
 
     def adapt(self, puzzles: Sequence[Union[str, Puzzle]], steps: int, lr: Optional[float] = None,
-              num_aug: Optional[int] = None, seed: int = 0, progress: bool = True) -> Dict[str, float]:
-        """Fit fresh puzzle-embedding rows for the unseen ARC tasks among ``puzzles``.
-
-        Each unseen task gets the builder's augmented versions (``num_aug``), one new identifier
-        per version (initialised, like ``load_checkpoint`` does for new puzzles, to the mean of
-        the trained rows), and ``steps`` training steps on its augmented demonstration pairs with
-        every other weight frozen: the sparse SignSGD update of the puzzle embedding, at the
-        run's ``puzzle_emb_lr`` unless ``lr`` is given. Returns the demonstration loss before and
-        after. The puzzles keep their new identifiers for :meth:`predict`.
+              num_aug: Optional[int] = None, seed: int = 0, progress: bool = True, mode: str = "embedding",
+              batch: Optional[int] = None, option: Optional[str] = None, save: Optional[str] = None) -> Dict[str, Any]:
+        """Adapt the model to the ARC tasks among ``puzzles`` (``inference/adaptation.py``): ``steps``
+        training steps on their augmented demonstration pairs, ``mode`` ``embedding`` (only the
+        tasks' puzzle-embedding rows learn: the sparse SignSGD update, at the run's
+        ``puzzle_emb_lr`` unless ``lr`` is given) or ``full`` (every weight too, with the run's
+        optimizers). Every given task is adapted. A task the checkpoint has no identifiers for
+        first gets the builder's augmented versions (``num_aug``), one new identifier each
+        (initialised, as ``load_checkpoint`` does for new puzzles, to the mean of the trained
+        rows), which the puzzles keep for :meth:`predict`. Returns the report
+        (:class:`inference.adaptation.AdaptReport` as a dict: ``loss_before`` / ``loss_after`` and
+        the exact accuracies among its keys). ``option`` names the command-line option in errors.
+        ``save``: a new folder to write the adapted model to as a checkpoint (key ``saved``: its
+        weights file); only for tasks among the checkpoint's puzzles, whose identifiers its dataset holds.
         """
-        from utils.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
-
-        if not self.codec.adaptable:
-            raise PredictError(f"adapt_steps={steps}: only for ARC checkpoints (this one: {self.task})")
-        inner = self.act_model.inner
-        if getattr(inner.config, "puzzle_emb_ndim", 0) <= 0:
-            raise PredictError("adapt_steps: this model has no puzzle embedding (puzzle_emb_ndim=0); nothing to adapt")
-        emb = inner.puzzle_emb
-        todo = self.codec.unseen_puzzles(self._as_puzzles(puzzles))  # type: ignore[attr-defined]
-        if not todo:
-            return {}
-        num_aug = self.codec.default_num_aug() if num_aug is None else num_aug
-        start = emb.weights.shape[0]
-        for p in todo:
-            names = self.codec.planned_versions(p, num_aug)  # type: ignore[attr-defined]
-            p.data.versions = [(n, start + i) for i, n in enumerate(names)]
-            start += len(names)
-        with torch.no_grad():
-            fresh = emb.weights.mean(0, keepdim=True).expand(start - emb.weights.shape[0], -1)
-            emb.weights = torch.cat([emb.weights, fresh]).contiguous()
-        rows = [r for p in todo for r in self.codec.demonstration_rows(p, seed=seed)]  # type: ignore[attr-defined]
-        before = self.demonstration_loss(rows)
-
-        optimizer = CastedSparseEmbeddingSignSGD_Distributed(emb.buffers(), world_size=1,
-                                                             lr=lr if lr is not None else self.config["puzzle_emb_lr"],
-                                                             weight_decay=self.config["puzzle_emb_weight_decay"])
-        batch_size = emb.local_weights.shape[0]
-        rng = np.random.default_rng(seed)
-        torch.manual_seed(seed)
-        requires_grad = {n: p.requires_grad for n, p in self.model.named_parameters()}
-        self.model.requires_grad_(False)  # only the embedding rows (a buffer with its own gradient) learn
-        self.model.train()
-        carry, order = None, np.empty(0, dtype=np.int64)
         try:
-            for _ in progress_bar(range(steps), desc="adapt", unit="step", delay=3, disable=not progress or None, leave=False):
-                while order.size < batch_size:
-                    order = np.concatenate([order, rng.permutation(len(rows))])
-                picked, order = order[:batch_size], order[batch_size:]
-                batch = self._batch([rows[i] for i in picked])
-                if carry is None:
-                    carry = self.model.initial_carry(batch)
-                carry, loss, _, _, _ = self.model(carry=carry, batch=batch, return_keys=())
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
-        finally:
-            self.model.eval()
-            for n, p in self.model.named_parameters():
-                p.requires_grad_(requires_grad[n])
-        after = self.demonstration_loss(rows)
-        return {"tasks": len(todo), "new_rows": start - self.metadata.num_puzzle_identifiers, "steps": steps,
-                "loss_before": before, "loss_after": after}
-
-    def demonstration_loss(self, rows: Sequence[Row]) -> float:
-        """Mean per-row token loss of the last ACT segment (eval mode) on labelled rows."""
-        total = 0.0
-        self.model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(rows), self.batch_size):
-                batch = self._batch(rows[start: start + self.batch_size])
-                _, metrics, _ = run_segments(self.model, batch, set())
-                total += float(metrics["lm_loss"])
-        return total / max(len(rows), 1)
+            settings = AdaptSettings(mode=mode, steps=steps, lr=lr, batch=batch, seed=seed)
+        except pydantic.ValidationError as e:
+            raise PredictError(validation_error_line(e)) from None
+        option = option or f"adapt={mode}"
+        if not self.codec.adaptable:
+            raise PredictError(f"{option}: only for ARC checkpoints (this one: {self.task})")
+        inner = self.act_model.inner
+        has_rows = getattr(inner.config, "puzzle_emb_ndim", 0) > 0
+        if mode == "embedding" and not has_rows:
+            raise PredictError(f"{option}: this model has no puzzle embedding (puzzle_emb_ndim=0); nothing to adapt")
+        parsed = self._as_puzzles(puzzles)
+        unseen = [p.name for p in self.codec.unseen_puzzles(parsed)]  # type: ignore[attr-defined]
+        if save is not None and unseen:
+            raise PredictError(f"adapt_save={save}: task {unseen[0]!r} is not among the checkpoint's puzzles; the rows made for it "
+                               "have no identifiers in the checkpoint's dataset, so the adapted model cannot be saved with it")
+        new_rows = 0
+        if has_rows:
+            emb = inner.puzzle_emb
+            start = emb.weights.shape[0]
+            for p in self.codec.unseen_puzzles(parsed):  # type: ignore[attr-defined]
+                names = self.codec.planned_versions(p, self.codec.default_num_aug() if num_aug is None else num_aug)  # type: ignore[attr-defined]
+                p.data.versions = [(n, start + new_rows + i) for i, n in enumerate(names)]
+                new_rows += len(names)
+            with torch.no_grad():
+                fresh = emb.weights.mean(0, keepdim=True).expand(new_rows, -1)
+                emb.weights = torch.cat([emb.weights, fresh]).contiguous()
+        self.codec.prepare(parsed, "error" if has_rows else "blank", num_aug, self.metadata.blank_identifier_id)
+        rows = [r for p in parsed for r in self.codec.demonstration_rows(p, seed=seed)]  # type: ignore[attr-defined]
+        demos = Demonstrations.of_rows(rows, [p.name for p in parsed], self.metadata.ignore_label_id, "the given tasks")
+        report = adapt_model(self.model, self.config, demos, settings, self.batch_size, progress=progress)
+        report.new_rows = new_rows
+        report.extra = {"loss_before": report.before["loss"], "loss_after": report.after["loss"],
+                        "exact_accuracy_before": report.before["exact_accuracy"], "exact_accuracy_after": report.after["exact_accuracy"]}
+        self.last_adaptation = report
+        if save is not None:
+            own = self.opened.sized_by == "dataset" and [os.path.abspath(p) for p in self.opened.data_paths] != \
+                [os.path.abspath(p) for p in run_data_paths(self.config)]
+            report.extra["saved"] = save_adapted(save, self.opened, report, self.opened.data_paths if own else None)
+        return report.as_dict()
 
     # ---- the whole job
     def predict(self, puzzles: Sequence[Union[str, Puzzle]], halt_max_steps: Optional[int] = None, trace: bool = False,
@@ -367,10 +347,10 @@ def read_puzzle_file(path: str) -> str:
                            "expected puzzles written as text") from None
 
 
-def check_adaptable(checkpoint: Union[str, Sequence[str]], task: Optional[str], adapt_steps: int) -> None:
-    """``adapt_steps`` only for a task with per-task puzzle embeddings (ARC), known from the
-    checkpoint's config and dataset metadata before the model loads (a checkpoint that is not a
-    local file is checked once it is opened)."""
+def check_adaptable(checkpoint: Union[str, Sequence[str]], task: Optional[str], option: str) -> None:
+    """Adaptation (``option``, e.g. ``adapt=full``) only for a task whose puzzles carry
+    demonstrations (ARC), known from the checkpoint's config and dataset metadata before the model
+    loads (a checkpoint that is not a local file is checked once it is opened)."""
     first = checkpoint if isinstance(checkpoint, str) else checkpoint[0]
     if task is None and not os.path.isfile(first):
         return
@@ -379,12 +359,4 @@ def check_adaptable(checkpoint: Union[str, Sequence[str]], task: Optional[str], 
     except DatasetError:
         return  # no dataset at the recorded path: the checkpoint may stand alone; checked once it is opened
     if task in CODECS and not get_codec(task).adaptable:
-        raise PredictError(f"adapt_steps={adapt_steps}: only for ARC checkpoints (this one: {task})")
-
-
-def adaptation_line(adapted: Dict[str, Any]) -> str:
-    """What :meth:`Predictor.adapt` did, in one line."""
-    if not adapted:
-        return "adapt_steps: every task is among the checkpoint's trained puzzles; nothing to adapt"
-    return (f"adapted {adapted['new_rows']} new puzzle-embedding rows for {adapted['tasks']} unseen task(s) in "
-            f"{adapted['steps']} steps: demonstration loss {adapted['loss_before']:.4f} -> {adapted['loss_after']:.4f}")
+        raise PredictError(f"{option}: only for ARC checkpoints (this one: {task})")

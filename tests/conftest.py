@@ -186,6 +186,24 @@ def in_process_run(data, overrides: List[str], global_batch_size: int = 8, epoch
     return config, dataset, state
 
 
+def train_in_process(data, checkpoint_path: Path, *overrides: str) -> Path:
+    """Train a run with ``pretrain.launch`` in this process (W&B off): ``cfg_pretrain`` on ``data``
+    with ``overrides``, saved in ``checkpoint_path``; returns its first ``step_N`` weights file."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from pretrain import launch
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
+        cfg = compose("cfg_pretrain", overrides=[f"data_path={data}", *overrides, f"checkpoint_path={checkpoint_path}"])
+    env = os.environ.get("WANDB_MODE")
+    os.environ["WANDB_MODE"] = "disabled"
+    try:
+        launch(OmegaConf.to_container(cfg, resolve=True))
+    finally:
+        os.environ.pop("WANDB_MODE") if env is None else os.environ.__setitem__("WANDB_MODE", env)
+    return checkpoint_path / next(f for f in os.listdir(checkpoint_path) if f.startswith("step_") and f[5:].isdigit())
+
+
 def build_sudoku(output_dir: Path, grid: int, n_train: int, n_test: int, num_aug: int = 0, seed: int = 0) -> Path:
     from dataset.build_sudoku_dataset import SudokuBuildConfig, build_sudoku_dataset
     build_sudoku_dataset(SudokuBuildConfig(generate=n_train, generate_test=n_test, grid=grid, num_aug=num_aug,

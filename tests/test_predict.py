@@ -1,5 +1,5 @@
 """predict.py on real checkpoints: evaluate.py's predictions exactly, the recorded or given task,
-pictures, ARC voting as the evaluator votes, adapting puzzle embeddings for an unseen ARC task,
+pictures, ARC voting as the evaluator votes, test-time adaptation to ARC tasks (new ones and the checkpoint's own),
 and one clear line (exit 2, nothing written) for every bad input."""
 import json
 import os
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import predict
-from conftest import REPO, TINY_HRM, build_custom, load_split, untrained_checkpoint
+from conftest import TINY_HRM, build_custom, load_split, train_in_process, untrained_checkpoint
 from inference.predictor import describe, load_predictor
 from tasks.sudoku import first_problem
 
@@ -174,6 +174,8 @@ def test_builder_recorded_task_needs_no_option(sudoku_ck, capsys):
     (["puzzle=1...............", "halt_max_steps=100000000"], "halt_max_steps=100000000: expected 1 to 1024 ACT segments"),
     (["puzzle_file=BINARY"], "puzzle_file=BINARY: not UTF-8 text (byte 128 is 0x80)"),
     (["puzzle=1...............", "adapt_steps=5"], "adapt_steps=5: only for ARC checkpoints (this one: sudoku)"),
+    (["puzzle=1...............", "adapt=full", "adapt_steps=5"], "adapt=full: only for ARC checkpoints (this one: sudoku)"),
+    (["puzzle=1...............", "adapt=full"], "adapt=full: give adapt_steps=N"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(sudoku_ck, tmp_path, capsys, args, message):
     puzzles = tmp_path / "p.txt"
@@ -239,11 +241,7 @@ def synthetic_task(rng, kind, pairs=3):
 
 @pytest.fixture(scope="module")
 def arc_ck(tmp_path_factory):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
     from dataset.build_arc_dataset import ARCBuildConfig, build_arc_dataset
-    from pretrain import launch
 
     root = tmp_path_factory.mktemp("arc")
     rng = np.random.default_rng(1)
@@ -252,17 +250,8 @@ def arc_ck(tmp_path_factory):
         for name, kind in tasks.items():
             (root / "raw" / subset / f"{name}.json").write_text(json.dumps(synthetic_task(rng, kind)))
     build_arc_dataset(ARCBuildConfig(dataset_dirs=[str(root / "raw")], output_dir=str(root / "data"), num_aug=2))
-    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
-        cfg = compose("cfg_pretrain", overrides=[f"data_path={root / 'data'}", "epochs=1", "eval_interval=1", "global_batch_size=8",
-                                                 "lr=3e-3", "lr_warmup_steps=1", *TINY_HRM, f"checkpoint_path={root / 'ck'}", "+run_name=arc"])
-    env = os.environ.get("WANDB_MODE")
-    os.environ["WANDB_MODE"] = "disabled"
-    try:
-        launch(OmegaConf.to_container(cfg, resolve=True))
-    finally:
-        os.environ.pop("WANDB_MODE") if env is None else os.environ.__setitem__("WANDB_MODE", env)
-    step = next(f for f in os.listdir(root / "ck") if f.startswith("step_") and f[5:].isdigit())
-    return root, root / "ck" / step
+    return root, train_in_process(root / "data", root / "ck", "epochs=1", "eval_interval=1", "global_batch_size=8", "lr=3e-3",
+                                  "lr_warmup_steps=1", *TINY_HRM, "+run_name=arc")
 
 
 def test_arc_seen_task_votes_as_the_evaluator(arc_ck, tmp_path, capsys):
@@ -349,6 +338,37 @@ def test_arc_samples_and_ensembles_answer_as_evaluate(arc_tiny, tmp_path, capsys
     second = untrained_checkpoint(arc_run_config(data), data, tmp_path / "second", seed=1)
     pooled = load_predictor([str(ck), str(second)], batch_size=4).predict([tasks.read_text()], samples=2, progress=False)
     assert all(r["samples"] == 4 for r in pooled)
+
+
+def test_arc_full_adaptation_trains_every_weight_and_saves_a_checkpoint(arc_ck, tmp_path, capsys):
+    root, ck = arc_ck
+    tasks = json.loads((root / "data" / "test_puzzles.json").read_text())
+    (tmp_path / "tasks.json").write_text(json.dumps({"e_flip": tasks["e_flip"]}))
+    digest = open(ck, "rb").read()
+    common = [f"puzzle_file={tmp_path / 'tasks.json'}", "batch_size=4"]
+    status, _, err = cli(capsys, f"checkpoint={ck}", *common, "adapt=full", "adapt_steps=3", "seed=4",
+                         f"adapt_save={tmp_path / 'adapted'}", f"output={tmp_path / 'a.json'}")
+    assert status == 0, err
+    assert "adapt=full: 3 steps (lr 0.003, batch 4) on 9 demonstration rows of 1 task(s)" in err  # 3 versions x 3 pairs
+    assert "exact accuracy" in err and f"saved as {tmp_path / 'adapted' / ck.name}" in err
+    adapted = json.loads((tmp_path / "a.json").read_text())
+    assert (adapted["adapted"]["mode"], adapted["adapted"]["seed"], adapted["adapted"]["new_rows"]) == ("full", 4, 0)
+    assert {"loss_before", "loss_after", "exact_accuracy_before", "exact_accuracy_after"} <= set(adapted["adapted"])
+    assert open(ck, "rb").read() == digest  # the checkpoint file is never written
+    saved = torch.load(tmp_path / "adapted" / ck.name, weights_only=True)
+    trained = torch.load(ck, weights_only=True)
+    assert sum(not torch.equal(saved[k], trained[k]) for k in trained) > len(trained) // 2  # every weight learns
+    # The saved folder is a checkpoint: it answers as the adapted model did.
+    status, _, err = cli(capsys, f"checkpoint={tmp_path / 'adapted' / ck.name}", *common, f"output={tmp_path / 'b.json'}")
+    assert status == 0, err
+    assert json.loads((tmp_path / "b.json").read_text())["results"] == adapted["results"]
+    # A task the checkpoint has no rows for cannot be saved with its dataset.
+    (tmp_path / "new.json").write_text(json.dumps(synthetic_task(np.random.default_rng(7), "flip", pairs=2)))
+    status, _, err = cli(capsys, f"checkpoint={ck}", f"puzzle_file={tmp_path / 'new.json'}", "adapt_steps=2",
+                         f"adapt_save={tmp_path / 'again'}")
+    error = err.splitlines()[-1]  # after the line saying what runs
+    assert status == 2 and error.startswith("error: adapt_save=") and "task 'new' is not among the checkpoint's puzzles" in error
+    assert not (tmp_path / "again").exists()
 
 
 @pytest.mark.parametrize("grid, message", [
