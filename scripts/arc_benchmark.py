@@ -168,9 +168,32 @@ def check_data(opts: BenchmarkOptions) -> bool:
 
 def test_outputs(data_dir: str) -> int:
     """How many test outputs the evaluation scores: the test pairs of the evaluated tasks."""
-    with open(os.path.join(data_dir, "test", "test_puzzles.json")) as f:
+    with open(os.path.join(data_dir, "test_puzzles.json")) as f:
         puzzles = json.load(f)
     return sum(len(p["test"]) for p in puzzles.values())
+
+
+def per_subset(data: str, submission_path: str) -> Dict[str, Dict[str, float]]:
+    """pass@1 and pass@2 per folder of task files (1D-ARC: per category), from ``submission.json``
+    and the task files' own test outputs; tasks the submission lacks (not evaluated) are left out."""
+    with open(submission_path) as f:
+        submission = json.load(f)
+    counts: Dict[str, List[int]] = {}
+    for root, _, files in os.walk(data):
+        for name in sorted(files):
+            stem = name[:-5] if name.endswith(".json") else None
+            if stem not in submission:
+                continue
+            with open(os.path.join(root, name)) as f:
+                tests = json.load(f).get("test", [])
+            subset = os.path.relpath(root, data)
+            tally = counts.setdefault(subset, [0, 0, 0])
+            for attempts, pair in zip(submission[stem], tests):
+                first = attempts.get("attempt_1") == pair["output"]
+                tally[0] += 1
+                tally[1] += first
+                tally[2] += first or attempts.get("attempt_2") == pair["output"]
+    return {k: {"test_outputs": n, "pass@1": a / n, "pass@2": b / n} for k, (n, a, b) in sorted(counts.items()) if n}
 
 
 def result_line(r: Dict[str, Any]) -> str:
@@ -183,8 +206,16 @@ def write_results(out: str, results: List[Dict[str, Any]]) -> None:
     """``arc_benchmark.json`` (every figure) and ``arc_benchmark.md`` (a table) in ``out``."""
     rows = [f"| {r['recipe']} | {r['protocol']} | {r['adapt']} | {r['samples']} | {100 * r['pass@1']:.1f}% | {100 * r['pass@2']:.1f}% "
             f"| {r['train_s'] / 60:.1f} | {r['adapt_s'] / 60:.1f} |" for r in results]
-    table = "\n".join(["| recipe | protocol | adapt | samples | pass@1 | pass@2 | training (min) | adaptation (min) |",
-                       "|---|---|---|---|---|---|---|---|", *rows, ""])
+    lines = ["| recipe | protocol | adapt | samples | pass@1 | pass@2 | training (min) | adaptation (min) |",
+             "|---|---|---|---|---|---|---|---|", *rows, ""]
+    subsets = sorted({k for r in results for k in r.get("per_subset", {})})
+    if len(subsets) > 1:  # folders of task files, e.g. 1D-ARC's 18 categories: pass@2 per method
+        lines += ["| task folder | " + " | ".join(f"pass@2, adapt {r['adapt']}" for r in results) + " |",
+                  "|---|" + "---|" * len(results)]
+        lines += [f"| {k} | " + " | ".join(f"{100 * r['per_subset'][k]['pass@2']:.0f}%" if k in r.get("per_subset", {}) else "-"
+                                           for r in results) + " |" for k in subsets]
+        lines.append("")
+    table = "\n".join(lines)
     for name, text in (("arc_benchmark.json", json.dumps(results, indent=1)), ("arc_benchmark.md", table)):
         path = os.path.join(out, name)
         with open(path + ".tmp", "w") as f:
@@ -227,11 +258,13 @@ def benchmark(opts: BenchmarkOptions, overrides: List[str], have_data: bool) -> 
         if "ARC/pass@2" not in metrics:
             sys.exit(f"arc_benchmark: evaluate.py reported no ARC pass@K (is {opts.data_dir} an ARC dataset?)")
         adaptation = metrics.get("adaptation") or {}
+        submission = os.path.join(folder, f"evaluator_ARC_step_{last_step(opts.out)}", "submission.json")
         results.append({"recipe": opts.recipe_name, "protocol": opts.protocol, "adapt": method, "samples": opts.samples,
                         "pass@1": float(metrics["ARC/pass@1"]), "pass@2": float(metrics["ARC/pass@2"]),
                         "test_outputs": test_outputs(opts.data_dir), "train_s": train_s,
                         "adapt_s": float(adaptation.get("seconds", 0.0)), "eval_s": eval_s, "checkpoint": checkpoint,
-                        "dataset": opts.data_dir, "seed": opts.seed, "overrides": overrides, "adaptation": adaptation})
+                        "dataset": opts.data_dir, "seed": opts.seed, "overrides": overrides, "adaptation": adaptation,
+                        "per_subset": per_subset(opts.data, submission) if os.path.isfile(submission) else {}})
         write_results(opts.out, results)
     return results
 

@@ -85,3 +85,17 @@ def test_result_line_format():
     r = {"pass@2": 0.9123, "pass@1": 0.875, "test_outputs": 901, "protocol": "unseen", "adapt": "full", "train_s": 1790.4, "adapt_s": 61.6}
     assert arc_benchmark.result_line(r) == ("arc: 91.2% pass@2, 87.5% pass@1 on 901 test outputs (protocol unseen, adapt full) "
                                             "after 1790 s of training and 62 s of adaptation")
+
+
+def test_per_subset_scores_each_folder_of_task_files(tmp_path):
+    """pass@1 / pass@2 per folder (1D-ARC's categories) from submission.json and the task files."""
+    for folder, name, out in (("move", "m1", [[0, 1]]), ("move", "m2", [[1, 0]]), ("fill", "f1", [[2, 2]])):
+        (tmp_path / "tasks" / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tasks" / folder / f"{name}.json").write_text(json.dumps({"train": [], "test": [{"input": out, "output": out}]}))
+    submission = {"m1": [{"attempt_1": [[0, 1]], "attempt_2": [[1, 1]]}],   # right at once
+                  "m2": [{"attempt_1": [[0, 0]], "attempt_2": [[1, 0]]}],   # right at the second try
+                  "f1": [{"attempt_1": [[2, 0]], "attempt_2": [[0, 2]]}]}   # wrong
+    (tmp_path / "submission.json").write_text(json.dumps(submission))
+    scores = arc_benchmark.per_subset(str(tmp_path / "tasks"), str(tmp_path / "submission.json"))
+    assert scores == {"fill": {"test_outputs": 1, "pass@1": 0.0, "pass@2": 0.0},
+                      "move": {"test_outputs": 2, "pass@1": 0.5, "pass@2": 1.0}}
