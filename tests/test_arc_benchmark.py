@@ -36,7 +36,9 @@ def test_benchmark_end_to_end_on_a_task_folder_of_our_own(kind, tmp_path):
     assert 0 <= float(m.group(2)) <= float(m.group(1)) <= 100
     saved = json.loads((out / "arc_benchmark.json").read_text())
     assert [r["adapt"] for r in saved] == ["none"] and saved[0]["recipe"] == "arc1d_hrm"
-    assert (out / "eval-adapt-none" / "submission.json").is_file() and "| arc1d_hrm | hrm | none |" in (out / "arc_benchmark.md").read_text()
+    assert len(list((out / "eval-adapt-none").glob("evaluator_ARC_step_*/submission.json"))) == 1
+    assert "| arc1d_hrm | hrm | none |" in (out / "arc_benchmark.md").read_text()
+    assert sum(v["test_outputs"] for v in saved[0]["per_subset"].values()) == 4
     assert "max_train_seconds=170" in proc.stdout  # budget_s less reserve_s
 
 
