@@ -44,7 +44,7 @@ RECIPES = {
                            "arch.num_layers=4 epochs=50000 eval_interval=2000 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 "
                            "puzzle_emb_weight_decay=1.0 global_batch_size=128 ema=True"),
     # This project's 1D-ARC recipes (scripts/arc_benchmark.py), the same training under both protocols.
-    **{f"arc1d_{arch}{proto}": (f"{pre}data_path=data/arc-dataset-{p}-1x94-aug8-seed42 epochs=120 eval_interval=120 global_batch_size=64 "
+    **{f"arc1d_{arch}{proto}": (f"{pre}data_path=data/arc-dataset-{p}-1x94-aug8-seed42 epochs=180 eval_interval=180 global_batch_size=64 "
                                 "lr=2e-3 puzzle_emb_lr=1e-1 lr_warmup_steps=50 lr_min_ratio=0.1 weight_decay=0.1 optimizer=muon ema=True "
                                 "ema_rate=0.995 eval_max_examples=512 eval_global_batch_size=512 checkpoint_every_eval=False log_interval=50 "
                                 f"compile=True max_train_seconds=1770 arch.hidden_size=64 arch.num_heads=2 {depth} +arch.forward_dtype=float32")
