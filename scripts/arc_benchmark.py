@@ -30,7 +30,6 @@ Any other key=value is a pretrain.py override (e.g. lr=2e-3, arch.hidden_size=12
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
@@ -42,8 +41,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence
 import pydantic
 
 from utils.cli import parse_key_values
-from utils.commands import REPO, claim_folder, final_metrics, last_step, run_command
-from utils.config import user_error_message
+from utils.commands import REPO, final_metrics, last_step, run_command, run_in_new_folder
 from utils.errors import UserError
 
 ADAPT_METHODS = ("none", "embedding", "full")
@@ -112,7 +110,7 @@ class BenchmarkOptions(pydantic.BaseModel):
 
 def parse_options(argv: Sequence[str]) -> tuple:
     """``(BenchmarkOptions, pretrain.py overrides)`` from ``key=value`` arguments."""
-    from training.config import PretrainConfig
+    from training.config import check_pretrain_override
     from utils.functions import validation_error_line
 
     own, overrides = {}, []
@@ -122,12 +120,8 @@ def parse_options(argv: Sequence[str]) -> tuple:
         if key in BenchmarkOptions.model_fields:
             own[key] = parsed[key]
             continue
-        root = key.lstrip("~").split(".")[0]
-        if root in OWN_PRETRAIN_KEYS:
-            raise UserError(f"{key}= is set by the benchmark ({OWN_PRETRAIN_KEYS[root]}); not an override")
-        if root != "arch" and root not in PretrainConfig.model_fields:
-            raise UserError(f"unknown option {key}=: expected one of {', '.join(BenchmarkOptions.model_fields)} "
-                            "or a pretrain.py config key (e.g. lr=2e-3, arch.hidden_size=128)")
+        check_pretrain_override(key, OWN_PRETRAIN_KEYS, "benchmark", f"one of {', '.join(BenchmarkOptions.model_fields)}",
+                                "lr=2e-3, arch.hidden_size=128")
         overrides.append(arg)
     if "data" not in own:
         raise UserError("data=<folder of ARC task files> is required (e.g. data=1D-ARC/dataset)")
@@ -270,25 +264,15 @@ def benchmark(opts: BenchmarkOptions, overrides: List[str], have_data: bool) -> 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return
-    try:
-        opts, overrides = parse_options(argv)
-        have_data = check_data(opts)
-        claim_folder(opts.out, "out", "a benchmark run starts from nothing")
-    except UserError as e:
-        print(f"error: {user_error_message(e)}", file=sys.stderr)
-        sys.exit(2)
-    try:
-        results = benchmark(opts, overrides, have_data)
-    finally:
-        with contextlib.suppress(OSError):
-            os.rmdir(opts.out)  # only when empty: a step failed before anything was written
-    print()
-    for r in results:
-        print(result_line(r))
+    def prepare(args: List[str]):
+        opts, overrides = parse_options(args)
+        return (opts, overrides, check_data(opts)), opts.out
+
+    results = run_in_new_folder(argv, __doc__, prepare, lambda prepared: benchmark(*prepared), "a benchmark run starts from nothing")
+    if results is not None:
+        print()
+        for r in results:
+            print(result_line(r))
 
 
 if __name__ == "__main__":

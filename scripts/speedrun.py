@@ -26,7 +26,6 @@ data_root=DIR (where datasets go; default data). Any other key=value is a pretra
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
@@ -35,7 +34,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
-from utils.commands import REPO, claim_folder, final_metrics, last_step, run_command
+from utils.commands import REPO, final_metrics, last_step, run_command, run_in_new_folder
 from utils.errors import UserError
 
 # The two tracks: 10 minutes (the default) and 5 minutes (budget_s=300 or less), each with its recipe.
@@ -80,7 +79,7 @@ class Options:
 
 def parse_options(argv: Sequence[str]) -> Options:
     """``key=value`` arguments into :class:`Options`; unknown keys must be pretrain.py config keys."""
-    from training.config import PretrainConfig
+    from training.config import check_pretrain_override
 
     opts = Options()
     converters = {"data_seed": int, "budget_s": float, "reserve_s": float, "train_puzzles": int, "test_puzzles": int,
@@ -95,12 +94,8 @@ def parse_options(argv: Sequence[str]) -> Options:
             except ValueError:
                 raise UsageError(f"{key}={value}: expected {'an integer' if converters[key] is int else 'a number'}") from None
             continue
-        root = key.lstrip("+~").split(".")[0]
-        if root in OWN_KEYS:
-            raise UsageError(f"{key}= is set by the speedrun ({OWN_KEYS[root]}); not an override")
-        if root != "arch" and root not in PretrainConfig.model_fields:
-            raise UsageError(f"unknown option {key}=: expected data_seed=, out=, budget_s=, reserve_s=, train_puzzles=, test_puzzles=, "
-                             "data_root= or a pretrain.py config key (e.g. compile=false, arch.hidden_size=128)")
+        check_pretrain_override(key, OWN_KEYS, "speedrun", "data_seed=, out=, budget_s=, reserve_s=, train_puzzles=, test_puzzles=, "
+                                "data_root=", "compile=false, arch.hidden_size=128")
         opts.overrides.append(arg)
     for name, least in (("data_seed", 0), ("train_puzzles", 1), ("test_puzzles", 1)):
         if getattr(opts, name) < least:
@@ -114,14 +109,6 @@ def parse_options(argv: Sequence[str]) -> Options:
     if os.path.exists(opts.data_root) and not os.path.isdir(opts.data_root):
         raise UsageError(f"data_root={opts.data_root}: a file is in the way; give a folder")
     return opts
-
-
-def claim_out(out: str) -> None:
-    """Create the run folder, which must not exist (see :func:`utils.commands.claim_folder`)."""
-    try:
-        claim_folder(out, "out", "a speedrun starts from nothing")
-    except UserError as e:
-        raise UsageError(str(e)) from None
 
 
 def check_data(opts: Options) -> bool:
@@ -184,26 +171,15 @@ def write_curve(folder: str, points: List[Tuple[float, int, float]], final: Tupl
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return
-    try:
-        opts = parse_options(argv)
-        have_data = check_data(opts)
-        claim_out(opts.out)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    try:
-        speedrun(opts, have_data)
-    finally:
-        with contextlib.suppress(OSError):
-            os.rmdir(opts.out)  # only when empty: a step failed before anything was written
+    def prepare(args: List[str]):
+        opts = parse_options(args)
+        return (opts, check_data(opts)), opts.out
+
+    run_in_new_folder(argv, __doc__, prepare, lambda prepared: speedrun(*prepared), "a speedrun starts from nothing")
 
 
 def speedrun(opts: Options, have_data: bool) -> None:
-    """Build the data if missing, train, evaluate, and write the curve into ``opts.out`` (made by :func:`claim_out`)."""
+    """Build the data if missing, train, evaluate, and write the curve into ``opts.out`` (made by ``main``)."""
     env = dict(os.environ)
     env.setdefault("WANDB_MODE", "disabled")  # no account needed; unset to log
 
@@ -221,7 +197,7 @@ def speedrun(opts: Options, have_data: bool) -> None:
             [sys.executable, "pretrain.py", f"+experiment={opts.experiment}", f"data_path={opts.data_dir}", f"checkpoint_path={opts.out}",
              f"max_train_seconds={max_train_seconds:g}", "+run_name=speedrun", *opts.overrides],
             dict(env, TORCHINDUCTOR_CACHE_DIR=compile_cache), "pretrain.py", prefix="speedrun")
-    finally:  # also when training fails: the cache can hold hundreds of MB (in our own folder: claim_out)
+    finally:  # also when training fails: the cache can hold hundreds of MB (in our own folder: main claimed it)
         shutil.rmtree(compile_cache, ignore_errors=True)
     step = last_step(opts.out)
     checkpoint = os.path.join(opts.out, f"step_{step}")

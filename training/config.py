@@ -152,6 +152,18 @@ class PretrainConfig(pydantic.BaseModel):
         return self
 
 
+def check_pretrain_override(key: str, set_by: Dict[str, str], runner: str, own_options: str, example: str) -> None:
+    """Check ``key`` of a ``key=value`` that a script running pretrain.py for the user (the speedrun,
+    the ARC benchmark) passes through as a pretrain.py override: a one-line :class:`ConfigError` when
+    the script sets that key itself (``set_by`` maps it to the script's own option that does) or when
+    it is no pretrain.py config key (``own_options`` and ``example`` fill in what was expected)."""
+    root = key.lstrip("+~").split(".")[0]
+    if root in set_by:
+        raise ConfigError(f"{key}= is set by the {runner} ({set_by[root]}); not an override")
+    if root != "arch" and root not in PretrainConfig.model_fields:
+        raise ConfigError(f"unknown option {key}=: expected {own_options} or a pretrain.py config key (e.g. {example})")
+
+
 def parse_config(raw: Dict[str, Any]) -> PretrainConfig:
     """Validate a composed config dict; errors become one :class:`ConfigError` line."""
     try:

@@ -2,14 +2,16 @@
 ``scripts/arc_benchmark.py``): each step is a real process whose wall time is the measurement."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from utils.config import user_error_message
 from utils.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,6 +46,30 @@ def claim_folder(folder: str, option: str, why: str) -> None:
         raise UserError(f"{option}={folder} already exists; give a new folder ({why})") from None
     except OSError as e:
         raise UserError(f"{option}={folder}: cannot create the folder ({e.strerror})") from None
+
+
+def run_in_new_folder(argv: Optional[Sequence[str]], doc: Optional[str], prepare: Callable[[List[str]], Tuple[Any, str]],
+                      run: Callable[[Any], Any], why: str) -> Any:
+    """A benchmark script's ``main``: ``--help`` prints ``doc``; ``prepare(argv)`` checks the options
+    and returns ``(what run needs, the run folder)``; the folder (option ``out=``) is claimed (see
+    :func:`claim_folder`), a user mistake up to there is one ``error:`` line with exit status 2 and
+    nothing made; then ``run`` fills the folder, which is removed again if a step failed before
+    anything was written into it. Returns what ``run`` returns (None for ``--help``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(doc)
+        return None
+    try:
+        prepared, folder = prepare(args)
+        claim_folder(folder, "out", why)
+    except UserError as e:
+        print(f"error: {user_error_message(e)}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        return run(prepared)
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # only when empty
 
 
 def last_step(folder: str) -> int:
