@@ -44,10 +44,10 @@ RECIPES = {
                            "arch.num_layers=4 epochs=50000 eval_interval=2000 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 "
                            "puzzle_emb_weight_decay=1.0 global_batch_size=128 ema=True"),
     # This project's 1D-ARC recipes (scripts/arc_benchmark.py), the same training under both protocols.
-    **{f"arc1d_{arch}{proto}": (f"{pre}data_path=data/arc-dataset-{p}-1x94-aug8-seed42 epochs=180 eval_interval=180 global_batch_size=64 "
+    **{f"arc1d_{arch}{proto}": (f"{pre}data_path=data/arc-dataset-{p}-1x94-aug8-seed42 epochs=190 eval_interval=190 global_batch_size=64 "
                                 "lr=2e-3 puzzle_emb_lr=1e-1 lr_warmup_steps=50 lr_min_ratio=0.1 weight_decay=0.1 optimizer=muon ema=True "
                                 "ema_rate=0.995 eval_max_examples=512 eval_global_batch_size=512 checkpoint_every_eval=False log_interval=50 "
-                                f"compile=True max_train_seconds=1770 arch.hidden_size=64 arch.num_heads=2 {depth} +arch.forward_dtype=float32")
+                                f"compile=regional max_train_seconds=1770 arch.hidden_size=64 arch.num_heads=2 {depth} +arch.forward_dtype=float32")
        for proto, p in (("", "hrm"), ("_unseen", "unseen"))
        for arch, pre, depth in (
            ("hrm", "", "arch.H_layers=2 arch.L_layers=2 arch.H_cycles=1 arch.L_cycles=2 arch.halt_max_steps=1 arch.no_ACT_continue=true"),
@@ -61,11 +61,11 @@ RECIPES = {
                            'eval_max_examples=200 eval_global_batch_size=200 checkpoint_every_eval=False log_interval=50 compile=True '
                            'max_train_seconds=585 arch.hidden_size=64 arch.num_heads=2 arch.H_layers=2 arch.L_layers=2 arch.H_cycles=2 '
                            'arch.L_cycles=2 arch.halt_max_steps=8 arch.no_ACT_continue=true +arch.forward_dtype=float32'),
-    "speedrun_sudoku6x6_5min": ('data_path=data/sudoku-6x6-speedrun evaluators="[]" epochs=10 eval_interval=2 global_batch_size=64 lr=1.5e-3 '
+    "speedrun_sudoku6x6_5min": ('data_path=data/sudoku-6x6-speedrun evaluators="[]" epochs=10 eval_interval=2 global_batch_size=64 lr=3e-3 '
                                 'puzzle_emb_lr=1e-2 lr_warmup_steps=50 lr_min_ratio=0.1 weight_decay=0.1 optimizer=muon ema=True ema_rate=0.995 '
-                                'eval_max_examples=200 eval_global_batch_size=200 checkpoint_every_eval=False log_interval=50 compile=True '
+                                'eval_max_examples=200 eval_global_batch_size=200 checkpoint_every_eval=False log_interval=50 compile=regional '
                                 'max_train_seconds=285 arch.hidden_size=64 arch.num_heads=2 arch.H_layers=2 arch.L_layers=2 arch.H_cycles=2 '
-                                'arch.L_cycles=2 arch.halt_max_steps=8 arch.no_ACT_continue=true +arch.forward_dtype=float32'),
+                                'arch.L_cycles=2 arch.halt_max_steps=6 arch.no_ACT_continue=true +arch.forward_dtype=float32'),
 }
 
 # What a recipe sets beyond its source command line: the URM recipes follow URM's training loop
