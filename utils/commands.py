@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from utils.cli import wants_help
 from utils.config import user_error_message
 from utils.errors import UserError
 
@@ -56,7 +57,7 @@ def run_in_new_folder(argv: Optional[Sequence[str]], doc: Optional[str], prepare
     nothing made; then ``run`` fills the folder, which is removed again if a step failed before
     anything was written into it. Returns what ``run`` returns (None for ``--help``)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in args):
+    if wants_help(args):
         print(doc)
         return None
     try:
