@@ -144,3 +144,57 @@ def test_every_job_of_a_multirun_gets_its_own_budget(sudoku4, tmp_path):
 
     table = run([sys.executable, str(REPO / "scripts" / "summarize_runs.py"), str(tmp_path / "ck")]).stdout
     assert f"| {end0['step']} of 2400, stopped by max_train_seconds |" in table and "| 12 |" in table
+
+
+def budget_clock_config(**extra):
+    from training.config import parse_config
+    return parse_config({"arch": {"name": "x", "loss": {"name": "y"}}, "global_batch_size": 8, "epochs": 1, "lr": 1e-3, "lr_min_ratio": 0.1,
+                         "lr_warmup_steps": 10, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "puzzle_emb_lr": 1e-2,
+                         "puzzle_emb_weight_decay": 0.1, **extra})
+
+
+def test_the_budget_clock_decays_the_lr_as_far_as_the_steps_or_the_budget_have_gone():
+    from training.state import TrainState, compute_lr
+    from utils.schedule import cosine_schedule_with_warmup_lr_lambda
+
+    def by_steps(step):
+        return cosine_schedule_with_warmup_lr_lambda(step, base_lr=1e-3, num_warmup_steps=10, num_training_steps=1000, min_ratio=0.1)
+
+    def lr(config, step, progress):
+        return compute_lr(1e-3, config, TrainState(model=torch.nn.Linear(1, 1), optimizers=[], optimizer_lrs=[], carry=None, step=step,
+                                                   total_steps=1000, budget_progress=progress))
+
+    budget, steps = budget_clock_config(lr_schedule_clock="budget", max_train_seconds=100), budget_clock_config(max_train_seconds=100)
+    assert lr(budget, 5, 0.9) == by_steps(5) == 5e-4, "the warm-up counts steps"
+    assert lr(budget, 20, 0.5) == by_steps(10 + 0.5 * 990) and lr(budget, 20, 0.5) < 0.6 * by_steps(20)
+    assert lr(budget, 800, 0.5) == by_steps(800), "the steps are further along than the budget"
+    assert lr(budget, 20, 1.0) == pytest.approx(1e-4) and lr(budget, 20, 0.0) == by_steps(20)
+    assert lr(steps, 20, 0.5) == by_steps(20), "the default clock: the planned steps only, as the original"
+
+
+def test_the_budget_clock_needs_a_budget():
+    from utils.config import ConfigError
+    with pytest.raises(ConfigError, match="^config: lr_schedule_clock=budget decays the LR over the time budget: set max_train_seconds too"):
+        budget_clock_config(lr_schedule_clock="budget")
+
+
+def test_a_run_on_the_budget_clock_ends_its_decay_at_the_budget_not_at_its_planned_steps(sudoku4, tmp_path, monkeypatch):
+    """A real run planned for 6000 steps with 3 s to train: its LR reaches the minimum when the
+    budget runs out, after a few hundred steps (the step schedule would still be at its peak)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    import pretrain
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    ck = tmp_path / "ck"
+    with initialize_config_dir(config_dir=str(REPO / "config"), version_base=None):
+        cfg = compose("cfg_pretrain", overrides=[
+            f"data_path={sudoku4}", "epochs=1000", "eval_interval=1000", "global_batch_size=8", "evaluators=[]", "lr=1e-3", "lr_min_ratio=0.1",
+            "lr_warmup_steps=2", *TINY_HRM, f"checkpoint_path={ck}", "+run_name=b", "compile=false", "train_metrics_interval=1",
+            "max_train_seconds=3", "lr_schedule_clock=budget"])
+    pretrain.launch(OmegaConf.to_container(cfg, resolve=True), clock=ProcessClock(from_now=True))
+    lrs = [line["train/lr"] for line in map(json.loads, (ck / "train_metrics.jsonl").read_text().splitlines())]
+    end = json.loads((ck / "run_end.json").read_text())
+    assert end["stopped_by"] == "max_train_seconds" and end["planned_steps"] == 6000 and 20 < end["step"] == len(lrs) < 3000
+    assert lrs[0] == 5e-4, "the warm-up counts steps"
+    assert all(later <= earlier for earlier, later in zip(lrs[1:], lrs[2:])), "after the warm-up the LR only falls"
+    assert lrs[-1] < 1.2e-4 < 0.5e-3 < lrs[1]

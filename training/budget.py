@@ -23,19 +23,24 @@ class TimeBudget:
     def elapsed(self) -> float:
         return self.clock.elapsed()
 
-    def reached(self, world_size: int = 1, group=None) -> bool:
-        """True once the budget is spent on any rank (ranks start at slightly different times).
+    def spent(self, world_size: int = 1, group=None) -> float:
+        """The share of the budget spent (1.0 or more: reached), the largest over the ranks (they
+        start at slightly different times), so every rank gets the same number; 0.0 without a budget.
 
         Collective under torchrun when a budget is set: every rank calls it at the same points
         (a one-number all-reduce on the CPU group, so it never waits for the GPU)."""
         if self.max_seconds is None:
-            return False
-        over = self.elapsed() >= self.max_seconds
+            return 0.0
+        share = self.elapsed() / self.max_seconds
         if world_size == 1:
-            return over
+            return share
         import torch
         import torch.distributed as dist
 
-        flag = torch.tensor([int(over)], dtype=torch.int64)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
-        return bool(flag.item())
+        most = torch.tensor([share], dtype=torch.float64)
+        dist.all_reduce(most, op=dist.ReduceOp.MAX, group=group)
+        return float(most.item())
+
+    def reached(self, world_size: int = 1, group=None) -> bool:
+        """True once the budget is spent on any rank; collective as :meth:`spent`."""
+        return self.max_seconds is not None and self.spent(world_size, group) >= 1.0

@@ -99,6 +99,11 @@ class PretrainConfig(pydantic.BaseModel):
     # step that reaches it, then evaluates and saves as at the end of a run. A resumed run counts
     # its own process's time only. None: no budget.
     max_train_seconds: Optional[float] = None
+    # The clock of the LR decay: ``steps`` (the original's: the planned steps) or ``budget``: the
+    # larger of the steps' progress and the budget's (seconds since start over max_train_seconds),
+    # so the decay ends when the run does however many steps the machine gets through in time.
+    # The warm-up counts steps either way. ``budget`` makes the LR depend on the wall clock.
+    lr_schedule_clock: Literal["steps", "budget"] = "steps"
     # CGAR's training methods (docs/training.md, "Faster training"): the loss of ACT segment t
     # weighted by lambda^(t-1), normalised to mean 1 (None: off, the unweighted loss).
     segment_loss_decay: Optional[float] = None
@@ -143,6 +148,8 @@ class PretrainConfig(pydantic.BaseModel):
                 raise ValueError(f"{name} must be a positive number or null, got {getattr(self, name)}")
         if self.max_train_seconds is not None and not self.max_train_seconds > 0:
             raise ValueError(f"max_train_seconds must be a positive number of seconds or null, got {self.max_train_seconds}")
+        if self.lr_schedule_clock == "budget" and self.max_train_seconds is None:
+            raise ValueError("lr_schedule_clock=budget decays the LR over the time budget: set max_train_seconds too")
         if self.segment_loss_decay is not None and not 0 < self.segment_loss_decay < float("inf"):
             raise ValueError(f"segment_loss_decay must be a positive number (e.g. 0.7) or null, got {self.segment_loss_decay}")
         if self.depth_schedule:

@@ -40,6 +40,8 @@ class TrainState:
     batches_in_iter: int = 0
     ema: Optional[EMAHelper] = None
     best: Optional[BestTracker] = None  # best_metric so far (``best_metric`` set)
+    # Share of max_train_seconds spent before this step, the same on every rank (lr_schedule_clock=budget).
+    budget_progress: float = 0.0
     # Device-side record of the first step with a non-finite loss (0: none); read only when logging.
     first_bad_step: Optional[torch.Tensor] = field(default=None, repr=False)
 
@@ -68,9 +70,14 @@ def compute_lr(base_lr: float, config: PretrainConfig, train_state: TrainState) 
     """The learning rate of the update that makes ``train_state.step`` (already counted): the
     schedule at that step, as HRM's and TRM's loops; with ``urm_train_loop``, at the step before,
     as URM's ``train_batch`` reads the schedule before counting the step (so the first update
-    runs at lr(0), 0 during warm-up)."""
+    runs at lr(0), 0 during warm-up). With ``lr_schedule_clock=budget`` the decay is at least as
+    far along as ``train_state.budget_progress``."""
     step = train_state.step - 1 if config.urm_train_loop else train_state.step
-    return cosine_schedule_with_warmup_lr_lambda(step, base_lr=base_lr, num_warmup_steps=round(config.lr_warmup_steps),
+    warmup = round(config.lr_warmup_steps)
+    if config.lr_schedule_clock == "budget" and step >= warmup:
+        # The step at which the step schedule would have made as much progress as the budget has.
+        step = max(step, warmup + train_state.budget_progress * (train_state.total_steps - warmup))
+    return cosine_schedule_with_warmup_lr_lambda(step, base_lr=base_lr, num_warmup_steps=warmup,
                                                  num_training_steps=train_state.total_steps, min_ratio=config.lr_min_ratio)
 
 

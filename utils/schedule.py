@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 
-def cosine_schedule_with_warmup_lr_lambda(current_step: int, *, base_lr: float, num_warmup_steps: int, num_training_steps: int,
+def cosine_schedule_with_warmup_lr_lambda(current_step: float, *, base_lr: float, num_warmup_steps: int, num_training_steps: int,
                                           min_ratio: float = 0.0, num_cycles: float = 0.5) -> float:
     """The learning rate at ``current_step`` (the original's formula, as a function of the step)."""
     if current_step < num_warmup_steps:
