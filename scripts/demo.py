@@ -28,8 +28,9 @@ from utils.cli import ArgumentParser
 from utils.outputs import load_outputs
 
 # Chosen to reach >= 90% exact accuracy on the held-out puzzles in a few minutes on 2 CPU cores.
-# Training runs eager (compile=false): at 625 steps a compiled demo measured slower end to end
-# (4 min 48 s against 3 min 15 s of training; docs/performance.md "Performance").
+# Training runs eager (compile=false): the demo must run on machines without the C++ compiler that
+# torch.compile needs on a CPU (compiling the reasoning modules would save about a minute of its
+# training, and compiling the whole model costs more than it saves; docs/performance.md "Compiling on a CPU").
 DEMO_ARCH = ["arch.hidden_size=64", "arch.num_heads=2", "arch.H_layers=2", "arch.L_layers=2", "arch.H_cycles=2",
              "arch.L_cycles=2", "arch.halt_max_steps=4", "arch.forward_dtype=float32"]
 

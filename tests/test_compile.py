@@ -14,8 +14,8 @@ from models.ema import EMAHelper
 from utils.sign_sgd import CastedSparseEmbeddingSignSGD_Distributed
 from training.config import ConfigError, parse_config
 from utils.adam_atan2 import AdamATan2
-from utils.compile import (CPU_BREAK_EVEN_STEPS, compile_regions, has_compiled_regions, should_compile, should_compile_optimizer,
-                           should_compile_regions)
+from utils.compile import (CPU_REGIONAL_BREAK_EVEN_STEPS, compile_regions, has_compiled_regions, has_cpp_compiler, should_compile,
+                           should_compile_optimizer, should_compile_regions)
 from utils.functions import load_model_class, unwrap_compiled
 
 ARCH_DIR = os.path.join(os.path.dirname(__file__), "..", "config", "arch")
@@ -199,16 +199,24 @@ def test_compile_setting_decides(monkeypatch):
     monkeypatch.delenv("DISABLE_COMPILE", raising=False)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert should_compile("auto", cuda, 10) and should_compile("auto", cuda, None)
-    assert not should_compile("auto", cpu, CPU_BREAK_EVEN_STEPS - 1) and should_compile("auto", cpu, CPU_BREAK_EVEN_STEPS)
-    assert not should_compile("auto", cpu, None), "evaluation only: auto does not compile on a CPU"
+    assert not should_compile("auto", cpu, 10 ** 6), "auto on a CPU: the regions, never the whole model"
+    assert not should_compile_regions("auto", cpu, CPU_REGIONAL_BREAK_EVEN_STEPS - 1) and should_compile_regions("auto", cpu, CPU_REGIONAL_BREAK_EVEN_STEPS)
+    monkeypatch.setenv("PATH", "")  # no C++ compiler to build CPU kernels with: auto trains eager rather than fail
+    monkeypatch.delenv("CXX", raising=False)
+    assert not has_cpp_compiler() and not should_compile_regions("auto", cpu, 10 ** 6) and should_compile_regions("regional", cpu, 10 ** 6)
+    monkeypatch.undo()
+    monkeypatch.delenv("DISABLE_COMPILE", raising=False)
+    assert not should_compile_regions("auto", cpu, None), "evaluation only: auto does not compile on a CPU"
+    assert not should_compile_regions("auto", cuda, 10 ** 6), "auto on CUDA: the whole model"
     assert should_compile(True, cpu, 1) and not should_compile(False, cuda, 10 ** 6)
     assert not should_compile("regional", cuda, 10 ** 6), "regional: not the whole model"
-    assert should_compile_regions("regional") and not should_compile_regions(True) and not should_compile_regions("auto")
+    assert should_compile_regions("regional", cuda, None) and not should_compile_regions(True, cpu, 10 ** 6)
+    assert not should_compile_regions(False, cpu, 10 ** 6)
     assert not should_compile_optimizer(True, cpu, 10 ** 5, 100) and should_compile_optimizer(True, cpu, 27 * 10 ** 6, 1000)
     assert not should_compile_optimizer(True, cuda, 27 * 10 ** 6, 1000) and not should_compile_optimizer(False, cpu, 27 * 10 ** 6, 1000)
     monkeypatch.setenv("DISABLE_COMPILE", "1")
     assert not should_compile(True, cuda, 10 ** 6), "DISABLE_COMPILE (the original's switch) wins"
-    assert not should_compile_regions("regional")
+    assert not should_compile_regions("regional", cpu, 10 ** 6) and not should_compile_regions("auto", cpu, 10 ** 6)
 
 
 def test_compile_config_key():

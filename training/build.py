@@ -17,7 +17,8 @@ from training.config import PretrainConfig
 from training.preemption import ignore_stop_signals
 from utils.adam_atan2 import AdamATan2
 from utils.muon import Muon, muon_param_groups
-from utils.compile import compile_model, compile_regions, should_compile, should_compile_optimizer, should_compile_regions
+from utils.compile import (compile_model, compile_regions, has_compiled_regions, should_compile, should_compile_optimizer,
+                           should_compile_regions)
 from utils.config import ConfigError
 from utils.functions import load_state_dict_flexible, strip_compile_prefix, unwrap_compiled
 from utils.hub import local_checkpoint
@@ -55,7 +56,7 @@ def create_model(config: PretrainConfig, train_metadata: PuzzleDatasetMetadata, 
                     dist.broadcast(tensor, src=0)
     if should_compile(config.compile, device, total_steps):
         model = compile_model(model)
-    elif should_compile_regions(config.compile):
+    elif should_compile_regions(config.compile, device, total_steps):
         compile_regions(model.model.inner.repeated_modules())  # type: ignore[union-attr, operator]
     return model
 
@@ -65,12 +66,13 @@ def create_optimizers(config: PretrainConfig, model: nn.Module, world_size: int 
     """The optimizers and their base learning rates, in the original's order: sign-SGD for the
     puzzle embedding (when the model has one), then for the weights (unless frozen) AdamATan2 or,
     with ``optimizer=muon``, URM's Muon (2-D weights orthogonalised, the rest by its AdamW branch;
-    ``weight_decay``, ``beta1``/``beta2`` for that branch). With a compiled model, AdamATan2 also
+    ``weight_decay``, ``beta1``/``beta2`` for that branch). With a compiled model (whole or regions), AdamATan2 also
     fuses its update where that pays for ``total_steps`` steps."""
     inner = unwrap_compiled(model)
     has_puzzle_emb = getattr(inner.model.config, "puzzle_emb_ndim", 0) > 0
     device = next(iter(model.parameters()), torch.empty(0)).device
-    compiled = should_compile_optimizer(inner is not model, device, sum(p.numel() for p in model.parameters()), total_steps)
+    model_compiled = inner is not model or has_compiled_regions(model)
+    compiled = should_compile_optimizer(model_compiled, device, sum(p.numel() for p in model.parameters()), total_steps)
 
     def weights_optimizer():
         if config.optimizer == "muon":

@@ -77,7 +77,7 @@ class PretrainConfig(pydantic.BaseModel):
     # Steps per line of train_metrics.jsonl; default: about 200 lines per run.
     train_metrics_interval: Optional[int] = None
     wandb_group: Optional[str] = None
-    compile: CompileSetting = "auto"  # torch.compile: auto (CUDA always, CPU for long runs), true, false, regional
+    compile: CompileSetting = "auto"  # torch.compile: auto (CUDA: whole model; CPU: regional in long runs), true, false, regional
     dist_timeout_s: float = DEFAULT_DIST_TIMEOUT_S
     # One GPU (docs/training.md "Training on one GPU"): micro-batches per optimizer step, best checkpoint and
     # early stopping, cheaper evaluation during training.

@@ -1,25 +1,22 @@
 """When and what to ``torch.compile``: the ``compile=auto|true|false|regional`` config key.
 
-``auto`` compiles on CUDA always. On a CPU, compilation costs tens of seconds before the first
-step (one graph for training, one for evaluation) and then makes every step faster, so ``auto``
-compiles only runs long enough to earn that back: at least ``CPU_BREAK_EVEN_STEPS`` training
-steps, measured at the demo configuration (docs/performance.md, "Performance"); larger models gain more per
-step for about the same compile time, so they break even sooner. ``DISABLE_COMPILE`` (the original
-code's switch) turns compilation off whatever the config says.
-
-The compiled module is the usual ``torch.compile`` wrapper: its state-dict keys carry the
+``regional`` compiles only the modules a segment applies over and over (the model names them:
+``ACTInner.repeated_modules``), each in place, so the state-dict keys do not change. ``true``
+compiles the whole model: the usual ``torch.compile`` wrapper, whose state-dict keys carry the
 ``_orig_mod.`` prefix, which saving strips (``utils.functions.strip_compile_prefix``).
 
-``regional`` compiles only the modules a segment applies over and over (the model names them:
-``ACTInner.repeated_modules``), each in place, so the state-dict keys do not change. It compiles
-in less time for a smaller gain per step: 18 s for 1.39x the eager steps per second against 41 s
-for 1.67x for the whole model, measured on the speedrun's HRM (docs/training.md, "Faster
-training"). ``auto`` never chooses it: which pays more depends on the step time, unknown before
-the first steps.
+``auto`` compiles the whole model on CUDA always. On a CPU it compiles the regions, only in runs
+long enough to earn their compile time back (at least ``CPU_REGIONAL_BREAK_EVEN_STEPS`` training
+steps) and only with a C++ compiler on the machine, which compiling for a CPU needs. On a CPU the
+regions beat the whole model at every run length measured: in the speedrun's training loop their
+steps were no slower and the run started ~45 s sooner (docs/training.md, "Faster training").
+Evaluation alone (no training steps) compiles on CUDA only.
+``DISABLE_COMPILE`` (the original code's switch) turns compilation off whatever the config says.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any, Iterable, Literal, Optional, Union
 
 import torch
@@ -27,11 +24,11 @@ from torch import nn
 
 CompileSetting = Union[bool, Literal["auto", "regional"]]
 
-# Training steps after which compiling pays back on a CPU. Step-level figures under load suggested
-# ~500, but a full `make demo` (625 steps, 2-core machine, idle) took 288 s compiled against 195 s
-# eager: compiling the train and eval graphs cost ~120 s for ~0.04 s saved per step, so ~3000
-# (docs/performance.md "Performance").
-CPU_BREAK_EVEN_STEPS = 3000
+# Training steps after which compiling the regions pays back on a CPU. At the demo configuration
+# (2 cores) they compiled in ~20 s and then ran 0.25 s steps against 0.37 s eager: even after ~200
+# steps; the whole 624-step demo took 186 s against 255 s eager (docs/performance.md, "Compiling
+# on a CPU"). 300 leaves a margin for models whose eager steps are cheaper.
+CPU_REGIONAL_BREAK_EVEN_STEPS = 300
 
 # The compiled AdamATan2 update (utils/adam_atan2.py) compiles in seconds; its fused part measured
 # 0.78x the eager ops it replaces (loaded machine, docs/performance.md "Performance"): used for large, long runs.
@@ -39,17 +36,13 @@ CPU_OPTIMIZER_BREAK_EVEN = 4e9
 
 
 def should_compile(setting: CompileSetting, device: torch.device, total_steps: Optional[int]) -> bool:
-    """Whether to compile the whole model for a run of ``total_steps`` training steps on ``device``.
-
-    ``total_steps=None`` means evaluation only: ``auto`` then compiles on CUDA but not on a CPU.
-    """
+    """Whether to compile the whole model (``compile=true``, or ``auto`` on CUDA) for a run of
+    ``total_steps`` training steps on ``device``; ``total_steps=None`` means evaluation only."""
     if "DISABLE_COMPILE" in os.environ or setting == "regional":
         return False
     if setting != "auto":
         return bool(setting)
-    if device.type == "cuda":
-        return True
-    return total_steps is not None and total_steps >= CPU_BREAK_EVEN_STEPS
+    return device.type == "cuda"
 
 
 def should_compile_optimizer(model_compiled: bool, device: torch.device, n_params: int, total_steps: Optional[int]) -> bool:
@@ -66,9 +59,21 @@ def compile_model(model: nn.Module) -> nn.Module:
     return torch.compile(model, dynamic=False)  # type: ignore[return-value]
 
 
-def should_compile_regions(setting: CompileSetting) -> bool:
-    """Whether to compile the repeated modules only (``compile=regional``; ``DISABLE_COMPILE`` wins)."""
-    return setting == "regional" and "DISABLE_COMPILE" not in os.environ
+def should_compile_regions(setting: CompileSetting, device: torch.device, total_steps: Optional[int]) -> bool:
+    """Whether to compile the repeated modules only: ``compile=regional``, or ``auto`` on a CPU for a
+    run of at least ``CPU_REGIONAL_BREAK_EVEN_STEPS`` training steps (``DISABLE_COMPILE`` wins)."""
+    if "DISABLE_COMPILE" in os.environ:
+        return False
+    if setting == "auto":
+        return (device.type == "cpu" and total_steps is not None and total_steps >= CPU_REGIONAL_BREAK_EVEN_STEPS
+                and has_cpp_compiler())
+    return setting == "regional"
+
+
+def has_cpp_compiler() -> bool:
+    """Whether a C++ compiler is on the PATH (``$CXX``, else g++ or clang++): ``torch.compile``
+    builds its CPU kernels with one, so without it ``auto`` trains eager instead of failing."""
+    return any(shutil.which(name) for name in (os.environ.get("CXX"), "g++", "clang++", "c++") if name)
 
 
 def compile_regions(modules: Iterable[nn.Module], **compile_kwargs: Any) -> None:
