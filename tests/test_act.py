@@ -119,7 +119,7 @@ def test_act_inference_changes_evaluation_segment_counts(sudoku4):
             cfg = compose("cfg_pretrain", overrides=[
                 "arch=transformers_baseline", f"data_path={sudoku4}", "global_batch_size=16", "evaluators=[]",
                 "arch.hidden_size=16", "arch.num_heads=2", "arch.H_layers=1", "arch.halt_max_steps=3",
-                "arch.forward_dtype=float32", f"arch.act_inference={act_inference}"])
+                "arch.forward_dtype=float32", f"arch.act_inference={act_inference}", "compile=false"])
         config = parse_config(OmegaConf.to_container(cfg, resolve=True))
         _, train_metadata = create_dataloader(config, "train", test_set_mode=False, epochs_per_iter=1, global_batch_size=16,
                                               rank=0, world_size=1)
