@@ -59,19 +59,29 @@ def shortened(line: str):
     return env, launcher, script, overrides
 
 
+def run_pretrain_line(workdir, index: int):
+    """Original training command line ``index``, shortened, run in ``workdir``."""
+    env, launcher, script, overrides = shortened(ORIGINAL_PRETRAIN_LINES[index])
+    tiny = TINY_TRM if "arch=trm" in overrides else TINY_HRM
+    if "arch.puzzle_emb_ndim=0" in overrides:
+        tiny = [t for t in tiny if "puzzle_emb" not in t]
+    extra = [] if any(o.startswith("+run_name=") for o in overrides) else [f"+run_name=line{index}"]
+    return run([*launcher, str(REPO / script), *overrides, *SHRINK, *tiny, *extra], cwd=workdir, env=env)
+
+
+def line0_checkpoints(workdir):
+    """The ``step_N`` weights the first training command line saved in ``workdir``."""
+    found = sorted(glob.glob(str(workdir / "checkpoints" / "*ACT-torch" / "line0" / "step_*")))
+    return [c for c in found if os.path.basename(c).split("_")[1].isdigit()]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(ORIGINAL_PRETRAIN_LINES)))
 def test_original_pretrain_line_runs(workdir, index):
     line = ORIGINAL_PRETRAIN_LINES[index]
     if "arc1concept" in line and not (workdir / "data" / "arc1concept-aug-1000").is_dir():
         pytest.skip(f"ConceptARC fixture not found in {REFERENCE / 'arc_kaggle'}")
-    env, launcher, script, overrides = shortened(line)
-    tiny = TINY_TRM if "arch=trm" in overrides else TINY_HRM
-    if "arch.puzzle_emb_ndim=0" in overrides:
-        tiny = [t for t in tiny if "puzzle_emb" not in t]
-    run_name = f"line{index}"
-    extra = [] if any(o.startswith("+run_name=") for o in overrides) else [f"+run_name={run_name}"]
-    proc = run([*launcher, str(REPO / script), *overrides, *SHRINK, *tiny, *extra], cwd=workdir, env=env)
+    proc = run_pretrain_line(workdir, index)
 
     saved = sorted(glob.glob(str(workdir / "checkpoints" / "**" / "step_*"), recursive=True))
     assert saved, proc.stdout[-2000:]
@@ -85,10 +95,10 @@ def test_original_pretrain_line_runs(workdir, index):
 
 @pytest.mark.slow
 def test_original_evaluate_line_runs(workdir):
-    checkpoints = sorted(glob.glob(str(workdir / "checkpoints" / "*ACT-torch" / "line0" / "step_*")))
-    checkpoints = [c for c in checkpoints if os.path.basename(c).split("_")[1].isdigit()]
-    if not checkpoints:
-        pytest.skip("needs the checkpoint of the first training command line (run the module as a whole)")
+    checkpoints = line0_checkpoints(workdir)
+    if not checkpoints:  # the first training line ran in another test process (pytest -n), or not yet
+        run_pretrain_line(workdir, 0)
+        checkpoints = line0_checkpoints(workdir)
     env, launcher, script, overrides = shortened(ORIGINAL_EVALUATE_LINE)
     overrides = [f"checkpoint={checkpoints[-1]}"]
     out = run([*launcher, str(REPO / script), *overrides], cwd=workdir, env=env).stdout
