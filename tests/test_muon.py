@@ -88,6 +88,27 @@ def test_param_groups_and_bad_groups():
     Muon(groups, lr=0)  # the schedule sets lr each step; it may start at 0
 
 
+def test_hidden_layers_only_leave_embeddings_and_heads_to_the_adamw_branch(sudoku4):
+    """``muon_params=hidden_layers``: the repeated reasoning blocks' weights under Muon; the token
+    embedding, the output and Q heads with the biases under the AdamW branch. The default keeps
+    URM's grouping (every 2-D weight under Muon)."""
+    from conftest import TINY_HRM, in_process_run
+    lin, emb = torch.nn.Linear(4, 3), torch.nn.Embedding(5, 4)
+    groups = muon_param_groups([emb.weight, *lin.parameters()], hidden=[lin.weight])
+    assert groups[0]["params"] == [lin.weight] and groups[1]["params"] == [emb.weight, lin.bias]
+
+    def muon_names(*extra):
+        _, _, state = in_process_run(sudoku4, ["epochs=1", "eval_interval=1", "global_batch_size=8", "evaluators=[]", "optimizer=muon", "compile=false",
+                                               *TINY_HRM, *extra])
+        names = {id(p): n.split("inner.")[1] for n, p in state.model.named_parameters()}
+        return [sorted(names[id(p)] for p in g["params"]) for g in state.optimizers[-1].param_groups]
+
+    orthogonalised, adamw = muon_names("muon_params=hidden_layers")
+    assert adamw == ["embed_tokens.embedding_weight", "lm_head.weight", "q_head.bias", "q_head.weight"]
+    assert orthogonalised and all(n.startswith(("H_level.", "L_level.")) for n in orthogonalised)
+    assert muon_names() == [sorted(["embed_tokens.embedding_weight", "lm_head.weight", "q_head.weight", *orthogonalised]), ["q_head.bias"]]
+
+
 def test_state_dict_round_trip_continues_exactly():
     def make():
         torch.manual_seed(0)

@@ -91,6 +91,9 @@ class PretrainConfig(pydantic.BaseModel):
     # URM's (UbiquantAI/URM; Muon in utils/muon.py): the optimizer of the weights, and extra
     # evaluations at loops + delta segments.
     optimizer: Literal["adam_atan2", "muon"] = "adam_atan2"
+    # Which weights Muon orthogonalises: URM's every 2-D weight (all_2d), or only the repeated
+    # reasoning blocks' (hidden_layers; embeddings and heads then take Muon's AdamW branch).
+    muon_params: Literal["all_2d", "hidden_layers"] = "all_2d"
     loop_deltas: List[int] = []
     # URM's pretrain.py loop (docs/training.md, URM extras): update k at the schedule's
     # lr(k - 1), and on rank 0 the data order after its batch-counting pass. The URM recipes set it.

@@ -19,7 +19,7 @@ are URM's (``torch.optim.Muon`` uses other ones and another scaling: it is not t
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Iterable, Optional, Tuple
 
 import torch
 from torch.optim.optimizer import Optimizer, ParamsT
@@ -146,10 +146,15 @@ class Muon(Optimizer):
             p.add_(u, alpha=-lr / scale)
 
 
-def muon_param_groups(params) -> list:
+def muon_param_groups(params, hidden: Optional[Iterable[torch.Tensor]] = None) -> list:
     """URM's grouping (``use_muon=True``): every 2-D parameter under Muon, every other one (biases,
-    convolution kernels) under the AdamW branch. Empty groups are left out."""
+    convolution kernels) under the AdamW branch. With ``hidden``, only the 2-D parameters among
+    those (the hidden layers' weights) go to Muon, and the rest (embeddings, output heads) to the
+    AdamW branch, as Muon's author advises. Empty groups are left out."""
     params = [p for p in params if p.requires_grad]
-    groups = [dict(params=[p for p in params if p.ndim == 2], use_muon=True),
-              dict(params=[p for p in params if p.ndim != 2], use_muon=False)]
+    keep = {id(p) for p in hidden} if hidden is not None else None
+    orthogonalised = [p for p in params if p.ndim == 2 and (keep is None or id(p) in keep)]
+    chosen = {id(p) for p in orthogonalised}
+    groups = [dict(params=orthogonalised, use_muon=True),
+              dict(params=[p for p in params if id(p) not in chosen], use_muon=False)]
     return [g for g in groups if g["params"]]
