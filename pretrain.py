@@ -183,7 +183,7 @@ def budget_spent(run: Run) -> bool:
     """Whether ``max_train_seconds`` is spent now (every rank agrees; a run that has done its
     planned steps is never cut)."""
     planned = run.expected_steps or run.state.total_steps
-    if run.state.step >= planned or run.budget.max_seconds is None:
+    if run.state.step >= planned:
         return False
     run.state.budget_progress = run.budget.spent(run.info.world_size, run.info.cpu_group)  # lr_schedule_clock=budget reads it
     return run.state.budget_progress >= 1.0

@@ -152,9 +152,11 @@ def muon_param_groups(params, hidden: Optional[Iterable[torch.Tensor]] = None) -
     those (the hidden layers' weights) go to Muon, and the rest (embeddings, output heads) to the
     AdamW branch, as Muon's author advises. Empty groups are left out."""
     params = [p for p in params if p.requires_grad]
-    keep = {id(p) for p in hidden} if hidden is not None else None
-    orthogonalised = [p for p in params if p.ndim == 2 and (keep is None or id(p) in keep)]
-    chosen = {id(p) for p in orthogonalised}
-    groups = [dict(params=orthogonalised, use_muon=True),
-              dict(params=[p for p in params if id(p) not in chosen], use_muon=False)]
+    keep = None if hidden is None else {id(p) for p in hidden}
+
+    def orthogonalised(p: torch.Tensor) -> bool:
+        return p.ndim == 2 and (keep is None or id(p) in keep)
+
+    groups = [dict(params=[p for p in params if orthogonalised(p)], use_muon=True),
+              dict(params=[p for p in params if not orthogonalised(p)], use_muon=False)]
     return [g for g in groups if g["params"]]
