@@ -109,6 +109,21 @@ def test_hidden_layers_only_leave_embeddings_and_heads_to_the_adamw_branch(sudok
     assert muon_names() == [sorted(["embed_tokens.embedding_weight", "lm_head.weight", "q_head.weight", *orthogonalised]), ["q_head.bias"]]
 
 
+def test_muon_momentum_reaches_the_optimizer_and_is_checked(sudoku4):
+    """``muon_momentum`` sets Muon's momentum (URM's 0.95 by default); outside [0, 1) it is a one-line error."""
+    from conftest import TINY_HRM, in_process_run
+    from utils.config import ConfigError
+
+    def momentum(*extra):
+        _, _, state = in_process_run(sudoku4, ["epochs=1", "eval_interval=1", "global_batch_size=8", "evaluators=[]", "optimizer=muon",
+                                               "compile=false", *TINY_HRM, *extra])
+        return {g["momentum"] for g in state.optimizers[-1].param_groups}
+
+    assert momentum() == {0.95} and momentum("muon_momentum=0.9") == {0.9}
+    with pytest.raises(ConfigError, match=r"muon_momentum must be in \[0, 1\), got 1.0"):
+        momentum("muon_momentum=1.0")
+
+
 def test_state_dict_round_trip_continues_exactly():
     def make():
         torch.manual_seed(0)

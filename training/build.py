@@ -79,7 +79,7 @@ def create_optimizers(config: PretrainConfig, model: nn.Module, world_size: int 
             hidden = ([p for m in inner.model.inner.repeated_modules() for p in m.parameters()]  # type: ignore[union-attr, operator]
                       if config.muon_params == "hidden_layers" else None)
             return Muon(muon_param_groups(model.parameters(), hidden), lr=0, weight_decay=config.weight_decay,
-                        adamw_betas=(config.beta1, config.beta2))
+                        momentum=config.muon_momentum, adamw_betas=(config.beta1, config.beta2))
         return AdamATan2(model.parameters(), lr=0, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2), compiled=compiled)
 
     signsgd = lambda: CastedSparseEmbeddingSignSGD_Distributed(inner.model.puzzle_emb.buffers(), lr=0,  # noqa: E731

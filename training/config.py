@@ -94,6 +94,8 @@ class PretrainConfig(pydantic.BaseModel):
     # Which weights Muon orthogonalises: URM's every 2-D weight (all_2d), or only the repeated
     # reasoning blocks' (hidden_layers; embeddings and heads then take Muon's AdamW branch).
     muon_params: Literal["all_2d", "hidden_layers"] = "all_2d"
+    # Muon's momentum (URM's 0.95): the weight of past gradients in the update it orthogonalises.
+    muon_momentum: float = 0.95
     loop_deltas: List[int] = []
     # URM's pretrain.py loop (docs/training.md, URM extras): update k at the schedule's
     # lr(k - 1), and on rank 0 the data order after its batch-counting pass. The URM recipes set it.
@@ -155,6 +157,8 @@ class PretrainConfig(pydantic.BaseModel):
             raise ValueError("lr_schedule_clock=budget decays the LR over the time budget: set max_train_seconds too")
         if self.segment_loss_decay is not None and not 0 < self.segment_loss_decay < float("inf"):
             raise ValueError(f"segment_loss_decay must be a positive number (e.g. 0.7) or null, got {self.segment_loss_decay}")
+        if not 0 <= self.muon_momentum < 1:
+            raise ValueError(f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
         if self.depth_schedule:
             check_depth_schedule(self.depth_schedule, {"name": self.arch.name, **(self.arch.__pydantic_extra__ or {})})
         if self.early_stop_patience is not None and self.best_metric is None:
