@@ -359,16 +359,21 @@ class ACTModel(nn.Module):
         return self.training
 
     @contextlib.contextmanager
-    def at_depth(self, H_cycles: int, L_cycles: int):
-        """Run at ``H_cycles`` x ``L_cycles`` within the block (the training steps of a depth
-        curriculum), then at the configured depth again. ``reason`` reads these config fields as
-        plain ints, so a compiled model specialises on them: one graph per depth, none per step."""
-        configured = self.config.H_cycles, self.config.L_cycles  # type: ignore[attr-defined]
-        self.config.H_cycles, self.config.L_cycles = H_cycles, L_cycles  # type: ignore[attr-defined]
+    def at_depth(self, H_cycles: Optional[int] = None, L_cycles: Optional[int] = None, halt_max_steps: Optional[int] = None):
+        """Run at ``H_cycles`` x ``L_cycles`` and at most ``halt_max_steps`` segments per example within
+        the block (the training steps of a depth curriculum; None keeps a value), then as configured
+        again. ``reason`` and ``forward`` read these config fields as plain ints, so a compiled model
+        specialises on them: one graph per depth, none per step."""
+        given = {"H_cycles": H_cycles, "L_cycles": L_cycles, "halt_max_steps": halt_max_steps}
+        given = {name: value for name, value in given.items() if value is not None}
+        configured = {name: getattr(self.config, name) for name in given}
+        for name, value in given.items():
+            setattr(self.config, name, value)
         try:
             yield
         finally:
-            self.config.H_cycles, self.config.L_cycles = configured  # type: ignore[attr-defined]
+            for name, value in configured.items():
+                setattr(self.config, name, value)
 
     def forward(self, carry: ACTCarry, batch: Dict[str, torch.Tensor], halt_max_steps: Optional[int] = None,
                 act_inference: Optional[bool] = None) -> Tuple[ACTCarry, Dict[str, torch.Tensor]]:

@@ -1,5 +1,5 @@
 """training/depth.py: the depth curriculum's stages by step, its checks, training at each stage's
-depth and evaluating at the configured one, exact resume mid-stage, one compiled graph per stage."""
+depth and segments and evaluating at the configured ones, exact resume mid-stage, one compiled graph per stage."""
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -67,9 +67,10 @@ def train_steps(config, state, data, calls):
 
 def test_stage_of_each_step():
     stages = [DepthStage(until=0.3, H_cycles=1, L_cycles=2), DepthStage(until=0.6, H_cycles=2, L_cycles=4)]
-    assert [depth_at(stages, s, 10) for s in range(1, 11)] == [(1, 2)] * 3 + [(2, 4)] * 3 + [None] * 4
+    assert [depth_at(stages, s, 10) for s in range(1, 11)] == [stages[0]] * 3 + [stages[1]] * 3 + [None] * 4
     assert depth_at(None, 1, 10) is None and depth_at([], 5, 10) is None
-    assert depth_at([DepthStage(until=1.0, H_cycles=1, L_cycles=1)], 10, 10) == (1, 1), "until=1 covers the last step"
+    last = [DepthStage(until=1.0, halt_max_steps=1)]
+    assert depth_at(last, 10, 10) == last[0], "until=1 covers the last step"
 
 
 @pytest.mark.parametrize("schedule, message", [
@@ -77,7 +78,11 @@ def test_stage_of_each_step():
     ("[{until: 1.5, H_cycles: 1, L_cycles: 1}]", r"depth_schedule\[0\]: until must increase .* within \(0, 1\], got 1.5"),
     ("[{until: 0.5, H_cycles: 0, L_cycles: 1}]", r"depth_schedule\[0\]: H_cycles and L_cycles must be >= 1"),
     ("[{until: 0.5, H_cycles: 1, L_cycles: 3}]", r"depth_schedule\[0\]: .* deeper than the configured arch.H_cycles=3, arch.L_cycles=2"),
-    ("[{until: 0.5, H_cycles: 1}]", r"depth_schedule.*L_cycles"),
+    ("[{until: 0.5, H_cycles: 1}]", r"depth_schedule\[0\]: give H_cycles and L_cycles together"),
+    ("[{until: 0.5}]", r"depth_schedule\[0\]: sets nothing"),
+    ("[{until: 0.5, halt_max_steps: 0}]", r"depth_schedule\[0\]: halt_max_steps must be in \[1, 2\] .*got 0"),
+    ("[{until: 0.5, halt_max_steps: 3}]", r"depth_schedule\[0\]: halt_max_steps must be in \[1, 2\] .*got 3"),
+    ("[{until: 0.5, H_cycle: 1, L_cycles: 1}]", r"depth_schedule.*H_cycle"),
 ])
 def test_bad_schedules_are_one_line(schedule, message):
     with pytest.raises(ConfigError, match=message) as e:
@@ -113,6 +118,32 @@ def test_training_runs_each_stage_and_evaluation_the_configured_depth():
     assert train_steps(plain, state, batches(), count_calls(state)) == [CALLS[(3, 2)]] * 8, "no schedule: the configured depth"
 
 
+def test_a_segment_cap_holds_in_its_stage_and_evaluation_runs_the_configured_segments():
+    """``halt_max_steps`` in a stage: no training example runs more segments than the cap while
+    the stage lasts (so examples enter the batch sooner), the configured number afterwards and in
+    evaluation. An arch without recursion cycles may still cap its segments."""
+    config = tiny_config("arch.halt_max_steps=4", "depth_schedule=[{until: 0.5, halt_max_steps: 1}]")
+    state = new_state(config)
+    longest = []
+    for batch in batches():
+        train_batch(config, state, batch, 4, rank=0, world_size=1, log=False)
+        longest.append(int(state.carry[0].steps.max()))
+    assert longest[:4] == [1, 1, 1, 1] and max(longest[4:]) > 1, longest
+    act = unwrap_compiled(state.model).model
+    assert act.config.halt_max_steps == 4
+    state.model.eval()
+    with torch.inference_mode():
+        batch = batches(1)[0]
+        carry = state.model.initial_carry(batch)
+        for _ in range(4):
+            carry, *_ = state.model(carry=carry, batch=batch, return_keys=[])
+    assert carry.steps.tolist() == [4] * 4 and carry.halted.all()
+
+    baseline = tiny_config("arch.hidden_size=32", "arch.num_heads=2", "depth_schedule=[{until: 0.5, halt_max_steps: 1}]",
+                           arch="transformers_baseline")
+    assert baseline.depth_schedule[0].halt_max_steps == 1
+
+
 def test_resume_mid_stage_trains_as_the_uninterrupted_run(tmp_path):
     """Saved after step 4 (inside the second stage) and resumed from the files: the same depth at
     every later step and the same weights at the end, bit for bit."""
@@ -128,7 +159,8 @@ def test_resume_mid_stage_trains_as_the_uninterrupted_run(tmp_path):
     resumed = new_state(config)
     shared, own = load_train_state(str(tmp_path), 4, 0, "cpu")
     restore_resume_state(resumed, shared, own, "cpu")
-    assert resumed.step == 4 and depth_at(config.depth_schedule, 5, resumed.total_steps) == (2, 2)
+    stage = depth_at(config.depth_schedule, 5, resumed.total_steps)
+    assert resumed.step == 4 and (stage.H_cycles, stage.L_cycles) == (2, 2)
     assert train_steps(config, resumed, data, count_calls(resumed)) == whole_calls[4:]
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
