@@ -59,6 +59,12 @@ def test_the_budget_picks_the_track_recipe(tmp_path):
     assert pick == {600: "speedrun_sudoku6x6", 301: "speedrun_sudoku6x6", 300: "speedrun_sudoku6x6_5min", 120: "speedrun_sudoku6x6_5min"}
 
 
+def test_each_track_keeps_its_own_reserve_for_what_follows_the_stop(tmp_path):
+    """15 s held back on the 10-minute track, 8 s on the 5-minute one; reserve_s= overrides either."""
+    reserve = lambda *args: speedrun.parse_options([f"out={tmp_path / 'o'}", *args]).reserve_s  # noqa: E731
+    assert (reserve(), reserve("budget_s=300"), reserve("budget_s=300", "reserve_s=20"), reserve("reserve_s=0")) == (15, 8, 20, 0)
+
+
 def test_existing_out_and_data_of_other_sizes_are_refused(tmp_path, capsys):
     (tmp_path / "o").mkdir()
     with pytest.raises(SystemExit):
