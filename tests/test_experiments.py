@@ -62,9 +62,11 @@ RECIPES = {
                            'max_train_seconds=585 arch.hidden_size=64 arch.num_heads=2 arch.H_layers=2 arch.L_layers=2 arch.H_cycles=2 '
                            'arch.L_cycles=2 arch.halt_max_steps=8 arch.no_ACT_continue=true +arch.forward_dtype=float32'),
     "speedrun_sudoku6x6_5min": ('data_path=data/sudoku-6x6-speedrun evaluators="[]" epochs=10 eval_interval=2 global_batch_size=64 lr=3e-3 '
-                                'puzzle_emb_lr=1e-2 lr_warmup_steps=50 lr_min_ratio=0.1 weight_decay=0.1 optimizer=muon ema=True ema_rate=0.995 '
+                                'puzzle_emb_lr=1e-2 lr_warmup_steps=50 lr_min_ratio=0.1 weight_decay=0.1 '
+                                '"depth_schedule=[{until: 0.15, halt_max_steps: 2}, {until: 0.35, halt_max_steps: 4}]" optimizer=muon '
+                                'muon_momentum=0.9 ema=True ema_rate=0.995 '
                                 'eval_max_examples=200 eval_global_batch_size=200 checkpoint_every_eval=False log_interval=50 compile=regional '
-                                'max_train_seconds=285 arch.hidden_size=64 arch.num_heads=2 arch.H_layers=2 arch.L_layers=2 arch.H_cycles=2 '
+                                'max_train_seconds=292 arch.hidden_size=64 arch.num_heads=2 arch.H_layers=2 arch.L_layers=2 arch.H_cycles=2 '
                                 'arch.L_cycles=2 arch.halt_max_steps=6 arch.no_ACT_continue=true +arch.forward_dtype=float32'),
 }
 
