@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from utils.arch_config import configured_segments
 from utils.cli import ArgumentParser
 from utils.errors import UserError
 
@@ -207,7 +208,7 @@ def plan(name: Optional[str], overrides: Sequence[str], gpus: int = 1, mfu: floa
     segment, step_flops = model_flops(arch_cfg, config.global_batch_size, seq_len=meta["seq_len"], vocab=meta["vocab_size"])
     train_flops = steps * step_flops
     evaluations = config.epochs // config.eval_interval if config.eval_interval else 1
-    halt_max_steps = arch.get("halt_max_steps", arch.get("loops"))
+    halt_max_steps = configured_segments(arch)
     eval_flops = None
     if test_examples is not None and config.evaluators is not None:
         per_example = segment / config.global_batch_size

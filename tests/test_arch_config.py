@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from utils.arch_config import check_arch_keys, normalise_arch_overrides, plus_unknown_keys
+from utils.arch_config import check_arch_keys, configured_segments, normalise_arch_overrides, plus_unknown_keys
 from utils.functions import load_model_class
 
 ARCHS = sorted(p.stem for p in (REPO / "config" / "arch").glob("*.yaml"))
@@ -50,3 +50,9 @@ def test_unknown_top_level_keys_reach_the_schema():
     args = ["epocs=5", "lr=1e-3", "arch.hidden_size=8", "run_name=x", "+seed=1", "~ema", "hydra.verbose=true", "hydra/job_logging=disabled", "-m", "a.b=1"]
     assert plus_unknown_keys(args, ["lr", "arch", "seed", "ema"]) == [
         "+epocs=5", "lr=1e-3", "arch.hidden_size=8", "+run_name=x", "+seed=1", "~ema", "hydra.verbose=true", "hydra/job_logging=disabled", "-m", "+a.b=1"]
+
+
+def test_configured_segments_reads_either_name():
+    """``halt_max_steps``, or URM's ``loops`` for the same number; None when an arch has neither."""
+    assert configured_segments({"halt_max_steps": 6}) == 6 and configured_segments({"loops": 16}) == 16
+    assert configured_segments({"name": "x"}) is None

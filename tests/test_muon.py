@@ -88,18 +88,24 @@ def test_param_groups_and_bad_groups():
     Muon(groups, lr=0)  # the schedule sets lr each step; it may start at 0
 
 
+def muon_run(sudoku4, *extra):
+    """A tiny HRM run's training state (nothing trained yet) with ``optimizer=muon`` and ``extra`` overrides."""
+    from conftest import TINY_HRM, in_process_run
+    _, _, state = in_process_run(sudoku4, ["epochs=1", "eval_interval=1", "global_batch_size=8", "evaluators=[]", "optimizer=muon", "compile=false",
+                                           *TINY_HRM, *extra])
+    return state
+
+
 def test_hidden_layers_only_leave_embeddings_and_heads_to_the_adamw_branch(sudoku4):
     """``muon_params=hidden_layers``: the repeated reasoning blocks' weights under Muon; the token
     embedding, the output and Q heads with the biases under the AdamW branch. The default keeps
     URM's grouping (every 2-D weight under Muon)."""
-    from conftest import TINY_HRM, in_process_run
     lin, emb = torch.nn.Linear(4, 3), torch.nn.Embedding(5, 4)
     groups = muon_param_groups([emb.weight, *lin.parameters()], hidden=[lin.weight])
     assert groups[0]["params"] == [lin.weight] and groups[1]["params"] == [emb.weight, lin.bias]
 
     def muon_names(*extra):
-        _, _, state = in_process_run(sudoku4, ["epochs=1", "eval_interval=1", "global_batch_size=8", "evaluators=[]", "optimizer=muon", "compile=false",
-                                               *TINY_HRM, *extra])
+        state = muon_run(sudoku4, *extra)
         names = {id(p): n.split("inner.")[1] for n, p in state.model.named_parameters()}
         return [sorted(names[id(p)] for p in g["params"]) for g in state.optimizers[-1].param_groups]
 
@@ -111,13 +117,10 @@ def test_hidden_layers_only_leave_embeddings_and_heads_to_the_adamw_branch(sudok
 
 def test_muon_momentum_reaches_the_optimizer_and_is_checked(sudoku4):
     """``muon_momentum`` sets Muon's momentum (URM's 0.95 by default); outside [0, 1) it is a one-line error."""
-    from conftest import TINY_HRM, in_process_run
     from utils.config import ConfigError
 
     def momentum(*extra):
-        _, _, state = in_process_run(sudoku4, ["epochs=1", "eval_interval=1", "global_batch_size=8", "evaluators=[]", "optimizer=muon",
-                                               "compile=false", *TINY_HRM, *extra])
-        return {g["momentum"] for g in state.optimizers[-1].param_groups}
+        return {g["momentum"] for g in muon_run(sudoku4, *extra).optimizers[-1].param_groups}
 
     assert momentum() == {0.95} and momentum("muon_momentum=0.9") == {0.9}
     with pytest.raises(ConfigError, match=r"muon_momentum must be in \[0, 1\), got 1.0"):

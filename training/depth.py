@@ -18,6 +18,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import pydantic
 
+from utils.arch_config import configured_segments
+
 
 class DepthStage(pydantic.BaseModel):
     """While the progress is below ``until`` (a fraction of the run), train at ``H_cycles`` x
@@ -36,7 +38,7 @@ def check_depth_schedule(stages: Sequence[DepthStage], arch: Mapping[str, Any]) 
     recursion depth (both cycles, positive, and the arch has them) or the segments or both, and no
     stage is deeper or longer than the arch's configured values (those of the last stage and of evaluation)."""
     full_h, full_l = arch.get("H_cycles"), arch.get("L_cycles")
-    full_segments = arch.get("halt_max_steps") or arch.get("loops")  # URM's name for the same number
+    full_segments = configured_segments(arch)
     previous = 0.0
     for i, stage in enumerate(stages):
         where = f"depth_schedule[{i}]"

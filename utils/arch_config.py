@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Iterable, List
+from typing import Any, Iterable, List, Mapping, Optional
 
 # Keys of ``arch`` that are not model config fields.
 ARCH_META_KEYS = ("name", "loss")
@@ -50,3 +50,9 @@ def check_arch_keys(keys: Iterable[str], config_cls, arch_name: str) -> None:
             near = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
             hint = f"did you mean {' or '.join(near)}?" if near else f"valid keys: {', '.join(valid)}"
             raise ValueError(f"arch.{key}: unknown key for {arch_name}; {hint}")
+
+
+def configured_segments(arch: Mapping[str, Any]) -> Optional[int]:
+    """The ACT segments an ``arch`` mapping configures: ``halt_max_steps``, or URM's ``loops`` (its
+    name for the same number); None when it has neither."""
+    return arch.get("halt_max_steps") or arch.get("loops")
