@@ -109,6 +109,11 @@ class PretrainConfig(pydantic.BaseModel):
     # so the decay ends when the run does however many steps the machine gets through in time.
     # The warm-up counts steps either way. ``budget`` makes the LR depend on the wall clock.
     lr_schedule_clock: Literal["steps", "budget"] = "steps"
+    # The shape of the LR after the warm-up: ``cosine`` (the original's decay to lr_min_ratio over
+    # the run) or ``wsd`` (warm-up-stable-decay: the peak LR held, then a linear decay to
+    # lr_min_ratio over the last ``lr_decay_fraction`` of the run). Either follows lr_schedule_clock.
+    lr_schedule: Literal["cosine", "wsd"] = "cosine"
+    lr_decay_fraction: float = 0.2
     # CGAR's training methods (docs/training.md, "Faster training"): the loss of ACT segment t
     # weighted by lambda^(t-1), normalised to mean 1 (None: off, the unweighted loss).
     segment_loss_decay: Optional[float] = None
@@ -155,6 +160,8 @@ class PretrainConfig(pydantic.BaseModel):
             raise ValueError(f"max_train_seconds must be a positive number of seconds or null, got {self.max_train_seconds}")
         if self.lr_schedule_clock == "budget" and self.max_train_seconds is None:
             raise ValueError("lr_schedule_clock=budget decays the LR over the time budget: set max_train_seconds too")
+        if not 0 < self.lr_decay_fraction <= 1:
+            raise ValueError(f"lr_decay_fraction must be in (0, 1] (the share of the run that lr_schedule=wsd decays over), got {self.lr_decay_fraction}")
         if self.segment_loss_decay is not None and not 0 < self.segment_loss_decay < float("inf"):
             raise ValueError(f"segment_loss_decay must be a positive number (e.g. 0.7) or null, got {self.segment_loss_decay}")
         if not 0 <= self.muon_momentum < 1:

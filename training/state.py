@@ -23,7 +23,7 @@ from utils.config import ConfigError
 from utils.distributed import DistInfo, all_reduce_grads, min_nonzero_over_ranks
 from utils.functions import unwrap_compiled
 from utils.metrics import reduce_metrics, stack_metrics, to_device
-from utils.schedule import cosine_schedule_with_warmup_lr_lambda
+from utils.schedule import cosine_schedule_with_warmup_lr_lambda, wsd_schedule_lr_lambda
 
 
 @dataclass
@@ -77,6 +77,9 @@ def compute_lr(base_lr: float, config: PretrainConfig, train_state: TrainState) 
     if config.lr_schedule_clock == "budget" and step >= warmup:
         # The step at which the step schedule would have made as much progress as the budget has.
         step = max(step, warmup + train_state.budget_progress * (train_state.total_steps - warmup))
+    if config.lr_schedule == "wsd":
+        return wsd_schedule_lr_lambda(step, base_lr=base_lr, num_warmup_steps=warmup, num_training_steps=train_state.total_steps,
+                                      min_ratio=config.lr_min_ratio, decay_fraction=config.lr_decay_fraction)
     return cosine_schedule_with_warmup_lr_lambda(step, base_lr=base_lr, num_warmup_steps=warmup,
                                                  num_training_steps=train_state.total_steps, min_ratio=config.lr_min_ratio)
 

@@ -1,4 +1,5 @@
-"""Learning-rate schedule of the original: linear warm-up, then cosine decay to ``min_ratio``."""
+"""Learning-rate schedules: the original's (linear warm-up, then cosine decay to ``min_ratio``) and
+warm-up-stable-decay (``lr_schedule=wsd``: the peak LR held, then a linear decay at the end)."""
 from __future__ import annotations
 
 import math
@@ -11,3 +12,15 @@ def cosine_schedule_with_warmup_lr_lambda(current_step: float, *, base_lr: float
         return base_lr * float(current_step) / float(max(1, num_warmup_steps))
     progress = float(current_step - num_warmup_steps) / float(max(1, num_training_steps - num_warmup_steps))
     return base_lr * (min_ratio + max(0.0, (1 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))))
+
+
+def wsd_schedule_lr_lambda(current_step: float, *, base_lr: float, num_warmup_steps: int, num_training_steps: int,
+                           min_ratio: float = 0.0, decay_fraction: float = 0.2) -> float:
+    """Warm-up-stable-decay: the same linear warm-up, then ``base_lr`` held until the last
+    ``decay_fraction`` of the steps after the warm-up, then a linear decay to ``base_lr * min_ratio``
+    at ``num_training_steps`` (and held there past it)."""
+    if current_step < num_warmup_steps:
+        return base_lr * float(current_step) / float(max(1, num_warmup_steps))
+    progress = float(current_step - num_warmup_steps) / float(max(1, num_training_steps - num_warmup_steps))
+    remaining = min(1.0, max(0.0, (1.0 - progress) / decay_fraction))
+    return base_lr * (min_ratio + (1 - min_ratio) * remaining)
