@@ -68,10 +68,10 @@ def init_train_state(config: PretrainConfig, train_metadata: PuzzleDatasetMetada
 
 def compute_lr(base_lr: float, config: PretrainConfig, train_state: TrainState) -> float:
     """The learning rate of the update that makes ``train_state.step`` (already counted): the
-    schedule at that step, as HRM's and TRM's loops; with ``urm_train_loop``, at the step before,
-    as URM's ``train_batch`` reads the schedule before counting the step (so the first update
-    runs at lr(0), 0 during warm-up). With ``lr_schedule_clock=budget`` the decay is at least as
-    far along as ``train_state.budget_progress``."""
+    schedule (``lr_schedule``: the original's cosine, or WSD) at that step, as HRM's and TRM's
+    loops; with ``urm_train_loop``, at the step before, as URM's ``train_batch`` reads the schedule
+    before counting the step (so the first update runs at lr(0), 0 during warm-up). With
+    ``lr_schedule_clock=budget`` the decay is at least as far along as ``train_state.budget_progress``."""
     step = train_state.step - 1 if config.urm_train_loop else train_state.step
     warmup = round(config.lr_warmup_steps)
     if config.lr_schedule_clock == "budget" and step >= warmup:
