@@ -164,6 +164,23 @@ def counting_backend():
     return backend, graphs
 
 
+def minimal_pretrain_config(**extra):
+    """A parsed pretrain config with only the required keys (LR 1e-3, 10 warm-up steps, floor 0.1)
+    and ``extra``: for checks of the config and of the LR schedule that build no model."""
+    from training.config import parse_config
+    return parse_config({"arch": {"name": "x", "loss": {"name": "y"}}, "global_batch_size": 8, "epochs": 1, "lr": 1e-3, "lr_min_ratio": 0.1,
+                         "lr_warmup_steps": 10, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "puzzle_emb_lr": 1e-2,
+                         "puzzle_emb_weight_decay": 0.1, **extra})
+
+
+def lr_at(config, step: int, budget_progress: float = 0.0, total_steps: int = 1000) -> float:
+    """The LR (base 1e-3) that training's ``compute_lr`` gives the update making ``step`` of a
+    ``total_steps`` run, with ``budget_progress`` of the time budget spent."""
+    from training.state import TrainState, compute_lr
+    return compute_lr(1e-3, config, TrainState(model=torch.nn.Linear(1, 1), optimizers=[], optimizer_lrs=[], carry=None, step=step,
+                                               total_steps=total_steps, budget_progress=budget_progress))
+
+
 def in_process_run(data, overrides: List[str], global_batch_size: int = 8, epochs_per_iter: int = 2):
     """A run as ``pretrain.py`` sets it up, in this process on the CPU: the config composed from
     ``cfg_pretrain`` and ``overrides``, the train split's loader and a fresh train state (seed 0),

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY_HRM, load_weights
+from conftest import REPO, TINY_HRM, load_weights, lr_at, minimal_pretrain_config
 from training.budget import TimeBudget
 from utils.clock import ProcessClock
 
@@ -146,36 +146,24 @@ def test_every_job_of_a_multirun_gets_its_own_budget(sudoku4, tmp_path):
     assert f"| {end0['step']} of 2400, stopped by max_train_seconds |" in table and "| 12 |" in table
 
 
-def budget_clock_config(**extra):
-    from training.config import parse_config
-    return parse_config({"arch": {"name": "x", "loss": {"name": "y"}}, "global_batch_size": 8, "epochs": 1, "lr": 1e-3, "lr_min_ratio": 0.1,
-                         "lr_warmup_steps": 10, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "puzzle_emb_lr": 1e-2,
-                         "puzzle_emb_weight_decay": 0.1, **extra})
-
-
 def test_the_budget_clock_decays_the_lr_as_far_as_the_steps_or_the_budget_have_gone():
-    from training.state import TrainState, compute_lr
     from utils.schedule import cosine_schedule_with_warmup_lr_lambda
 
     def by_steps(step):
         return cosine_schedule_with_warmup_lr_lambda(step, base_lr=1e-3, num_warmup_steps=10, num_training_steps=1000, min_ratio=0.1)
 
-    def lr(config, step, progress):
-        return compute_lr(1e-3, config, TrainState(model=torch.nn.Linear(1, 1), optimizers=[], optimizer_lrs=[], carry=None, step=step,
-                                                   total_steps=1000, budget_progress=progress))
-
-    budget, steps = budget_clock_config(lr_schedule_clock="budget", max_train_seconds=100), budget_clock_config(max_train_seconds=100)
-    assert lr(budget, 5, 0.9) == by_steps(5) == 5e-4, "the warm-up counts steps"
-    assert lr(budget, 20, 0.5) == by_steps(10 + 0.5 * 990) and lr(budget, 20, 0.5) < 0.6 * by_steps(20)
-    assert lr(budget, 800, 0.5) == by_steps(800), "the steps are further along than the budget"
-    assert lr(budget, 20, 1.0) == pytest.approx(1e-4) and lr(budget, 20, 0.0) == by_steps(20)
-    assert lr(steps, 20, 0.5) == by_steps(20), "the default clock: the planned steps only, as the original"
+    budget, steps = minimal_pretrain_config(lr_schedule_clock="budget", max_train_seconds=100), minimal_pretrain_config(max_train_seconds=100)
+    assert lr_at(budget, 5, 0.9) == by_steps(5) == 5e-4, "the warm-up counts steps"
+    assert lr_at(budget, 20, 0.5) == by_steps(10 + 0.5 * 990) and lr_at(budget, 20, 0.5) < 0.6 * by_steps(20)
+    assert lr_at(budget, 800, 0.5) == by_steps(800), "the steps are further along than the budget"
+    assert lr_at(budget, 20, 1.0) == pytest.approx(1e-4) and lr_at(budget, 20, 0.0) == by_steps(20)
+    assert lr_at(steps, 20, 0.5) == by_steps(20), "the default clock: the planned steps only, as the original"
 
 
 def test_the_budget_clock_needs_a_budget():
     from utils.config import ConfigError
     with pytest.raises(ConfigError, match="^config: lr_schedule_clock=budget decays the LR over the time budget: set max_train_seconds too"):
-        budget_clock_config(lr_schedule_clock="budget")
+        minimal_pretrain_config(lr_schedule_clock="budget")
 
 
 def test_a_run_on_the_budget_clock_ends_its_decay_at_the_budget_not_at_its_planned_steps(sudoku4, tmp_path, monkeypatch):

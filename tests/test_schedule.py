@@ -3,8 +3,8 @@
 import math
 
 import pytest
-import torch
 
+from conftest import lr_at, minimal_pretrain_config
 from utils.schedule import cosine_schedule_with_warmup_lr_lambda, wsd_schedule_lr_lambda
 
 
@@ -27,42 +27,29 @@ def test_wsd_holds_the_peak_then_decays_linearly_over_the_last_fraction():
     assert all(b < a for a, b in zip(steps, steps[1:])), "falls at every step of the decay"
 
 
-def schedule_config(**extra):
-    from training.config import parse_config
-    return parse_config({"arch": {"name": "x", "loss": {"name": "y"}}, "global_batch_size": 8, "epochs": 1, "lr": 1e-3, "lr_min_ratio": 0.1,
-                         "lr_warmup_steps": 10, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "puzzle_emb_lr": 1e-2,
-                         "puzzle_emb_weight_decay": 0.1, **extra})
-
-
-def run_lr(config, step, budget_progress=0.0):
-    from training.state import TrainState, compute_lr
-    return compute_lr(1e-3, config, TrainState(model=torch.nn.Linear(1, 1), optimizers=[], optimizer_lrs=[], carry=None, step=step,
-                                               total_steps=1000, budget_progress=budget_progress))
-
-
 def test_a_run_picks_its_schedule_and_the_default_is_the_originals_cosine():
     def wsd(step):
         return wsd_schedule_lr_lambda(step, base_lr=1e-3, num_warmup_steps=10, num_training_steps=1000, min_ratio=0.1, decay_fraction=0.3)
 
     def cosine(step):
         return cosine_schedule_with_warmup_lr_lambda(step, base_lr=1e-3, num_warmup_steps=10, num_training_steps=1000, min_ratio=0.1)
-    default, held = schedule_config(), schedule_config(lr_schedule="wsd", lr_decay_fraction=0.3)
+    default, held = minimal_pretrain_config(), minimal_pretrain_config(lr_schedule="wsd", lr_decay_fraction=0.3)
     assert default.lr_schedule == "cosine" and default.lr_decay_fraction == 0.2
-    assert [run_lr(default, s) for s in (5, 400, 900)] == [cosine(s) for s in (5, 400, 900)]
-    assert [run_lr(held, s) for s in (5, 400, 900)] == [wsd(s) for s in (5, 400, 900)]
-    assert run_lr(held, 600) == 1e-3 > run_lr(default, 600)
+    assert [lr_at(default, s) for s in (5, 400, 900)] == [cosine(s) for s in (5, 400, 900)]
+    assert [lr_at(held, s) for s in (5, 400, 900)] == [wsd(s) for s in (5, 400, 900)]
+    assert lr_at(held, 600) == 1e-3 > lr_at(default, 600)
 
 
 def test_wsd_on_the_budget_clock_decays_over_the_last_fraction_of_the_budget():
-    config = schedule_config(lr_schedule="wsd", lr_decay_fraction=0.3, lr_schedule_clock="budget", max_train_seconds=100)
-    assert run_lr(config, 5, budget_progress=0.9) == 5e-4, "the warm-up counts steps"
-    assert run_lr(config, 50, budget_progress=0.69) == 1e-3, "held until 70% of the budget"
-    assert run_lr(config, 50, budget_progress=0.85) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5)), "halfway down at 85%"
-    assert run_lr(config, 50, budget_progress=1.0) == pytest.approx(1e-4)
+    config = minimal_pretrain_config(lr_schedule="wsd", lr_decay_fraction=0.3, lr_schedule_clock="budget", max_train_seconds=100)
+    assert lr_at(config, 5, budget_progress=0.9) == 5e-4, "the warm-up counts steps"
+    assert lr_at(config, 50, budget_progress=0.69) == 1e-3, "held until 70% of the budget"
+    assert lr_at(config, 50, budget_progress=0.85) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5)), "halfway down at 85%"
+    assert lr_at(config, 50, budget_progress=1.0) == pytest.approx(1e-4)
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
 def test_a_decay_fraction_outside_0_to_1_is_a_one_line_config_error(fraction):
     from utils.config import ConfigError
     with pytest.raises(ConfigError, match=rf"^config: lr_decay_fraction must be in \(0, 1\] .* got {fraction}$"):
-        schedule_config(lr_schedule="wsd", lr_decay_fraction=fraction)
+        minimal_pretrain_config(lr_schedule="wsd", lr_decay_fraction=fraction)
