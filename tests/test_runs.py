@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO, TINY_HRM, load_weights, pretrain, run, subprocess_env
 from training.runs import (RunFolderBusy, RunFolderLock, SweepJob, apply_sweep_job, check_checkpoint_folder_free, claim_run_folder,
                         start_over, swept_keys, sweep_group)
+from utils.dataset_metadata import metadata_files
 
 
 def test_job_name_holds_the_swept_values_and_is_a_plain_override_value():
@@ -157,8 +158,11 @@ def test_one_run_per_folder_and_a_killed_run_leaves_no_lock(sudoku4, tmp_path):
     first = subprocess.Popen([sys.executable, str(REPO / "pretrain.py"), *args, "epochs=100000", "eval_interval=100000"],
                              env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        # The folder is compared before and after the second run, so first wait until the first run has
+        # written all it writes at its start: the config, then the datasets' metadata (dataset/).
+        started = [ck / "run.lock", ck / "all_config.yaml", *(ck / rel for rel in metadata_files([str(sudoku4)]))]
         deadline = time.time() + 120
-        while not ((ck / "all_config.yaml").exists() and (ck / "run.lock").exists()):
+        while not all(path.exists() for path in started):
             assert first.poll() is None and time.time() < deadline, "the first run did not start"
             time.sleep(0.2)
         before = {n: (ck / n).stat().st_mtime_ns for n in os.listdir(ck)}
